@@ -1,0 +1,253 @@
+/*
+ * gear/backend.h - the backend module ABI of libgear (for backend authors).
+ *
+ * A backend is a table of function pointers.  The core owns the algorithm's
+ * definition and the byte layout of a block (gear_block_layout below and
+ * docs/FORMAT.md); a backend decides only where blocks live and how fast the
+ * primitives run.  Slots marked OPTIONAL may be NULL: the core then composes
+ * the result from the required primitives.
+ *
+ * A module is a shared object named gear-<name>.so exporting one symbol:
+ *     const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi);
+ * It returns NULL when it cannot serve core_abi.
+ *
+ * Everything here is plain C99 and header-only so that CUDA/HIP kernels can
+ * include it (GEAR_HD marks functions usable on host and device).
+ */
+#ifndef GEAR_BACKEND_H
+#define GEAR_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <gear.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GEAR_BACKEND_ABI_VERSION 1u
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#  define GEAR_HD __host__ __device__ static inline
+#else
+#  define GEAR_HD static inline
+#endif
+
+/* Block header: fixed 32 bytes, little-endian.  See docs/FORMAT.md. */
+#define GEAR_BLOCK_HEADER_BYTES 32u
+#define GEAR_BLOCK_ALIGN 16u
+#define GEAR_BLOCK_MAX_ENTRIES 65536u   /* n*d: outlier indices are u16 */
+
+/* Block flags (header byte 11). */
+#define GEAR_BLOCK_RAW 0x01u            /* uncompressed block: raw dtype data */
+#define GEAR_BLOCK_DTYPE_SHIFT 1        /* raw blocks: gear_dtype in bits 1..2 */
+
+/* Where each section of a compressed block lies, in bytes from the block
+ * start, and the shape facts every backend needs.  Computed by the core
+ * (gear_block_layout_init) from a config and head_dim; identical on every
+ * backend. */
+typedef struct gear_block_layout {
+    unsigned kind;        /* GEAR_KEY / GEAR_VALUE */
+    unsigned n, d;        /* tokens, channels */
+    unsigned bits;        /* 0 = raw */
+    unsigned raw_dtype;   /* raw blocks: gear_dtype of the data */
+    unsigned rank, iters;
+    float ratio;          /* outlier ratio s (recorded in the header) */
+    /* Quantization rows: keys: d rows (channels) of n tokens;
+     * values: n rows (tokens) of d channels. */
+    unsigned rows, row_len;
+    unsigned group;            /* effective group size (<= row_len) */
+    unsigned groups_per_row;   /* ceil(row_len / group) */
+    unsigned k_full;           /* outliers per side in a full group */
+    unsigned k_tail;           /* outliers per side in the last, shorter group */
+    unsigned tail_len;         /* length of the last group (== group if none) */
+    unsigned outliers_per_row; /* 2*(k_full*(groups_per_row-1) + k_tail) */
+    unsigned n_outliers;       /* rows * outliers_per_row */
+    unsigned row_bytes;        /* packed code bytes per row (multiple of 4) */
+    size_t off_codes, off_scales, off_mins, off_oidx, off_oval, off_a, off_b, off_raw;
+    size_t bytes;              /* whole block */
+} gear_block_layout;
+
+/* ------------------------------------------------ fp16 / bf16 conversion */
+
+GEAR_HD float gear_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalize */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400u)) { man <<= 1; exp--; }
+            man &= 0x3ffu;
+            bits = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    union { uint32_t u; float f; } v;
+    v.u = bits;
+    return v.f;
+}
+
+/* Round to nearest even; overflow gives +-Inf, NaN stays NaN. */
+GEAR_HD uint16_t gear_float_to_half(float f)
+{
+    union { float f; uint32_t u; } v;
+    v.f = f;
+    uint32_t x = v.u, sign = (x >> 16) & 0x8000u;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) /* Inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) /* rounds to >= 65520: overflow */
+        return (uint16_t)(sign | 0x7c00u);
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal */
+        if (ax < 0x33000000u) /* < 2^-25: rounds to zero */
+            return (uint16_t)sign;
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e; /* 14..24 */
+        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = (ax >> 13) - ((127 - 15) << 10), rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    return (uint16_t)(sign | r);
+}
+
+GEAR_HD float gear_bf16_to_float(uint16_t h)
+{
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+
+GEAR_HD uint16_t gear_float_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v;
+    v.f = f;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    uint32_t r = v.u + 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(r >> 16);
+}
+
+/* ----------------------------------------- counter-based start matrix */
+
+/* SplitMix64 finalizer: a bijective 64-bit mixer. */
+GEAR_HD uint64_t gear_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Key of one block's stream: (seed, layer, head, block index, K/V). */
+GEAR_HD uint64_t gear_rng_key(uint64_t seed, uint32_t layer, uint32_t head,
+                              uint32_t block, uint32_t kind)
+{
+    uint64_t k = gear_mix64(seed);
+    k = gear_mix64(k ^ ((uint64_t)layer << 32 | head));
+    k = gear_mix64(k ^ ((uint64_t)block << 1 | (kind & 1u)));
+    return k;
+}
+
+/* Element i of the stream as a float uniform in [0,1) with 24 random bits:
+ * exact and identical on every backend. */
+GEAR_HD float gear_rng_uniform(uint64_t key, uint32_t i)
+{
+    uint64_t z = gear_mix64(key ^ (0xd1b54a32d192ed03ull * (uint64_t)(i + 1)));
+    return (float)(uint32_t)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* Where a block came from: keys the start matrix. */
+typedef struct gear_block_id {
+    uint64_t seed;
+    uint32_t layer, head, block;
+} gear_block_id;
+
+/* ------------------------------------------------------- backend table */
+
+typedef enum gear_copy_dir {
+    GEAR_COPY_H2D = 0, GEAR_COPY_D2H = 1, GEAR_COPY_D2D = 2, GEAR_COPY_H2H = 3
+} gear_copy_dir;
+
+typedef struct gear_backend_params {
+    int device;
+    int n_threads;
+} gear_backend_params;
+
+/* One attention problem over one KV head of one layer.  Blocks are in the
+ * backend's memory; buffer, q and out in host memory (f32). */
+typedef struct gear_attention_args {
+    const gear_block_layout *lk, *lv;
+    const uint8_t *const *kblocks;   /* n_blocks pointers to K blocks */
+    const uint8_t *const *vblocks;   /* n_blocks pointers to V blocks */
+    unsigned n_blocks;
+    const float *kbuf, *vbuf;        /* n_buf x d, row-major */
+    unsigned n_buf;
+    const float *q;                  /* n_q rows of d (group query heads x tokens) */
+    unsigned n_qhead, n_qtok;        /* q row (h, i) is q[(h*n_qtok + i)*d] */
+    float scale;
+    float *out;                      /* same shape as q */
+} gear_attention_args;
+
+struct gear_backend_i {
+    uint32_t abi_version;            /* GEAR_BACKEND_ABI_VERSION */
+    const char *name;
+    const char *description;
+
+    /* 0 = unusable here (then *why says why); higher = preferred by "auto".
+     * Must not create a device context. */
+    int (*score)(const char **why);
+    gear_status (*init)(const gear_backend_params *p, void **state);
+    void (*shutdown)(void *state);
+    /* Detail of the backend's last failure (e.g. a driver error string). */
+    const char *(*last_error)(void *state);
+
+    /* Memory where blocks live.  on_device: 0 = host memory. */
+    int on_device;
+    gear_status (*mem_alloc)(void *state, size_t bytes, void **ptr);
+    void (*mem_free)(void *state, void *ptr);
+    gear_status (*mem_copy)(void *state, void *dst, const void *src, size_t bytes,
+                            gear_copy_dir dir);
+    gear_status (*sync)(void *state);
+
+    /* ---- primitives (required).  x, xq, resid: n x d fp32, row-major
+     * (token-major), in backend memory; blk: one block per layout L. */
+    /* Select the outliers of every group; write the oidx/oval sections. */
+    gear_status (*outlier_select)(void *state, const gear_block_layout *L,
+                                  const float *x, uint8_t *blk);
+    /* Quantize x, skipping the outliers already in blk; write codes,
+     * scales and minima. */
+    gear_status (*quantize)(void *state, const gear_block_layout *L,
+                            const float *x, uint8_t *blk);
+    /* xq = dequantized codes with the outliers restored (Q^ + S). */
+    gear_status (*dequantize)(void *state, const gear_block_layout *L,
+                              const uint8_t *blk, float *xq);
+    /* Power iteration on E = x - xq (zero at outliers) from the start
+     * matrix keyed by id; write A and B. */
+    gear_status (*lowrank_fit)(void *state, const gear_block_layout *L,
+                               const gear_block_id *id, const float *x,
+                               const float *xq, uint8_t *blk);
+    /* out = Q^ + S + A B^T (n x d fp32). */
+    gear_status (*reconstruct)(void *state, const gear_block_layout *L,
+                               const uint8_t *blk, float *out);
+
+    /* ---- OPTIONAL fused slots. */
+    gear_status (*compress_block)(void *state, const gear_block_layout *L,
+                                  const gear_block_id *id, const float *x,
+                                  uint8_t *blk);
+    gear_status (*attention)(void *state, const gear_attention_args *a);
+};
+
+typedef const struct gear_backend_i *(*gear_backend_module_init_fn)(uint32_t core_abi);
+#define GEAR_BACKEND_MODULE_SYMBOL "gear_backend_module_init"
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GEAR_BACKEND_H */

@@ -1,0 +1,295 @@
+/*
+ * cache.c - the streaming KV cache: a full-precision buffer of fewer than
+ * `block` tokens per (layer, K/V, head); each full block is compressed
+ * exactly once into an arena in backend memory and never recompressed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cache.h"
+
+gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const gear_config *cfg_v,
+                           unsigned n_layer, unsigned n_head, unsigned d, unsigned max_tokens,
+                           gear_cache **out)
+{
+    if (!out) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_create: out is NULL");
+    *out = NULL;
+    if (!ctx || !cfg_k || !cfg_v)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_create: ctx, cfg_k and cfg_v are required");
+    if (cfg_k->kind != GEAR_KEY || cfg_v->kind != GEAR_VALUE)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "cfg_k must have kind GEAR_KEY and cfg_v GEAR_VALUE");
+    if (!n_layer || !n_head || !d || !max_tokens)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "n_layer, n_head_kv, head_dim and max_tokens must be > 0");
+    if (n_layer > 65536 || n_head > 65536)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "n_layer and n_head_kv must be <= 65536");
+    if (cfg_k->block != cfg_v->block)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "keys and values need the same block size (%u vs %u)",
+                         cfg_k->block, cfg_v->block);
+    gear_cache *c = calloc(1, sizeof *c);
+    if (!c) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create");
+    gear_status st = gear_block_layout_init(&c->L[0], cfg_k, d);
+    if (!st) st = gear_block_layout_init(&c->L[1], cfg_v, d);
+    if (st) {
+        free(c);
+        return st;
+    }
+    c->ctx = ctx;
+    c->cfg[0] = *cfg_k;
+    c->cfg[1] = *cfg_v;
+    c->n_layer = n_layer;
+    c->n_head = n_head;
+    c->d = d;
+    c->block = cfg_k->block;
+    c->max_tokens = max_tokens;
+    c->layers = calloc(n_layer, sizeof *c->layers);
+    if (!c->layers) {
+        gear_cache_free(c);
+        return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create: layers");
+    }
+    *out = c;
+    return GEAR_OK;
+}
+
+gear_status gear_cache_create(gear_context *ctx, const gear_config *cfg_k, const gear_config *cfg_v,
+                              unsigned n_layer, unsigned n_head_kv, unsigned head_dim,
+                              unsigned max_tokens, gear_cache **out)
+{
+    return gear_cache_new(ctx, cfg_k, cfg_v, n_layer, n_head_kv, head_dim, max_tokens, out);
+}
+
+void gear_cache_free(gear_cache *c)
+{
+    if (!c) return;
+    for (unsigned l = 0; c->layers && l < c->n_layer; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            if (c->layers[l].arena[kv]) c->ctx->be->mem_free(c->ctx->state, c->layers[l].arena[kv]);
+            free(c->layers[l].buf[kv]);
+        }
+    free(c->layers);
+    free(c);
+}
+
+/* Buffers are allocated when a layer first receives tokens, so that a
+ * large, mostly empty cache (or a hostile file header) costs little. */
+gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly)
+{
+    size_t n = (size_t)c->n_head * c->block * c->d; /* <= 65536 * 65536 */
+    for (int kv = 0; kv < 2; kv++)
+        if (!ly->buf[kv] && !(ly->buf[kv] = malloc(n * sizeof(float))))
+            return gear_fail(GEAR_ERR_NO_MEMORY, "cache buffers of %zu floats", n);
+    return GEAR_OK;
+}
+
+gear_status gear_cache_reserve(gear_cache *c, gear_layer *ly, unsigned want)
+{
+    if (want <= ly->cap_blocks) return GEAR_OK;
+    const struct gear_backend_i *be = c->ctx->be;
+    unsigned max_blocks = c->max_tokens / c->block;
+    unsigned cap = ly->cap_blocks ? ly->cap_blocks : 4;
+    while (cap < want) cap = cap > max_blocks / 2 ? max_blocks : cap * 2;
+    if (cap > max_blocks) cap = max_blocks;
+    if (cap < want) return gear_fail(GEAR_ERR_INTERNAL, "reserve beyond max_tokens");
+    uint8_t *na[2] = {NULL, NULL};
+    for (int kv = 0; kv < 2; kv++) {
+        size_t bytes;
+        if (!gear_mul_ok((size_t)cap * c->n_head, c->L[kv].bytes, &bytes)) {
+            if (na[0]) be->mem_free(c->ctx->state, na[0]);
+            return gear_fail(GEAR_ERR_OVERFLOW, "cache arena size overflows");
+        }
+        gear_status st = be->mem_alloc(c->ctx->state, bytes, (void **)&na[kv]);
+        if (!st && ly->n_blocks)
+            st = be->mem_copy(c->ctx->state, na[kv], ly->arena[kv],
+                              (size_t)ly->n_blocks * c->n_head * c->L[kv].bytes,
+                              be->on_device ? GEAR_COPY_D2D : GEAR_COPY_H2H);
+        if (st) {
+            for (int j = 0; j <= kv; j++)
+                if (na[j]) be->mem_free(c->ctx->state, na[j]);
+            return st;
+        }
+    }
+    for (int kv = 0; kv < 2; kv++) {
+        if (ly->arena[kv]) be->mem_free(c->ctx->state, ly->arena[kv]);
+        ly->arena[kv] = na[kv];
+    }
+    ly->cap_blocks = cap;
+    return GEAR_OK;
+}
+
+static gear_status check_layer(const gear_cache *c, unsigned layer)
+{
+    if (!c) return gear_fail(GEAR_ERR_INVALID_ARG, "cache is NULL");
+    if (layer >= c->n_layer)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "layer %u out of range (cache has %u)", layer,
+                         c->n_layer);
+    return GEAR_OK;
+}
+
+gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *k,
+                              const gear_tensor *v)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    gear_layer *ly = &c->layers[layer];
+    int64_t H = c->n_head, T = 0, D = c->d;
+    st = gear_view_check(k, "k", &H, &T, &D);
+    if (!st) st = gear_view_check(v, "v", &H, &T, &D);
+    if (st) return st;
+    if ((uint64_t)ly->tokens + (uint64_t)T > c->max_tokens)
+        return gear_fail(GEAR_ERR_CAPACITY, "layer %u holds %u tokens; %lld more exceed max_tokens %u",
+                         layer, ly->tokens, (long long)T, c->max_tokens);
+    unsigned n = c->block, d = c->d, nbuf = ly->tokens % n;
+    unsigned total = nbuf + (unsigned)T, new_blocks = total / n, rem = total % n;
+    /* Stage everything first so that a failure leaves the cache unchanged:
+     * rows = the buffered rows followed by the new ones, per head. */
+    size_t rows_sz;
+    if (!gear_mul_ok((size_t)H * total, d, &rows_sz) || rows_sz > SIZE_MAX / sizeof(float))
+        return gear_fail(GEAR_ERR_OVERFLOW, "append size overflows");
+    st = gear_cache_buffers(c, ly);
+    if (st) return st;
+    float *rows[2] = {malloc(rows_sz * sizeof(float)), malloc(rows_sz * sizeof(float))};
+    if (!rows[0] || !rows[1]) {
+        st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+        goto done;
+    }
+    const gear_tensor *src[2] = {k, v};
+    for (int kv = 0; kv < 2 && !st; kv++)
+        for (unsigned h = 0; h < H && !st; h++) {
+            float *r = rows[kv] + (size_t)h * total * d;
+            memcpy(r, ly->buf[kv] + (size_t)h * n * d, sizeof(float) * nbuf * d);
+            st = gear_view_read(src[kv], h, 0, T, d, r + (size_t)nbuf * d, 1);
+        }
+    if (!st && new_blocks) st = gear_cache_reserve(c, ly, ly->n_blocks + new_blocks);
+    for (int kv = 0; kv < 2 && !st; kv++)
+        for (unsigned b = 0; b < new_blocks && !st; b++)
+            for (unsigned h = 0; h < H && !st; h++) {
+                unsigned bi = ly->n_blocks + b;
+                gear_block_id id = {c->cfg[kv].seed, layer, h, bi};
+                st = gear_pipeline_compress(c->ctx, &c->L[kv], &id,
+                                            rows[kv] + ((size_t)h * total + (size_t)b * n) * d,
+                                            gear_cache_block(c, ly, kv, bi, h));
+            }
+    if (st) goto done;
+    /* Commit: nothing below can fail. */
+    for (int kv = 0; kv < 2; kv++)
+        for (unsigned h = 0; h < H; h++)
+            memcpy(ly->buf[kv] + (size_t)h * n * d,
+                   rows[kv] + ((size_t)h * total + (size_t)new_blocks * n) * d,
+                   sizeof(float) * rem * d);
+    ly->n_blocks += new_blocks;
+    ly->tokens += (unsigned)T;
+done:
+    free(rows[0]);
+    free(rows[1]);
+    return st;
+}
+
+gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    if (!n) return gear_fail(GEAR_ERR_INVALID_ARG, "n is NULL");
+    *n = c->layers[layer].tokens;
+    return GEAR_OK;
+}
+
+gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tensor *q, float scale,
+                                 gear_tensor *out)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    const gear_layer *ly = &c->layers[layer];
+    int64_t hq = 0, nq = 0, d = c->d;
+    st = gear_view_check(q, "q", &hq, &nq, &d);
+    if (!st) st = gear_view_check(out, "out", &hq, &nq, &d);
+    if (st) return st;
+    if (!isfinite(scale)) return gear_fail(GEAR_ERR_NONFINITE, "attention scale is not finite");
+    if (hq % c->n_head)
+        return gear_fail(GEAR_ERR_SHAPE, "%lld query heads is not a multiple of %u KV heads",
+                         (long long)hq, c->n_head);
+    if (nq > ly->tokens)
+        return gear_fail(GEAR_ERR_SHAPE, "%lld query tokens but layer %u holds %u tokens",
+                         (long long)nq, layer, ly->tokens);
+    unsigned group = (unsigned)(hq / c->n_head), rows = group * (unsigned)nq;
+    size_t qn = (size_t)rows * c->d;
+    float *qb = malloc(qn * sizeof(float)), *ob = malloc(qn * sizeof(float));
+    const uint8_t **kb = malloc(sizeof *kb * (ly->n_blocks + 1));
+    const uint8_t **vb = malloc(sizeof *vb * (ly->n_blocks + 1));
+    if (!qb || !ob || !kb || !vb) {
+        st = gear_fail(GEAR_ERR_NO_MEMORY, "attention staging");
+        goto done;
+    }
+    for (unsigned h = 0; h < c->n_head && !st; h++) {
+        for (unsigned g = 0; g < group && !st; g++)
+            st = gear_view_read(q, h * group + g, 0, nq, c->d, qb + (size_t)g * nq * c->d, 0);
+        if (st) break;
+        for (unsigned b = 0; b < ly->n_blocks; b++) {
+            kb[b] = gear_cache_block(c, ly, 0, b, h);
+            vb[b] = gear_cache_block(c, ly, 1, b, h);
+        }
+        gear_attention_args a = {
+            &c->L[0], &c->L[1], kb, vb, ly->n_blocks,
+            ly->buf[0] + (size_t)h * c->block * c->d, ly->buf[1] + (size_t)h * c->block * c->d,
+            ly->tokens % c->block, qb, group, (unsigned)nq, scale, ob};
+        st = c->ctx->be->attention ? c->ctx->be->attention(c->ctx->state, &a)
+                                   : gear_attention_head(c->ctx, &a);
+        for (unsigned g = 0; g < group && !st; g++)
+            gear_view_write(out, h * group + g, 0, nq, c->d, ob + (size_t)g * nq * c->d);
+    }
+done:
+    free(qb);
+    free(ob);
+    free(kb);
+    free(vb);
+    return st;
+}
+
+gear_status gear_cache_decompress(gear_cache *c, unsigned layer, gear_tensor *k, gear_tensor *v)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    const gear_layer *ly = &c->layers[layer];
+    gear_tensor *dst[2] = {k, v};
+    int64_t H = c->n_head, T = ly->tokens, D = c->d;
+    if (T == 0) return gear_fail(GEAR_ERR_SHAPE, "layer %u is empty", layer);
+    for (int kv = 0; kv < 2 && !st; kv++)
+        if (dst[kv]) st = gear_view_check(dst[kv], kv ? "v" : "k", &H, &T, &D);
+    if (st) return st;
+    float *x = malloc(sizeof(float) * c->block * c->d);
+    if (!x) return gear_fail(GEAR_ERR_NO_MEMORY, "decompress scratch");
+    unsigned nbuf = ly->tokens % c->block;
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        if (!dst[kv]) continue;
+        for (unsigned h = 0; h < c->n_head && !st; h++) {
+            for (unsigned b = 0; b < ly->n_blocks && !st; b++) {
+                st = gear_pipeline_reconstruct(c->ctx, &c->L[kv], gear_cache_block(c, ly, kv, b, h), x);
+                if (!st) gear_view_write(dst[kv], h, (int64_t)b * c->block, c->block, c->d, x);
+            }
+            if (!st && nbuf)
+                gear_view_write(dst[kv], h, (int64_t)ly->n_blocks * c->block, nbuf, c->d,
+                                ly->buf[kv] + (size_t)h * c->block * c->d);
+        }
+    }
+    free(x);
+    return st;
+}
+
+gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s)
+{
+    if (!c || !s) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_stats_get: NULL argument");
+    memset(s, 0, sizeof *s);
+    uint64_t per_block_entries = (uint64_t)c->block * c->d;
+    for (unsigned l = 0; l < c->n_layer; l++) {
+        const gear_layer *ly = &c->layers[l];
+        uint64_t nb = (uint64_t)ly->n_blocks * c->n_head, nbuf = ly->tokens % c->block;
+        s->tokens += ly->tokens;
+        s->blocks += 2 * nb;
+        s->compressed_bytes += nb * (c->L[0].bytes + c->L[1].bytes);
+        s->compressed_entries += 2 * nb * per_block_entries;
+        s->buffer_entries += 2 * nbuf * c->n_head * c->d;
+        s->fp16_bytes += 2 * 2 * (uint64_t)ly->tokens * c->n_head * c->d;
+    }
+    s->buffer_bytes = s->buffer_entries * sizeof(float);
+    s->bpe = s->compressed_entries ? 8.0 * (double)s->compressed_bytes / (double)s->compressed_entries
+                                   : 0.0;
+    return GEAR_OK;
+}

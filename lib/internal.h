@@ -1,0 +1,151 @@
+/*
+ * internal.h - declarations shared inside libgear's core (not installed).
+ * Tests include it to reach core pieces directly.
+ */
+#ifndef GEAR_INTERNAL_H
+#define GEAR_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <gear.h>
+#include <gear/backend.h>
+
+#if defined(__GNUC__)
+#  define GEAR_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#  define GEAR_PRINTF(a, b)
+#endif
+
+/* ---- status.c: errors and logging */
+/* Record the detail of a failure for gear_last_error_message(); returns s. */
+gear_status gear_fail(gear_status s, const char *fmt, ...) GEAR_PRINTF(2, 3);
+void gear_clear_error(void);
+void gear_log(gear_log_level level, const char *fmt, ...) GEAR_PRINTF(2, 3);
+
+/* ---- checked size arithmetic: return 0 on overflow */
+static inline int gear_mul_ok(size_t a, size_t b, size_t *r)
+{
+    if (b && a > SIZE_MAX / b) return 0;
+    *r = a * b;
+    return 1;
+}
+static inline int gear_add_ok(size_t a, size_t b, size_t *r)
+{
+    if (a > SIZE_MAX - b) return 0;
+    *r = a + b;
+    return 1;
+}
+static inline size_t gear_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+/* ---- little-endian field access */
+static inline void gear_put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void gear_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void gear_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t gear_get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t gear_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t gear_get_u64(const uint8_t *p)
+{
+    return (uint64_t)gear_get_u32(p) | (uint64_t)gear_get_u32(p + 4) << 32;
+}
+
+/* ---- crc32c.c */
+uint32_t gear_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- config.c */
+/* Effective group size of cfg for rows of row_len entries. */
+unsigned gear_config_group(const gear_config *cfg, unsigned row_len);
+/* Outliers per side in a group of m entries: round(s*m/2), at most m/2. */
+unsigned gear_outliers_per_side(float ratio, unsigned m);
+
+/* ---- layout.c: the block format */
+/* Layout of a compressed (or, bits == 0, raw fp16) block for cfg and d. */
+gear_status gear_block_layout_init(gear_block_layout *L, const gear_config *cfg, unsigned d);
+/* Layout of a raw block of n tokens holding data of dtype. */
+gear_status gear_block_layout_raw(gear_block_layout *L, gear_kind kind, unsigned n, unsigned d,
+                                  gear_dtype dtype);
+/* Write the 32-byte header of a block whose sections are filled, and its
+ * CRC.  blk is host memory. */
+void gear_block_seal(const gear_block_layout *L, uint8_t *blk);
+/* Parse and check an untrusted block header at src (len bytes available):
+ * fills L and checks size, CRC and every section's content (outlier
+ * indices in their groups, sorted).  GEAR_ERR_FORMAT_* on defects. */
+gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *L);
+/* Fill sections from a raw fp32 n x d block (raw layouts). */
+void gear_block_pack_raw(const gear_block_layout *L, const float *x, uint8_t *blk);
+void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float *x);
+
+/* Serialized config: GEAR_CONFIG_BYTES little-endian bytes (FORMAT.md). */
+#define GEAR_CONFIG_BYTES 32u
+void gear_config_write(const gear_config *cfg, uint8_t *p);
+/* Parse and validate for head_dim d; GEAR_ERR_FORMAT_CORRUPT if invalid. */
+gear_status gear_config_read(const uint8_t *p, unsigned d, gear_config *cfg);
+
+/* Packed b-bit code access (row-relative, little-endian bit order). */
+static inline unsigned gear_code_get(const uint8_t *row, unsigned bits, unsigned j)
+{
+    size_t bit = (size_t)j * bits;
+    unsigned sh = (unsigned)(bit & 7), v = row[bit >> 3];
+    if (sh + bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8; /* code spans two bytes */
+    return (v >> sh) & ((1u << bits) - 1u);
+}
+
+/* ---- tensor.c: views */
+size_t gear_dtype_size(gear_dtype t);
+/* Check a view's dtype, ndim, shape, strides; expect its logical shape to
+ * be [h, t, d] (ndim 3) or [t, d] (ndim 2, only if h == 1). name is used in
+ * the error message.  Any of h, t, d given as 0 is taken from the view. */
+gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, int64_t *t,
+                            int64_t *d);
+/* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).
+ * Checks every value is finite and within fp16 range when check_range. */
+gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                           float *dst, int check_range);
+/* Write fp32 rows into the view at head h, rows [t0, t0+nt). */
+void gear_view_write(gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                     const float *src);
+
+/* ---- registry.c: backends */
+int gear_registry_count(void);
+const struct gear_backend_i *gear_registry_get(int i);
+/* Backend by name ("auto" = best available); GEAR_ERR_NO_BACKEND if none. */
+gear_status gear_registry_find(const char *name, const struct gear_backend_i **be);
+const struct gear_backend_i *gear_ref_backend(void);
+
+/* ---- context.c */
+struct gear_context {
+    const struct gear_backend_i *be;
+    void *state;
+    int device;
+    int n_threads;
+};
+
+/* ---- pipeline.c: one block through the backend */
+/* Compress n x d fp32 host rows x into a block at blk (backend memory). */
+gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
+                                   const gear_block_id *id, const float *x, uint8_t *blk);
+/* Reconstruct a block (backend memory) into host fp32 n x d. */
+gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
+                                      const uint8_t *blk, float *out);
+
+/* The same with the block in host memory (copied to the backend if needed). */
+gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
+                                        const gear_block_id *id, const float *x, uint8_t *hblk);
+gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
+                                           const uint8_t *hblk, float *out);
+/* Same shape and content description (everything but the CRC). */
+int gear_block_layout_equal(const gear_block_layout *a, const gear_block_layout *b);
+
+/* ---- attention.c: core attention over one KV head */
+gear_status gear_attention_head(gear_context *ctx, const gear_attention_args *a);
+
+#endif /* GEAR_INTERNAL_H */

@@ -1,0 +1,314 @@
+/*
+ * layout.c - the block format (docs/FORMAT.md): section offsets, the
+ * 32-byte header, CRC sealing, and validation of untrusted blocks.
+ */
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+
+/* Header field offsets. */
+enum {
+    H_BYTES = 0, H_CRC = 4, H_KIND = 8, H_BITS = 9, H_RANK = 10, H_FLAGS = 11, H_N = 12,
+    H_D = 14, H_GROUP = 16, H_ITERS = 18, H_NOUT = 20, H_RATIO = 24, H_RESERVED = 28
+};
+
+static uint32_t float_bits(float f)
+{
+    union { float f; uint32_t u; } v;
+    v.f = f;
+    return v.u;
+}
+
+static float bits_float(uint32_t u)
+{
+    union { float f; uint32_t u; } v;
+    v.u = u;
+    return v.f;
+}
+
+gear_status gear_block_layout_init(gear_block_layout *L, const gear_config *cfg, unsigned d)
+{
+    gear_status st = gear_config_validate(cfg, d);
+    if (st) return st;
+    if (cfg->bits == 0) return gear_block_layout_raw(L, cfg->kind, cfg->block, d, GEAR_F16);
+    memset(L, 0, sizeof *L);
+    unsigned n = cfg->block;
+    L->kind = cfg->kind;
+    L->n = n;
+    L->d = d;
+    L->bits = cfg->bits;
+    L->rank = cfg->rank;
+    L->iters = cfg->rank ? cfg->iters : 0;
+    L->rows = cfg->kind == GEAR_KEY ? d : n;
+    L->row_len = cfg->kind == GEAR_KEY ? n : d;
+    L->group = gear_config_group(cfg, L->row_len);
+    L->groups_per_row = (L->row_len + L->group - 1) / L->group;
+    L->tail_len = L->row_len - (L->groups_per_row - 1) * L->group;
+    L->k_full = gear_outliers_per_side(cfg->outlier_ratio, L->group);
+    L->k_tail = gear_outliers_per_side(cfg->outlier_ratio, L->tail_len);
+    L->outliers_per_row = 2 * (L->k_full * (L->groups_per_row - 1) + L->k_tail);
+    L->n_outliers = L->rows * L->outliers_per_row;
+    L->row_bytes = (unsigned)gear_align_up(((size_t)L->row_len * L->bits + 7) / 8, 4);
+    /* All sizes are bounded by n*d <= 65536, so no overflow is possible. */
+    size_t off = GEAR_BLOCK_HEADER_BYTES, a = GEAR_BLOCK_ALIGN;
+    size_t n_groups = (size_t)L->rows * L->groups_per_row;
+    L->off_codes = off;
+    off = gear_align_up(off + (size_t)L->rows * L->row_bytes, a);
+    L->off_scales = off;
+    off = gear_align_up(off + 2 * n_groups, a);
+    L->off_mins = off;
+    off = gear_align_up(off + 2 * n_groups, a);
+    L->off_oidx = off;
+    off = gear_align_up(off + 2 * (size_t)L->n_outliers, a);
+    L->off_oval = off;
+    off = gear_align_up(off + 2 * (size_t)L->n_outliers, a);
+    L->off_a = off;
+    off = gear_align_up(off + 2 * (size_t)n * L->rank, a);
+    L->off_b = off;
+    off = gear_align_up(off + 2 * (size_t)d * L->rank, a);
+    L->off_raw = 0;
+    L->bytes = off;
+    L->raw_dtype = 0;
+    /* Remember the ratio for the header (needed to re-derive k on load). */
+    L->ratio = cfg->outlier_ratio;
+    return GEAR_OK;
+}
+
+gear_status gear_block_layout_raw(gear_block_layout *L, gear_kind kind, unsigned n, unsigned d,
+                                  gear_dtype dtype)
+{
+    if (n == 0 || d == 0 || n > 65535 || d > 65535 || !gear_dtype_size(dtype))
+        return gear_fail(GEAR_ERR_INVALID_ARG, "raw block %ux%u dtype %d invalid", n, d,
+                         (int)dtype);
+    memset(L, 0, sizeof *L);
+    L->kind = kind;
+    L->n = n;
+    L->d = d;
+    L->raw_dtype = dtype;
+    L->rows = n;
+    L->row_len = d;
+    L->group = d;
+    L->groups_per_row = 1;
+    L->tail_len = d;
+    L->off_raw = GEAR_BLOCK_HEADER_BYTES;
+    L->bytes = gear_align_up(L->off_raw + (size_t)n * d * gear_dtype_size(dtype), GEAR_BLOCK_ALIGN);
+    return GEAR_OK;
+}
+
+void gear_block_seal(const gear_block_layout *L, uint8_t *blk)
+{
+    int raw = L->bits == 0;
+    gear_put_u32(blk + H_BYTES, (uint32_t)L->bytes);
+    blk[H_KIND] = (uint8_t)L->kind;
+    blk[H_BITS] = (uint8_t)L->bits;
+    blk[H_RANK] = (uint8_t)L->rank;
+    blk[H_FLAGS] = raw ? (uint8_t)(GEAR_BLOCK_RAW | L->raw_dtype << GEAR_BLOCK_DTYPE_SHIFT) : 0;
+    gear_put_u16(blk + H_N, (uint16_t)L->n);
+    gear_put_u16(blk + H_D, (uint16_t)L->d);
+    gear_put_u16(blk + H_GROUP, (uint16_t)(raw ? 0 : L->group));
+    gear_put_u16(blk + H_ITERS, (uint16_t)L->iters);
+    gear_put_u32(blk + H_NOUT, L->n_outliers);
+    gear_put_u32(blk + H_RATIO, raw ? 0 : float_bits(L->ratio));
+    gear_put_u32(blk + H_RESERVED, 0);
+    gear_put_u32(blk + H_CRC, gear_crc32c(0, blk + 8, L->bytes - 8));
+}
+
+static int half_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
+
+/* Every fp16 in [p, p+count) finite (and >= 0 when nonneg). */
+static int halves_ok(const uint8_t *p, size_t count, int nonneg)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint16_t h = gear_get_u16(p + 2 * i);
+        if (!half_finite(h) || (nonneg && (h & 0x8000u) && (h & 0x7fffu))) return 0;
+    }
+    return 1;
+}
+
+/* Outliers: per row, per group, 2k entries with strictly increasing
+ * positions inside that group. */
+static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk)
+{
+    const uint8_t *idx = blk + L->off_oidx;
+    size_t j = 0;
+    for (unsigned r = 0; r < L->rows; r++) {
+        for (unsigned g = 0; g < L->groups_per_row; g++) {
+            unsigned last = g + 1 == L->groups_per_row;
+            unsigned cnt = 2 * (last ? L->k_tail : L->k_full);
+            unsigned lo = g * L->group, hi = lo + (last ? L->tail_len : L->group);
+            long prev = -1;
+            for (unsigned i = 0; i < cnt; i++, j++) {
+                unsigned flat = gear_get_u16(idx + 2 * j), t = flat / L->d, c = flat % L->d;
+                unsigned row = L->kind == GEAR_KEY ? c : t, pos = L->kind == GEAR_KEY ? t : c;
+                if (t >= L->n || row != r || pos < lo || pos >= hi || (long)pos <= prev)
+                    return gear_fail(GEAR_ERR_FORMAT_CORRUPT,
+                                     "outlier %zu has index %u outside its group or unsorted",
+                                     j, flat);
+                prev = pos;
+            }
+        }
+    }
+    return GEAR_OK;
+}
+
+gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *L)
+{
+    if (len < GEAR_BLOCK_HEADER_BYTES)
+        return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "block header needs %u bytes, %zu left",
+                         GEAR_BLOCK_HEADER_BYTES, len);
+    uint32_t bytes = gear_get_u32(src + H_BYTES);
+    if (bytes < GEAR_BLOCK_HEADER_BYTES || bytes % GEAR_BLOCK_ALIGN)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u invalid", bytes);
+    if (bytes > len)
+        return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "block of %u bytes, only %zu left", bytes, len);
+    uint32_t crc = gear_crc32c(0, src + 8, bytes - 8);
+    if (crc != gear_get_u32(src + H_CRC))
+        return gear_fail(GEAR_ERR_FORMAT_CRC, "block CRC-32C mismatch (stored %08x, computed %08x)",
+                         gear_get_u32(src + H_CRC), crc);
+    unsigned kind = src[H_KIND], bits = src[H_BITS], flags = src[H_FLAGS];
+    unsigned n = gear_get_u16(src + H_N), d = gear_get_u16(src + H_D);
+    if (kind > 1 || gear_get_u32(src + H_RESERVED) != 0)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: bad kind or reserved field");
+    gear_status st;
+    if (flags & GEAR_BLOCK_RAW) {
+        unsigned dt = (flags >> GEAR_BLOCK_DTYPE_SHIFT) & 3u;
+        if (bits || src[H_RANK] || (flags & ~0x07u) || dt > GEAR_BF16 ||
+            gear_get_u16(src + H_GROUP) || gear_get_u16(src + H_ITERS) ||
+            gear_get_u32(src + H_NOUT) || gear_get_u32(src + H_RATIO))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block header: bad fields");
+        st = gear_block_layout_raw(L, (gear_kind)kind, n, d, (gear_dtype)dt);
+        if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block: bad shape %ux%u", n, d);
+        if (dt != GEAR_F32 && dt != GEAR_BF16 &&
+            !halves_ok(src + L->off_raw, (size_t)n * d, 0))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw fp16 block holds Inf or NaN");
+    } else {
+        if (flags)
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: unknown flags %02x", flags);
+        gear_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.kind = (gear_kind)kind;
+        cfg.bits = bits;
+        cfg.rank = src[H_RANK];
+        cfg.group = gear_get_u16(src + H_GROUP);
+        cfg.iters = gear_get_u16(src + H_ITERS);
+        cfg.block = n;
+        cfg.outlier_ratio = bits_float(gear_get_u32(src + H_RATIO));
+        if (bits == 0 || cfg.group == 0 || (cfg.rank && !cfg.iters) || (!cfg.rank && cfg.iters))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: bad bits/group/rank/iters");
+        st = gear_block_layout_init(L, &cfg, d);
+        if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: %s",
+                                 gear_last_error_message());
+        if (L->group != cfg.group || L->n_outliers != gear_get_u32(src + H_NOUT))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: group/outlier count "
+                             "inconsistent");
+        size_t ng = (size_t)L->rows * L->groups_per_row;
+        if (!halves_ok(src + L->off_scales, ng, 1) || !halves_ok(src + L->off_mins, ng, 0) ||
+            !halves_ok(src + L->off_oval, L->n_outliers, 0) ||
+            !halves_ok(src + L->off_a, (size_t)n * L->rank, 0) ||
+            !halves_ok(src + L->off_b, (size_t)d * L->rank, 0))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block holds a bad fp16 scale/value/factor");
+        st = check_outliers(L, src);
+        if (st) return st;
+    }
+    if (L->bytes != bytes)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
+                         L->bytes);
+    return GEAR_OK;
+}
+
+void gear_block_pack_raw(const gear_block_layout *L, const float *x, uint8_t *blk)
+{
+    size_t m = (size_t)L->n * L->d;
+    uint8_t *p = blk + L->off_raw;
+    for (size_t i = 0; i < m; i++) {
+        switch ((gear_dtype)L->raw_dtype) {
+        case GEAR_F32: gear_put_u32(p + 4 * i, float_bits(x[i])); break;
+        case GEAR_F16: gear_put_u16(p + 2 * i, gear_float_to_half(x[i])); break;
+        case GEAR_BF16: gear_put_u16(p + 2 * i, gear_float_to_bf16(x[i])); break;
+        }
+    }
+}
+
+void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float *x)
+{
+    size_t m = (size_t)L->n * L->d;
+    const uint8_t *p = blk + L->off_raw;
+    for (size_t i = 0; i < m; i++) {
+        switch ((gear_dtype)L->raw_dtype) {
+        case GEAR_F32: x[i] = bits_float(gear_get_u32(p + 4 * i)); break;
+        case GEAR_F16: x[i] = gear_half_to_float(gear_get_u16(p + 2 * i)); break;
+        case GEAR_BF16: x[i] = gear_bf16_to_float(gear_get_u16(p + 2 * i)); break;
+        }
+    }
+}
+
+/* Config record: kind u8, bits u8, rank u8, 0 u8, group u32, ratio f32,
+ * iters u32, block u32, 0 u32, seed u64. */
+void gear_config_write(const gear_config *cfg, uint8_t *p)
+{
+    memset(p, 0, GEAR_CONFIG_BYTES);
+    p[0] = (uint8_t)cfg->kind;
+    p[1] = (uint8_t)cfg->bits;
+    p[2] = (uint8_t)cfg->rank;
+    gear_put_u32(p + 4, cfg->group);
+    gear_put_u32(p + 8, float_bits(cfg->outlier_ratio));
+    gear_put_u32(p + 12, cfg->iters);
+    gear_put_u32(p + 16, cfg->block);
+    gear_put_u64(p + 24, cfg->seed);
+}
+
+gear_status gear_config_read(const uint8_t *p, unsigned d, gear_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (p[0] > 1 || p[3] || gear_get_u32(p + 20))
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "config record: bad kind or reserved bytes");
+    cfg->kind = (gear_kind)p[0];
+    cfg->bits = p[1];
+    cfg->rank = p[2];
+    cfg->group = gear_get_u32(p + 4);
+    cfg->outlier_ratio = bits_float(gear_get_u32(p + 8));
+    cfg->iters = gear_get_u32(p + 12);
+    cfg->block = gear_get_u32(p + 16);
+    cfg->seed = gear_get_u64(p + 24);
+    if (gear_config_validate(cfg, d) != GEAR_OK)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "config record invalid: %s",
+                         gear_last_error_message());
+    return GEAR_OK;
+}
+
+gear_status gear_block_info_get(const gear_config *cfg, unsigned d, gear_block_info *info)
+{
+    gear_block_layout L;
+    if (!info) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_block_info_get: info is NULL");
+    gear_status st = gear_block_layout_init(&L, cfg, d);
+    if (st) return st;
+    double nd = (double)L.n * L.d;
+    memset(info, 0, sizeof *info);
+    info->bytes = L.bytes;
+    info->n = L.n;
+    info->d = L.d;
+    info->group = L.group;
+    info->groups_per_row = L.groups_per_row;
+    info->rows = L.rows;
+    info->outliers = L.n_outliers;
+    info->bpe = 8.0 * (double)L.bytes / nd;
+    if (L.bits == 0) {
+        info->bpe_formula = 16.0;
+    } else {
+        /* Groups per entry: rows*groups_per_row/(n*d); equals 1/g when g divides the row. */
+        info->bpe_formula = L.bits + 32.0 * L.rows * L.groups_per_row / nd +
+                            32.0 * L.n_outliers / nd + 16.0 * L.rank * (L.n + L.d) / nd;
+    }
+    double payload_bytes = info->bpe_formula * nd / 8.0;
+    info->header_bytes = L.bytes - (size_t)(payload_bytes + 0.5);
+    info->outlier_fraction = L.n_outliers / nd;
+    return GEAR_OK;
+}
+
+int gear_block_layout_equal(const gear_block_layout *a, const gear_block_layout *b)
+{
+    return a->kind == b->kind && a->n == b->n && a->d == b->d && a->bits == b->bits &&
+           a->raw_dtype == b->raw_dtype && a->rank == b->rank && a->iters == b->iters &&
+           a->group == b->group && a->n_outliers == b->n_outliers && a->bytes == b->bytes &&
+           (a->bits == 0 || a->ratio == b->ratio);
+}

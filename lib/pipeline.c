@@ -1,0 +1,142 @@
+/*
+ * pipeline.c - one block through a backend: the GEAR recipe composed from
+ * the backend's primitives (or its fused slot), and reconstruction.
+ * Blocks live in backend memory; x and out are host fp32 n x d.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* Scratch in backend memory, or host memory for host backends. */
+static gear_status dev_alloc(gear_context *ctx, size_t bytes, void **p)
+{
+    return ctx->be->mem_alloc(ctx->state, bytes, p);
+}
+
+/* Write the header and CRC of a block in backend memory. */
+static gear_status seal(gear_context *ctx, const gear_block_layout *L, uint8_t *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    if (!be->on_device) {
+        gear_block_seal(L, blk);
+        return GEAR_OK;
+    }
+    uint8_t *h = malloc(L->bytes);
+    if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "seal staging");
+    gear_status st = be->mem_copy(ctx->state, h, blk, L->bytes, GEAR_COPY_D2H);
+    if (!st) {
+        gear_block_seal(L, h);
+        st = be->mem_copy(ctx->state, blk, h, L->bytes, GEAR_COPY_H2D);
+    }
+    free(h);
+    return st;
+}
+
+/* Copy host data to backend memory (allocating there), or alias it. */
+static gear_status to_backend(gear_context *ctx, const void *src, size_t bytes, void **dst)
+{
+    if (!ctx->be->on_device) {
+        *dst = (void *)src;
+        return GEAR_OK;
+    }
+    gear_status st = dev_alloc(ctx, bytes, dst);
+    if (!st) st = ctx->be->mem_copy(ctx->state, *dst, src, bytes, GEAR_COPY_H2D);
+    return st;
+}
+
+static void backend_release(gear_context *ctx, const void *host, void *p)
+{
+    if (p && p != host) ctx->be->mem_free(ctx->state, p);
+}
+
+gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
+                                   const gear_block_id *id, const float *x, uint8_t *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    size_t nd = (size_t)L->n * L->d;
+    gear_status st;
+    if (L->bits == 0) { /* raw block: packed by the core */
+        uint8_t *h = calloc(1, L->bytes);
+        if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "raw block staging");
+        gear_block_pack_raw(L, x, h);
+        gear_block_seal(L, h);
+        st = be->mem_copy(ctx->state, blk, h, L->bytes, be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
+        free(h);
+        return st;
+    }
+    /* Zero the block so that padding is deterministic on every backend. */
+    uint8_t *zero = calloc(1, L->bytes);
+    if (!zero) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
+    st = be->mem_copy(ctx->state, blk, zero, L->bytes, be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
+    free(zero);
+    if (st) return st;
+
+    void *xd = NULL, *xq = NULL;
+    st = to_backend(ctx, x, nd * sizeof(float), &xd);
+    if (!st && be->compress_block) {
+        st = be->compress_block(ctx->state, L, id, xd, blk);
+    } else if (!st) {
+        st = be->outlier_select(ctx->state, L, xd, blk);
+        if (!st) st = be->quantize(ctx->state, L, xd, blk);
+        if (!st && L->rank) {
+            st = dev_alloc(ctx, nd * sizeof(float), &xq);
+            if (!st) st = be->dequantize(ctx->state, L, blk, xq);
+            if (!st) st = be->lowrank_fit(ctx->state, L, id, xd, xq, blk);
+        }
+    }
+    if (xq) be->mem_free(ctx->state, xq);
+    backend_release(ctx, x, xd);
+    if (!st) st = seal(ctx, L, blk);
+    return st;
+}
+
+gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
+                                      const uint8_t *blk, float *out)
+{
+    const struct gear_backend_i *be = ctx->be;
+    size_t nd = (size_t)L->n * L->d;
+    gear_status st;
+    if (L->bits == 0) {
+        if (!be->on_device) {
+            gear_block_unpack_raw(L, blk, out);
+            return GEAR_OK;
+        }
+        uint8_t *h = malloc(L->bytes);
+        if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "raw block staging");
+        st = be->mem_copy(ctx->state, h, blk, L->bytes, GEAR_COPY_D2H);
+        if (!st) gear_block_unpack_raw(L, h, out);
+        free(h);
+        return st;
+    }
+    if (!be->on_device) return be->reconstruct(ctx->state, L, blk, out);
+    void *od;
+    st = dev_alloc(ctx, nd * sizeof(float), &od);
+    if (st) return st;
+    st = be->reconstruct(ctx->state, L, blk, od);
+    if (!st) st = be->mem_copy(ctx->state, out, od, nd * sizeof(float), GEAR_COPY_D2H);
+    be->mem_free(ctx->state, od);
+    return st;
+}
+
+gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
+                                        const gear_block_id *id, const float *x, uint8_t *hblk)
+{
+    if (!ctx->be->on_device) return gear_pipeline_compress(ctx, L, id, x, hblk);
+    void *d;
+    gear_status st = dev_alloc(ctx, L->bytes, &d);
+    if (st) return st;
+    st = gear_pipeline_compress(ctx, L, id, x, d);
+    if (!st) st = ctx->be->mem_copy(ctx->state, hblk, d, L->bytes, GEAR_COPY_D2H);
+    ctx->be->mem_free(ctx->state, d);
+    return st;
+}
+
+gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
+                                           const uint8_t *hblk, float *out)
+{
+    void *d;
+    gear_status st = to_backend(ctx, hblk, L->bytes, &d);
+    if (!st) st = gear_pipeline_reconstruct(ctx, L, d, out);
+    backend_release(ctx, hblk, d);
+    return st;
+}

@@ -1,0 +1,283 @@
+/*
+ * serialize.c - saving and loading a whole cache (docs/FORMAT.md "Cache").
+ * Loading treats its input as untrusted: every field, size and block is
+ * checked, and any defect gives a GEAR_ERR_FORMAT_* status.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "cache.h"
+
+#define CACHE_MAGIC "GEARCACH"
+#define CACHE_VERSION 1u
+#define CACHE_HEADER 112u
+#define LAYER_MAGIC "LAYR"
+#define LAYER_HEADER 16u
+
+/* Output sink: memory (buf/cap) or a FILE; pos counts bytes either way. */
+typedef struct sink {
+    uint8_t *buf;
+    size_t cap, pos;
+    FILE *f;
+    int failed;
+} sink;
+
+static void put(sink *s, const void *p, size_t n)
+{
+    if (s->f) {
+        if (!s->failed && fwrite(p, 1, n, s->f) != n) s->failed = 1;
+    } else if (s->buf && s->pos + n <= s->cap) {
+        memcpy(s->buf + s->pos, p, n);
+    }
+    s->pos += n;
+}
+
+/* Copy a block out of backend memory into host staging, then to the sink. */
+static gear_status put_block(const gear_cache *c, sink *s, const uint8_t *blk, size_t bytes,
+                             uint8_t *stage)
+{
+    const struct gear_backend_i *be = c->ctx->be;
+    if (be->on_device) {
+        gear_status st = be->mem_copy(c->ctx->state, stage, blk, bytes, GEAR_COPY_D2H);
+        if (st) return st;
+        blk = stage;
+    }
+    put(s, blk, bytes);
+    return GEAR_OK;
+}
+
+static gear_status write_cache(const gear_cache *c, sink *s)
+{
+    uint8_t h[CACHE_HEADER];
+    memset(h, 0, sizeof h);
+    memcpy(h, CACHE_MAGIC, 8);
+    gear_put_u32(h + 8, CACHE_VERSION);
+    gear_put_u32(h + 12, CACHE_HEADER);
+    gear_config_write(&c->cfg[0], h + 16);
+    gear_config_write(&c->cfg[1], h + 48);
+    gear_put_u32(h + 80, c->n_layer);
+    gear_put_u32(h + 84, c->n_head);
+    gear_put_u32(h + 88, c->d);
+    gear_put_u32(h + 92, c->max_tokens);
+    gear_put_u32(h + 108, gear_crc32c(0, h, 108));
+    put(s, h, sizeof h);
+
+    size_t stage_sz = c->L[0].bytes > c->L[1].bytes ? c->L[0].bytes : c->L[1].bytes;
+    gear_block_layout R;
+    if (!gear_block_layout_raw(&R, GEAR_KEY, c->block, c->d, GEAR_F32) && R.bytes > stage_sz)
+        stage_sz = R.bytes;
+    uint8_t *stage = malloc(stage_sz);
+    if (!stage) return gear_fail(GEAR_ERR_NO_MEMORY, "save staging");
+    gear_status st = GEAR_OK;
+    for (unsigned l = 0; l < c->n_layer && !st; l++) {
+        const gear_layer *ly = &c->layers[l];
+        uint8_t lh[LAYER_HEADER];
+        memcpy(lh, LAYER_MAGIC, 4);
+        gear_put_u32(lh + 4, l);
+        gear_put_u32(lh + 8, ly->tokens);
+        gear_put_u32(lh + 12, gear_crc32c(0, lh, 12));
+        put(s, lh, sizeof lh);
+        for (int kv = 0; kv < 2 && !st; kv++)
+            for (unsigned b = 0; b < ly->n_blocks && !st; b++)
+                for (unsigned hd = 0; hd < c->n_head && !st; hd++)
+                    st = put_block(c, s, gear_cache_block(c, ly, kv, b, hd), c->L[kv].bytes, stage);
+        unsigned nbuf = ly->tokens % c->block;
+        for (int kv = 0; kv < 2 && nbuf && !st; kv++) {
+            st = gear_block_layout_raw(&R, (gear_kind)kv, nbuf, c->d, GEAR_F32);
+            for (unsigned hd = 0; hd < c->n_head && !st; hd++) {
+                memset(stage, 0, R.bytes);
+                gear_block_pack_raw(&R, ly->buf[kv] + (size_t)hd * c->block * c->d, stage);
+                gear_block_seal(&R, stage);
+                put(s, stage, R.bytes);
+            }
+        }
+    }
+    free(stage);
+    return st;
+}
+
+gear_status gear_cache_save_mem(const gear_cache *c, void *dst, size_t cap, size_t *size)
+{
+    if (!c || !size) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save_mem: NULL argument");
+    sink s = {dst, dst ? cap : 0, 0, NULL, 0};
+    gear_status st = write_cache(c, &s);
+    if (st) return st;
+    *size = s.pos;
+    if (!dst || cap < s.pos)
+        return gear_fail(GEAR_ERR_DST_TOO_SMALL, "saving needs %zu bytes, got %zu", s.pos,
+                         dst ? cap : 0);
+    return GEAR_OK;
+}
+
+gear_status gear_cache_save(const gear_cache *c, const char *path)
+{
+    if (!c || !path || !*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save: NULL argument");
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 16);
+    if (!tmp) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_save");
+    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        gear_status st = gear_fail(GEAR_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return st;
+    }
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return gear_fail(GEAR_ERR_IO, "fdopen failed: %s", strerror(errno));
+    }
+    sink s = {NULL, 0, 0, f, 0};
+    gear_status st = write_cache(c, &s);
+    /* Durable: data on disk before the new name replaces the old file. */
+    int bad = s.failed || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (!st && bad) st = gear_fail(GEAR_ERR_IO, "writing %s failed: %s", tmp, strerror(err));
+    if (!st && rename(tmp, path) != 0)
+        st = gear_fail(GEAR_ERR_IO, "renaming %s to %s failed: %s", tmp, path, strerror(errno));
+    if (st) unlink(tmp);
+    free(tmp);
+    return st;
+}
+
+/* Check one block of src against the layout the cache expects. */
+static gear_status take_block(const uint8_t *src, size_t len, size_t *off,
+                              const gear_block_layout *want, const char *what)
+{
+    gear_block_layout got;
+    gear_status st = gear_block_parse(src + *off, len - *off, &got);
+    if (st) return st;
+    if (!gear_block_layout_equal(&got, want))
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "%s block does not match the cache config", what);
+    *off += want->bytes;
+    return GEAR_OK;
+}
+
+gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len, gear_cache **out)
+{
+    const uint8_t *src = src_;
+    if (!ctx || !src || !out) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_load_mem: NULL argument");
+    *out = NULL;
+    if (len < 8) return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "cache data shorter than its magic");
+    if (memcmp(src, CACHE_MAGIC, 8)) return gear_fail(GEAR_ERR_FORMAT_MAGIC, "not a libgear cache (bad magic)");
+    if (len < CACHE_HEADER)
+        return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "cache header needs %u bytes, got %zu", CACHE_HEADER, len);
+    if (gear_get_u32(src + 108) != gear_crc32c(0, src, 108))
+        return gear_fail(GEAR_ERR_FORMAT_CRC, "cache header CRC mismatch");
+    if (gear_get_u32(src + 8) != CACHE_VERSION)
+        return gear_fail(GEAR_ERR_FORMAT_VERSION, "cache format version %u (this library reads %u)",
+                         gear_get_u32(src + 8), CACHE_VERSION);
+    for (int i = 96; i < 108; i++)
+        if (src[i]) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: reserved bytes set");
+    if (gear_get_u32(src + 12) != CACHE_HEADER)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: bad header size");
+    unsigned n_layer = gear_get_u32(src + 80), n_head = gear_get_u32(src + 84),
+             d = gear_get_u32(src + 88), max_tokens = gear_get_u32(src + 92);
+    gear_config ck, cv;
+    gear_status st = gear_config_read(src + 16, d, &ck);
+    if (!st) st = gear_config_read(src + 48, d, &cv);
+    if (st) return st;
+    gear_cache *c;
+    st = gear_cache_new(ctx, &ck, &cv, n_layer, n_head, d, max_tokens, &c);
+    if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: %s", gear_last_error_message());
+    const struct gear_backend_i *be = ctx->be;
+    size_t off = CACHE_HEADER;
+    for (unsigned l = 0; l < n_layer && !st; l++) {
+        gear_layer *ly = &c->layers[l];
+        if (len - off < LAYER_HEADER) {
+            st = gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "layer %u header missing", l);
+            break;
+        }
+        const uint8_t *lh = src + off;
+        if (gear_get_u32(lh + 12) != gear_crc32c(0, lh, 12)) {
+            st = gear_fail(GEAR_ERR_FORMAT_CRC, "layer %u header CRC mismatch", l);
+            break;
+        }
+        unsigned tokens = gear_get_u32(lh + 8);
+        if (memcmp(lh, LAYER_MAGIC, 4) || gear_get_u32(lh + 4) != l || tokens > max_tokens) {
+            st = gear_fail(GEAR_ERR_FORMAT_CORRUPT, "layer %u header: bad magic, index or tokens", l);
+            break;
+        }
+        off += LAYER_HEADER;
+        unsigned nb = tokens / c->block, nbuf = tokens % c->block;
+        /* the blocks must be there before anything is allocated for them */
+        if ((uint64_t)nb * n_head * (c->L[0].bytes + c->L[1].bytes) > len - off) {
+            st = gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "layer %u: %u tokens but the data ends", l, tokens);
+            break;
+        }
+        st = gear_cache_reserve(c, ly, nb);
+        if (!st && nbuf) st = gear_cache_buffers(c, ly);
+        for (int kv = 0; kv < 2 && !st; kv++)
+            for (unsigned b = 0; b < nb && !st; b++)
+                for (unsigned h = 0; h < n_head && !st; h++) {
+                    size_t at = off;
+                    st = take_block(src, len, &off, &c->L[kv], kv ? "value" : "key");
+                    if (!st)
+                        st = be->mem_copy(ctx->state, gear_cache_block(c, ly, kv, b, h), src + at,
+                                          c->L[kv].bytes, be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
+                }
+        for (int kv = 0; kv < 2 && nbuf && !st; kv++) {
+            gear_block_layout R;
+            st = gear_block_layout_raw(&R, (gear_kind)kv, nbuf, d, GEAR_F32);
+            for (unsigned h = 0; h < n_head && !st; h++) {
+                size_t at = off;
+                st = take_block(src, len, &off, &R, "buffer");
+                if (!st) gear_block_unpack_raw(&R, src + at, ly->buf[kv] + (size_t)h * c->block * d);
+            }
+        }
+        if (!st) {
+            ly->n_blocks = nb;
+            ly->tokens = tokens;
+        }
+    }
+    if (!st && off != len)
+        st = gear_fail(GEAR_ERR_FORMAT_CORRUPT, "%zu trailing bytes after the cache", len - off);
+    if (st) {
+        gear_cache_free(c);
+        return st;
+    }
+    *out = c;
+    return GEAR_OK;
+}
+
+gear_status gear_cache_load(gear_context *ctx, const char *path, gear_cache **out)
+{
+    if (out) *out = NULL;
+    if (!ctx || !path || !out) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_load: NULL argument");
+    FILE *f = fopen(path, "rb");
+    if (!f) return gear_fail(GEAR_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    uint8_t *data = NULL;
+    size_t len = 0, cap = 0;
+    gear_status st = GEAR_OK;
+    for (;;) {
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 1 << 16;
+            uint8_t *nd = ncap > cap ? realloc(data, ncap) : NULL;
+            if (!nd) {
+                st = gear_fail(GEAR_ERR_NO_MEMORY, "reading %s", path);
+                break;
+            }
+            data = nd;
+            cap = ncap;
+        }
+        size_t got = fread(data + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f)) st = gear_fail(GEAR_ERR_IO, "reading %s failed", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (!st) st = gear_cache_load_mem(ctx, data, len, out);
+    free(data);
+    return st;
+}

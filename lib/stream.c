@@ -1,0 +1,207 @@
+/*
+ * stream.c - stateless compression of a [H,T,d] tensor into a
+ * self-describing stream (docs/FORMAT.md "Stream"): a 64-byte header, the
+ * compressed blocks head by head, then each head's uncompressed tail.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+#define STREAM_MAGIC "GEARSTRM"
+#define STREAM_VERSION 1u
+#define STREAM_HEADER 64u
+
+typedef struct plan {
+    gear_config cfg;
+    gear_block_layout L, Lt; /* full blocks, tail blocks */
+    uint64_t H, T, d, nfull, tail;
+    gear_dtype tail_dtype;
+    size_t bytes;
+} plan;
+
+static gear_status plan_make(plan *p, const gear_config *cfg, uint64_t H, uint64_t T, uint64_t d,
+                             gear_dtype tail_dtype)
+{
+    memset(p, 0, sizeof *p);
+    if (d > 65535 || H > UINT32_MAX || T > UINT32_MAX)
+        return gear_fail(GEAR_ERR_SHAPE, "stream shape [%llu,%llu,%llu] out of range",
+                         (unsigned long long)H, (unsigned long long)T, (unsigned long long)d);
+    gear_status st = gear_block_layout_init(&p->L, cfg, (unsigned)d);
+    if (st) return st;
+    p->cfg = *cfg;
+    p->H = H;
+    p->T = T;
+    p->d = d;
+    p->nfull = T / cfg->block;
+    p->tail = T % cfg->block;
+    p->tail_dtype = tail_dtype;
+    size_t a, b, total = STREAM_HEADER;
+    if (!gear_mul_ok(H, p->nfull, &a) || !gear_mul_ok(a, p->L.bytes, &a) ||
+        !gear_add_ok(total, a, &total))
+        return gear_fail(GEAR_ERR_OVERFLOW, "stream size overflows");
+    if (p->tail) {
+        st = gear_block_layout_raw(&p->Lt, cfg->kind, (unsigned)p->tail, (unsigned)d, tail_dtype);
+        if (st) return st;
+        if (!gear_mul_ok(H, p->Lt.bytes, &b) || !gear_add_ok(total, b, &total))
+            return gear_fail(GEAR_ERR_OVERFLOW, "stream size overflows");
+    }
+    p->bytes = total;
+    return GEAR_OK;
+}
+
+static gear_status plan_from_view(plan *p, const gear_config *cfg, const gear_tensor *x)
+{
+    int64_t h = 0, t = 0, d = 0;
+    if (!cfg) return gear_fail(GEAR_ERR_INVALID_ARG, "config is NULL");
+    gear_status st = gear_view_check(x, "x", &h, &t, &d);
+    if (st) return st;
+    return plan_make(p, cfg, (uint64_t)h, (uint64_t)t, (uint64_t)d, x->dtype);
+}
+
+gear_status gear_compress_bound(const gear_config *cfg, const gear_tensor *x, size_t *bound)
+{
+    plan p;
+    if (!bound) return gear_fail(GEAR_ERR_INVALID_ARG, "bound is NULL");
+    gear_status st = plan_from_view(&p, cfg, x);
+    if (!st) *bound = p.bytes;
+    return st;
+}
+
+gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_tensor *x,
+                          uint32_t layer, void *dst, size_t cap, size_t *written)
+{
+    plan p;
+    if (!ctx || !dst || !written)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "gear_compress: ctx, dst and written are required");
+    *written = 0;
+    gear_status st = plan_from_view(&p, cfg, x);
+    if (st) return st;
+    if (cap < p.bytes)
+        return gear_fail(GEAR_ERR_DST_TOO_SMALL, "gear_compress needs %zu bytes, got %zu", p.bytes,
+                         cap);
+    uint8_t *out = dst;
+    memset(out, 0, p.bytes);
+    memcpy(out, STREAM_MAGIC, 8);
+    gear_put_u32(out + 8, STREAM_VERSION);
+    gear_put_u32(out + 12, STREAM_HEADER);
+    gear_config_write(cfg, out + 16);
+    gear_put_u32(out + 48, (uint32_t)p.H);
+    gear_put_u32(out + 52, (uint32_t)p.T);
+    gear_put_u16(out + 56, (uint16_t)p.d);
+    out[58] = (uint8_t)p.tail_dtype;
+    gear_put_u32(out + 60, gear_crc32c(0, out, 60));
+
+    unsigned n = cfg->block;
+    float *buf = malloc(sizeof(float) * n * p.d);
+    if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_compress scratch");
+    uint8_t *w = out + STREAM_HEADER;
+    for (uint64_t h = 0; h < p.H && !st; h++) {
+        for (uint64_t b = 0; b < p.nfull && !st; b++) {
+            st = gear_view_read(x, (int64_t)h, (int64_t)(b * n), n, (int64_t)p.d, buf, 1);
+            gear_block_id id = {cfg->seed, layer, (uint32_t)h, (uint32_t)b};
+            if (!st) st = gear_pipeline_compress_host(ctx, &p.L, &id, buf, w);
+            w += p.L.bytes;
+        }
+    }
+    for (uint64_t h = 0; h < p.H && p.tail && !st; h++) {
+        st = gear_view_read(x, (int64_t)h, (int64_t)(p.nfull * n), (int64_t)p.tail, (int64_t)p.d,
+                            buf, 0);
+        if (!st) {
+            gear_block_pack_raw(&p.Lt, buf, w);
+            gear_block_seal(&p.Lt, w);
+        }
+        w += p.Lt.bytes;
+    }
+    free(buf);
+    if (st) return st;
+    *written = p.bytes;
+    return GEAR_OK;
+}
+
+/* Parse and fully validate a stream: header, then every block. */
+static gear_status stream_parse(const void *src, size_t len, plan *p)
+{
+    const uint8_t *s = src;
+    if (!src) return gear_fail(GEAR_ERR_INVALID_ARG, "stream is NULL");
+    if (len < 8 || memcmp(s, STREAM_MAGIC, 8))
+        return len < 8 ? gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "stream shorter than its magic")
+                       : gear_fail(GEAR_ERR_FORMAT_MAGIC, "not a libgear stream (bad magic)");
+    if (len < STREAM_HEADER)
+        return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "stream header needs %u bytes, got %zu",
+                         STREAM_HEADER, len);
+    if (gear_get_u32(s + 60) != gear_crc32c(0, s, 60))
+        return gear_fail(GEAR_ERR_FORMAT_CRC, "stream header CRC mismatch");
+    if (gear_get_u32(s + 8) != STREAM_VERSION)
+        return gear_fail(GEAR_ERR_FORMAT_VERSION, "stream format version %u (this library reads %u)",
+                         gear_get_u32(s + 8), STREAM_VERSION);
+    if (gear_get_u32(s + 12) != STREAM_HEADER || s[59] || s[58] > GEAR_BF16)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "stream header: bad size, dtype or reserved byte");
+    unsigned d = gear_get_u16(s + 56);
+    uint64_t H = gear_get_u32(s + 48), T = gear_get_u32(s + 52);
+    gear_config cfg;
+    gear_status st = gear_config_read(s + 16, d, &cfg);
+    if (st) return st;
+    if (H == 0 || T == 0)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "stream header: empty shape");
+    st = plan_make(p, &cfg, H, T, d, (gear_dtype)s[58]);
+    if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "stream header: %s", gear_last_error_message());
+    if (len < p->bytes)
+        return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "stream of %zu bytes, header says %zu", len,
+                         p->bytes);
+    if (len > p->bytes)
+        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "%zu trailing bytes after the stream",
+                         len - p->bytes);
+    size_t off = STREAM_HEADER;
+    uint64_t nblk = p->H * p->nfull, ntail = p->tail ? p->H : 0;
+    for (uint64_t i = 0; i < nblk + ntail; i++) {
+        const gear_block_layout *want = i < nblk ? &p->L : &p->Lt;
+        gear_block_layout got;
+        st = gear_block_parse(s + off, len - off, &got);
+        if (st) return st;
+        if (!gear_block_layout_equal(&got, want))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block %llu does not match the stream config",
+                             (unsigned long long)i);
+        off += want->bytes;
+    }
+    return GEAR_OK;
+}
+
+gear_status gear_stream_info(const void *src, size_t len, int64_t shape[3], gear_config *cfg)
+{
+    plan p;
+    gear_status st = stream_parse(src, len, &p);
+    if (st) return st;
+    if (shape) {
+        shape[0] = (int64_t)p.H;
+        shape[1] = (int64_t)p.T;
+        shape[2] = (int64_t)p.d;
+    }
+    if (cfg) *cfg = p.cfg;
+    return GEAR_OK;
+}
+
+gear_status gear_decompress(gear_context *ctx, const void *src, size_t len, gear_tensor *out)
+{
+    plan p;
+    if (!ctx) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_decompress: ctx is NULL");
+    gear_status st = stream_parse(src, len, &p);
+    if (st) return st;
+    int64_t h = (int64_t)p.H, t = (int64_t)p.T, d = (int64_t)p.d;
+    st = gear_view_check(out, "out", &h, &t, &d);
+    if (st) return st;
+    unsigned n = p.cfg.block;
+    float *buf = malloc(sizeof(float) * n * p.d);
+    if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_decompress scratch");
+    const uint8_t *r = (const uint8_t *)src + STREAM_HEADER;
+    for (uint64_t hh = 0; hh < p.H && !st; hh++)
+        for (uint64_t b = 0; b < p.nfull && !st; b++, r += p.L.bytes) {
+            st = gear_pipeline_reconstruct_host(ctx, &p.L, r, buf);
+            if (!st) gear_view_write(out, (int64_t)hh, (int64_t)(b * n), n, d, buf);
+        }
+    for (uint64_t hh = 0; hh < p.H && p.tail && !st; hh++, r += p.Lt.bytes) {
+        gear_block_unpack_raw(&p.Lt, r, buf);
+        gear_view_write(out, (int64_t)hh, (int64_t)(p.nfull * n), (int64_t)p.tail, d, buf);
+    }
+    free(buf);
+    return st;
+}

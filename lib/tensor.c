@@ -1,0 +1,140 @@
+/* tensor.c - strided tensor views: checks, reads to fp32, writes from fp32. */
+#include <math.h>
+#include "internal.h"
+
+size_t gear_dtype_size(gear_dtype t)
+{
+    switch (t) {
+    case GEAR_F32: return 4;
+    case GEAR_F16: case GEAR_BF16: return 2;
+    }
+    return 0;
+}
+
+gear_status gear_tensor_init(gear_tensor *t, void *data, gear_dtype dtype, int ndim,
+                             int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+    int64_t dims[4] = {d0, d1, d2, d3};
+    if (!t) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_tensor_init: t is NULL");
+    if (ndim < 1 || ndim > 4)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "gear_tensor_init: ndim %d not in 1..4", ndim);
+    if (!gear_dtype_size(dtype))
+        return gear_fail(GEAR_ERR_INVALID_ARG, "gear_tensor_init: unknown dtype %d", (int)dtype);
+    t->data = data;
+    t->dtype = dtype;
+    t->ndim = ndim;
+    t->on_device = 0;
+    int64_t stride = 1;
+    for (int i = 3; i >= 0; i--) {
+        t->shape[i] = i < ndim ? dims[i] : 1;
+        t->strides[i] = stride;
+        if (i < ndim) {
+            if (dims[i] < 0)
+                return gear_fail(GEAR_ERR_SHAPE, "gear_tensor_init: dimension %d is negative", i);
+            if (dims[i] && stride > INT64_MAX / dims[i])
+                return gear_fail(GEAR_ERR_OVERFLOW, "gear_tensor_init: size overflows");
+            stride *= dims[i] ? dims[i] : 1;
+        }
+    }
+    return GEAR_OK;
+}
+
+gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, int64_t *t,
+                            int64_t *d)
+{
+    if (!x) return gear_fail(GEAR_ERR_INVALID_ARG, "%s is NULL", name);
+    if (!gear_dtype_size(x->dtype))
+        return gear_fail(GEAR_ERR_INVALID_ARG, "%s: unknown dtype %d", name, (int)x->dtype);
+    if (x->ndim != 2 && x->ndim != 3)
+        return gear_fail(GEAR_ERR_SHAPE, "%s: expected 2 or 3 dimensions, got %d", name, x->ndim);
+    if (x->on_device)
+        return gear_fail(GEAR_ERR_UNSUPPORTED,
+                         "%s: device memory views are not supported by this call", name);
+    int64_t s[3], st[3];
+    if (x->ndim == 2) {
+        s[0] = 1; st[0] = 0;
+        s[1] = x->shape[0]; st[1] = x->strides[0];
+        s[2] = x->shape[1]; st[2] = x->strides[1];
+    } else {
+        for (int i = 0; i < 3; i++) { s[i] = x->shape[i]; st[i] = x->strides[i]; }
+    }
+    int64_t span = 0;
+    for (int i = 0; i < 3; i++) {
+        if (s[i] <= 0)
+            return gear_fail(GEAR_ERR_SHAPE, "%s: dimension %d is %lld (must be > 0)", name, i,
+                             (long long)s[i]);
+        if (s[i] > 1 && st[i] < 0)
+            return gear_fail(GEAR_ERR_SHAPE, "%s: negative stride", name);
+        /* the furthest element must be addressable: sum (s-1)*stride */
+        if (s[i] > 1 && st[i] > (INT64_MAX / 8 - span) / (s[i] - 1))
+            return gear_fail(GEAR_ERR_OVERFLOW, "%s: extent overflows", name);
+        if (s[i] > 1) span += (s[i] - 1) * st[i];
+    }
+    if (s[0] * s[1] > ((int64_t)1 << 40) / s[2])
+        return gear_fail(GEAR_ERR_OVERFLOW, "%s: more than 2^40 elements", name);
+    if (!x->data) return gear_fail(GEAR_ERR_INVALID_ARG, "%s: data is NULL", name);
+    if (x->ndim == 2 && *h > 1)
+        return gear_fail(GEAR_ERR_SHAPE, "%s: 2-D view but %lld heads expected", name,
+                         (long long)*h);
+    int64_t *out[3] = {h, t, d};
+    static const char *dn[3] = {"heads", "tokens", "head_dim"};
+    for (int i = 0; i < 3; i++) {
+        if (*out[i] && *out[i] != s[i])
+            return gear_fail(GEAR_ERR_SHAPE, "%s: %s is %lld, expected %lld", name, dn[i],
+                             (long long)s[i], (long long)*out[i]);
+        *out[i] = s[i];
+    }
+    return GEAR_OK;
+}
+
+/* Element offset of (h, t, c) in a view already checked. */
+static int64_t view_offset(const gear_tensor *x, int64_t h, int64_t t, int64_t c)
+{
+    if (x->ndim == 2) return t * x->strides[0] + c * x->strides[1];
+    return h * x->strides[0] + t * x->strides[1] + c * x->strides[2];
+}
+
+static float load_elem(const gear_tensor *x, int64_t off)
+{
+    switch (x->dtype) {
+    case GEAR_F32: return ((const float *)x->data)[off];
+    case GEAR_F16: return gear_half_to_float(((const uint16_t *)x->data)[off]);
+    case GEAR_BF16: return gear_bf16_to_float(((const uint16_t *)x->data)[off]);
+    }
+    return 0.0f;
+}
+
+gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                           float *dst, int check_range)
+{
+    for (int64_t t = 0; t < nt; t++) {
+        for (int64_t c = 0; c < d; c++) {
+            float v = load_elem(x, view_offset(x, h, t0 + t, c));
+            if (!isfinite(v))
+                return gear_fail(GEAR_ERR_NONFINITE, "non-finite value at head %lld token %lld "
+                                 "channel %lld", (long long)h, (long long)(t0 + t), (long long)c);
+            if (check_range && fabsf(v) > 65504.0f)
+                return gear_fail(GEAR_ERR_RANGE, "value %g at head %lld token %lld channel %lld "
+                                 "is outside the fp16 range", (double)v, (long long)h,
+                                 (long long)(t0 + t), (long long)c);
+            dst[t * d + c] = v;
+        }
+    }
+    return GEAR_OK;
+}
+
+void gear_view_write(gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                     const float *src)
+{
+    for (int64_t t = 0; t < nt; t++) {
+        for (int64_t c = 0; c < d; c++) {
+            int64_t off = view_offset(x, h, t0 + t, c);
+            float v = src[t * d + c];
+            switch (x->dtype) {
+            case GEAR_F32: ((float *)x->data)[off] = v; break;
+            case GEAR_F16: ((uint16_t *)x->data)[off] = gear_float_to_half(v); break;
+            case GEAR_BF16: ((uint16_t *)x->data)[off] = gear_float_to_bf16(v); break;
+            }
+        }
+    }
+}
