@@ -209,32 +209,31 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
     if (nq > ly->tokens)
         return gear_fail(GEAR_ERR_SHAPE, "%lld query tokens but layer %u holds %u tokens",
                          (long long)nq, layer, ly->tokens);
-    unsigned group = (unsigned)(hq / c->n_head), rows = group * (unsigned)nq;
-    size_t qn = (size_t)rows * c->d;
+    unsigned group = (unsigned)(hq / c->n_head);
+    size_t qn = (size_t)hq * (size_t)nq * c->d, nb = (size_t)c->n_head * ly->n_blocks;
     float *qb = malloc(qn * sizeof(float)), *ob = malloc(qn * sizeof(float));
-    const uint8_t **kb = malloc(sizeof *kb * (ly->n_blocks + 1));
-    const uint8_t **vb = malloc(sizeof *vb * (ly->n_blocks + 1));
+    const uint8_t **kb = malloc(sizeof *kb * (nb + 1)), **vb = malloc(sizeof *vb * (nb + 1));
     if (!qb || !ob || !kb || !vb) {
         st = gear_fail(GEAR_ERR_NO_MEMORY, "attention staging");
         goto done;
     }
-    for (unsigned h = 0; h < c->n_head && !st; h++) {
-        for (unsigned g = 0; g < group && !st; g++)
-            st = gear_view_read(q, h * group + g, 0, nq, c->d, qb + (size_t)g * nq * c->d, 0);
-        if (st) break;
+    /* query head h*group+g reads KV head h: rows are already in ABI order */
+    for (unsigned h = 0; h < hq && !st; h++)
+        st = gear_view_read(q, h, 0, nq, c->d, qb + (size_t)h * nq * c->d, 0);
+    if (st) goto done;
+    for (unsigned h = 0; h < c->n_head; h++)
         for (unsigned b = 0; b < ly->n_blocks; b++) {
-            kb[b] = gear_cache_block(c, ly, 0, b, h);
-            vb[b] = gear_cache_block(c, ly, 1, b, h);
+            kb[(size_t)h * ly->n_blocks + b] = gear_cache_block(c, ly, 0, b, h);
+            vb[(size_t)h * ly->n_blocks + b] = gear_cache_block(c, ly, 1, b, h);
         }
-        gear_attention_args a = {
-            &c->L[0], &c->L[1], kb, vb, ly->n_blocks,
-            ly->buf[0] + (size_t)h * c->block * c->d, ly->buf[1] + (size_t)h * c->block * c->d,
-            ly->tokens % c->block, qb, group, (unsigned)nq, scale, ob};
-        st = c->ctx->be->attention ? c->ctx->be->attention(c->ctx->state, &a)
-                                   : gear_attention_head(c->ctx, &a);
-        for (unsigned g = 0; g < group && !st; g++)
-            gear_view_write(out, h * group + g, 0, nq, c->d, ob + (size_t)g * nq * c->d);
-    }
+    size_t stride = (size_t)c->block * c->d;
+    gear_attention_args a = {&c->L[0], &c->L[1], c->n_head, ly->n_blocks, kb, vb,
+                             ly->buf[0], ly->buf[1], stride, ly->tokens % c->block,
+                             qb, group, (unsigned)nq, scale, ob};
+    st = c->ctx->be->attention ? c->ctx->be->attention(c->ctx->state, &a)
+                               : gear_attention_layer(c->ctx, &a);
+    for (unsigned h = 0; h < hq && !st; h++)
+        gear_view_write(out, h, 0, nq, c->d, ob + (size_t)h * nq * c->d);
 done:
     free(qb);
     free(ob);

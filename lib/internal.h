@@ -145,7 +145,7 @@ gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_l
 /* Same shape and content description (everything but the CRC). */
 int gear_block_layout_equal(const gear_block_layout *a, const gear_block_layout *b);
 
-/* ---- attention.c: core attention over one KV head */
-gear_status gear_attention_head(gear_context *ctx, const gear_attention_args *a);
+/* ---- attention.c: core attention over a layer's KV heads */
+gear_status gear_attention_layer(gear_context *ctx, const gear_attention_args *a);
 
 #endif /* GEAR_INTERNAL_H */

@@ -180,19 +180,25 @@ typedef struct gear_backend_params {
     int n_threads;
 } gear_backend_params;
 
-/* One attention problem over one KV head of one layer.  Blocks are in the
- * backend's memory; buffer, q and out in host memory (f32). */
+/* Decode attention over every KV head of one layer.  Blocks are in the
+ * backend's memory; buffers, q and out are host fp32.  Query rows are
+ * ordered [kv head][query head in its group][query token]: row
+ * (h, g, i) is q[((h*n_group + g)*n_qtok + i)*d].  Query token i sits at
+ * position T - n_qtok + i (T = n_blocks*n + n_buf) and sees positions up to
+ * that one (causal). */
 typedef struct gear_attention_args {
     const gear_block_layout *lk, *lv;
-    const uint8_t *const *kblocks;   /* n_blocks pointers to K blocks */
-    const uint8_t *const *vblocks;   /* n_blocks pointers to V blocks */
-    unsigned n_blocks;
-    const float *kbuf, *vbuf;        /* n_buf x d, row-major */
+    unsigned n_head;                 /* KV heads */
+    unsigned n_blocks;               /* compressed blocks per head */
+    const uint8_t *const *kblocks;   /* [h*n_blocks + b] -> K block */
+    const uint8_t *const *vblocks;   /* [h*n_blocks + b] -> V block */
+    const float *kbuf, *vbuf;        /* head h's buffer at h*buf_stride: n_buf x d */
+    size_t buf_stride;
     unsigned n_buf;
-    const float *q;                  /* n_q rows of d (group query heads x tokens) */
-    unsigned n_qhead, n_qtok;        /* q row (h, i) is q[(h*n_qtok + i)*d] */
+    const float *q;
+    unsigned n_group, n_qtok;        /* query heads per KV head, query tokens */
     float scale;
-    float *out;                      /* same shape as q */
+    float *out;                      /* same layout as q */
 } gear_attention_args;
 
 struct gear_backend_i {
