@@ -124,6 +124,34 @@ static gear_status check_layer(const gear_cache *c, unsigned layer)
     return GEAR_OK;
 }
 
+/* Compress the new full blocks of both kinds, all heads in one batch each.
+ * rows[kv] holds per head `total` staged rows. */
+static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned layer,
+                                       unsigned new_blocks, unsigned total, float *const rows[2])
+{
+    unsigned count = new_blocks * c->n_head, n = c->block, d = c->d;
+    gear_block_id *ids = malloc(sizeof *ids * count);
+    const float **xs = malloc(sizeof *xs * count);
+    uint8_t **blks = malloc(sizeof *blks * count);
+    gear_status st = GEAR_OK;
+    if (!ids || !xs || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        unsigned i = 0;
+        for (unsigned b = 0; b < new_blocks; b++)
+            for (unsigned h = 0; h < c->n_head; h++, i++) {
+                unsigned bi = ly->n_blocks + b;
+                ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, bi};
+                xs[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
+                blks[i] = gear_cache_block(c, ly, kv, bi, h);
+            }
+        st = gear_pipeline_compress_batch(c->ctx, &c->L[kv], count, ids, xs, blks);
+    }
+    free(ids);
+    free(xs);
+    free(blks);
+    return st;
+}
+
 gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *k,
                               const gear_tensor *v)
 {
@@ -159,15 +187,7 @@ gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *
             st = gear_view_read(src[kv], h, 0, T, d, r + (size_t)nbuf * d, 1);
         }
     if (!st && new_blocks) st = gear_cache_reserve(c, ly, ly->n_blocks + new_blocks);
-    for (int kv = 0; kv < 2 && !st; kv++)
-        for (unsigned b = 0; b < new_blocks && !st; b++)
-            for (unsigned h = 0; h < H && !st; h++) {
-                unsigned bi = ly->n_blocks + b;
-                gear_block_id id = {c->cfg[kv].seed, layer, h, bi};
-                st = gear_pipeline_compress(c->ctx, &c->L[kv], &id,
-                                            rows[kv] + ((size_t)h * total + (size_t)b * n) * d,
-                                            gear_cache_block(c, ly, kv, bi, h));
-            }
+    if (!st && new_blocks) st = compress_new_blocks(c, ly, layer, new_blocks, total, rows);
     if (st) goto done;
     /* Commit: nothing below can fail. */
     for (int kv = 0; kv < 2; kv++)

@@ -133,6 +133,10 @@ struct gear_context {
 /* Compress n x d fp32 host rows x into a block at blk (backend memory). */
 gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
                                    const gear_block_id *id, const float *x, uint8_t *blk);
+/* Compress count blocks: x[i] (host) into blk[i] (backend memory). */
+gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
+                                         unsigned count, const gear_block_id *ids,
+                                         const float *const *x, uint8_t *const *blk);
 /* Reconstruct a block (backend memory) into host fp32 n x d. */
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out);

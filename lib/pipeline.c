@@ -40,7 +40,12 @@ static gear_status to_backend(gear_context *ctx, const void *src, size_t bytes, 
         return GEAR_OK;
     }
     gear_status st = dev_alloc(ctx, bytes, dst);
-    if (!st) st = ctx->be->mem_copy(ctx->state, *dst, src, bytes, GEAR_COPY_H2D);
+    if (st) return st;
+    st = ctx->be->mem_copy(ctx->state, *dst, src, bytes, GEAR_COPY_H2D);
+    if (st) {
+        ctx->be->mem_free(ctx->state, *dst);
+        *dst = NULL;
+    }
     return st;
 }
 
@@ -49,45 +54,73 @@ static void backend_release(gear_context *ctx, const void *host, void *p)
     if (p && p != host) ctx->be->mem_free(ctx->state, p);
 }
 
-gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
-                                   const gear_block_id *id, const float *x, uint8_t *blk)
+/* Fill a block in backend memory from a host buffer of the same size. */
+static gear_status upload(gear_context *ctx, uint8_t *blk, const void *h, size_t bytes)
+{
+    return ctx->be->mem_copy(ctx->state, blk, h, bytes,
+                             ctx->be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
+}
+
+/* Compress one block with the required primitives. */
+static gear_status compress_primitives(gear_context *ctx, const gear_block_layout *L,
+                                       const gear_block_id *id, const float *xd, uint8_t *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    gear_status st = be->outlier_select(ctx->state, L, xd, blk);
+    if (!st) st = be->quantize(ctx->state, L, xd, blk);
+    if (!st && L->rank) {
+        void *xq;
+        st = dev_alloc(ctx, (size_t)L->n * L->d * sizeof(float), &xq);
+        if (st) return st;
+        st = be->dequantize(ctx->state, L, blk, xq);
+        if (!st) st = be->lowrank_fit(ctx->state, L, id, xd, xq, blk);
+        be->mem_free(ctx->state, xq);
+    }
+    return st;
+}
+
+gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
+                                         unsigned count, const gear_block_id *ids,
+                                         const float *const *x, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
     size_t nd = (size_t)L->n * L->d;
-    gear_status st;
-    if (L->bits == 0) { /* raw block: packed by the core */
-        uint8_t *h = calloc(1, L->bytes);
-        if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "raw block staging");
-        gear_block_pack_raw(L, x, h);
-        gear_block_seal(L, h);
-        st = be->mem_copy(ctx->state, blk, h, L->bytes, be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
+    gear_status st = GEAR_OK;
+    uint8_t *h = calloc(1, L->bytes);
+    if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
+    if (L->bits == 0) { /* raw blocks are packed by the core */
+        for (unsigned i = 0; i < count && !st; i++) {
+            gear_block_pack_raw(L, x[i], h);
+            gear_block_seal(L, h);
+            st = upload(ctx, blk[i], h, L->bytes);
+        }
         free(h);
         return st;
     }
-    /* Zero the block so that padding is deterministic on every backend. */
-    uint8_t *zero = calloc(1, L->bytes);
-    if (!zero) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
-    st = be->mem_copy(ctx->state, blk, zero, L->bytes, be->on_device ? GEAR_COPY_H2D : GEAR_COPY_H2H);
-    free(zero);
+    /* Zero every block so that padding is the same on every backend. */
+    for (unsigned i = 0; i < count && !st; i++) st = upload(ctx, blk[i], h, L->bytes);
+    free(h);
     if (st) return st;
-
-    void *xd = NULL, *xq = NULL;
-    st = to_backend(ctx, x, nd * sizeof(float), &xd);
-    if (!st && be->compress_block) {
-        st = be->compress_block(ctx->state, L, id, xd, blk);
-    } else if (!st) {
-        st = be->outlier_select(ctx->state, L, xd, blk);
-        if (!st) st = be->quantize(ctx->state, L, xd, blk);
-        if (!st && L->rank) {
-            st = dev_alloc(ctx, nd * sizeof(float), &xq);
-            if (!st) st = be->dequantize(ctx->state, L, blk, xq);
-            if (!st) st = be->lowrank_fit(ctx->state, L, id, xd, xq, blk);
-        }
-    }
-    if (xq) be->mem_free(ctx->state, xq);
-    backend_release(ctx, x, xd);
-    if (!st) st = seal(ctx, L, blk);
+    const float **xd = malloc(sizeof *xd * (count ? count : 1));
+    if (!xd) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
+    unsigned staged = 0;
+    for (; staged < count && !st; staged++)
+        st = to_backend(ctx, x[staged], nd * sizeof(float), (void **)&xd[staged]);
+    if (st) staged--; /* the failed one holds nothing */
+    if (!st && be->compress_blocks)
+        st = be->compress_blocks(ctx->state, L, count, ids, xd, blk);
+    for (unsigned i = 0; i < count && !st && !be->compress_blocks; i++)
+        st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
+    for (unsigned i = 0; i < count && !st; i++) st = seal(ctx, L, blk[i]);
+    for (unsigned i = 0; i < staged; i++) backend_release(ctx, x[i], (void *)xd[i]);
+    free(xd);
     return st;
+}
+
+gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
+                                   const gear_block_id *id, const float *x, uint8_t *blk)
+{
+    return gear_pipeline_compress_batch(ctx, L, 1, id, &x, &blk);
 }
 
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,

@@ -244,11 +244,20 @@ struct gear_backend_i {
                                const uint8_t *blk, float *out);
 
     /* ---- OPTIONAL fused slots. */
-    gear_status (*compress_block)(void *state, const gear_block_layout *L,
-                                  const gear_block_id *id, const float *x,
-                                  uint8_t *blk);
+    /* Compress count blocks of one layout: x[i] (n x d fp32, backend
+     * memory) into blk[i] (zero-filled by the core; the core writes the
+     * header and CRC afterwards).  Batched so a backend can spread blocks
+     * over threads or one kernel launch. */
+    gear_status (*compress_blocks)(void *state, const gear_block_layout *L, unsigned count,
+                                   const gear_block_id *ids, const float *const *x,
+                                   uint8_t *const *blk);
     gear_status (*attention)(void *state, const gear_attention_args *a);
 };
+
+/* The built-in reference backend's table, exported by libgear so that a
+ * module can fall back to the reference primitives for slots it does not
+ * accelerate (they run on host memory). */
+GEAR_API const struct gear_backend_i *gear_backend_ref_table(void);
 
 typedef const struct gear_backend_i *(*gear_backend_module_init_fn)(uint32_t core_abi);
 #define GEAR_BACKEND_MODULE_SYMBOL "gear_backend_module_init"

@@ -73,8 +73,10 @@ static const struct gear_backend_i ref_backend = {
     .dequantize = gear_ref_dequantize,
     .lowrank_fit = gear_ref_lowrank_fit,
     .reconstruct = gear_ref_reconstruct,
-    .compress_block = NULL,
+    .compress_blocks = NULL,
     .attention = NULL,
 };
 
 const struct gear_backend_i *gear_ref_backend(void) { return &ref_backend; }
+
+const struct gear_backend_i *gear_backend_ref_table(void) { return &ref_backend; }
