@@ -119,7 +119,6 @@ int gear_registry_count(void);
 const struct gear_backend_i *gear_registry_get(int i);
 /* Backend by name ("auto" = best available); GEAR_ERR_NO_BACKEND if none. */
 gear_status gear_registry_find(const char *name, const struct gear_backend_i **be);
-const struct gear_backend_i *gear_ref_backend(void);
 
 /* ---- context.c */
 struct gear_context {

@@ -119,7 +119,7 @@ static void scan_dir(const char *dir)
 
 static void load_all(void)
 {
-    add(gear_ref_backend(), "built-in");
+    add(gear_backend_ref_table(), "built-in");
     Dl_info info;
     if (dladdr((void *)&gear_context_create, &info) && info.dli_fname) {
         char dir[PATH_MAX];

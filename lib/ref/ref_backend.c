@@ -77,6 +77,5 @@ static const struct gear_backend_i ref_backend = {
     .attention = NULL,
 };
 
-const struct gear_backend_i *gear_ref_backend(void) { return &ref_backend; }
 
 const struct gear_backend_i *gear_backend_ref_table(void) { return &ref_backend; }
