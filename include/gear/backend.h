@@ -251,6 +251,8 @@ struct gear_backend_i {
     gear_status (*compress_blocks)(void *state, const gear_block_layout *L, unsigned count,
                                    const gear_block_id *ids, const float *const *x,
                                    uint8_t *const *blk);
+    /* May return GEAR_ERR_UNSUPPORTED for a shape it does not handle; the
+     * core then runs its own attention from the primitives. */
     gear_status (*attention)(void *state, const gear_attention_args *a);
 };
 
