@@ -94,30 +94,48 @@ static int64_t view_offset(const gear_tensor *x, int64_t h, int64_t t, int64_t c
     return h * x->strides[0] + t * x->strides[1] + c * x->strides[2];
 }
 
-static float load_elem(const gear_tensor *x, int64_t off)
+/* Convert one row of d elements (element stride cs) to fp32. */
+static void read_row(const gear_tensor *x, int64_t off, int64_t cs, int64_t d, float *dst)
 {
     switch (x->dtype) {
-    case GEAR_F32: return ((const float *)x->data)[off];
-    case GEAR_F16: return gear_half_to_float(((const uint16_t *)x->data)[off]);
-    case GEAR_BF16: return gear_bf16_to_float(((const uint16_t *)x->data)[off]);
+    case GEAR_F32: {
+        const float *p = (const float *)x->data + off;
+        for (int64_t c = 0; c < d; c++) dst[c] = p[c * cs];
+        break;
     }
-    return 0.0f;
+    case GEAR_F16: {
+        const uint16_t *p = (const uint16_t *)x->data + off;
+        for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c * cs]);
+        break;
+    }
+    case GEAR_BF16: {
+        const uint16_t *p = (const uint16_t *)x->data + off;
+        for (int64_t c = 0; c < d; c++) dst[c] = gear_bf16_to_float(p[c * cs]);
+        break;
+    }
+    }
 }
 
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                            float *dst, int check_range)
 {
+    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
+    const float lim = check_range ? 65504.0f : 3.4028235e38f;
     for (int64_t t = 0; t < nt; t++) {
+        float *row = dst + t * d;
+        read_row(x, view_offset(x, h, t0 + t, 0), cs, d, row);
+        int bad = 0; /* one branch-free pass; NaN fails the comparison too */
+        for (int64_t c = 0; c < d; c++) bad |= !(fabsf(row[c]) <= lim);
+        if (!bad) continue;
         for (int64_t c = 0; c < d; c++) {
-            float v = load_elem(x, view_offset(x, h, t0 + t, c));
+            float v = row[c];
             if (!isfinite(v))
                 return gear_fail(GEAR_ERR_NONFINITE, "non-finite value at head %lld token %lld "
                                  "channel %lld", (long long)h, (long long)(t0 + t), (long long)c);
-            if (check_range && fabsf(v) > 65504.0f)
+            if (fabsf(v) > lim)
                 return gear_fail(GEAR_ERR_RANGE, "value %g at head %lld token %lld channel %lld "
                                  "is outside the fp16 range", (double)v, (long long)h,
                                  (long long)(t0 + t), (long long)c);
-            dst[t * d + c] = v;
         }
     }
     return GEAR_OK;
