@@ -95,6 +95,7 @@ static int64_t view_offset(const gear_tensor *x, int64_t h, int64_t t, int64_t c
 }
 
 /* Convert one row of d elements (element stride cs) to fp32. */
+GEAR_CLONES
 static void read_row(const gear_tensor *x, int64_t off, int64_t cs, int64_t d, float *dst)
 {
     switch (x->dtype) {
@@ -105,7 +106,10 @@ static void read_row(const gear_tensor *x, int64_t off, int64_t cs, int64_t d, f
     }
     case GEAR_F16: {
         const uint16_t *p = (const uint16_t *)x->data + off;
-        for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c * cs]);
+        if (cs == 1) /* the common, contiguous case vectorizes */
+            for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c]);
+        else
+            for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c * cs]);
         break;
     }
     case GEAR_BF16: {
@@ -116,6 +120,15 @@ static void read_row(const gear_tensor *x, int64_t off, int64_t cs, int64_t d, f
     }
 }
 
+/* 1 if every |v| <= lim (NaN fails the comparison too); branch-free. */
+GEAR_CLONES
+static int row_in_range(const float *row, int64_t d, float lim)
+{
+    int ok = 1;
+    for (int64_t c = 0; c < d; c++) ok &= fabsf(row[c]) <= lim;
+    return ok;
+}
+
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                            float *dst, int check_range)
 {
@@ -124,9 +137,7 @@ gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t 
     for (int64_t t = 0; t < nt; t++) {
         float *row = dst + t * d;
         read_row(x, view_offset(x, h, t0 + t, 0), cs, d, row);
-        int bad = 0; /* one branch-free pass; NaN fails the comparison too */
-        for (int64_t c = 0; c < d; c++) bad |= !(fabsf(row[c]) <= lim);
-        if (!bad) continue;
+        if (row_in_range(row, d, lim)) continue;
         for (int64_t c = 0; c < d; c++) {
             float v = row[c];
             if (!isfinite(v))

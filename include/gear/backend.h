@@ -70,26 +70,17 @@ typedef struct gear_block_layout {
 
 /* ------------------------------------------------ fp16 / bf16 conversion */
 
+/* Exact, branch-free (vectorizes): the exponent-mantissa field is moved
+ * into place and rescaled by 2^112, which also normalizes subnormals. */
 GEAR_HD float gear_half_to_float(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalize */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400u)) { man <<= 1; exp--; }
-            man &= 0x3ffu;
-            bits = sign | (exp << 23) | (man << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    union { uint32_t u; float f; } v;
-    v.u = bits;
+    union { uint32_t u; float f; } v, m;
+    uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+    v.u = em;
+    m.u = 0x77800000u; /* 2^112 */
+    v.f *= m.f;
+    if (em >= 0x0f800000u) v.u = em | 0x7f800000u; /* Inf, NaN */
+    v.u |= (uint32_t)(h & 0x8000u) << 16;
     return v.f;
 }
 
