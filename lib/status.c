@@ -45,10 +45,14 @@ static _Thread_local char err_msg[512];
 
 gear_status gear_fail(gear_status s, const char *fmt, ...)
 {
+    /* format into a temporary: the arguments may point into err_msg itself
+     * (a caller wrapping the previous message with "%s") */
+    char tmp[sizeof err_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err_msg, sizeof err_msg, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(err_msg, tmp, sizeof err_msg);
     gear_log(GEAR_LOG_DEBUG, "%s: %s", gear_status_string(s), err_msg);
     return s;
 }

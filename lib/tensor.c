@@ -70,7 +70,7 @@ gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, 
             return gear_fail(GEAR_ERR_OVERFLOW, "%s: extent overflows", name);
         if (s[i] > 1) span += (s[i] - 1) * st[i];
     }
-    if (s[0] * s[1] > ((int64_t)1 << 40) / s[2])
+    if (s[0] > ((int64_t)1 << 40) / s[2] / s[1])
         return gear_fail(GEAR_ERR_OVERFLOW, "%s: more than 2^40 elements", name);
     if (!x->data) return gear_fail(GEAR_ERR_INVALID_ARG, "%s: data is NULL", name);
     if (x->ndim == 2 && *h > 1)
