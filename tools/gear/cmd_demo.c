@@ -1,0 +1,628 @@
+/*
+ * cmd_demo.c - `gear demo` (built-in synthetic KV) and `gear eval` (a user's
+ * safetensors KV dump): both fill a KV set and print the same per-preset
+ * table of size, error, attention error and speed.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include "cli.h"
+#include "json.h"
+#include "safetensors.h"
+#include "synth.h"
+
+#define BUILD_REPS 3 /* fresh caches per preset for the compress timing */
+#define ATTN_REPS 9  /* timed attention passes */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* ------------------------------------------------------------ KV sets */
+
+typedef struct kvset {
+    unsigned n_layer, heads, head_dim, max_tokens;
+    unsigned *tokens;   /* per layer */
+    float **k, **v;     /* per layer: [heads][tokens][head_dim] */
+    long *ids;          /* per layer: its number in the file (NULL: 0, 1, ...) */
+} kvset;
+
+static long layer_id(const kvset *s, unsigned l) { return s->ids ? s->ids[l] : (long)l; }
+
+static void kvset_free(kvset *s)
+{
+    for (unsigned l = 0; s->k && l < s->n_layer; l++) {
+        free(s->k[l]);
+        free(s->v[l]);
+    }
+    free(s->k);
+    free(s->v);
+    free(s->tokens);
+    free(s->ids);
+    memset(s, 0, sizeof *s);
+}
+
+static int kvset_alloc(kvset *s, unsigned n_layer)
+{
+    s->n_layer = n_layer;
+    s->tokens = calloc(n_layer, sizeof *s->tokens);
+    s->k = calloc(n_layer, sizeof *s->k);
+    s->v = calloc(n_layer, sizeof *s->v);
+    return s->tokens && s->k && s->v ? 0 : -1;
+}
+
+/* Options and description shared by both commands. */
+typedef struct table_opts {
+    const char *cmd;
+    cli_strs presets;
+    const char *backend;
+    int json;
+    uint64_t seed;
+    unsigned qheads;
+    const char *source;      /* "synthetic" or "file" */
+    const char *file;
+    char layers_desc[128];   /* e.g. "layers 0, 10, 20, 29" */
+} table_opts;
+
+/* ----------------------------------------------------------- measuring */
+
+typedef struct metrics {
+    double bpe, bpe_k, bpe_v, k_err, v_err, attn_err, mbps, attn_us;
+    gear_cache_stats stats;
+} metrics;
+
+static gear_tensor view3(float *data, unsigned a, unsigned b, unsigned c)
+{
+    gear_tensor t;
+    gear_tensor_init(&t, data, GEAR_F32, 3, a, b, c, 0); /* cannot fail: ndim 3, F32 */
+    return t;
+}
+
+/* A fresh cache holding every layer; *secs is the time of the appends. */
+static int build_cache(const char *cmd, gear_context *ctx, const gear_config *ck,
+                       const gear_config *cv, const kvset *s, gear_cache **out, double *secs)
+{
+    gear_status st = gear_cache_create(ctx, ck, cv, s->n_layer, s->heads, s->head_dim,
+                                       s->max_tokens, out);
+    if (st) return cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_create");
+    double t0 = cli_now();
+    for (unsigned l = 0; l < s->n_layer; l++) {
+        gear_tensor k = view3(s->k[l], s->heads, s->tokens[l], s->head_dim);
+        gear_tensor v = view3(s->v[l], s->heads, s->tokens[l], s->head_dim);
+        if ((st = gear_cache_append(*out, l, &k, &v))) {
+            cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_append (layer %ld)", layer_id(s, l));
+            gear_cache_free(*out);
+            *out = NULL;
+            return CLI_FAIL;
+        }
+    }
+    *secs = cli_now() - t0;
+    return CLI_OK;
+}
+
+/* One decode-attention call per layer (1 query token) into out[l]. */
+static int attend(const char *cmd, gear_cache *c, const kvset *s, unsigned qheads,
+                  float *const *q, float *const *out)
+{
+    float scale = (float)(1.0 / sqrt((double)s->head_dim));
+    for (unsigned l = 0; l < s->n_layer; l++) {
+        gear_tensor tq = view3(q[l], qheads, 1, s->head_dim);
+        gear_tensor to = view3(out[l], qheads, 1, s->head_dim);
+        gear_status st = gear_cache_attention(c, l, &tq, scale, &to);
+        if (st)
+            return cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_attention (layer %ld)",
+                                  layer_id(s, l));
+    }
+    return CLI_OK;
+}
+
+/* Squared error and squared norm over the first nc tokens of every head. */
+static void err_acc(const float *x, const float *y, unsigned H, unsigned T, unsigned d,
+                    unsigned nc, double *num, double *den)
+{
+    for (size_t h = 0; h < H; h++)
+        for (size_t i = 0; i < (size_t)nc * d; i++) {
+            double a = x[h * T * d + i], e = a - (double)y[h * T * d + i];
+            *num += e * e;
+            *den += a * a;
+        }
+}
+
+static double ratio_err(double num, double den)
+{
+    return den > 0.0 ? sqrt(num / den) : num > 0.0 ? INFINITY : 0.0;
+}
+
+/* Per-layer float buffers (n_layer x n), all or nothing. */
+static float **bufs_new(unsigned n_layer, size_t n)
+{
+    float **b = calloc(n_layer, sizeof *b);
+    for (unsigned l = 0; b && l < n_layer; l++)
+        if (!(b[l] = malloc(n * sizeof **b))) {
+            for (unsigned i = 0; i < l; i++) free(b[i]);
+            free(b);
+            return NULL;
+        }
+    return b;
+}
+
+static void bufs_free(float **b, unsigned n_layer)
+{
+    for (unsigned l = 0; b && l < n_layer; l++) free(b[l]);
+    free(b);
+}
+
+static int measure(const table_opts *o, gear_context *ctx, const char *preset, const kvset *s,
+                   float *const *q, float *const *ref, metrics *m)
+{
+    const char *cmd = o->cmd;
+    gear_config ck, cv;
+    gear_block_info bk, bv;
+    gear_cache *cache = NULL;
+    double secs[BUILD_REPS], at[ATTN_REPS];
+    size_t nq = (size_t)o->qheads * s->head_dim;
+    double kn = 0, kdn = 0, vn = 0, vdn = 0, an = 0, adn = 0;
+    int rc;
+    memset(m, 0, sizeof *m);
+    if ((rc = cli_preset(cmd, preset, &ck, &cv)) || (rc = cli_block_info(cmd, &ck, s->head_dim, &bk)) ||
+        (rc = cli_block_info(cmd, &cv, s->head_dim, &bv)))
+        return rc;
+    m->bpe_k = bk.bpe;
+    m->bpe_v = bv.bpe;
+    m->bpe = 0.5 * (bk.bpe + bv.bpe);
+
+    for (int r = 0; r < BUILD_REPS; r++) {
+        gear_cache_free(cache);
+        cache = NULL;
+        if ((rc = build_cache(cmd, ctx, &ck, &cv, s, &cache, &secs[r]))) return rc;
+    }
+    gear_status st = gear_cache_stats_get(cache, &m->stats);
+    if (st) {
+        gear_cache_free(cache);
+        return cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_stats_get");
+    }
+    double t = cli_median(secs, BUILD_REPS);
+    m->mbps = t > 0.0 ? (double)m->stats.fp16_bytes / t / 1e6 : INFINITY;
+
+    size_t per_layer = (size_t)s->heads * s->max_tokens * s->head_dim;
+    float *kd = malloc(per_layer * sizeof *kd), *vd = malloc(per_layer * sizeof *vd);
+    float **outs = bufs_new(s->n_layer, nq);
+    rc = CLI_FAIL;
+    if (!kd || !vd || !outs) {
+        cli_error(cmd, "out of memory");
+        goto done;
+    }
+    for (unsigned l = 0; l < s->n_layer; l++) {
+        unsigned T = s->tokens[l], nc = T / ck.block * ck.block; /* one block size for K and V */
+        gear_tensor tk = view3(kd, s->heads, T, s->head_dim);
+        gear_tensor tv = view3(vd, s->heads, T, s->head_dim);
+        if ((st = gear_cache_decompress(cache, l, &tk, &tv))) {
+            cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_decompress (layer %ld)",
+                           layer_id(s, l));
+            goto done;
+        }
+        err_acc(s->k[l], kd, s->heads, T, s->head_dim, nc, &kn, &kdn);
+        err_acc(s->v[l], vd, s->heads, T, s->head_dim, nc, &vn, &vdn);
+    }
+    /* One warm-up pass gives the outputs; then the timed passes. */
+    if (attend(cmd, cache, s, o->qheads, q, outs)) goto done;
+    for (unsigned l = 0; l < s->n_layer; l++)
+        err_acc(ref[l], outs[l], 1, 1, (unsigned)nq, 1, &an, &adn);
+    for (int r = 0; r < ATTN_REPS; r++) {
+        double t0 = cli_now();
+        if (attend(cmd, cache, s, o->qheads, q, outs)) goto done;
+        at[r] = cli_now() - t0;
+    }
+    /* No compressed token (T < block): there is no compression error to quote. */
+    m->k_err = m->stats.compressed_entries ? ratio_err(kn, kdn) : NAN;
+    m->v_err = m->stats.compressed_entries ? ratio_err(vn, vdn) : NAN;
+    m->attn_err = ratio_err(an, adn);
+    m->attn_us = 1e6 * cli_median(at, ATTN_REPS) / s->n_layer;
+    rc = CLI_OK;
+done:
+    free(kd);
+    free(vd);
+    bufs_free(outs, s->n_layer);
+    gear_cache_free(cache);
+    return rc;
+}
+
+/* ------------------------------------------------------------- output */
+
+static void print_header(const table_opts *o, const kvset *s, const char *backend)
+{
+    unsigned tmin = s->tokens[0], tmax = s->tokens[0];
+    for (unsigned l = 1; l < s->n_layer; l++) {
+        if (s->tokens[l] < tmin) tmin = s->tokens[l];
+        if (s->tokens[l] > tmax) tmax = s->tokens[l];
+    }
+    char tok[48];
+    if (tmin == tmax) snprintf(tok, sizeof tok, "%u", tmin);
+    else snprintf(tok, sizeof tok, "%u..%u", tmin, tmax);
+    if (!strcmp(o->source, "synthetic"))
+        printf("gear demo: SYNTHETIC KV data (gear_synth_kv, seed %llu), not a real model: ",
+               (unsigned long long)o->seed);
+    else
+        printf("gear eval: KV from '%s' (%s): ", o->file, o->layers_desc);
+    printf("%u layer%s x %u KV heads x %s tokens x head_dim %u; backend %s\n", s->n_layer,
+           s->n_layer == 1 ? "" : "s", s->heads, tok, s->head_dim, backend);
+    printf("attention: %u query heads, 1 synthetic N(0,1) query token, scale 1/sqrt(d), "
+           "compared with an fp16 cache of the same KV\n", o->qheads);
+    printf("errors: ||X - X^||_F / ||X||_F over compressed tokens%s; ratio = 16/bpe; "
+           "real = fp16 bytes / (compressed + buffer bytes)\n",
+           s->n_layer > 1 ? ", pooled over layers" : "");
+    printf("speed: MB/s of fp16-equivalent KV appended (median of %d fresh caches); "
+           "attn us per layer call (median of %d)\n", BUILD_REPS, ATTN_REPS);
+    if (tmax < 64) /* every preset's block is 64 tokens unless overridden */
+        printf("note: fewer tokens than one block: nothing is compressed, K/V errors are '-'\n");
+    printf("\n");
+    printf("%-8s %7s %7s %7s %9s %9s %9s %10s %9s\n", "preset", "bpe", "ratio", "real",
+           "K err", "V err", "attn err", "MB/s", "attn us");
+}
+
+static void print_row(const table_opts *o, const kvset *s, const char *preset,
+                      const char *backend, const metrics *m)
+{
+    const gear_cache_stats *st = &m->stats;
+    double stored = (double)(st->compressed_bytes + st->buffer_bytes);
+    double real = stored > 0 ? (double)st->fp16_bytes / stored : 0.0;
+    if (!o->json) {
+        char ke[16] = "-", ve[16] = "-";
+        if (isfinite(m->k_err)) snprintf(ke, sizeof ke, "%.5f", m->k_err);
+        if (isfinite(m->v_err)) snprintf(ve, sizeof ve, "%.5f", m->v_err);
+        printf("%-8s %7.3f %6.2fx %6.2fx %9s %9s %9.5f %10.1f %9.1f\n", preset, m->bpe,
+               16.0 / m->bpe, real, ke, ve, m->attn_err, m->mbps, m->attn_us);
+        return;
+    }
+    json_out j;
+    jo_begin(&j, stdout);
+    jo_str(&j, "preset", preset);
+    jo_str(&j, "source", o->source);
+    if (o->file) jo_str(&j, "file", o->file);
+    jo_str(&j, "backend", backend);
+    jo_uint(&j, "layers", s->n_layer);
+    jo_uint(&j, "heads", s->heads);
+    jo_uint(&j, "qheads", o->qheads);
+    jo_uint(&j, "tokens", st->tokens);
+    jo_uint(&j, "head_dim", s->head_dim);
+    jo_num(&j, "bpe", m->bpe);
+    jo_num(&j, "bpe_k", m->bpe_k);
+    jo_num(&j, "bpe_v", m->bpe_v);
+    jo_num(&j, "ratio", 16.0 / m->bpe);
+    jo_num(&j, "real_ratio", real);
+    jo_uint(&j, "compressed_bytes", st->compressed_bytes);
+    jo_uint(&j, "buffer_bytes", st->buffer_bytes);
+    jo_uint(&j, "fp16_bytes", st->fp16_bytes);
+    jo_num(&j, "k_rel_err", m->k_err);
+    jo_num(&j, "v_rel_err", m->v_err);
+    jo_num(&j, "attn_rel_err", m->attn_err);
+    jo_num(&j, "compress_mb_s", m->mbps);
+    jo_num(&j, "attn_us", m->attn_us);
+    jo_end(&j);
+}
+
+/* The table for every preset: reference attention from an fp16 cache, then
+ * one row per preset. */
+static int run_table(table_opts *o, const kvset *s)
+{
+    const char *cmd = o->cmd;
+    gear_context *ctx = NULL;
+    gear_cache *ref_cache = NULL;
+    float **q = NULL, **ref = NULL;
+    size_t nq = (size_t)o->qheads * s->head_dim;
+    double secs;
+    int rc;
+    if (!o->presets.n) /* default: every preset */
+        for (int i = 0; i < gear_preset_count() && o->presets.n < CLI_MAX_LIST; i++)
+            o->presets.v[o->presets.n++] = gear_preset_name(i);
+    /* Every name and knob first, so a typo fails before any work. */
+    for (int i = 0; i < o->presets.n; i++) {
+        gear_config ck, cv;
+        if ((rc = cli_preset(cmd, o->presets.v[i], &ck, &cv)) ||
+            (rc = cli_validate(cmd, &ck, s->head_dim)) || (rc = cli_validate(cmd, &cv, s->head_dim)))
+            return rc;
+    }
+    if ((rc = cli_context(cmd, o->backend, &ctx))) return rc;
+    const char *backend = gear_context_backend_name(ctx);
+    rc = CLI_FAIL;
+    q = bufs_new(s->n_layer, nq);
+    ref = bufs_new(s->n_layer, nq);
+    if (!q || !ref) {
+        cli_error(cmd, "out of memory");
+        goto done;
+    }
+    for (unsigned l = 0; l < s->n_layer; l++)
+        gear_synth_normal(o->seed * 1000003u + 7919u * (l + 1), (int)nq, q[l]);
+    gear_config fk, fv;
+    if (cli_preset(cmd, "fp16", &fk, &fv) || build_cache(cmd, ctx, &fk, &fv, s, &ref_cache, &secs) ||
+        attend(cmd, ref_cache, s, o->qheads, q, ref))
+        goto done;
+    gear_cache_free(ref_cache);
+    ref_cache = NULL;
+
+    if (!o->json) print_header(o, s, backend);
+    for (int i = 0; i < o->presets.n; i++) {
+        metrics m;
+        if (measure(o, ctx, o->presets.v[i], s, q, ref, &m)) goto done;
+        print_row(o, s, o->presets.v[i], backend, &m);
+        fflush(stdout);
+    }
+    rc = CLI_OK;
+done:
+    gear_cache_free(ref_cache);
+    bufs_free(q, s->n_layer);
+    bufs_free(ref, s->n_layer);
+    gear_context_free(ctx);
+    return rc;
+}
+
+/* Options common to demo and eval (cli_opt initializers over a table_opts). */
+#define COMMON_OPTS(o, qh_given)                                                   \
+    {"--preset", OPT_STRS, &(o).presets, 0, 0, NULL},                              \
+    {"--backend", OPT_STR, &(o).backend, 0, 0, NULL},                              \
+    {"--json", OPT_FLAG, &(o).json, 0, 0, NULL},                                   \
+    {"--seed", OPT_U64, &(o).seed, 0, UINT64_MAX, NULL},                           \
+    {"--qheads", OPT_UINT, &(o).qheads, 1, 65535, &(qh_given)}
+
+static int check_qheads(table_opts *o, int given, unsigned heads)
+{
+    if (!given) {
+        o->qheads = 4 * heads;
+        return CLI_OK;
+    }
+    if (o->qheads % heads)
+        return cli_usage_error(o->cmd, "--qheads %u is not a multiple of the %u KV heads",
+                               o->qheads, heads);
+    return CLI_OK;
+}
+
+#define COMMON_HELP                                                                           \
+    "  --preset P      a preset to evaluate; repeat for several (default: all)\n"            \
+    "  --backend NAME  auto (default), ref, cpu, cuda, hip (see 'gear backends')\n"          \
+    "  --qheads Q      query heads, a multiple of the KV heads (grouped-query;\n"            \
+    "                  default 4 x KV heads)\n"                                              \
+    "  --seed S        seed of the synthetic queries%s (default 1)\n"                        \
+    "  --json          one JSON object per preset instead of the table\n\n"                  \
+    "Per preset: bpe (K and V average, everything stored), ratio 16/bpe and the real\n"     \
+    "ratio fp16 bytes / (compressed + full-precision buffer bytes), relative error of\n"    \
+    "keys and values (gear_cache_decompress vs input, over compressed tokens), relative\n" \
+    "error of the attention output against an fp16 cache of the same KV (one query\n"     \
+    "token, scale 1/sqrt(d)), compress throughput (MB/s of fp16-equivalent KV through\n"  \
+    "gear_cache_append, median of " STR(BUILD_REPS) " fresh caches) and attention time\n"  \
+    "(us per layer call, median of " STR(ATTN_REPS) ").\n\n"                                \
+    "JSON fields: preset source [file] backend layers heads qheads tokens (summed\n"      \
+    "over layers) head_dim bpe bpe_k bpe_v ratio real_ratio compressed_bytes\n"           \
+    "buffer_bytes fp16_bytes k_rel_err v_rel_err (null when nothing is compressed)\n"     \
+    "attn_rel_err compress_mb_s attn_us.\n"
+
+/* --------------------------------------------------------------- demo */
+
+void usage_demo(FILE *f)
+{
+    fprintf(f, "Usage: gear demo [--preset P ...] [--tokens T] [--heads H] [--head-dim D]\n"
+               "                 [--qheads Q] [--seed S] [--backend NAME] [--json]\n\n"
+               "Compare presets on built-in SYNTHETIC KV data (gear_synth_kv: keys with\n"
+               "outlier channels and smooth low-rank structure, values with per-token scale\n"
+               "and heavy tails), one layer.  No input needed.  For real data use 'gear\n"
+               "eval', e.g. on tests/data/smollm2-135m-persuasion-kv.safetensors.\n\n"
+               "  --tokens T      tokens (default 1024)\n"
+               "  --heads H       KV heads (default 8)\n"
+               "  --head-dim D    head dimension (default 128)\n");
+    fprintf(f, COMMON_HELP, " and of the KV data");
+}
+
+int cmd_demo(int argc, char **argv)
+{
+    table_opts o;
+    memset(&o, 0, sizeof o);
+    o.cmd = argv[0];
+    o.seed = 1;
+    o.source = "synthetic";
+    unsigned tokens = 1024, heads = 8, head_dim = 128;
+    int qh_given = 0;
+    const cli_opt opts[] = {
+        COMMON_OPTS(o, qh_given),
+        {"--tokens", OPT_UINT, &tokens, 1, 1u << 20, NULL},
+        {"--heads", OPT_UINT, &heads, 1, 1024, NULL},
+        {"--head-dim", OPT_UINT, &head_dim, 1, 65535, NULL},
+    };
+    int rc = cli_parse(o.cmd, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), usage_demo);
+    if (rc || (rc = check_qheads(&o, qh_given, heads))) return rc;
+    if ((uint64_t)heads * tokens * head_dim > (1ull << 26))
+        return cli_usage_error(o.cmd, "heads x tokens x head-dim = %llu entries is more than the "
+                               "demo allows (2^26)",
+                               (unsigned long long)heads * tokens * head_dim);
+    kvset s;
+    memset(&s, 0, sizeof s);
+    size_t n = (size_t)heads * tokens * head_dim;
+    if (kvset_alloc(&s, 1) || !(s.k[0] = malloc(n * sizeof(float))) ||
+        !(s.v[0] = malloc(n * sizeof(float)))) {
+        kvset_free(&s);
+        cli_error(o.cmd, "out of memory");
+        return CLI_FAIL;
+    }
+    s.heads = heads;
+    s.head_dim = head_dim;
+    s.max_tokens = s.tokens[0] = tokens;
+    gear_synth_kv(o.seed, GEAR_KEY, (int)heads, (int)tokens, (int)head_dim, s.k[0]);
+    gear_synth_kv(o.seed, GEAR_VALUE, (int)heads, (int)tokens, (int)head_dim, s.v[0]);
+    rc = run_table(&o, &s);
+    kvset_free(&s);
+    return rc;
+}
+
+/* --------------------------------------------------------------- eval */
+
+void usage_eval(FILE *f)
+{
+    fprintf(f, "Usage: gear eval --in KV.safetensors [--preset P ...] [--qheads Q] [--seed S]\n"
+               "                 [--backend NAME] [--json]\n\n"
+               "Compare presets on your own KV dump.  The file holds, per layer i, tensors\n"
+               "named layer.<i>.k and layer.<i>.v (or k.<i> and v.<i>), each of shape\n"
+               "[H, T, d] (or [T, d] for one head) in F32, F16 or BF16; keys as the model\n"
+               "attends to them (after RoPE).  K and V of a layer have the same shape; H and\n"
+               "d are the same in every layer; other tensors are ignored.  Every layer is\n"
+               "evaluated and errors are pooled over layers.  The attention queries are\n"
+               "SYNTHETIC (N(0,1)), not the model's.  gear-llm dump-kv (examples/llm)\n"
+               "writes such files.\n\n"
+               "  --in FILE       the safetensors file\n");
+    fprintf(f, COMMON_HELP, "");
+}
+
+/* "layer.<i>.k", "layer.<i>.v", "k.<i>", "v.<i>" -> i (and *is_v), else -1. */
+static long layer_of(const char *name, int *is_v)
+{
+    const char *p = name, *digits;
+    long id = 0;
+    if (!strncmp(p, "layer.", 6)) p += 6;
+    else if ((p[0] == 'k' || p[0] == 'v') && p[1] == '.') {
+        *is_v = p[0] == 'v';
+        p += 2;
+    } else return -1;
+    digits = p;
+    while (*p >= '0' && *p <= '9' && p - digits < 9) id = id * 10 + (*p++ - '0');
+    if (p == digits) return -1;
+    if (digits == name + 6) { /* layer.<i>.k|v */
+        if (p[0] != '.' || (p[1] != 'k' && p[1] != 'v') || p[2]) return -1;
+        *is_v = p[1] == 'v';
+        return id;
+    }
+    return *p ? -1 : id;
+}
+
+typedef struct layer_ref {
+    long id;
+    const st_tensor *t[2]; /* k, v */
+} layer_ref;
+
+static int cmp_layer(const void *a, const void *b)
+{
+    long x = ((const layer_ref *)a)->id, y = ((const layer_ref *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/* Find the layers, check their shapes, read them as float32. */
+static int load_kv(const char *cmd, const char *path, st_file *sf, kvset *s, table_opts *o)
+{
+    char err[256];
+    layer_ref *L = calloc(sf->n ? sf->n : 1, sizeof *L);
+    size_t nl = 0;
+    int rc = CLI_FAIL;
+    if (!L) {
+        cli_error(cmd, "out of memory");
+        return CLI_FAIL;
+    }
+    for (size_t i = 0; i < sf->n; i++) {
+        int is_v = 0;
+        long id = layer_of(sf->t[i].name, &is_v);
+        if (id < 0) continue;
+        size_t j = 0;
+        while (j < nl && L[j].id != id) j++;
+        if (j == nl) L[nl++].id = id;
+        if (L[j].t[is_v]) {
+            cli_error(cmd, "'%s': layer %ld has two %s tensors ('%s' and '%s')", path, id,
+                      is_v ? "value" : "key", L[j].t[is_v]->name, sf->t[i].name);
+            goto done;
+        }
+        L[j].t[is_v] = &sf->t[i];
+    }
+    if (!nl) {
+        cli_error(cmd, "'%s': no KV tensors (expected names layer.<i>.k and layer.<i>.v, or "
+                  "k.<i> and v.<i>; see 'gear eval --help')", path);
+        goto done;
+    }
+    qsort(L, nl, sizeof *L, cmp_layer);
+    if (kvset_alloc(s, (unsigned)nl) || !(s->ids = malloc(nl * sizeof *s->ids))) {
+        cli_error(cmd, "out of memory");
+        goto done;
+    }
+    for (size_t l = 0; l < nl; l++) s->ids[l] = L[l].id;
+    for (size_t l = 0, at = 0; l < nl && at < sizeof o->layers_desc; l++) /* truncates */
+        at += (size_t)snprintf(o->layers_desc + at, sizeof o->layers_desc - at, "%s%ld",
+                               l ? ", " : "layers ", L[l].id);
+    for (size_t l = 0; l < nl; l++) {
+        const st_tensor *k = L[l].t[0], *v = L[l].t[1];
+        if (!k || !v) {
+            cli_error(cmd, "'%s': layer %ld has no %s tensor", path, L[l].id, k ? "value" : "key");
+            goto done;
+        }
+        for (int kv = 0; kv < 2; kv++) {
+            const st_tensor *t = L[l].t[kv];
+            if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16")) {
+                cli_error(cmd, "'%s': tensor '%s' has dtype %s; need F32, F16 or BF16", path,
+                          t->name, t->dtype);
+                goto done;
+            }
+            if (t->ndim != 2 && t->ndim != 3) {
+                cli_error(cmd, "'%s': tensor '%s' has %d dimensions; need [H, T, d] or [T, d]",
+                          path, t->name, t->ndim);
+                goto done;
+            }
+        }
+        if (k->ndim != v->ndim || memcmp(k->shape, v->shape, (size_t)k->ndim * sizeof k->shape[0])) {
+            cli_error(cmd, "'%s': '%s' and '%s' differ in shape", path, k->name, v->name);
+            goto done;
+        }
+        uint64_t H = k->ndim == 3 ? k->shape[0] : 1, T = k->shape[k->ndim - 2],
+                 d = k->shape[k->ndim - 1];
+        if (!H || !T || !d || H > 65535 || d > 65535 || T > 0x7fffffffu) {
+            cli_error(cmd, "'%s': tensor '%s' shape [%llu, %llu, %llu] is empty or too large",
+                      path, k->name, (unsigned long long)H, (unsigned long long)T,
+                      (unsigned long long)d);
+            goto done;
+        }
+        if (l && (H != s->heads || d != s->head_dim)) {
+            cli_error(cmd, "'%s': layer %ld has %llu heads x head_dim %llu, layer %ld has %u x "
+                      "%u; all layers must agree", path, L[l].id, (unsigned long long)H,
+                      (unsigned long long)d, L[0].id, s->heads, s->head_dim);
+            goto done;
+        }
+        s->heads = (unsigned)H;
+        s->head_dim = (unsigned)d;
+        s->tokens[l] = (unsigned)T;
+        if (T > s->max_tokens) s->max_tokens = (unsigned)T;
+        if (k->count > SIZE_MAX / sizeof(float) ||
+            !(s->k[l] = malloc((size_t)k->count * sizeof(float))) ||
+            !(s->v[l] = malloc((size_t)v->count * sizeof(float)))) {
+            cli_error(cmd, "out of memory reading layer %ld", L[l].id);
+            goto done;
+        }
+        if (st_read_f32(sf, k, s->k[l], err, sizeof err) ||
+            st_read_f32(sf, v, s->v[l], err, sizeof err)) {
+            cli_error(cmd, "'%s': %s", path, err);
+            goto done;
+        }
+    }
+    rc = CLI_OK;
+done:
+    free(L);
+    return rc;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    table_opts o;
+    memset(&o, 0, sizeof o);
+    o.cmd = argv[0];
+    o.seed = 1;
+    o.source = "file";
+    int qh_given = 0;
+    const cli_opt opts[] = {
+        COMMON_OPTS(o, qh_given),
+        {"--in", OPT_STR, &o.file, 0, 0, NULL},
+    };
+    int rc = cli_parse(o.cmd, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), usage_eval);
+    if (rc) return rc;
+    if (!o.file) return cli_usage_error(o.cmd, "missing --in");
+    char err[256];
+    st_file *sf = NULL;
+    kvset s;
+    memset(&s, 0, sizeof s);
+    if (st_open(o.file, &sf, err, sizeof err)) {
+        cli_error(o.cmd, "'%s': %s", o.file, err);
+        return CLI_FAIL;
+    }
+    rc = load_kv(o.cmd, o.file, sf, &s, &o);
+    st_close(sf);
+    if (!rc) rc = check_qheads(&o, qh_given, s.heads);
+    if (!rc) rc = run_table(&o, &s);
+    kvset_free(&s);
+    return rc;
+}
