@@ -1,0 +1,326 @@
+/*
+ * check_xbackend.c - the cross-backend suite (DESIGN s6).  Every backend of
+ * the registry that is available here is compared with a "ref" context on
+ * the same inputs, for every preset and odd shapes with tails:
+ *   - gear_compress streams: identical except the low-rank factors A and B
+ *     (codes, scales, minima, outliers, raw blocks and headers exact); ref
+ *     against ref, and any config without a low-rank part, byte-identical;
+ *   - reconstructions (NMSE < 1e-6; bitwise where there is no low-rank
+ *     part: decoding is exact on every backend);
+ *   - compress on one backend and decompress on the other;
+ *   - caches: attention and reconstruction (NMSE < 1e-6), save on one and
+ *     load on the other.
+ * Backends that are not available are reported as skipped, by name.  The
+ * registry is iterated, so new backends join without edits.  Runs without
+ * fork (GPU runtimes do not survive fork).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "testutil.h"
+
+#define STREAM_HDR 64
+#define NMSE_MAX 1e-6
+
+typedef struct shape { int H, T, d; unsigned block; } shape;
+
+static const shape shapes[] = {
+    {2, 64 * 2 + 7, 64, 64},  /* default block, a tail */
+    {2, 64 + 33, 96, 64},     /* values: a short last group (64 + 32) */
+    {1, 24 * 3 + 5, 40, 24},  /* odd block and head dim */
+    {3, 17, 16, 16},          /* one block and a one-token tail */
+    {1, 11, 8, 16},           /* tail only */
+};
+#define N_SHAPES (sizeof shapes / sizeof shapes[0])
+
+typedef void (*backend_fn)(gear_context *be, gear_context *ref, const char *name, int same);
+
+/* Run fn for every available backend against a fresh ref context. */
+static void for_each_backend(backend_fn fn)
+{
+    int n = gear_backend_count(), ran = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = gear_backend_name(i);
+        TU_CHECK((name) != NULL);
+        if (!gear_backend_available(i, NULL)) continue;
+        gear_context_params p;
+        gear_context_params_init(&p);
+        p.backend = name;
+        gear_context *be = NULL;
+        gear_status st = gear_context_create(&p, &be);
+        TU_ASSERT(st == GEAR_OK, "backend %s is listed as available but gives %s (%s)", name,
+                      gear_status_string(st), gear_last_error_message());
+        ck_assert_str_eq(gear_context_backend_name(be), name);
+        gear_context *ref = tu_ctx("ref");
+        fn(be, ref, name, !strcmp(name, "ref"));
+        gear_context_free(ref);
+        gear_context_free(be);
+        ran++;
+    }
+    ck_assert_int_ge(ran, 1);
+}
+
+static int preset_has_lowrank(const gear_config *c) { return c->bits && c->rank; }
+
+/* Compare two streams of the same input: everything but the A/B sections
+ * (and the block CRCs that cover them) must be identical. */
+static void compare_streams(const uint8_t *a, const uint8_t *b, size_t len, const gear_config *cfg,
+                            const shape *s, const char *what)
+{
+    TU_ASSERT(!memcmp(a, b, STREAM_HDR), "%s: stream headers differ", what);
+    gear_block_info info;
+    TU_OK(gear_block_info_get(cfg, (unsigned)s->d, &info));
+    size_t nblk = (size_t)s->H * (size_t)(s->T / (int)s->block);
+    size_t off_a = info.bytes;
+    if (preset_has_lowrank(cfg)) {
+        tu_layout L;
+        tu_layout_make(&L, cfg->kind, cfg->block, (unsigned)s->d, cfg->bits, cfg->group,
+                       cfg->outlier_ratio, cfg->rank);
+        off_a = L.off_a;
+    }
+    for (size_t i = 0; i < nblk; i++) {
+        const uint8_t *x = a + STREAM_HDR + i * info.bytes, *y = b + STREAM_HDR + i * info.bytes;
+        TU_ASSERT(!memcmp(x, y, 4) && !memcmp(x + 8, y + 8, off_a - 8),
+                      "%s: block %zu differs outside the low-rank factors", what, i);
+        if (off_a == info.bytes) TU_ASSERT(!memcmp(x, y, info.bytes), "%s: block %zu CRC differs", what, i);
+    }
+    size_t tail = STREAM_HDR + nblk * info.bytes;
+    TU_ASSERT(!memcmp(a + tail, b + tail, len - tail), "%s: tail blocks differ", what);
+}
+
+/* ------------------------------------------------------------- listing */
+
+START_TEST(test_backend_listing)
+{
+    int n = gear_backend_count(), have_ref = 0, avail = 0;
+    ck_assert_int_ge(n, 1);
+    for (int i = 0; i < n; i++) {
+        const char *name = gear_backend_name(i), *why = NULL;
+        int ok = gear_backend_available(i, &why);
+        if (!ok) {
+            TU_ASSERT(why && *why, "backend %s is unavailable without a reason", name);
+            printf("SKIP %s: %s\n", name, why);
+        } else {
+            printf("CHECK %s (%s, score %d)\n", name, gear_backend_origin(i), gear_backend_score(i));
+            avail++;
+        }
+        have_ref += ok && !strcmp(name, "ref");
+    }
+    /* backends DESIGN.md names that this build did not even find: report them
+     * too (the comparisons above iterate over the registry, never this list) */
+    static const char *known[] = {"cpu", "cuda", "hip"};
+    for (size_t j = 0; j < sizeof known / sizeof known[0]; j++) {
+        int found = 0;
+        for (int i = 0; i < n; i++) found |= !strcmp(gear_backend_name(i), known[j]);
+        if (!found)
+            printf("SKIP %s: no module found (not built here, or not on the module path / "
+                   "GEAR_BACKEND_PATH)\n", known[j]);
+    }
+    fflush(stdout);
+    TU_EQ(have_ref, 1);
+    ck_assert_int_ge(avail, 1);
+}
+END_TEST
+
+/* ------------------------------------------------------------ streams */
+
+static void compress_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    int np = gear_preset_count();
+    for (int p = 0; p < np; p++)
+        for (int kind = 0; kind < 2; kind++)
+            for (size_t si = 0; si < N_SHAPES; si++) {
+                const shape *s = &shapes[si];
+                gear_config cfg = tu_preset(gear_preset_name(p), (gear_kind)kind);
+                cfg.block = s->block;
+                cfg.seed = 1000 + (uint64_t)p;
+                char what[128];
+                snprintf(what, sizeof what, "%s vs ref, %s %s [%d,%d,%d] block %u", name,
+                         gear_preset_name(p), kind ? "V" : "K", s->H, s->T, s->d, s->block);
+                float *x = tu_synth(50 + si * 2 + (size_t)kind, (gear_kind)kind, s->H, s->T, s->d);
+                size_t la, lb, N = (size_t)s->H * s->T * s->d;
+                uint8_t *a = tu_compress(ref, &cfg, x, s->H, s->T, s->d, 4, &la);
+                uint8_t *b = tu_compress(be, &cfg, x, s->H, s->T, s->d, 4, &lb);
+                TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
+                if (same || !preset_has_lowrank(&cfg))
+                    TU_ASSERT(!memcmp(a, b, la), "%s: streams are not byte-identical", what);
+                else
+                    compare_streams(a, b, la, &cfg, s, what);
+                /* reconstructions, each decoded where it was made */
+                float *ya = tu_decompress(ref, a, la, s->H, s->T, s->d);
+                float *yb = tu_decompress(be, b, lb, s->H, s->T, s->d);
+                double e = tu_nmse(yb, ya, N);
+                TU_ASSERT(e < NMSE_MAX, "%s: reconstruction NMSE %g", what, e);
+                if (same || !preset_has_lowrank(&cfg))
+                    TU_ASSERT(tu_count_diff_bits(ya, yb, N) == 0, "%s: reconstructions differ", what);
+                free(ya);
+                free(yb);
+                free(a);
+                free(b);
+                free(x);
+            }
+}
+
+START_TEST(test_compress_matches_ref) { for_each_backend(compress_case); }
+END_TEST
+
+static void cross_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const char *names[] = {"gear2", "kivi2", "gear4", "gearl2", "kcvt4", "fp16"};
+    for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+        for (size_t si = 0; si < N_SHAPES; si += 2) {
+            const shape *s = &shapes[si];
+            gear_config cfg = tu_preset(names[p], GEAR_KEY);
+            cfg.block = s->block;
+            float *x = tu_synth(70 + si, GEAR_KEY, s->H, s->T, s->d);
+            size_t la, lb, N = (size_t)s->H * s->T * s->d;
+            uint8_t *a = tu_compress(ref, &cfg, x, s->H, s->T, s->d, 0, &la);
+            uint8_t *b = tu_compress(be, &cfg, x, s->H, s->T, s->d, 0, &lb);
+            /* ref's stream decoded on both; the backend's stream decoded on both */
+            float *aa = tu_decompress(ref, a, la, s->H, s->T, s->d);
+            float *ab = tu_decompress(be, a, la, s->H, s->T, s->d);
+            float *ba = tu_decompress(ref, b, lb, s->H, s->T, s->d);
+            float *bb = tu_decompress(be, b, lb, s->H, s->T, s->d);
+            TU_ASSERT(tu_nmse(ab, aa, N) < NMSE_MAX, "%s: ref stream decoded on %s: NMSE %g", names[p],
+                          name, tu_nmse(ab, aa, N));
+            TU_ASSERT(tu_nmse(ba, bb, N) < NMSE_MAX, "%s: %s stream decoded on ref: NMSE %g", names[p],
+                          name, tu_nmse(ba, bb, N));
+            if (same || !preset_has_lowrank(&cfg)) {
+                TU_ASSERT(tu_count_diff_bits(ab, aa, N) == 0, "%s: decode on %s not exact", names[p], name);
+                TU_ASSERT(tu_count_diff_bits(ba, bb, N) == 0, "%s: decode on ref not exact", names[p]);
+            }
+            free(aa);
+            free(ab);
+            free(ba);
+            free(bb);
+            free(a);
+            free(b);
+            free(x);
+        }
+}
+
+START_TEST(test_cross_decompress) { for_each_backend(cross_case); }
+END_TEST
+
+/* -------------------------------------------------------------- caches */
+
+static void cache_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const char *names[] = {"gear2", "kivi2", "gearl4", "fp16"};
+    const int hkv = 2, hq = 6, d = 32, T = 32 * 3 + 11;
+    float *k = tu_synth(90, GEAR_KEY, hkv, T, d), *v = tu_synth(91, GEAR_VALUE, hkv, T, d);
+    for (size_t p = 0; p < sizeof names / sizeof names[0]; p++) {
+        gear_config ck = tu_preset(names[p], GEAR_KEY), cv = tu_preset(names[p], GEAR_VALUE);
+        ck.block = cv.block = 32;
+        gear_cache *ca = NULL, *cb = NULL, *cb2 = NULL;
+        TU_OK(gear_cache_create(ref, &ck, &cv, 2, hkv, d, 256, &ca));
+        TU_OK(gear_cache_create(be, &ck, &cv, 2, hkv, d, 256, &cb));
+        TU_OK(gear_cache_create(be, &ck, &cv, 2, hkv, d, 256, &cb2));
+        TU_OK(tu_cache_append(ca, 1, k, v, hkv, T, d));
+        TU_OK(tu_cache_append(cb, 1, k, v, hkv, T, d));
+        for (int t = 0; t < T; t += 7) /* streaming on the backend too */
+            TU_OK(tu_cache_append_rows(cb2, 1, k, v, hkv, T, d, t, t + 7 <= T ? 7 : T - t));
+        size_t la, lb, lb2;
+        uint8_t *sa = tu_cache_save(ca, &la), *sb = tu_cache_save(cb, &lb), *sb2 = tu_cache_save(cb2, &lb2);
+        TU_EQ(la, lb);
+        TU_ASSERT(lb == lb2 && !memcmp(sb, sb2, lb), "%s %s: streaming differs from prefill", name, names[p]);
+        if (same || !preset_has_lowrank(&ck))
+            TU_ASSERT(!memcmp(sa, sb, la), "%s %s: cache bytes differ from ref", name, names[p]);
+        /* reconstruction */
+        float *ka, *va, *kb, *vb;
+        size_t N = (size_t)hkv * T * d;
+        tu_cache_decompress(ca, 1, hkv, T, d, &ka, &va);
+        tu_cache_decompress(cb, 1, hkv, T, d, &kb, &vb);
+        TU_ASSERT(tu_nmse(kb, ka, N) < NMSE_MAX && tu_nmse(vb, va, N) < NMSE_MAX,
+                      "%s %s: cache reconstruction NMSE %g / %g", name, names[p], tu_nmse(kb, ka, N),
+                      tu_nmse(vb, va, N));
+        /* attention, nq = 1 and 3, grouped-query */
+        for (int nq = 1; nq <= 3; nq += 2) {
+            size_t qn = (size_t)hq * nq * d;
+            float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn), *oc = tu_alloc_f(qn);
+            gear_synth_normal(92 + (uint64_t)nq, (int)qn, q);
+            TU_OK(tu_cache_attention(ca, 1, q, hq, nq, d, 0.18f, oa));
+            TU_OK(tu_cache_attention(cb, 1, q, hq, nq, d, 0.18f, ob));
+            TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s nq %d: attention NMSE %g", name, names[p],
+                          nq, tu_nmse(ob, oa, qn));
+            if (same) TU_EQ(tu_count_diff_bits(oa, ob, qn), 0);
+            /* the backend's cache loaded on ref, and ref's on the backend */
+            gear_cache *x1 = NULL, *x2 = NULL;
+            TU_OK(gear_cache_load_mem(ref, sb, lb, &x1));
+            TU_OK(gear_cache_load_mem(be, sa, la, &x2));
+            TU_OK(tu_cache_attention(x1, 1, q, hq, nq, d, 0.18f, oc));
+            TU_ASSERT(tu_nmse(oc, ob, qn) < NMSE_MAX, "%s %s: %s cache on ref: NMSE %g", name, names[p],
+                          name, tu_nmse(oc, ob, qn));
+            TU_OK(tu_cache_attention(x2, 1, q, hq, nq, d, 0.18f, oc));
+            TU_ASSERT(tu_nmse(oc, oa, qn) < NMSE_MAX, "%s %s: ref cache on %s: NMSE %g", name, names[p],
+                          name, tu_nmse(oc, oa, qn));
+            gear_cache_free(x1);
+            gear_cache_free(x2);
+            free(q);
+            free(oa);
+            free(ob);
+            free(oc);
+        }
+        free(ka);
+        free(va);
+        free(kb);
+        free(vb);
+        free(sa);
+        free(sb);
+        free(sb2);
+        gear_cache_free(ca);
+        gear_cache_free(cb);
+        gear_cache_free(cb2);
+    }
+    free(k);
+    free(v);
+}
+
+START_TEST(test_cache_matches_ref) { for_each_backend(cache_case); }
+END_TEST
+
+START_TEST(test_ref_vs_ref_deterministic)
+{
+    /* two independent ref contexts: byte-identical streams, exact decode */
+    gear_context *a = tu_ctx("ref"), *b = tu_ctx("ref");
+    int np = gear_preset_count();
+    for (int p = 0; p < np; p++)
+        for (size_t si = 0; si < N_SHAPES; si++) {
+            const shape *s = &shapes[si];
+            gear_config cfg = tu_preset(gear_preset_name(p), GEAR_VALUE);
+            cfg.block = s->block;
+            float *x = tu_synth(120 + si, GEAR_VALUE, s->H, s->T, s->d);
+            size_t la, lb;
+            uint8_t *sa = tu_compress(a, &cfg, x, s->H, s->T, s->d, 9, &la);
+            uint8_t *sb = tu_compress(b, &cfg, x, s->H, s->T, s->d, 9, &lb);
+            TU_EQ(la, lb);
+            TU_ASSERT(!memcmp(sa, sb, la), "%s shape %zu: ref streams differ", gear_preset_name(p), si);
+            float *ya = tu_decompress(a, sb, lb, s->H, s->T, s->d), *yb = tu_decompress(b, sa, la, s->H, s->T, s->d);
+            TU_EQ(tu_count_diff_bits(ya, yb, (size_t)s->H * s->T * s->d), 0);
+            free(ya);
+            free(yb);
+            free(sa);
+            free(sb);
+            free(x);
+        }
+    gear_context_free(a);
+    gear_context_free(b);
+}
+END_TEST
+
+static Suite *xbackend_suite(void)
+{
+    Suite *s = suite_create("xbackend");
+    TCase *tc = tu_tcase("backends");
+    tcase_set_timeout(tc, 600.0);
+    tcase_add_test(tc, test_backend_listing);
+    tcase_add_test(tc, test_ref_vs_ref_deterministic);
+    tcase_add_test(tc, test_compress_matches_ref);
+    tcase_add_test(tc, test_cross_decompress);
+    tcase_add_test(tc, test_cache_matches_ref);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(xbackend_suite(), 1); }
