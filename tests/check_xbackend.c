@@ -9,7 +9,8 @@
  *     part: decoding is exact on every backend);
  *   - compress on one backend and decompress on the other;
  *   - caches: attention and reconstruction (NMSE < 1e-6), save on one and
- *     load on the other.
+ *     load on the other; attention at model shapes (head_dim 64/128, GQA);
+ *   - every backend other than ref at 1, 2 and 3 threads.
  * Backends that are not available are reported as skipped, by name.  The
  * registry is iterated, so new backends join without edits.  Runs without
  * fork (GPU runtimes do not survive fork).
@@ -37,26 +38,36 @@ static const shape shapes[] = {
 typedef void (*backend_fn)(gear_context *be, gear_context *ref, const char *name, int same);
 
 /* Run fn for every available backend against a fresh ref context. */
+/* Run fn for every available backend against a fresh ref context, and for
+ * every backend other than ref at several thread counts (1, 2, 3: one
+ * thread, as many as this CI machine has, and an odd count). */
 static void for_each_backend(backend_fn fn)
 {
+    static const int threads[] = {1, 2, 3};
     int n = gear_backend_count(), ran = 0;
     for (int i = 0; i < n; i++) {
         const char *name = gear_backend_name(i);
         TU_CHECK((name) != NULL);
         if (!gear_backend_available(i, NULL)) continue;
-        gear_context_params p;
-        gear_context_params_init(&p);
-        p.backend = name;
-        gear_context *be = NULL;
-        gear_status st = gear_context_create(&p, &be);
-        TU_ASSERT(st == GEAR_OK, "backend %s is listed as available but gives %s (%s)", name,
-                      gear_status_string(st), gear_last_error_message());
-        ck_assert_str_eq(gear_context_backend_name(be), name);
-        gear_context *ref = tu_ctx("ref");
-        fn(be, ref, name, !strcmp(name, "ref"));
-        gear_context_free(ref);
-        gear_context_free(be);
-        ran++;
+        int is_ref = !strcmp(name, "ref");
+        for (size_t ti = 0; ti < (is_ref ? 1 : sizeof threads / sizeof threads[0]); ti++) {
+            gear_context_params p;
+            gear_context_params_init(&p);
+            p.backend = name;
+            p.n_threads = threads[ti];
+            gear_context *be = NULL;
+            gear_status st = gear_context_create(&p, &be);
+            TU_ASSERT(st == GEAR_OK, "backend %s is listed as available but gives %s (%s)", name,
+                          gear_status_string(st), gear_last_error_message());
+            ck_assert_str_eq(gear_context_backend_name(be), name);
+            char label[64];
+            snprintf(label, sizeof label, "%s/%d threads", name, threads[ti]);
+            gear_context *ref = tu_ctx("ref");
+            fn(be, ref, label, is_ref);
+            gear_context_free(ref);
+            gear_context_free(be);
+            ran++;
+        }
     }
     ck_assert_int_ge(ran, 1);
 }
@@ -280,6 +291,54 @@ static void cache_case(gear_context *be, gear_context *ref, const char *name, in
 START_TEST(test_cache_matches_ref) { for_each_backend(cache_case); }
 END_TEST
 
+/* Attention at the shapes real models use (head_dim 64 and 128, 64-token
+ * blocks, 1 and 4 query heads per KV head, 1 and 2 query tokens) where a
+ * backend takes its fast paths, for every preset; the context spans many
+ * blocks plus a buffer tail. */
+static void attention_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const int dims[] = {64, 128}, groups[] = {1, 4};
+    const int hkv = 2, T = 64 * 9 + 5;
+    int np = gear_preset_count();
+    for (size_t di = 0; di < 2; di++) {
+        int d = dims[di];
+        float *k = tu_synth(200 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(210 + di, GEAR_VALUE, hkv, T, d);
+        for (int p = 0; p < np; p++) {
+            gear_config ck = tu_preset(gear_preset_name(p), GEAR_KEY);
+            gear_config cv = tu_preset(gear_preset_name(p), GEAR_VALUE);
+            gear_cache *ca = NULL, *cb = NULL;
+            TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, 1024, &ca));
+            TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, 1024, &cb));
+            TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
+            TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+            for (size_t gi = 0; gi < 2; gi++)
+                for (int nq = 1; nq <= 2; nq++) {
+                    int hq = hkv * groups[gi];
+                    size_t qn = (size_t)hq * nq * d;
+                    float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+                    gear_synth_normal(220 + (uint64_t)nq + gi, (int)qn, q);
+                    for (size_t i = 0; i < qn; i++) q[i] *= 2.0f; /* peaked softmax */
+                    float sc = 1.0f / sqrtf((float)d);
+                    TU_OK(tu_cache_attention(ca, 0, q, hq, nq, d, sc, oa));
+                    TU_OK(tu_cache_attention(cb, 0, q, hq, nq, d, sc, ob));
+                    TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s d %d G %d nq %d: attention NMSE %g",
+                              name, gear_preset_name(p), d, groups[gi], nq, tu_nmse(ob, oa, qn));
+                    free(q);
+                    free(oa);
+                    free(ob);
+                }
+            gear_cache_free(ca);
+            gear_cache_free(cb);
+        }
+        free(k);
+        free(v);
+    }
+}
+
+START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
+END_TEST
+
 START_TEST(test_ref_vs_ref_deterministic)
 {
     /* two independent ref contexts: byte-identical streams, exact decode */
@@ -319,6 +378,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_compress_matches_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_cache_matches_ref);
+    tcase_add_test(tc, test_attention_model_shapes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,50 @@
+/* cpu.h - internals of the cpu backend module (OpenMP + SIMD). */
+#ifndef GEAR_CPU_H
+#define GEAR_CPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <gear/backend.h>
+
+/* Hot loops are compiled for several instruction sets and picked at load
+ * time by the dynamic linker (GCC/clang function multi-versioning), so the
+ * module runs on any x86-64 and uses AVX2/AVX-512 where present. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GEAR_NO_CLONES)
+#define GEAR_CPU_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GEAR_CPU_CLONES
+#endif
+
+typedef struct cpu_state {
+    int n_threads; /* OpenMP threads used by this context */
+} cpu_state;
+
+/* Little-endian fields of a block (the module does not link the core's
+ * internal helpers). */
+static inline uint16_t cpu_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline void cpu_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* Scratch for compressing one block (per thread). */
+typedef struct cpu_scratch {
+    float *e;        /* n x d residual */
+    uint8_t *codes;  /* n x d codes before packing */
+    float *mn, *dl;  /* per group minimum / step (fp16-rounded values) */
+    unsigned *omax, *omin; /* per group outlier positions (k = 1 path) */
+    float *y, *pt;   /* n x r, r x d */
+    size_t cap;      /* entries e can hold */
+} cpu_scratch;
+
+gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
+                                  const float *x, uint8_t *blk, cpu_scratch *s);
+void gear_cpu_scratch_free(cpu_scratch *s);
+/* Set at module load: the AVX-512 kernels may be used. */
+extern int gear_cpu_have_avx512;
+/* GEAR_ERR_UNSUPPORTED for shapes it does not handle: the core falls back. */
+gear_status gear_cpu_attention(void *state, const gear_attention_args *a);
+
+#endif

@@ -1,0 +1,440 @@
+/*
+ * cpu_attention.c - decode attention read straight from compressed blocks:
+ * no block is ever decompressed to memory.  Keys enter through
+ * s_t = sum_c (q_c*scale_c) code_ct + sum_c q_c min_c (+ outlier and
+ * low-rank terms (q.B).A_t); values through o += p_t * decode(v_t) with the
+ * low rank as (p.A).B^T.  Work is split over (KV head, chunk of blocks)
+ * with an online softmax per chunk, merged per head at the end.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+#define MAX_ROWS 64 /* query rows per KV head handled in one pass */
+
+/* Partial softmax state of one query row. */
+typedef struct part {
+    float m, l; /* running max, running sum */
+} part;
+
+/* codes of tokens [t0, t0+len) of a packed row as floats */
+GEAR_CPU_CLONES
+static void unpack(const uint8_t *row, unsigned bits, unsigned t0, unsigned len, float *out)
+{
+    if (bits == 2 && !(t0 & 15) && !(len & 15)) {
+        for (unsigned w = 0; w < len / 16; w++) {
+            const uint8_t *p = row + (t0 / 4) + 4 * w;
+            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            for (unsigned j = 0; j < 16; j++) out[16 * w + j] = (float)((v >> (2 * j)) & 3u);
+        }
+        return;
+    }
+    if (bits == 4 && !(t0 & 7) && !(len & 7)) {
+        for (unsigned w = 0; w < len / 8; w++) {
+            const uint8_t *p = row + (t0 / 2) + 4 * w;
+            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+            for (unsigned j = 0; j < 8; j++) out[8 * w + j] = (float)((v >> (4 * j)) & 15u);
+        }
+        return;
+    }
+    if (bits == 8) {
+        for (unsigned j = 0; j < len; j++) out[j] = (float)row[t0 + j];
+        return;
+    }
+    unsigned mask = (1u << bits) - 1u;
+    for (unsigned j = 0; j < len; j++) {
+        size_t bit = (size_t)(t0 + j) * bits;
+        unsigned v = row[bit >> 3];
+        if ((bit & 7) + bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
+        out[j] = (float)((v >> (bit & 7)) & mask);
+    }
+}
+
+GEAR_CPU_CLONES
+static void axpy(float *y, float a, const float *x, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static inline float half_at(const uint8_t *p, size_t i) { return gear_half_to_float(cpu_u16(p + 2 * i)); }
+
+
+
+static void halves(const uint8_t *src, size_t n, float *dst)
+{
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX512) {
+        gear_cpu_halves_avx512(src, n, dst);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) dst[i] = half_at(src, i);
+}
+
+#ifdef GEAR_CPU_AVX512
+GEAR_CPU_CLONES
+static void mul(const float *a, const float *b, unsigned n, float *out)
+{
+    for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+/* Dot product in 16 partial sums, so it vectorizes without fast-math. */
+GEAR_CPU_CLONES
+static float dot(const float *a, const float *b, unsigned n)
+{
+    float acc[16] = {0};
+    unsigned i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (unsigned j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    for (; i < n; i++) acc[0] += a[i] * b[i];
+    float s = 0.0f;
+    for (unsigned j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* The shapes the AVX-512 kernels take: 2/4-bit codes in groups of 64. */
+static int fast_keys(const gear_block_layout *L)
+{
+    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->n == 64 &&
+           L->group == 64;
+}
+
+static int fast_values(const gear_block_layout *L)
+{
+    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->group == 64 &&
+           L->d % 64 == 0 && L->row_bytes == L->d * L->bits / 8;
+}
+
+#endif
+
+/* Per-thread float copies of a block's small sections. */
+typedef struct blockf {
+    float *dl, *mn, *a, *b, *w;
+} blockf;
+
+/* Low-rank term of scores: s[i][t] += (q_i . B) . A_t */
+static void lowrank_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
+                           unsigned rows, float *s, blockf *f)
+{
+    unsigned n = L->n, d = L->d, r = L->rank;
+    halves(blk + L->off_a, (size_t)n * r, f->a);
+    halves(blk + L->off_b, (size_t)d * r, f->b);
+    for (unsigned i = 0; i < rows; i++) {
+        float qb[256];
+        for (unsigned k = 0; k < r; k++) qb[k] = 0.0f;
+        for (unsigned c = 0; c < d; c++)
+            for (unsigned k = 0; k < r; k++) qb[k] += q[i * d + c] * f->b[c * r + k];
+        for (unsigned t = 0; t < n; t++) {
+            float acc = 0.0f;
+            for (unsigned k = 0; k < r; k++) acc += qb[k] * f->a[t * r + k];
+            s[(size_t)i * n + t] += acc;
+        }
+    }
+}
+
+/* s[i][t] (t < n) = q_i . k_t for one compressed key block. */
+static void key_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
+                       unsigned rows, float *s, float *tmp, blockf *f)
+{
+    unsigned n = L->n, d = L->d;
+    if (L->bits == 0) { /* raw fp16 block */
+        memset(s, 0, sizeof(float) * rows * n);
+        for (unsigned t = 0; t < n; t++) {
+            halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
+            for (unsigned i = 0; i < rows; i++) {
+                float acc = 0.0f;
+                for (unsigned c = 0; c < d; c++) acc += q[i * d + c] * tmp[c];
+                s[i * n + t] = acc;
+            }
+        }
+        return;
+    }
+    size_t ng = (size_t)L->rows * L->groups_per_row;
+    halves(blk + L->off_scales, ng, f->dl);
+    halves(blk + L->off_mins, ng, f->mn);
+#ifdef GEAR_CPU_AVX512
+    if (fast_keys(L)) {
+        float bias[MAX_ROWS];
+        for (unsigned i = 0; i < rows; i++) {
+            mul(q + (size_t)i * d, f->dl, d, f->w + (size_t)i * d);
+            bias[i] = dot(q + (size_t)i * d, f->mn, d);
+        }
+        gear_cpu_keys64_avx512(blk + L->off_codes, L->row_bytes, L->bits, d, f->w, bias, rows, s, n);
+    } else
+#endif
+    {
+        memset(s, 0, sizeof(float) * rows * n);
+        for (unsigned g = 0; g < L->groups_per_row; g++) {
+            unsigned t0 = g * L->group, len = g + 1 == L->groups_per_row ? n - t0 : L->group;
+            float bias[MAX_ROWS] = {0};
+            for (unsigned c = 0; c < d; c++) {
+                size_t gi = (size_t)c * L->groups_per_row + g;
+                unpack(blk + L->off_codes + (size_t)c * L->row_bytes, L->bits, t0, len, tmp);
+                for (unsigned i = 0; i < rows; i++) {
+                    float qc = q[i * d + c];
+                    axpy(s + (size_t)i * n + t0, qc * f->dl[gi], tmp, len);
+                    bias[i] += qc * f->mn[gi]; /* the minima enter once per token */
+                }
+            }
+            for (unsigned i = 0; i < rows; i++)
+                for (unsigned j = 0; j < len; j++) s[(size_t)i * n + t0 + j] += bias[i];
+        }
+    }
+    /* outliers: replace the decoded minimum (code 0) by the exact value */
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = fl / d, c = fl % d;
+        float delta = half_at(blk + L->off_oval, j) - f->mn[(size_t)c * L->groups_per_row + t / L->group];
+        for (unsigned i = 0; i < rows; i++) s[(size_t)i * n + t] += q[i * d + c] * delta;
+    }
+    if (L->rank) lowrank_scores(L, blk, q, rows, s, f);
+}
+
+/* o[i] += sum_t p[i][t] v_t for one compressed value block. */
+static void value_accumulate(const gear_block_layout *L, const uint8_t *blk, const float *p,
+                             unsigned rows, float *o, float *tmp, blockf *f)
+{
+    unsigned n = L->n, d = L->d, r = L->rank;
+    if (L->bits == 0) {
+        for (unsigned t = 0; t < n; t++) {
+            halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
+            for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
+        }
+        return;
+    }
+    size_t ng = (size_t)L->rows * L->groups_per_row;
+    halves(blk + L->off_scales, ng, f->dl);
+    halves(blk + L->off_mins, ng, f->mn);
+#ifdef GEAR_CPU_AVX512
+    if (fast_values(L)) {
+        gear_cpu_values64_avx512(blk + L->off_codes, L->row_bytes, L->bits, n, d, f->dl, f->mn, p,
+                                 rows, o);
+    } else
+#endif
+    {
+        for (unsigned t = 0; t < n; t++) {
+            const uint8_t *row = blk + L->off_codes + (size_t)t * L->row_bytes;
+            for (unsigned g = 0; g < L->groups_per_row; g++) {
+                unsigned c0 = g * L->group, len = g + 1 == L->groups_per_row ? d - c0 : L->group;
+                size_t gi = (size_t)t * L->groups_per_row + g;
+                unpack(row, L->bits, c0, len, tmp + c0);
+                for (unsigned c = c0; c < c0 + len; c++) tmp[c] = tmp[c] * f->dl[gi] + f->mn[gi];
+            }
+            for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
+        }
+    }
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = fl / d, c = fl % d;
+        float delta = half_at(blk + L->off_oval, j) - f->mn[(size_t)t * L->groups_per_row + c / L->group];
+        for (unsigned i = 0; i < rows; i++) o[(size_t)i * d + c] += p[(size_t)i * n + t] * delta;
+    }
+    if (!r) return;
+    halves(blk + L->off_a, (size_t)n * r, f->a);
+    halves(blk + L->off_b, (size_t)d * r, f->b);
+    for (unsigned i = 0; i < rows; i++) {
+        float pa[256];
+        for (unsigned k = 0; k < r; k++) pa[k] = 0.0f;
+        for (unsigned t = 0; t < n; t++)
+            for (unsigned k = 0; k < r; k++) pa[k] += p[(size_t)i * n + t] * f->a[t * r + k];
+        float *oi = o + (size_t)i * d;
+        for (unsigned c = 0; c < d; c++) {
+            float acc = 0.0f;
+            for (unsigned k = 0; k < r; k++) acc += pa[k] * f->b[c * r + k];
+            oi[c] += acc;
+        }
+    }
+}
+
+/* e^x for x <= 0 (softmax arguments), relative error ~2e-7; -inf and
+ * anything below -87 give 0.  Branch-free so the loops vectorize. */
+static inline float exp_neg(float x)
+{
+    float xc = x < -87.0f ? -87.0f : x;
+    float k = rintf(xc * 1.44269504f);
+    float r = fmaf(k, -0.693145752f, xc);
+    r = fmaf(k, -1.42860677e-6f, r);
+    float p = 1.38888889e-3f;
+    p = fmaf(p, r, 8.33333333e-3f);
+    p = fmaf(p, r, 4.16666667e-2f);
+    p = fmaf(p, r, 1.66666667e-1f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    union { float f; int32_t i; } u;
+    u.i = ((int32_t)k + 127) << 23;
+    return x < -87.0f ? 0.0f : p * u.f;
+}
+
+GEAR_CPU_CLONES
+static float row_max(const float *s, unsigned n, float mx)
+{
+    float m[16];
+    for (unsigned j = 0; j < 16; j++) m[j] = mx;
+    unsigned t = 0;
+    for (; t + 16 <= n; t += 16)
+        for (unsigned j = 0; j < 16; j++) m[j] = s[t + j] > m[j] ? s[t + j] : m[j];
+    for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
+    for (unsigned j = 1; j < 16; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
+}
+
+/* s[t] = e^(s[t] - mx); returns the sum. */
+GEAR_CPU_CLONES
+static float row_exp(float *s, unsigned n, float mx)
+{
+    float sum = 0.0f;
+    for (unsigned t = 0; t < n; t++) {
+        s[t] = exp_neg(s[t] - mx);
+        sum += s[t];
+    }
+    return sum;
+}
+
+/* Fold n new scores per row (already scaled and masked) into the running
+ * softmax: rescale o and l, turn s into weights. */
+static void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part *pt, float *o)
+{
+    for (unsigned i = 0; i < rows; i++) {
+        float *si = s + (size_t)i * n, mx = row_max(si, n, pt[i].m);
+        if (mx == -INFINITY) { /* everything masked so far */
+            for (unsigned t = 0; t < n; t++) si[t] = 0.0f;
+            continue;
+        }
+        float alpha = exp_neg(pt[i].m - mx);
+        if (alpha != 1.0f)
+            for (unsigned c = 0; c < d; c++) o[(size_t)i * d + c] *= alpha;
+        pt[i].l = pt[i].l * alpha + row_exp(si, n, mx);
+        pt[i].m = mx;
+    }
+}
+
+/* Scale the scores and mask positions a query may not see. */
+static void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, size_t pos0,
+                       size_t T, float *s)
+{
+    for (unsigned i = 0; i < rows; i++) {
+        size_t limit = T - a->n_qtok + i % a->n_qtok;
+        for (unsigned t = 0; t < n; t++)
+            s[(size_t)i * n + t] = pos0 + t <= limit ? s[(size_t)i * n + t] * a->scale : -INFINITY;
+    }
+}
+
+/* Scores of n raw fp32 rows (the buffer). */
+static void raw_scores(const float *k, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
+{
+    for (unsigned i = 0; i < rows; i++)
+        for (unsigned t = 0; t < n; t++) {
+            float acc = 0.0f;
+            for (unsigned c = 0; c < d; c++) acc += q[i * d + c] * k[(size_t)t * d + c];
+            s[(size_t)i * n + t] = acc;
+        }
+}
+
+gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
+{
+    cpu_state *st = state;
+    const gear_block_layout *lk = a->lk, *lv = a->lv;
+    unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
+    size_t T = (size_t)a->n_blocks * n + a->n_buf;
+    if (rows > MAX_ROWS || a->n_qtok == 0 || a->n_qtok > T) return GEAR_ERR_UNSUPPORTED;
+    /* Work items are chunks of block indices, each over every head: the
+     * cache stores blocks [block][head], so an item streams contiguous
+     * memory.  Enough chunks to feed every thread; the buffer is one more. */
+    int threads = st->n_threads;
+    unsigned per = 0, chunks = 0;
+    if (a->n_blocks) {
+        unsigned want = (unsigned)threads * 4;
+        per = (a->n_blocks + want - 1) / want;
+        if (per < 4) per = 4;
+        chunks = (a->n_blocks + per - 1) / per;
+    }
+    unsigned items = chunks + (a->n_buf ? 1u : 0u);
+    size_t nitems = (size_t)H * items; /* partial results, [head][item] */
+    float *acc = calloc(nitems * rows * d, sizeof(float));
+    part *parts = malloc(nitems * rows * sizeof(part));
+    if (!acc || !parts) {
+        free(acc);
+        free(parts);
+        return GEAR_ERR_NO_MEMORY;
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        size_t smax = (size_t)rows * (n > a->n_buf ? n : a->n_buf);
+        float *s = malloc(sizeof(float) * (smax ? smax : 1));
+        float *tmp = malloc(sizeof(float) * (n > d ? n : d));
+        /* float copies of scales/minima (<= n*d groups), factors and weights */
+        size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
+        float *fbuf = malloc(sizeof(float) * (2 * nd + 2 * nr + (size_t)rows * d));
+        blockf f = {fbuf, fbuf + nd, fbuf + 2 * nd, fbuf + 2 * nd + nr, fbuf + 2 * nd + 2 * nr};
+        if (!s || !tmp || !fbuf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (unsigned c = 0; c < items; c++) {
+            if (!s || !tmp || !fbuf) continue;
+            for (unsigned h = 0; h < H; h++)
+                for (unsigned i = 0; i < rows; i++)
+                    parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
+            if (c == chunks) { /* the full-precision buffer */
+                for (unsigned h = 0; h < H; h++) {
+                    size_t idx = (size_t)h * items + c;
+                    const float *q = a->q + (size_t)h * rows * d;
+                    const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
+                    float *o = acc + idx * rows * d;
+                    raw_scores(kb, a->n_buf, d, q, rows, s);
+                    scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
+                    online_softmax(rows, a->n_buf, d, s, parts + idx * rows, o);
+                    for (unsigned t = 0; t < a->n_buf; t++)
+                        for (unsigned i = 0; i < rows; i++)
+                            axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);
+                }
+                continue;
+            }
+            unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
+            for (unsigned b = c * per; b < b1; b++)
+                for (unsigned h = 0; h < H; h++) {
+                    size_t idx = (size_t)h * items + c;
+                    const float *q = a->q + (size_t)h * rows * d;
+                    float *o = acc + idx * rows * d;
+                    key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
+                    scale_mask(a, rows, n, (size_t)b * n, T, s);
+                    online_softmax(rows, n, d, s, parts + idx * rows, o);
+                    value_accumulate(lv, a->vblocks[(size_t)h * a->n_blocks + b], s, rows, o, tmp, &f);
+                }
+        }
+        free(s);
+        free(tmp);
+        free(fbuf);
+    }
+    if (failed) {
+        free(acc);
+        free(parts);
+        return GEAR_ERR_NO_MEMORY;
+    }
+    /* merge the items of each head */
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned i = 0; i < rows; i++) {
+            float m = -INFINITY, l = 0.0f;
+            for (unsigned c = 0; c < items; c++) {
+                float mc = parts[((size_t)h * items + c) * rows + i].m;
+                m = mc > m ? mc : m;
+            }
+            float *out = a->out + ((size_t)h * rows + i) * d;
+            memset(out, 0, sizeof(float) * d);
+            for (unsigned c = 0; c < items; c++) {
+                part pc = parts[((size_t)h * items + c) * rows + i];
+                if (pc.m == -INFINITY) continue;
+                float w = exp_neg(pc.m - m);
+                l += pc.l * w;
+                axpy(out, w, acc + (((size_t)h * items + c) * rows + i) * d, d);
+            }
+            for (unsigned x = 0; x < d; x++) out[x] /= l;
+        }
+    free(acc);
+    free(parts);
+    return GEAR_OK;
+}

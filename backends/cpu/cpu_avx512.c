@@ -1,0 +1,206 @@
+/*
+ * cpu_avx512.c - AVX-512 kernels for the common attention shapes: 2- and
+ * 4-bit codes, groups of 64 (KIVI: 64 tokens per key channel group, 64
+ * channels per value token group).  Compiled with AVX-512 flags and only
+ * called after a run-time CPU check (cpu_attention.c).  Accumulators stay
+ * in registers: 4 query rows x 64 tokens (keys) or x 64 channels (values).
+ */
+#include <immintrin.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+/* 16 codes starting at code index 16*j of a row, as floats. */
+static inline __attribute__((always_inline)) __m512 codes16(const uint8_t *row, unsigned bits, unsigned j)
+{
+    __m512i v;
+    if (bits == 2) {
+        uint32_t w;
+        __builtin_memcpy(&w, row + 4 * j, 4);
+        v = _mm512_srlv_epi32(_mm512_set1_epi32((int)w),
+                              _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+        v = _mm512_and_si512(v, _mm512_set1_epi32(3));
+    } else { /* 4 bits: 16 codes in 8 bytes */
+        uint64_t w;
+        __builtin_memcpy(&w, row + 8 * j, 8);
+        __m512i lo = _mm512_set1_epi32((int)(uint32_t)w), hi = _mm512_set1_epi32((int)(uint32_t)(w >> 32));
+        v = _mm512_mask_blend_epi32(0xff00, lo, hi);
+        v = _mm512_srlv_epi32(v, _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28));
+        v = _mm512_and_si512(v, _mm512_set1_epi32(15));
+    }
+    return _mm512_cvtepi32_ps(v);
+}
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* R query rows (compile-time) x 64 tokens, accumulators in registers. */
+INLINE void keys64(const uint8_t *codes, unsigned row_bytes, const unsigned bits, unsigned d,
+                   const float *w, const float *bias, const unsigned R, float *s, unsigned n)
+{
+    __m512 acc[4][4];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 4; j++) acc[r][j] = _mm512_set1_ps(bias[r]);
+    for (unsigned c = 0; c < d; c++) {
+        const uint8_t *row = codes + (size_t)c * row_bytes;
+        __m512 f0 = codes16(row, bits, 0), f1 = codes16(row, bits, 1);
+        __m512 f2 = codes16(row, bits, 2), f3 = codes16(row, bits, 3);
+        for (unsigned r = 0; r < R; r++) {
+            __m512 wr = _mm512_set1_ps(w[(size_t)r * d + c]);
+            acc[r][0] = _mm512_fmadd_ps(wr, f0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(wr, f1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(wr, f2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(wr, f3, acc[r][3]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 4; j++) _mm512_storeu_ps(s + (size_t)r * n + 16 * j, acc[r][j]);
+}
+
+#define KEYS(B, R) keys64(codes, row_bytes, B, d, w + (size_t)r0 * d, bias + r0, R, s + (size_t)r0 * n, n)
+
+void gear_cpu_keys64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d,
+                            const float *w, const float *bias, unsigned rows, float *s, unsigned n)
+{
+    /* w[r*d + c] = q_r[c] * scale_c; s[r*n + t] = bias[r] + sum_c w * code_ct, t < 64 */
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        unsigned R = rows - r0 < 4 ? rows - r0 : 4;
+        if (bits == 2) {
+            switch (R) {
+            case 1: KEYS(2, 1); break;
+            case 2: KEYS(2, 2); break;
+            case 3: KEYS(2, 3); break;
+            default: KEYS(2, 4); break;
+            }
+        } else {
+            switch (R) {
+            case 1: KEYS(4, 1); break;
+            case 2: KEYS(4, 2); break;
+            case 3: KEYS(4, 3); break;
+            default: KEYS(4, 4); break;
+            }
+        }
+    }
+}
+
+/* R query rows x one group of 64 channels, over all n tokens. */
+INLINE void values64(const uint8_t *codes, unsigned row_bytes, const unsigned bits, unsigned n,
+                     unsigned G, unsigned g, const float *dl, const float *mn, const float *p,
+                     const unsigned R, float *o, unsigned d)
+{
+    /* o += sum_t (p_t*scale_t) code_t + sum_t p_t*min_t: the minima fold into one bias */
+    __m512 acc[4][4];
+    float bias[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+    const unsigned off = g * 64 * bits / 8; /* byte offset of channel 64g in a row */
+    for (unsigned t = 0; t < n; t++) {
+        const uint8_t *row = codes + (size_t)t * row_bytes + off;
+        float sc = dl[t * G + g], mz = mn[t * G + g];
+        __m512 v0 = codes16(row, bits, 0), v1 = codes16(row, bits, 1);
+        __m512 v2 = codes16(row, bits, 2), v3 = codes16(row, bits, 3);
+        for (unsigned r = 0; r < R; r++) {
+            float pt = p[(size_t)r * n + t];
+            __m512 pr = _mm512_set1_ps(pt * sc);
+            bias[r] += pt * mz;
+            acc[r][0] = _mm512_fmadd_ps(pr, v0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(pr, v1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(pr, v2, acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(pr, v3, acc[r][3]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 4; j++) {
+            float *dst = o + (size_t)r * d + 64 * g + 16 * j;
+            __m512 b = _mm512_set1_ps(bias[r]);
+            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), _mm512_add_ps(acc[r][j], b)));
+        }
+}
+
+#define VALUES(B, R) values64(codes, row_bytes, B, n, G, g, dl, mn, p + (size_t)r0 * n, R, o + (size_t)r0 * d, d)
+
+void gear_cpu_values64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n,
+                              unsigned d, const float *dl, const float *mn, const float *p,
+                              unsigned rows, float *o)
+{
+    /* o[r*d + c] += sum_t p[r*n + t] * (mn_tg + dl_tg * code_tc); groups of 64 channels;
+     * dl, mn: [t][d/64] */
+    unsigned G = d / 64;
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        unsigned R = rows - r0 < 4 ? rows - r0 : 4;
+        for (unsigned g = 0; g < G; g++) {
+            if (bits == 2) {
+                switch (R) {
+                case 1: VALUES(2, 1); break;
+                case 2: VALUES(2, 2); break;
+                case 3: VALUES(2, 3); break;
+                default: VALUES(2, 4); break;
+                }
+            } else {
+                switch (R) {
+                case 1: VALUES(4, 1); break;
+                case 2: VALUES(4, 2); break;
+                case 3: VALUES(4, 3); break;
+                default: VALUES(4, 4); break;
+                }
+            }
+        }
+    }
+}
+
+/* fp16 -> fp32 of n halves (n multiple of 16 handled in vectors). */
+void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + 2 * i))));
+    for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
+}
+
+/* Max (first position), second max, min (first position), second min of
+ * 64 contiguous floats; the same answer as the scalar scan in
+ * cpu_compress.c.  out: {mx1, mx2, mn1, mn2}, pos: {amx, amn}. */
+void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2])
+{
+    __m512 v[4];
+    for (int i = 0; i < 4; i++) v[i] = _mm512_loadu_ps(x + 16 * i);
+    __m512 mx = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
+    __m512 mn = _mm512_min_ps(_mm512_min_ps(v[0], v[1]), _mm512_min_ps(v[2], v[3]));
+    float M = _mm512_reduce_max_ps(mx), m = _mm512_reduce_min_ps(mn);
+    uint64_t eqM = 0, eqm = 0;
+    for (int i = 0; i < 4; i++) {
+        eqM |= (uint64_t)_mm512_cmp_ps_mask(v[i], _mm512_set1_ps(M), _CMP_EQ_OQ) << (16 * i);
+        eqm |= (uint64_t)_mm512_cmp_ps_mask(v[i], _mm512_set1_ps(m), _CMP_EQ_OQ) << (16 * i);
+    }
+    unsigned a = (unsigned)__builtin_ctzll(eqM), b = (unsigned)__builtin_ctzll(eqm);
+    /* second extremes: the same reductions with the first position masked */
+    __m512 mx2 = _mm512_set1_ps(-__builtin_inff()), mn2 = _mm512_set1_ps(__builtin_inff());
+    for (int i = 0; i < 4; i++) {
+        __mmask16 ka = (__mmask16)~(a / 16 == (unsigned)i ? 1u << (a % 16) : 0u);
+        __mmask16 kb = (__mmask16)~(b / 16 == (unsigned)i ? 1u << (b % 16) : 0u);
+        mx2 = _mm512_mask_max_ps(mx2, ka, mx2, v[i]);
+        mn2 = _mm512_mask_min_ps(mn2, kb, mn2, v[i]);
+    }
+    out[0] = M;
+    out[1] = _mm512_reduce_max_ps(mx2);
+    out[2] = m;
+    out[3] = _mm512_reduce_min_ps(mn2);
+    pos[0] = a;
+    pos[1] = b;
+}
+
+/* y[t][k] = sum_c e[t][c] pt[k][c] for d a multiple of 16, r <= 4: one
+ * pass over each row of e for all r columns. */
+void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
+                            float *y)
+{
+    for (unsigned t = 0; t < n; t++) {
+        const float *et = e + (size_t)t * d;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                         _mm512_setzero_ps()};
+        for (unsigned c = 0; c < d; c += 16) {
+            __m512 x = _mm512_loadu_ps(et + c);
+            for (unsigned k = 0; k < r; k++)
+                acc[k] = _mm512_fmadd_ps(x, _mm512_loadu_ps(pt + (size_t)k * d + c), acc[k]);
+        }
+        for (unsigned k = 0; k < r; k++) y[t * r + k] = _mm512_reduce_add_ps(acc[k]);
+    }
+}

@@ -1,0 +1,125 @@
+/*
+ * cpu_backend.c - the cpu backend module: host memory, OpenMP threads,
+ * fused compress and attention; the unfused primitives are the reference
+ * ones (they define the semantics and are only used by callers that ask
+ * for them piecewise).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#include "cpu.h"
+
+int gear_cpu_have_avx512;
+
+static int cpu_score(const char **why)
+{
+    if (why) *why = "";
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 30;
+    if (__builtin_cpu_supports("avx2")) return 20;
+#endif
+    return 10; /* portable build of the same loops: still beats ref */
+}
+
+static gear_status cpu_init(const gear_backend_params *p, void **state)
+{
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s) return GEAR_ERR_NO_MEMORY;
+    s->n_threads = p && p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    *state = s;
+    return GEAR_OK;
+}
+
+static void cpu_shutdown(void *state) { free(state); }
+
+static const char *cpu_last_error(void *state)
+{
+    (void)state;
+    return "";
+}
+
+static gear_status cpu_alloc(void *state, size_t bytes, void **ptr)
+{
+    (void)state;
+    /* 64-byte alignment: whole cache lines, and AVX-512 loads */
+    size_t sz = (bytes + 63) / 64 * 64;
+    *ptr = aligned_alloc(64, sz ? sz : 64);
+    return *ptr ? GEAR_OK : GEAR_ERR_NO_MEMORY;
+}
+
+static void cpu_free(void *state, void *ptr)
+{
+    (void)state;
+    free(ptr);
+}
+
+static gear_status cpu_copy(void *state, void *dst, const void *src, size_t bytes, gear_copy_dir dir)
+{
+    (void)state;
+    (void)dir;
+    if (bytes) memmove(dst, src, bytes);
+    return GEAR_OK;
+}
+
+static gear_status cpu_sync(void *state)
+{
+    (void)state;
+    return GEAR_OK;
+}
+
+static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, unsigned count,
+                                       const gear_block_id *ids, const float *const *x,
+                                       uint8_t *const *blk)
+{
+    cpu_state *s = state;
+    int failed = 0;
+    int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    {
+        cpu_scratch sc;
+        memset(&sc, 0, sizeof sc);
+#pragma omp for schedule(static)
+        for (unsigned i = 0; i < count; i++)
+            if (gear_cpu_compress_one(L, &ids[i], x[i], blk[i], &sc) != GEAR_OK) {
+#pragma omp atomic write
+                failed = 1;
+            }
+        gear_cpu_scratch_free(&sc);
+    }
+    return failed ? GEAR_ERR_NO_MEMORY : GEAR_OK;
+}
+
+static struct gear_backend_i cpu_backend = {
+    .abi_version = GEAR_BACKEND_ABI_VERSION,
+    .name = "cpu",
+    .description = "cpu: OpenMP threads, AVX-512/AVX2/SSE2 chosen at load time",
+    .score = cpu_score,
+    .init = cpu_init,
+    .shutdown = cpu_shutdown,
+    .last_error = cpu_last_error,
+    .on_device = 0,
+    .mem_alloc = cpu_alloc,
+    .mem_free = cpu_free,
+    .mem_copy = cpu_copy,
+    .sync = cpu_sync,
+    .compress_blocks = cpu_compress_blocks,
+    .attention = gear_cpu_attention,
+};
+
+GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi)
+{
+    if (core_abi != GEAR_BACKEND_ABI_VERSION) return NULL;
+    const struct gear_backend_i *ref = gear_backend_ref_table();
+#if defined(GEAR_CPU_AVX512)
+    __builtin_cpu_init();
+    gear_cpu_have_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") && getenv("GEAR_CPU_NO_AVX512") == NULL;
+#endif
+    cpu_backend.outlier_select = ref->outlier_select;
+    cpu_backend.quantize = ref->quantize;
+    cpu_backend.dequantize = ref->dequantize;
+    cpu_backend.lowrank_fit = ref->lowrank_fit;
+    cpu_backend.reconstruct = ref->reconstruct;
+    return &cpu_backend;
+}

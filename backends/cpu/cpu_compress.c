@@ -1,0 +1,404 @@
+/*
+ * cpu_compress.c - fused compression of one block: outliers, quantization
+ * and the residual in one pass over the data, then the power iteration.
+ * Codes, scales and outliers match the reference backend bit for bit (same
+ * fp32 operations: true division, round half to even, fp16 rounding of the
+ * scale and minimum before coding).  Groups with more than one outlier per
+ * side fall back to the reference primitives for selection and coding.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
+{
+    size_t nd = (size_t)L->n * L->d;
+    if (s->cap >= nd) return 1;
+    gear_cpu_scratch_free(s);
+    size_t nr = (size_t)(L->n > L->d ? L->n : L->d) * 256; /* r <= 255 */
+    s->e = malloc(nd * sizeof(float));
+    s->codes = malloc(nd);
+    s->mn = malloc(nd * sizeof(float));
+    s->dl = malloc(nd * sizeof(float));
+    s->omax = malloc(nd * sizeof(unsigned));
+    s->omin = malloc(nd * sizeof(unsigned));
+    s->y = malloc(nr * sizeof(float));
+    s->pt = malloc(nr * sizeof(float));
+    if (!s->e || !s->codes || !s->mn || !s->dl || !s->omax || !s->omin || !s->y || !s->pt) {
+        gear_cpu_scratch_free(s);
+        return 0;
+    }
+    s->cap = nd;
+    return 1;
+}
+
+void gear_cpu_scratch_free(cpu_scratch *s)
+{
+    free(s->e); free(s->codes); free(s->mn); free(s->dl);
+    free(s->omax); free(s->omin); free(s->y); free(s->pt);
+    memset(s, 0, sizeof *s);
+}
+
+/* Scale and minimum of a group from its remaining range [lo, hi], rounded
+ * to fp16 exactly as the reference does; returns the fp32 values. */
+static void group_params(float lo, float hi, unsigned levels, uint8_t *scale, uint8_t *mins,
+                         float *mnf, float *dlf)
+{
+    uint16_t mn_h = gear_float_to_half(lo);
+    uint16_t dl_h = gear_float_to_half((hi - lo) / (float)levels);
+    if ((dl_h & 0x7fffu) == 0x7c00u) dl_h = 0x7bffu;
+    cpu_put_u16(scale, dl_h);
+    cpu_put_u16(mins, mn_h);
+    *mnf = gear_half_to_float(mn_h);
+    *dlf = gear_half_to_float(dl_h);
+}
+
+/* Code of v against (mn, dl): the reference's arithmetic, branch-free so
+ * the loops vectorize (dl == 0 and out-of-range quotients select 0/levels). */
+static inline float code_of(float v, float mn, float dl, float levels)
+{
+    float q = rintf((v - mn) / dl);
+    q = q > 0.0f ? q : 0.0f; /* also maps NaN (0/0) to 0 */
+    q = q < levels ? q : levels;
+    return dl == 0.0f ? 0.0f : q;
+}
+
+/* Keys: groups run along tokens, so every statistic is a vector across
+ * the d channels of one token row (contiguous), for each token of a group. */
+GEAR_CPU_CLONES
+static void key_group(const gear_block_layout *L, const float *x, unsigned t0, unsigned t1,
+                      unsigned k, float *mx1, float *mx2, float *mn1, float *mn2, unsigned *amx,
+                      unsigned *amn)
+{
+    unsigned d = L->d;
+    for (unsigned c = 0; c < d; c++) {
+        mx1[c] = mx2[c] = -INFINITY;
+        mn1[c] = mn2[c] = INFINITY;
+        amx[c] = amn[c] = t0;
+    }
+    for (unsigned t = t0; t < t1; t++) {
+        const float *row = x + (size_t)t * d;
+        if (k) {
+            for (unsigned c = 0; c < d; c++) {
+                float v = row[c];
+                int gt = v > mx1[c], lt = v < mn1[c];
+                mx2[c] = gt ? mx1[c] : (v > mx2[c] ? v : mx2[c]);
+                mx1[c] = gt ? v : mx1[c];
+                amx[c] = gt ? t : amx[c];
+                mn2[c] = lt ? mn1[c] : (v < mn2[c] ? v : mn2[c]);
+                mn1[c] = lt ? v : mn1[c];
+                amn[c] = lt ? t : amn[c];
+            }
+        } else {
+            for (unsigned c = 0; c < d; c++) {
+                float v = row[c];
+                mx1[c] = v > mx1[c] ? v : mx1[c];
+                mn1[c] = v < mn1[c] ? v : mn1[c];
+            }
+        }
+    }
+}
+
+/* Codes (and residuals) of one token row of a key group. */
+GEAR_CPU_CLONES
+static void key_codes(unsigned d, const float *row, unsigned t, const float *mn, const float *dl,
+                      const unsigned *amx, const unsigned *amn, int k, float levels,
+                      uint8_t *codes, float *e)
+{
+    for (unsigned c = 0; c < d; c++) {
+        int out = k & ((amx[c] == t) | (amn[c] == t));
+        float q = out ? 0.0f : code_of(row[c], mn[c], dl[c], levels);
+        codes[c] = (uint8_t)(int)q;
+        if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl[c], mn[c]);
+    }
+}
+
+/* Codes (and residuals) of channels [c0, c1) of one value row. */
+GEAR_CPU_CLONES
+static void value_codes(const float *row, unsigned c0, unsigned c1, unsigned amx, unsigned amn,
+                        int k, float mn, float dl, float levels, uint8_t *codes, float *e)
+{
+    for (unsigned c = c0; c < c1; c++) {
+        int out = k & ((c == amx) | (c == amn));
+        float q = out ? 0.0f : code_of(row[c], mn, dl, levels);
+        codes[c] = (uint8_t)(int)q;
+        if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl, mn);
+    }
+}
+
+/* Statistics of one value group row[c0, c1): maximum (first position),
+ * second maximum, minimum (first position), second minimum.  Sixteen
+ * lanes track them independently, then the lanes are merged. */
+typedef struct gstats {
+    float mx1, mx2, mn1, mn2;
+    unsigned amx, amn;
+} gstats;
+
+GEAR_CPU_CLONES
+static void lane_stats(const float *row, unsigned c0, unsigned c1, float *m1, float *m2,
+                       unsigned *a1, float *n1, float *n2, unsigned *b1)
+{
+    for (unsigned j = 0; j < 16; j++) {
+        m1[j] = m2[j] = -INFINITY;
+        n1[j] = n2[j] = INFINITY;
+        a1[j] = b1[j] = c1;
+    }
+    for (unsigned c = c0; c + 16 <= c1; c += 16)
+        for (unsigned j = 0; j < 16; j++) {
+            float v = row[c + j];
+            int gt = v > m1[j], lt = v < n1[j];
+            m2[j] = gt ? m1[j] : (v > m2[j] ? v : m2[j]);
+            m1[j] = gt ? v : m1[j];
+            a1[j] = gt ? c + j : a1[j];
+            n2[j] = lt ? n1[j] : (v < n2[j] ? v : n2[j]);
+            n1[j] = lt ? v : n1[j];
+            b1[j] = lt ? c + j : b1[j];
+        }
+}
+
+static gstats group_stats(const float *row, unsigned c0, unsigned c1)
+{
+    gstats g = {-INFINITY, -INFINITY, INFINITY, INFINITY, c0, c0};
+    unsigned m = c1 - c0;
+#ifdef GEAR_CPU_AVX512
+    if (m == 64 && CPU_AVX512) {
+        float o[4];
+        unsigned pos[2];
+        gear_cpu_stats64_avx512(row + c0, o, pos);
+        return (gstats){o[0], o[1], o[2], o[3], c0 + pos[0], c0 + pos[1]};
+    }
+#endif
+    if (m % 16) { /* odd group length: plain scan */
+        for (unsigned c = c0; c < c1; c++) {
+            float v = row[c];
+            if (v > g.mx1) { g.mx2 = g.mx1; g.mx1 = v; g.amx = c; } else if (v > g.mx2) g.mx2 = v;
+            if (v < g.mn1) { g.mn2 = g.mn1; g.mn1 = v; g.amn = c; } else if (v < g.mn2) g.mn2 = v;
+        }
+        return g;
+    }
+    float m1[16], m2[16], n1[16], n2[16];
+    unsigned a1[16], b1[16];
+    lane_stats(row, c0, c1, m1, m2, a1, n1, n2, b1);
+    unsigned wm = 0, wn = 0; /* winning lanes: extreme value, then first position */
+    for (unsigned j = 1; j < 16; j++) {
+        if (m1[j] > m1[wm] || (m1[j] == m1[wm] && a1[j] < a1[wm])) wm = j;
+        if (n1[j] < n1[wn] || (n1[j] == n1[wn] && b1[j] < b1[wn])) wn = j;
+    }
+    g.mx1 = m1[wm]; g.amx = a1[wm]; g.mn1 = n1[wn]; g.amn = b1[wn];
+    g.mx2 = m2[wm];
+    g.mn2 = n2[wn];
+    for (unsigned j = 0; j < 16; j++) {
+        if (j != wm) g.mx2 = m1[j] > g.mx2 ? m1[j] : g.mx2;
+        if (j != wn) g.mn2 = n1[j] < g.mn2 ? n1[j] : g.mn2;
+    }
+    return g;
+}
+
+static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *blk,
+                          cpu_scratch *s, int want_e)
+{
+    unsigned d = L->d, levels = (1u << L->bits) - 1u;
+    float *mx1 = s->y, *mx2 = s->y + d, *mn1 = s->pt, *mn2 = s->pt + d;
+    for (unsigned g = 0; g < L->groups_per_row; g++) {
+        unsigned last = g + 1 == L->groups_per_row;
+        unsigned t0 = g * L->group, t1 = last ? L->n : t0 + L->group, m = t1 - t0;
+        unsigned k = last ? L->k_tail : L->k_full;
+        key_group(L, x, t0, t1, k, mx1, mx2, mn1, mn2, s->omax, s->omin);
+        for (unsigned c = 0; c < d; c++) {
+            float lo = mn1[c], hi = mx1[c];
+            if (k) {
+                if (s->omin[c] == s->omax[c]) s->omin[c] = t0 + 1; /* constant group */
+                lo = m > 2 ? mn2[c] : 0.0f;
+                hi = m > 2 ? mx2[c] : 0.0f;
+                unsigned a = s->omax[c] < s->omin[c] ? s->omax[c] : s->omin[c];
+                unsigned b = s->omax[c] ^ s->omin[c] ^ a;
+                size_t j = (size_t)c * L->outliers_per_row + 2 * (size_t)L->k_full * g;
+                cpu_put_u16(blk + L->off_oidx + 2 * j, (uint16_t)(a * d + c));
+                cpu_put_u16(blk + L->off_oidx + 2 * j + 2, (uint16_t)(b * d + c));
+                cpu_put_u16(blk + L->off_oval + 2 * j, gear_float_to_half(x[(size_t)a * d + c]));
+                cpu_put_u16(blk + L->off_oval + 2 * j + 2, gear_float_to_half(x[(size_t)b * d + c]));
+            }
+            size_t gi = (size_t)c * L->groups_per_row + g;
+            group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
+                         &s->mn[c], &s->dl[c]);
+        }
+        for (unsigned t = t0; t < t1; t++)
+            key_codes(d, x + (size_t)t * d, t, s->mn, s->dl, s->omax, s->omin, k != 0, (float)levels,
+                      s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
+    }
+}
+
+/* Values: groups run along the channels of one token row (contiguous). */
+static void quantize_values(const gear_block_layout *L, const float *x, uint8_t *blk,
+                            cpu_scratch *s, int want_e)
+{
+    unsigned d = L->d, levels = (1u << L->bits) - 1u;
+    size_t j = 0;
+    for (unsigned t = 0; t < L->n; t++) {
+        const float *row = x + (size_t)t * d;
+        for (unsigned g = 0; g < L->groups_per_row; g++) {
+            unsigned last = g + 1 == L->groups_per_row;
+            unsigned c0 = g * L->group, c1 = last ? d : c0 + L->group, m = c1 - c0;
+            unsigned k = last ? L->k_tail : L->k_full;
+            gstats st = group_stats(row, c0, c1);
+            unsigned amx = st.amx, amn = st.amn;
+            float lo = st.mn1, hi = st.mx1, mnf, dlf;
+            if (k) {
+                if (amn == amx) amn = c0 + 1;
+                lo = m > 2 ? st.mn2 : 0.0f;
+                hi = m > 2 ? st.mx2 : 0.0f;
+                unsigned a = amx < amn ? amx : amn, b = amx ^ amn ^ a;
+                cpu_put_u16(blk + L->off_oidx + 2 * j, (uint16_t)(t * d + a));
+                cpu_put_u16(blk + L->off_oidx + 2 * j + 2, (uint16_t)(t * d + b));
+                cpu_put_u16(blk + L->off_oval + 2 * j, gear_float_to_half(row[a]));
+                cpu_put_u16(blk + L->off_oval + 2 * j + 2, gear_float_to_half(row[b]));
+                j += 2;
+            }
+            size_t gi = (size_t)t * L->groups_per_row + g;
+            group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
+                         &mnf, &dlf);
+            value_codes(row, c0, c1, amx, amn, k != 0, mnf, dlf, (float)levels,
+                        s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
+        }
+    }
+}
+
+/* Pack codes[i] (one byte each) of a row into b-bit little-endian fields. */
+static void pack_row(const uint8_t *codes, size_t stride, unsigned len, unsigned bits, uint8_t *row)
+{
+    if (8 % bits == 0) {
+        unsigned per = 8 / bits;
+        for (unsigned j = 0; j * per < len; j++) {
+            unsigned byte = 0;
+            for (unsigned i = 0; i < per && j * per + i < len; i++)
+                byte |= (unsigned)codes[(size_t)(j * per + i) * stride] << (i * bits);
+            row[j] = (uint8_t)byte;
+        }
+        return;
+    }
+    for (unsigned p = 0; p < len; p++) { /* 3 bits: fields may straddle bytes */
+        unsigned q = codes[(size_t)p * stride];
+        size_t bit = (size_t)p * bits;
+        row[bit >> 3] |= (uint8_t)(q << (bit & 7));
+        if ((bit & 7) + bits > 8) row[(bit >> 3) + 1] |= (uint8_t)(q >> (8 - (bit & 7)));
+    }
+}
+
+static void pack_codes(const gear_block_layout *L, const cpu_scratch *s, uint8_t *blk)
+{
+    for (unsigned r = 0; r < L->rows; r++) {
+        uint8_t *row = blk + L->off_codes + (size_t)r * L->row_bytes;
+        if (L->kind == GEAR_KEY) /* row r = channel r: stride d through the token-major codes */
+            pack_row(s->codes + r, L->d, L->n, L->bits, row);
+        else
+            pack_row(s->codes + (size_t)r * L->d, 1, L->d, L->bits, row);
+    }
+}
+
+/* y[t][k] = sum_c e[t][c] pt[k][c], in 16 partial sums so it vectorizes */
+GEAR_CPU_CLONES
+static void mul_ep(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y)
+{
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned k = 0; k < r; k++) {
+            const float *et = e + (size_t)t * d, *pk = pt + (size_t)k * d;
+            float acc[16] = {0};
+            unsigned c = 0;
+            for (; c + 16 <= d; c += 16)
+                for (unsigned j = 0; j < 16; j++) acc[j] += et[c + j] * pk[c + j];
+            for (; c < d; c++) acc[0] += et[c] * pk[c];
+            float sum = 0.0f;
+            for (unsigned j = 0; j < 16; j++) sum += acc[j];
+            y[t * r + k] = sum;
+        }
+}
+
+/* pt[k][c] = sum_t y[t][k] e[t][c] */
+GEAR_CPU_CLONES
+static void mul_ety(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+{
+    memset(pt, 0, sizeof(float) * r * d);
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned k = 0; k < r; k++) {
+            const float *et = e + (size_t)t * d;
+            float *pk = pt + (size_t)k * d, w = y[t * r + k];
+            for (unsigned c = 0; c < d; c++) pk[c] += w * et[c];
+        }
+}
+
+/* Modified Gram-Schmidt on the r columns of y (n x r), as in ref. */
+static void orthonormalize(float *y, unsigned n, unsigned r)
+{
+    for (unsigned c = 0; c < r; c++) {
+        double orig = 0.0, nrm = 0.0;
+        for (unsigned i = 0; i < n; i++) orig += (double)y[i * r + c] * y[i * r + c];
+        for (unsigned p = 0; p < c; p++) {
+            double dot = 0.0;
+            for (unsigned i = 0; i < n; i++) dot += (double)y[i * r + p] * y[i * r + c];
+            for (unsigned i = 0; i < n; i++) y[i * r + c] -= (float)dot * y[i * r + p];
+        }
+        for (unsigned i = 0; i < n; i++) nrm += (double)y[i * r + c] * y[i * r + c];
+        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-12;
+        float inv = dead ? 0.0f : (float)(1.0 / sqrt(nrm));
+        for (unsigned i = 0; i < n; i++) y[i * r + c] *= inv;
+    }
+}
+
+static uint16_t half_sat(float v)
+{
+    return gear_float_to_half(v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v);
+}
+
+static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scratch *s,
+                    uint8_t *blk)
+{
+    unsigned n = L->n, d = L->d, r = L->rank;
+    uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
+    for (unsigned c = 0; c < d; c++)
+        for (unsigned k = 0; k < r; k++) s->pt[(size_t)k * d + c] = gear_rng_uniform(key, c * r + k);
+    int fast = CPU_AVX512 && d % 16 == 0 && r <= 4;
+    (void)fast;
+    for (unsigned it = 0; it < L->iters; it++) {
+#ifdef GEAR_CPU_AVX512
+        if (fast)
+            gear_cpu_mul_ep_avx512(s->e, s->pt, n, d, r, s->y);
+        else
+#endif
+            mul_ep(s->e, s->pt, n, d, r, s->y);
+        orthonormalize(s->y, n, r);
+        mul_ety(s->e, s->y, n, d, r, s->pt);
+    }
+    for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, half_sat(s->y[i]));
+    for (unsigned c = 0; c < d; c++)
+        for (unsigned k = 0; k < r; k++)
+            cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), half_sat(s->pt[(size_t)k * d + c]));
+}
+
+gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
+                                  const float *x, uint8_t *blk, cpu_scratch *s)
+{
+    if (!scratch_reserve(s, L)) return GEAR_ERR_NO_MEMORY;
+    int want_e = L->rank > 0;
+    if (L->k_full > 1 || L->k_tail > 1) {
+        /* general outlier counts: the reference primitives define them */
+        const struct gear_backend_i *ref = gear_backend_ref_table();
+        gear_status st = ref->outlier_select(NULL, L, x, blk);
+        if (!st) st = ref->quantize(NULL, L, x, blk);
+        if (!st && want_e) st = ref->dequantize(NULL, L, blk, s->e);
+        if (st) return st;
+        if (want_e) {
+            for (size_t i = 0; i < (size_t)L->n * L->d; i++) s->e[i] = x[i] - s->e[i];
+            for (size_t j = 0; j < L->n_outliers; j++) s->e[cpu_u16(blk + L->off_oidx + 2 * j)] = 0.0f;
+        }
+    } else {
+        if (L->kind == GEAR_KEY)
+            quantize_keys(L, x, blk, s, want_e);
+        else
+            quantize_values(L, x, blk, s, want_e);
+        pack_codes(L, s, blk);
+    }
+    if (want_e) lowrank(L, id, s, blk);
+    return GEAR_OK;
+}

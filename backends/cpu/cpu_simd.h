@@ -1,0 +1,30 @@
+/* cpu_simd.h - kernels compiled for one instruction set, picked at run time. */
+#ifndef GEAR_CPU_SIMD_H
+#define GEAR_CPU_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* GEAR_CPU_AVX512 is defined when cpu_avx512.c is part of the build (an
+ * x86-64 compiler that takes AVX-512 flags); gear_cpu_have_avx512 is then
+ * set at load time if this CPU runs it. */
+#ifdef GEAR_CPU_AVX512
+#define CPU_AVX512 gear_cpu_have_avx512
+#else
+#define CPU_AVX512 0
+#endif
+
+#ifdef GEAR_CPU_AVX512
+/* Key scores of one 64-token group: see cpu_avx512.c. */
+void gear_cpu_keys64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d,
+                            const float *w, const float *bias, unsigned rows, float *s, unsigned n);
+void gear_cpu_values64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n,
+                              unsigned d, const float *dl, const float *mn, const float *p,
+                              unsigned rows, float *o);
+void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
+void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
+                            float *y);
+void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
+#endif
+
+#endif

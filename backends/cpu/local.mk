@@ -1,0 +1,21 @@
+# backends/cpu/local.mk - the cpu backend module gear-cpu.so (included from
+# the top-level Makefile.am).  OpenMP stays inside this module; libgear
+# itself never links it.
+
+if BUILD_CPU_BACKEND
+pkglib_LTLIBRARIES += gear-cpu.la
+gear_cpu_la_SOURCES = backends/cpu/cpu.h backends/cpu/cpu_simd.h \
+	backends/cpu/cpu_backend.c backends/cpu/cpu_compress.c backends/cpu/cpu_attention.c
+gear_cpu_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
+gear_cpu_la_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
+gear_cpu_la_LDFLAGS = -module -avoid-version -shared -no-undefined \
+	-export-symbols-regex '^gear_backend_module_init$$' $(OPENMP_CFLAGS)
+gear_cpu_la_LIBADD = libgear.la -lm
+if HAVE_AVX512_FLAGS
+# Kernels compiled for AVX-512 only; called after a run-time CPU check.
+noinst_LTLIBRARIES += libgear-cpu-avx512.la
+libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512.c
+libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
+gear_cpu_la_LIBADD += libgear-cpu-avx512.la
+endif
+endif
