@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Plot KL divergence against bits per entry, one point per preset, from the
+JSON lines that `gear-llm ppl --json FILE` appends.  Writes a standalone SVG
+by hand (no plotting library needed; the output is deterministic).
+
+    scripts/plot_kl.py RESULTS.jsonl [MORE.jsonl ...] -o docs/RESULTS-llm-kl-bpe.svg \
+        [--title TEXT] [--mode decode]
+
+Each distinct (text, token window, mode) becomes one series.  KL is drawn on a log axis; the fp16 baseline (KL 0) is left out.
+"""
+import argparse
+import json
+import math
+import sys
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+MARKERS = ["circle", "square", "diamond", "triangle"]
+
+
+def load(paths, mode):
+    series = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                r = json.loads(line)
+                if mode and r.get("mode") != mode:
+                    continue
+                if r["preset"] == "fp16" or not r.get("kl", 0) > 0:
+                    continue
+                skip, n = r.get("skip", 0), r.get("tokens", 0)
+                key = f'{r.get("text", "?")} tokens {skip}-{skip + n}, {r.get("mode")}'
+                series.setdefault(key, {})[r["preset"]] = r  # the last line of a preset wins
+    return series
+
+
+def marker(kind, x, y, color):
+    if kind == "square":
+        return f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="{color}"/>'
+    if kind == "diamond":
+        return (f'<polygon points="{x:.1f},{y - 5:.1f} {x + 5:.1f},{y:.1f} {x:.1f},{y + 5:.1f} '
+                f'{x - 5:.1f},{y:.1f}" fill="{color}"/>')
+    if kind == "triangle":
+        return (f'<polygon points="{x:.1f},{y - 5:.1f} {x + 5:.1f},{y + 4:.1f} {x - 5:.1f},{y + 4:.1f}" '
+                f'fill="{color}"/>')
+    return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"/>'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("inputs", nargs="+")
+    ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--title", default="SmolLM2-135M, KL(fp16 || preset) of next-token distributions")
+    ap.add_argument("--mode", default=None, help="keep only this mode (decode or prefill)")
+    a = ap.parse_args()
+    series = load(a.inputs, a.mode)
+    if not series:
+        sys.exit("plot_kl.py: no points (need presets other than fp16 with KL > 0)")
+    pts = [r for s in series.values() for r in s.values()]
+    xmin = math.floor(min(r["bpe"] for r in pts)) - 0.5
+    xmax = math.ceil(max(r["bpe"] for r in pts)) + 0.5
+    ymin = 10 ** math.floor(math.log10(min(r["kl"] for r in pts)))
+    ymax = 10 ** math.ceil(math.log10(max(r["kl"] for r in pts)))
+    W, H, L, R, T, B = 640, 460, 70, 30, 40, 55
+    pw, ph = W - L - R, H - T - B
+
+    def sx(x):
+        return L + (x - xmin) / (xmax - xmin) * pw
+
+    def sy(y):
+        return T + (math.log10(ymax) - math.log10(y)) / (math.log10(ymax) - math.log10(ymin)) * ph
+
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         f'font-family="sans-serif" font-size="12">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{L + pw / 2:.0f}" y="22" text-anchor="middle" font-size="14">{a.title}</text>']
+    x = math.ceil(xmin)
+    while x <= xmax:
+        o.append(f'<line x1="{sx(x):.1f}" y1="{T}" x2="{sx(x):.1f}" y2="{T + ph}" stroke="#ddd"/>')
+        o.append(f'<text x="{sx(x):.1f}" y="{T + ph + 18}" text-anchor="middle">{x:g}</text>')
+        x += 1
+    e = int(math.log10(ymin))
+    while 10 ** e <= ymax * 1.0001:
+        y = 10 ** e
+        o.append(f'<line x1="{L}" y1="{sy(y):.1f}" x2="{L + pw}" y2="{sy(y):.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">1e{e}</text>')
+        e += 1
+    o.append(f'<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    o.append(f'<text x="{L + pw / 2:.0f}" y="{H - 14}" text-anchor="middle">bits per entry '
+             f'(everything stored: codes, scales, outliers, low-rank factors, block header)</text>')
+    o.append(f'<text x="16" y="{T + ph / 2:.0f}" text-anchor="middle" transform="rotate(-90 16 {T + ph / 2:.0f})">'
+             f'mean KL divergence vs fp16 cache (nats, log scale)</text>')
+    items = sorted(series.items())
+    for i, (name, s) in enumerate(items):
+        color, mk = COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]
+        for preset, r in sorted(s.items(), key=lambda kv: kv[1]["bpe"]):
+            o.append(marker(mk, sx(r["bpe"]), sy(r["kl"]), color))
+        ly = T + ph - 12 - 18 * (len(items) - 1 - i)  # legend: bottom left, inside the frame
+        o.append(marker(mk, L + 14, ly - 4, color))
+        o.append(f'<text x="{L + 24}" y="{ly}" font-size="11">{name}</text>')
+    # one label per preset, beside its highest point; presets that coincide
+    # in every series (e.g. kivi4 and kcvt4 when head_dim = block = 64) share it
+    names = sorted({p for s in series.values() for p in s})
+    sig = {p: tuple((round(s[p]["bpe"], 6), round(s[p]["kl"], 12)) if p in s else None
+                    for _, s in items) for p in names}
+    groups = {}
+    for p in names:
+        groups.setdefault(sig[p], []).append(p)
+    for members in groups.values():
+        pts_p = [s[members[0]] for _, s in items if members[0] in s]
+        top = max(pts_p, key=lambda r: r["kl"])
+        o.append(f'<text x="{sx(top["bpe"]) + 8:.1f}" y="{sy(top["kl"]) - 7:.1f}">{" = ".join(members)}</text>')
+    o.append("</svg>")
+    with open(a.out, "w", encoding="utf-8") as f:
+        f.write("\n".join(o) + "\n")
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()
