@@ -152,18 +152,35 @@ gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t 
     return GEAR_OK;
 }
 
+/* Convert one row of d fp32 values into the view (element stride cs). */
+GEAR_CLONES
+static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const float *src)
+{
+    switch (x->dtype) {
+    case GEAR_F32: {
+        float *p = (float *)x->data + off;
+        for (int64_t c = 0; c < d; c++) p[c * cs] = src[c];
+        break;
+    }
+    case GEAR_F16: {
+        uint16_t *p = (uint16_t *)x->data + off;
+        if (cs == 1) /* the common, contiguous case vectorizes */
+            for (int64_t c = 0; c < d; c++) p[c] = gear_float_to_half(src[c]);
+        else
+            for (int64_t c = 0; c < d; c++) p[c * cs] = gear_float_to_half(src[c]);
+        break;
+    }
+    case GEAR_BF16: {
+        uint16_t *p = (uint16_t *)x->data + off;
+        for (int64_t c = 0; c < d; c++) p[c * cs] = gear_float_to_bf16(src[c]);
+        break;
+    }
+    }
+}
+
 void gear_view_write(gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                      const float *src)
 {
-    for (int64_t t = 0; t < nt; t++) {
-        for (int64_t c = 0; c < d; c++) {
-            int64_t off = view_offset(x, h, t0 + t, c);
-            float v = src[t * d + c];
-            switch (x->dtype) {
-            case GEAR_F32: ((float *)x->data)[off] = v; break;
-            case GEAR_F16: ((uint16_t *)x->data)[off] = gear_float_to_half(v); break;
-            case GEAR_BF16: ((uint16_t *)x->data)[off] = gear_float_to_bf16(v); break;
-            }
-        }
-    }
+    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
+    for (int64_t t = 0; t < nt; t++) write_row(x, view_offset(x, h, t0 + t, 0), cs, d, src + t * d);
 }

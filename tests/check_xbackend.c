@@ -176,6 +176,38 @@ static void compress_case(gear_context *be, gear_context *ref, const char *name,
 START_TEST(test_compress_matches_ref) { for_each_backend(compress_case); }
 END_TEST
 
+/* Every bit width and several outlier ratios (more than one outlier per
+ * side in a group at 0.1), without a low-rank part: byte-identical. */
+static void bits_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const unsigned bits[] = {1, 2, 3, 4, 8};
+    static const float ratios[] = {0.0f, 0.02f, 0.1f};
+    for (size_t bi = 0; bi < sizeof bits / sizeof bits[0]; bi++)
+        for (size_t ri = 0; ri < sizeof ratios / sizeof ratios[0]; ri++)
+            for (int kind = 0; kind < 2; kind++)
+                for (size_t si = 0; si < N_SHAPES; si++) {
+                    const shape *s = &shapes[si];
+                    gear_config cfg = tu_preset("kivi2", (gear_kind)kind);
+                    cfg.bits = bits[bi];
+                    cfg.outlier_ratio = ratios[ri];
+                    cfg.block = s->block;
+                    float *x = tu_synth(300 + si * 2 + (size_t)kind, (gear_kind)kind, s->H, s->T, s->d);
+                    size_t la, lb;
+                    uint8_t *a = tu_compress(ref, &cfg, x, s->H, s->T, s->d, 4, &la);
+                    uint8_t *b = tu_compress(be, &cfg, x, s->H, s->T, s->d, 4, &lb);
+                    TU_ASSERT(la == lb && !memcmp(a, b, la),
+                              "%s: %u bits, outliers %g, %s [%d,%d,%d]: streams differ", name, bits[bi],
+                              (double)ratios[ri], kind ? "V" : "K", s->H, s->T, s->d);
+                    free(a);
+                    free(b);
+                    free(x);
+                }
+}
+
+START_TEST(test_bits_outliers_match_ref) { for_each_backend(bits_case); }
+END_TEST
+
 static void cross_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     static const char *names[] = {"gear2", "kivi2", "gear4", "gearl2", "kcvt4", "fp16"};
@@ -376,6 +408,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_backend_listing);
     tcase_add_test(tc, test_ref_vs_ref_deterministic);
     tcase_add_test(tc, test_compress_matches_ref);
+    tcase_add_test(tc, test_bits_outliers_match_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);

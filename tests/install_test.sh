@@ -165,6 +165,12 @@ int main(void)
         fprintf(stderr, "round trip out of bounds\n");
         return 1;
     }
+    /* "auto": the best backend the installed library finds; with the cpu
+     * module installed next to it (libdir/gear) that is cpu */
+    p.backend = "auto";
+    CHECK(gear_context_create(&p, &ctx));
+    printf("auto %s\n", gear_context_backend_name(ctx));
+    gear_context_free(ctx);
     printf("ok\n");
     return 0;
 }
@@ -195,6 +201,17 @@ if [ $shared = yes ] && command -v ldd >/dev/null 2>&1; then
         "$dest$libdir"/*) ;;
         *) fail "client resolved libgear to '$so', not the staged $dest$libdir" ;;
     esac
+fi
+
+# An installed backend module is found and loaded by the installed library
+# (searched in gear/ next to libgear: the staged tree, not the build tree).
+if [ -n "$moduledir" ] && [ -f "$dest$moduledir/gear-cpu.so" ]; then
+    echo "$out" | grep -q '^auto cpu$' || fail "installed gear-cpu.so was not chosen by \"auto\""
+    mod_out=$(unset GEAR_BACKEND GEAR_DEVICE GEAR_BACKEND_PATH
+              LD_LIBRARY_PATH="$dest$libdir" "$dest$bindir/gear" backends 2>&1)
+    echo "$mod_out" | grep "^cpu " | grep -q "$dest$moduledir/gear-cpu.so" ||
+        fail "installed 'gear backends' does not load the staged cpu module: $mod_out"
+    echo "$me: installed cpu module loaded by the installed library"
 fi
 
 # The installed tool runs against the staged library too.

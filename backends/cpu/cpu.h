@@ -16,6 +16,11 @@
 #define GEAR_CPU_CLONES
 #endif
 
+/* Helpers inlined into each clone of their caller, so that one clone per
+ * instruction set covers a whole kernel (a call per row through the
+ * clone dispatcher would cost more than the row). */
+#define CPU_INLINE static inline __attribute__((always_inline))
+
 typedef struct cpu_state {
     int n_threads; /* OpenMP threads used by this context */
 } cpu_state;
@@ -28,6 +33,12 @@ static inline void cpu_put_u16(uint8_t *p, uint16_t v)
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
+
+/* x / d by a multiply, exact for x, d < 2^16 (an outlier index and a
+ * block dimension): m = ceil(2^32 / d) overshoots x/d by less than
+ * x/2^32 < 2^-16 < 1/d, which never crosses the next integer. */
+static inline uint64_t cpu_div_magic(unsigned d) { return ((1ull << 32) + d - 1) / d; }
+static inline unsigned cpu_div(unsigned x, uint64_t m) { return (unsigned)(((uint64_t)x * m) >> 32); }
 
 /* Scratch for compressing one block (per thread). */
 typedef struct cpu_scratch {
@@ -44,6 +55,12 @@ gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_i
 void gear_cpu_scratch_free(cpu_scratch *s);
 /* Set at module load: the AVX-512 kernels may be used. */
 extern int gear_cpu_have_avx512;
+/* Codes [p0, p0+len) of a packed row of `bits`-bit codes, as floats. */
+void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned len, float *out);
+/* Reconstruction Q^ + S + A B^T of one block (n x d fp32): the same
+ * arithmetic as ref (codes decode bit-identically), vectorized. */
+gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
+                                 float *out);
 /* GEAR_ERR_UNSUPPORTED for shapes it does not handle: the core falls back. */
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a);
 

@@ -20,9 +20,8 @@ typedef struct part {
     float m, l; /* running max, running sum */
 } part;
 
-/* codes of tokens [t0, t0+len) of a packed row as floats */
-GEAR_CPU_CLONES
-static void unpack(const uint8_t *row, unsigned bits, unsigned t0, unsigned len, float *out)
+/* codes [t0, t0+len) of a packed row as floats */
+CPU_INLINE void unpack_codes(const uint8_t *row, unsigned bits, unsigned t0, unsigned len, float *out)
 {
     if (bits == 2 && !(t0 & 15) && !(len & 15)) {
         for (unsigned w = 0; w < len / 16; w++) {
@@ -54,7 +53,12 @@ static void unpack(const uint8_t *row, unsigned bits, unsigned t0, unsigned len,
 }
 
 GEAR_CPU_CLONES
-static void axpy(float *y, float a, const float *x, unsigned n)
+void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned len, float *out)
+{
+    unpack_codes(row, bits, p0, len, out);
+}
+
+CPU_INLINE void axpy(float *y, float a, const float *x, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -63,7 +67,7 @@ static inline float half_at(const uint8_t *p, size_t i) { return gear_half_to_fl
 
 
 
-static void halves(const uint8_t *src, size_t n, float *dst)
+CPU_INLINE void halves(const uint8_t *src, size_t n, float *dst)
 {
 #ifdef GEAR_CPU_AVX512
     if (CPU_AVX512) {
@@ -75,34 +79,28 @@ static void halves(const uint8_t *src, size_t n, float *dst)
 }
 
 #ifdef GEAR_CPU_AVX512
-GEAR_CPU_CLONES
-static void mul(const float *a, const float *b, unsigned n, float *out)
+CPU_INLINE void mul(const float *a, const float *b, unsigned n, float *out)
 {
     for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
 }
 
-/* Dot product in 16 partial sums, so it vectorizes without fast-math. */
-GEAR_CPU_CLONES
-static float dot(const float *a, const float *b, unsigned n)
+/* OpenMP simd reduction: vectorized without -ffast-math. */
+CPU_INLINE float dot(const float *a, const float *b, unsigned n)
 {
-    float acc[16] = {0};
-    unsigned i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (unsigned j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
-    for (; i < n; i++) acc[0] += a[i] * b[i];
     float s = 0.0f;
-    for (unsigned j = 0; j < 16; j++) s += acc[j];
+#pragma omp simd reduction(+ : s)
+    for (unsigned i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
 /* The shapes the AVX-512 kernels take: 2/4-bit codes in groups of 64. */
-static int fast_keys(const gear_block_layout *L)
+CPU_INLINE int fast_keys(const gear_block_layout *L)
 {
     return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->n == 64 &&
            L->group == 64;
 }
 
-static int fast_values(const gear_block_layout *L)
+CPU_INLINE int fast_values(const gear_block_layout *L)
 {
     return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->group == 64 &&
            L->d % 64 == 0 && L->row_bytes == L->d * L->bits / 8;
@@ -112,31 +110,32 @@ static int fast_values(const gear_block_layout *L)
 
 /* Per-thread float copies of a block's small sections. */
 typedef struct blockf {
-    float *dl, *mn, *a, *b, *w;
+    float *dl, *mn, *a, *b, *w, *ov;
 } blockf;
 
-/* Low-rank term of scores: s[i][t] += (q_i . B) . A_t */
-static void lowrank_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
-                           unsigned rows, float *s, blockf *f)
+/* Low-rank factor X (count x r, fp16, row-major) as fp32 columns:
+ * dst[k][x], so the products below run along contiguous vectors. */
+CPU_INLINE void factor_columns(const uint8_t *src, unsigned count, unsigned r, float *dst)
+{
+    for (unsigned x = 0; x < count; x++)
+        for (unsigned k = 0; k < r; k++) dst[(size_t)k * count + x] = half_at(src, (size_t)x * r + k);
+}
+
+/* Low-rank term of scores: s[i][t] += (q_i . B) . A_t, as r dot products
+ * over d and r axpys over n per query row. */
+CPU_INLINE void lowrank_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
+                               unsigned rows, float *s, blockf *f)
 {
     unsigned n = L->n, d = L->d, r = L->rank;
-    halves(blk + L->off_a, (size_t)n * r, f->a);
-    halves(blk + L->off_b, (size_t)d * r, f->b);
-    for (unsigned i = 0; i < rows; i++) {
-        float qb[256];
-        for (unsigned k = 0; k < r; k++) qb[k] = 0.0f;
-        for (unsigned c = 0; c < d; c++)
-            for (unsigned k = 0; k < r; k++) qb[k] += q[i * d + c] * f->b[c * r + k];
-        for (unsigned t = 0; t < n; t++) {
-            float acc = 0.0f;
-            for (unsigned k = 0; k < r; k++) acc += qb[k] * f->a[t * r + k];
-            s[(size_t)i * n + t] += acc;
-        }
-    }
+    factor_columns(blk + L->off_a, n, r, f->a);
+    factor_columns(blk + L->off_b, d, r, f->b);
+    for (unsigned i = 0; i < rows; i++)
+        for (unsigned k = 0; k < r; k++)
+            axpy(s + (size_t)i * n, dot(q + (size_t)i * d, f->b + (size_t)k * d, d), f->a + (size_t)k * n, n);
 }
 
 /* s[i][t] (t < n) = q_i . k_t for one compressed key block. */
-static void key_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
+CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
                        unsigned rows, float *s, float *tmp, blockf *f)
 {
     unsigned n = L->n, d = L->d;
@@ -172,7 +171,7 @@ static void key_scores(const gear_block_layout *L, const uint8_t *blk, const flo
             float bias[MAX_ROWS] = {0};
             for (unsigned c = 0; c < d; c++) {
                 size_t gi = (size_t)c * L->groups_per_row + g;
-                unpack(blk + L->off_codes + (size_t)c * L->row_bytes, L->bits, t0, len, tmp);
+                unpack_codes(blk + L->off_codes + (size_t)c * L->row_bytes, L->bits, t0, len, tmp);
                 for (unsigned i = 0; i < rows; i++) {
                     float qc = q[i * d + c];
                     axpy(s + (size_t)i * n + t0, qc * f->dl[gi], tmp, len);
@@ -184,16 +183,18 @@ static void key_scores(const gear_block_layout *L, const uint8_t *blk, const flo
         }
     }
     /* outliers: replace the decoded minimum (code 0) by the exact value */
+    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
+    halves(blk + L->off_oval, L->n_outliers, f->ov);
     for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = fl / d, c = fl % d;
-        float delta = half_at(blk + L->off_oval, j) - f->mn[(size_t)c * L->groups_per_row + t / L->group];
+        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = cpu_div(fl, md), c = fl - t * d;
+        float delta = f->ov[j] - f->mn[(size_t)c * L->groups_per_row + cpu_div(t, mg)];
         for (unsigned i = 0; i < rows; i++) s[(size_t)i * n + t] += q[i * d + c] * delta;
     }
     if (L->rank) lowrank_scores(L, blk, q, rows, s, f);
 }
 
 /* o[i] += sum_t p[i][t] v_t for one compressed value block. */
-static void value_accumulate(const gear_block_layout *L, const uint8_t *blk, const float *p,
+CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk, const float *p,
                              unsigned rows, float *o, float *tmp, blockf *f)
 {
     unsigned n = L->n, d = L->d, r = L->rank;
@@ -219,56 +220,29 @@ static void value_accumulate(const gear_block_layout *L, const uint8_t *blk, con
             for (unsigned g = 0; g < L->groups_per_row; g++) {
                 unsigned c0 = g * L->group, len = g + 1 == L->groups_per_row ? d - c0 : L->group;
                 size_t gi = (size_t)t * L->groups_per_row + g;
-                unpack(row, L->bits, c0, len, tmp + c0);
+                unpack_codes(row, L->bits, c0, len, tmp + c0);
                 for (unsigned c = c0; c < c0 + len; c++) tmp[c] = tmp[c] * f->dl[gi] + f->mn[gi];
             }
             for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
         }
     }
+    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
+    halves(blk + L->off_oval, L->n_outliers, f->ov);
     for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = fl / d, c = fl % d;
-        float delta = half_at(blk + L->off_oval, j) - f->mn[(size_t)t * L->groups_per_row + c / L->group];
+        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = cpu_div(fl, md), c = fl - t * d;
+        float delta = f->ov[j] - f->mn[(size_t)t * L->groups_per_row + cpu_div(c, mg)];
         for (unsigned i = 0; i < rows; i++) o[(size_t)i * d + c] += p[(size_t)i * n + t] * delta;
     }
     if (!r) return;
-    halves(blk + L->off_a, (size_t)n * r, f->a);
-    halves(blk + L->off_b, (size_t)d * r, f->b);
-    for (unsigned i = 0; i < rows; i++) {
-        float pa[256];
-        for (unsigned k = 0; k < r; k++) pa[k] = 0.0f;
-        for (unsigned t = 0; t < n; t++)
-            for (unsigned k = 0; k < r; k++) pa[k] += p[(size_t)i * n + t] * f->a[t * r + k];
-        float *oi = o + (size_t)i * d;
-        for (unsigned c = 0; c < d; c++) {
-            float acc = 0.0f;
-            for (unsigned k = 0; k < r; k++) acc += pa[k] * f->b[c * r + k];
-            oi[c] += acc;
-        }
-    }
+    /* low rank: o_i += (p_i . A) . B^T */
+    factor_columns(blk + L->off_a, n, r, f->a);
+    factor_columns(blk + L->off_b, d, r, f->b);
+    for (unsigned i = 0; i < rows; i++)
+        for (unsigned k = 0; k < r; k++)
+            axpy(o + (size_t)i * d, dot(p + (size_t)i * n, f->a + (size_t)k * n, n), f->b + (size_t)k * d, d);
 }
 
-/* e^x for x <= 0 (softmax arguments), relative error ~2e-7; -inf and
- * anything below -87 give 0.  Branch-free so the loops vectorize. */
-static inline float exp_neg(float x)
-{
-    float xc = x < -87.0f ? -87.0f : x;
-    float k = rintf(xc * 1.44269504f);
-    float r = fmaf(k, -0.693145752f, xc);
-    r = fmaf(k, -1.42860677e-6f, r);
-    float p = 1.38888889e-3f;
-    p = fmaf(p, r, 8.33333333e-3f);
-    p = fmaf(p, r, 4.16666667e-2f);
-    p = fmaf(p, r, 1.66666667e-1f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    union { float f; int32_t i; } u;
-    u.i = ((int32_t)k + 127) << 23;
-    return x < -87.0f ? 0.0f : p * u.f;
-}
-
-GEAR_CPU_CLONES
-static float row_max(const float *s, unsigned n, float mx)
+CPU_INLINE float row_max(const float *s, unsigned n, float mx)
 {
     float m[16];
     for (unsigned j = 0; j < 16; j++) m[j] = mx;
@@ -281,12 +255,11 @@ static float row_max(const float *s, unsigned n, float mx)
 }
 
 /* s[t] = e^(s[t] - mx); returns the sum. */
-GEAR_CPU_CLONES
-static float row_exp(float *s, unsigned n, float mx)
+CPU_INLINE float row_exp(float *s, unsigned n, float mx)
 {
     float sum = 0.0f;
     for (unsigned t = 0; t < n; t++) {
-        s[t] = exp_neg(s[t] - mx);
+        s[t] = gear_exp_neg(s[t] - mx);
         sum += s[t];
     }
     return sum;
@@ -294,7 +267,7 @@ static float row_exp(float *s, unsigned n, float mx)
 
 /* Fold n new scores per row (already scaled and masked) into the running
  * softmax: rescale o and l, turn s into weights. */
-static void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part *pt, float *o)
+CPU_INLINE void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part *pt, float *o)
 {
     for (unsigned i = 0; i < rows; i++) {
         float *si = s + (size_t)i * n, mx = row_max(si, n, pt[i].m);
@@ -302,7 +275,7 @@ static void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part
             for (unsigned t = 0; t < n; t++) si[t] = 0.0f;
             continue;
         }
-        float alpha = exp_neg(pt[i].m - mx);
+        float alpha = gear_exp_neg(pt[i].m - mx);
         if (alpha != 1.0f)
             for (unsigned c = 0; c < d; c++) o[(size_t)i * d + c] *= alpha;
         pt[i].l = pt[i].l * alpha + row_exp(si, n, mx);
@@ -311,7 +284,7 @@ static void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part
 }
 
 /* Scale the scores and mask positions a query may not see. */
-static void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, size_t pos0,
+CPU_INLINE void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, size_t pos0,
                        size_t T, float *s)
 {
     for (unsigned i = 0; i < rows; i++) {
@@ -322,7 +295,7 @@ static void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, 
 }
 
 /* Scores of n raw fp32 rows (the buffer). */
-static void raw_scores(const float *k, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
+CPU_INLINE void raw_scores(const float *k, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
 {
     for (unsigned i = 0; i < rows; i++)
         for (unsigned t = 0; t < n; t++) {
@@ -332,10 +305,52 @@ static void raw_scores(const float *k, unsigned n, unsigned d, const float *q, u
         }
 }
 
+/* One work item: chunk c of block indices (or the buffer, c == chunks)
+ * for every KV head.  Compiled once per x86-64 level with every helper
+ * above inlined into it, so the loops vectorize for the CPU at hand. */
+GEAR_CPU_CLONES
+static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunks, unsigned per,
+                        unsigned items, float *acc, part *parts, float *s, float *tmp, blockf *fp)
+{
+    const gear_block_layout *lk = a->lk, *lv = a->lv;
+    unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
+    size_t T = (size_t)a->n_blocks * n + a->n_buf;
+    blockf f = *fp;
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned i = 0; i < rows; i++)
+            parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
+    if (c == chunks) { /* the full-precision buffer */
+        for (unsigned h = 0; h < H; h++) {
+            size_t idx = (size_t)h * items + c;
+            const float *q = a->q + (size_t)h * rows * d;
+            const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
+            float *o = acc + idx * rows * d;
+            raw_scores(kb, a->n_buf, d, q, rows, s);
+            scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
+            online_softmax(rows, a->n_buf, d, s, parts + idx * rows, o);
+            for (unsigned t = 0; t < a->n_buf; t++)
+                for (unsigned i = 0; i < rows; i++)
+                    axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);
+        }
+        return;
+    }
+    unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
+    for (unsigned b = c * per; b < b1; b++)
+        for (unsigned h = 0; h < H; h++) {
+            size_t idx = (size_t)h * items + c;
+            const float *q = a->q + (size_t)h * rows * d;
+            float *o = acc + idx * rows * d;
+            key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
+            scale_mask(a, rows, n, (size_t)b * n, T, s);
+            online_softmax(rows, n, d, s, parts + idx * rows, o);
+            value_accumulate(lv, a->vblocks[(size_t)h * a->n_blocks + b], s, rows, o, tmp, &f);
+        }
+}
+
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 {
     cpu_state *st = state;
-    const gear_block_layout *lk = a->lk, *lv = a->lv;
+    const gear_block_layout *lk = a->lk;
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     if (rows > MAX_ROWS || a->n_qtok == 0 || a->n_qtok > T) return GEAR_ERR_UNSUPPORTED;
@@ -365,10 +380,12 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
         size_t smax = (size_t)rows * (n > a->n_buf ? n : a->n_buf);
         float *s = malloc(sizeof(float) * (smax ? smax : 1));
         float *tmp = malloc(sizeof(float) * (n > d ? n : d));
-        /* float copies of scales/minima (<= n*d groups), factors and weights */
+        /* float copies of scales/minima (<= n*d groups), factors, weights and
+         * outlier values (<= n*d) */
         size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
-        float *fbuf = malloc(sizeof(float) * (2 * nd + 2 * nr + (size_t)rows * d));
-        blockf f = {fbuf, fbuf + nd, fbuf + 2 * nd, fbuf + 2 * nd + nr, fbuf + 2 * nd + 2 * nr};
+        float *fbuf = malloc(sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d));
+        blockf f = {fbuf, fbuf + nd, fbuf + 2 * nd, fbuf + 2 * nd + nr, fbuf + 2 * nd + 2 * nr,
+                    fbuf + 2 * nd + 2 * nr + (size_t)rows * d};
         if (!s || !tmp || !fbuf) {
 #pragma omp atomic write
             failed = 1;
@@ -376,35 +393,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
             if (!s || !tmp || !fbuf) continue;
-            for (unsigned h = 0; h < H; h++)
-                for (unsigned i = 0; i < rows; i++)
-                    parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
-            if (c == chunks) { /* the full-precision buffer */
-                for (unsigned h = 0; h < H; h++) {
-                    size_t idx = (size_t)h * items + c;
-                    const float *q = a->q + (size_t)h * rows * d;
-                    const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
-                    float *o = acc + idx * rows * d;
-                    raw_scores(kb, a->n_buf, d, q, rows, s);
-                    scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
-                    online_softmax(rows, a->n_buf, d, s, parts + idx * rows, o);
-                    for (unsigned t = 0; t < a->n_buf; t++)
-                        for (unsigned i = 0; i < rows; i++)
-                            axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);
-                }
-                continue;
-            }
-            unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
-            for (unsigned b = c * per; b < b1; b++)
-                for (unsigned h = 0; h < H; h++) {
-                    size_t idx = (size_t)h * items + c;
-                    const float *q = a->q + (size_t)h * rows * d;
-                    float *o = acc + idx * rows * d;
-                    key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
-                    scale_mask(a, rows, n, (size_t)b * n, T, s);
-                    online_softmax(rows, n, d, s, parts + idx * rows, o);
-                    value_accumulate(lv, a->vblocks[(size_t)h * a->n_blocks + b], s, rows, o, tmp, &f);
-                }
+            attend_item(a, c, chunks, per, items, acc, parts, s, tmp, &f);
         }
         free(s);
         free(tmp);
@@ -428,7 +417,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
             for (unsigned c = 0; c < items; c++) {
                 part pc = parts[((size_t)h * items + c) * rows + i];
                 if (pc.m == -INFINITY) continue;
-                float w = exp_neg(pc.m - m);
+                float w = gear_exp_neg(pc.m - m);
                 l += pc.l * w;
                 axpy(out, w, acc + (((size_t)h * items + c) * rows + i) * d, d);
             }

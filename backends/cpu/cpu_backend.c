@@ -120,6 +120,6 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
     cpu_backend.quantize = ref->quantize;
     cpu_backend.dequantize = ref->dequantize;
     cpu_backend.lowrank_fit = ref->lowrank_fit;
-    cpu_backend.reconstruct = ref->reconstruct;
+    cpu_backend.reconstruct = gear_cpu_reconstruct;
     return &cpu_backend;
 }

@@ -68,9 +68,9 @@ static inline float code_of(float v, float mn, float dl, float levels)
 /* Keys: groups run along tokens, so every statistic is a vector across
  * the d channels of one token row (contiguous), for each token of a group. */
 GEAR_CPU_CLONES
-static void key_group(const gear_block_layout *L, const float *x, unsigned t0, unsigned t1,
-                      unsigned k, float *mx1, float *mx2, float *mn1, float *mn2, unsigned *amx,
-                      unsigned *amn)
+static void key_group(const gear_block_layout *L, const float *restrict x, unsigned t0, unsigned t1,
+                      unsigned k, float *restrict mx1, float *restrict mx2, float *restrict mn1,
+                      float *restrict mn2, unsigned *restrict amx, unsigned *restrict amn)
 {
     unsigned d = L->d;
     for (unsigned c = 0; c < d; c++) {
@@ -103,9 +103,10 @@ static void key_group(const gear_block_layout *L, const float *x, unsigned t0, u
 
 /* Codes (and residuals) of one token row of a key group. */
 GEAR_CPU_CLONES
-static void key_codes(unsigned d, const float *row, unsigned t, const float *mn, const float *dl,
-                      const unsigned *amx, const unsigned *amn, int k, float levels,
-                      uint8_t *codes, float *e)
+static void key_codes(unsigned d, const float *restrict row, unsigned t, const float *restrict mn,
+                      const float *restrict dl, const unsigned *restrict amx,
+                      const unsigned *restrict amn, int k, float levels, uint8_t *restrict codes,
+                      float *restrict e)
 {
     for (unsigned c = 0; c < d; c++) {
         int out = k & ((amx[c] == t) | (amn[c] == t));
@@ -117,8 +118,9 @@ static void key_codes(unsigned d, const float *row, unsigned t, const float *mn,
 
 /* Codes (and residuals) of channels [c0, c1) of one value row. */
 GEAR_CPU_CLONES
-static void value_codes(const float *row, unsigned c0, unsigned c1, unsigned amx, unsigned amn,
-                        int k, float mn, float dl, float levels, uint8_t *codes, float *e)
+static void value_codes(const float *restrict row, unsigned c0, unsigned c1, unsigned amx,
+                        unsigned amn, int k, float mn, float dl, float levels,
+                        uint8_t *restrict codes, float *restrict e)
 {
     for (unsigned c = c0; c < c1; c++) {
         int out = k & ((c == amx) | (c == amn));
@@ -266,8 +268,37 @@ static void quantize_values(const gear_block_layout *L, const float *x, uint8_t 
 }
 
 /* Pack codes[i] (one byte each) of a row into b-bit little-endian fields. */
+/* Contiguous codes, whole bytes: the shifts are constants per case, so
+ * the loops vectorize. */
+GEAR_CPU_CLONES
+static void pack_contig(const uint8_t *restrict c, unsigned nbytes, unsigned bits, uint8_t *restrict row)
+{
+    switch (bits) {
+    case 2:
+        for (unsigned j = 0; j < nbytes; j++)
+            row[j] = (uint8_t)(c[4 * j] | c[4 * j + 1] << 2 | c[4 * j + 2] << 4 | c[4 * j + 3] << 6);
+        break;
+    case 4:
+        for (unsigned j = 0; j < nbytes; j++) row[j] = (uint8_t)(c[2 * j] | c[2 * j + 1] << 4);
+        break;
+    case 8:
+        memcpy(row, c, nbytes);
+        break;
+    default: /* 1 bit */
+        for (unsigned j = 0; j < nbytes; j++) {
+            unsigned b = 0;
+            for (unsigned i = 0; i < 8; i++) b |= (unsigned)c[8 * j + i] << i;
+            row[j] = (uint8_t)b;
+        }
+    }
+}
+
 static void pack_row(const uint8_t *codes, size_t stride, unsigned len, unsigned bits, uint8_t *row)
 {
+    if (stride == 1 && 8 % bits == 0 && len % (8 / bits) == 0) {
+        pack_contig(codes, len * bits / 8, bits, row);
+        return;
+    }
     if (8 % bits == 0) {
         unsigned per = 8 / bits;
         for (unsigned j = 0; j * per < len; j++) {
@@ -286,8 +317,34 @@ static void pack_row(const uint8_t *codes, size_t stride, unsigned len, unsigned
     }
 }
 
+/* Keys with whole bytes per row (n a multiple of 8/bits): byte j of
+ * every channel row at once, OR-ing the codes of tokens per*j.. along the
+ * contiguous channel axis (vectorizes), then a byte transpose into rows. */
+GEAR_CPU_CLONES
+static void pack_key_bytes(const uint8_t *restrict codes, unsigned n, unsigned d, unsigned bits,
+                           uint8_t *restrict tmp, uint8_t *restrict rows, size_t row_bytes)
+{
+    unsigned per = 8 / bits, nb = n / per;
+    for (unsigned j = 0; j < nb; j++) {
+        uint8_t *dst = tmp + (size_t)j * d;
+        const uint8_t *src = codes + (size_t)j * per * d;
+        for (unsigned c = 0; c < d; c++) dst[c] = src[c];
+        for (unsigned i = 1; i < per; i++)
+            for (unsigned c = 0; c < d; c++) dst[c] |= (uint8_t)(src[(size_t)i * d + c] << (i * bits));
+    }
+    for (unsigned c = 0; c < d; c++)
+        for (unsigned j = 0; j < nb; j++) rows[(size_t)c * row_bytes + j] = tmp[(size_t)j * d + c];
+}
+
 static void pack_codes(const gear_block_layout *L, const cpu_scratch *s, uint8_t *blk)
 {
+    if (L->kind == GEAR_KEY && 8 % L->bits == 0 && L->n % (8 / L->bits) == 0 &&
+        L->row_bytes == L->n * L->bits / 8) {
+        /* omax (n*d unsigned) is free once quantization is done */
+        pack_key_bytes(s->codes, L->n, L->d, L->bits, (uint8_t *)s->omax, blk + L->off_codes,
+                       L->row_bytes);
+        return;
+    }
     for (unsigned r = 0; r < L->rows; r++) {
         uint8_t *row = blk + L->off_codes + (size_t)r * L->row_bytes;
         if (L->kind == GEAR_KEY) /* row r = channel r: stride d through the token-major codes */

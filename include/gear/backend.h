@@ -17,6 +17,7 @@
 #ifndef GEAR_BACKEND_H
 #define GEAR_BACKEND_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <gear.h>
@@ -84,28 +85,24 @@ GEAR_HD float gear_half_to_float(uint16_t h)
     return v.f;
 }
 
-/* Round to nearest even; overflow gives +-Inf, NaN stays NaN. */
+/* Round to nearest even; overflow gives +-Inf, NaN becomes the quiet NaN
+ * 0x7e00 (with the sign).  Branch-free (selects only) so that conversion
+ * loops vectorize: the normal range rounds on the integer bits, the
+ * subnormal range by one float addition of 0.5 (whose ulp is the half
+ * subnormal step, so the FPU does the round-to-nearest-even).  Checked
+ * against a branchy reference on all 2^32 inputs. */
 GEAR_HD uint16_t gear_float_to_half(float f)
 {
-    union { float f; uint32_t u; } v;
+    union { float f; uint32_t u; } v, s;
     v.f = f;
-    uint32_t x = v.u, sign = (x >> 16) & 0x8000u;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) /* Inf or NaN */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-    if (ax >= 0x477ff000u) /* rounds to >= 65520: overflow */
-        return (uint16_t)(sign | 0x7c00u);
-    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal */
-        if (ax < 0x33000000u) /* < 2^-25: rounds to zero */
-            return (uint16_t)sign;
-        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126 - e; /* 14..24 */
-        uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (r & 1u))) r++;
-        return (uint16_t)(sign | r);
-    }
-    uint32_t r = (ax >> 13) - ((127 - 15) << 10), rem = ax & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (r & 1u))) r++;
+    uint32_t sign = (v.u >> 16) & 0x8000u, ax = v.u & 0x7fffffffu;
+    uint32_t nrm = ((ax + 0x0fffu + ((ax >> 13) & 1u)) >> 13) - (112u << 10);
+    s.u = ax;
+    s.f += 0.5f;
+    uint32_t sub = s.u - 0x3f000000u;
+    uint32_t r = ax < 0x38800000u ? sub : nrm;  /* below 2^-14: subnormal half */
+    r = ax >= 0x477ff000u ? 0x7c00u : r;        /* rounds to >= 65520: Inf */
+    r = ax > 0x7f800000u ? 0x7e00u : r;         /* NaN */
     return (uint16_t)(sign | r);
 }
 
@@ -152,6 +149,28 @@ GEAR_HD float gear_rng_uniform(uint64_t key, uint32_t i)
 {
     uint64_t z = gear_mix64(key ^ (0xd1b54a32d192ed03ull * (uint64_t)(i + 1)));
     return (float)(uint32_t)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* e^x for x <= 0, the argument range of a softmax after subtracting the
+ * running maximum; relative error about 2e-7, and 0 for x < -87 or -inf.
+ * Branch-free (one select), so loops over it vectorize without libm;
+ * shared by the host backends and the benchmarks' fp16 baseline. */
+GEAR_HD float gear_exp_neg(float x)
+{
+    float xc = x < -87.0f ? -87.0f : x;
+    float k = rintf(xc * 1.44269504f);
+    float r = fmaf(k, -0.693145752f, xc);
+    r = fmaf(k, -1.42860677e-6f, r);
+    float p = 1.38888889e-3f;
+    p = fmaf(p, r, 8.33333333e-3f);
+    p = fmaf(p, r, 4.16666667e-2f);
+    p = fmaf(p, r, 1.66666667e-1f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    union { float f; int32_t i; } u;
+    u.i = ((int32_t)k + 127) << 23;
+    return x < -87.0f ? 0.0f : p * u.f;
 }
 
 /* Where a block came from: keys the start matrix. */

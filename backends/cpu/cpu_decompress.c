@@ -1,0 +1,94 @@
+/*
+ * cpu_decompress.c - reconstruction of one block, Q^ + S + A B^T, with the
+ * arithmetic of ref (code * scale + min as one fmaf, outliers overwrite,
+ * the low-rank sum as an fmaf chain over the rank in order), so codes and
+ * outliers decode bit-identically; laid out so the loops vectorize:
+ * groups are decoded along their rows, keys transposed in tiles after.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include "cpu.h"
+
+/* y[i] = fmaf(x[i], a, b) */
+GEAR_CPU_CLONES
+static void fma_row(float *y, const float *x, float a, float b, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) y[i] = fmaf(x[i], a, b);
+}
+
+/* out[t][j] += sum_c a[t][c] bt[c][j] (fmaf chain over c from 0) */
+GEAR_CPU_CLONES
+static void lowrank_add(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r)
+{
+    for (unsigned t = 0; t < n; t++) {
+        float *o = out + (size_t)t * d;
+        const float *at = a + (size_t)t * r;
+        for (unsigned j = 0; j < d; j++) {
+            float s = 0.0f;
+            for (unsigned c = 0; c < r; c++) s = fmaf(at[c], bt[(size_t)c * d + j], s);
+            o[j] += s;
+        }
+    }
+}
+
+/* dst (cols x rows) = transpose of src (rows x cols), in 16x16 tiles */
+static void transpose(const float *src, unsigned rows, unsigned cols, float *dst)
+{
+    for (unsigned r0 = 0; r0 < rows; r0 += 16)
+        for (unsigned c0 = 0; c0 < cols; c0 += 16) {
+            unsigned r1 = r0 + 16 < rows ? r0 + 16 : rows, c1 = c0 + 16 < cols ? c0 + 16 : cols;
+            for (unsigned r = r0; r < r1; r++)
+                for (unsigned c = c0; c < c1; c++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+        }
+}
+
+gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
+                                 float *out)
+{
+    (void)state;
+    unsigned n = L->n, d = L->d, r = L->rank;
+    size_t nd = (size_t)n * d;
+    /* rows x row_len decode, transposed for keys; small scratch on the stack
+     * for the usual block sizes, else the heap */
+    float stack_tmp[64 * 128 + 16];
+    float *tmp = L->kind == GEAR_KEY ? (nd + 16 <= sizeof stack_tmp / sizeof *stack_tmp
+                                            ? stack_tmp : malloc((nd + 16) * sizeof(float)))
+                                      : out;
+    if (!tmp) return GEAR_ERR_NO_MEMORY;
+    float codes[1024];
+    for (unsigned row = 0; row < L->rows; row++) {
+        const uint8_t *cr = blk + L->off_codes + (size_t)row * L->row_bytes;
+        float *dst = tmp + (size_t)row * L->row_len;
+        for (unsigned g = 0; g < L->groups_per_row; g++) {
+            size_t gi = (size_t)row * L->groups_per_row + g;
+            unsigned lo = g * L->group, len = g + 1 == L->groups_per_row ? L->row_len - lo : L->group;
+            float dl = gear_half_to_float(cpu_u16(blk + L->off_scales + 2 * gi));
+            float mn = gear_half_to_float(cpu_u16(blk + L->off_mins + 2 * gi));
+            for (unsigned p = 0; p < len; p += 1024) {
+                unsigned m = len - p < 1024 ? len - p : 1024;
+                gear_cpu_unpack(cr, L->bits, lo + p, m, codes);
+                fma_row(dst + lo + p, codes, dl, mn, m);
+            }
+        }
+    }
+    if (L->kind == GEAR_KEY) {
+        transpose(tmp, L->rows, L->row_len, out);
+        if (tmp != stack_tmp) free(tmp);
+    }
+    for (unsigned j = 0; j < L->n_outliers; j++)
+        out[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
+    if (!r) return GEAR_OK;
+    float a[64 * 8], bt[8 * 1024];
+    if ((size_t)n * r > sizeof a / sizeof *a || (size_t)d * r > sizeof bt / sizeof *bt) {
+        /* unusual shapes: ref's loop */
+        return gear_backend_ref_table()->reconstruct(state, L, blk, out) == GEAR_OK
+                   ? GEAR_OK : GEAR_ERR_INTERNAL;
+    }
+    for (size_t i = 0; i < (size_t)n * r; i++) a[i] = gear_half_to_float(cpu_u16(blk + L->off_a + 2 * i));
+    for (unsigned j = 0; j < d; j++)
+        for (unsigned c = 0; c < r; c++)
+            bt[(size_t)c * d + j] = gear_half_to_float(cpu_u16(blk + L->off_b + 2 * ((size_t)j * r + c)));
+    lowrank_add(out, a, bt, n, d, r);
+    return GEAR_OK;
+}

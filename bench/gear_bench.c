@@ -1,0 +1,427 @@
+/*
+ * gear_bench.c - `make bench`: libgear's speed as ratios against baselines
+ * measured in the same run, on the same machine (medians of repeats):
+ *
+ *   bw     memcpy and read bandwidth (1 thread and all threads);
+ *   codec  gear_compress / gear_decompress throughput per preset, backend
+ *          and thread count, in GB/s of fp16 KV, and as a ratio to memcpy
+ *          and read bandwidth;
+ *   attn   one decode step (attention of one query token in every layer)
+ *          over a compressed cache vs over an fp16 cache (bench/
+ *          fp16_attention.c), 8 KV heads, head_dim 64/128, 1 and 4 query
+ *          heads per KV head, 1k..32k tokens, with as many layers as it
+ *          takes for the *compressed* kivi2 cache to exceed the last-level
+ *          cache several times over (3x by default, --llc-mult): every
+ *          step streams from DRAM.
+ *
+ * Output: a table on stdout and JSON lines (--json FILE).  Absolute times
+ * appear only next to the ratio they feed.
+ */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <gear.h>
+#include <gear/backend.h>
+#include "fp16_attention.h"
+#include "../tools/gear/synth.h"
+
+#define MAX_REP 15
+
+static FILE *jf; /* JSON lines, or NULL */
+static int reps = 7;
+static double llc_mult = 3.0; /* the kivi2 cache is this many times the LLC */
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64)) {
+        fprintf(stderr, "gear-bench: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+static void check(gear_status st, const char *what)
+{
+    if (st != GEAR_OK) {
+        fprintf(stderr, "gear-bench: %s: %s (%s)\n", what, gear_status_string(st),
+                gear_last_error_message());
+        exit(1);
+    }
+}
+
+/* ------------------------------------------------------------ bandwidth */
+
+static size_t llc_bytes(void)
+{
+    long v = -1;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    return v > 0 ? (size_t)v : (size_t)32 << 20;
+}
+
+/* Sum of 64-bit words: one read of every byte, nothing written. */
+static uint64_t read_sum(const uint64_t *p, size_t n, int threads)
+{
+    uint64_t s = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : s) schedule(static)
+    for (size_t i = 0; i < n; i++) s += p[i];
+    return s;
+}
+
+static void memcpy_par(char *dst, const char *src, size_t n, int threads)
+{
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t per = (n / (size_t)nt + 63) / 64 * 64, a = per * (size_t)t;
+        if (a < n) memcpy(dst + a, src + a, a + per < n ? per : n - a);
+    }
+}
+
+typedef struct bw { double read_gbs, memcpy_gbs; } bw;
+
+static bw measure_bw(size_t bytes, int threads)
+{
+    char *a = xmalloc(bytes), *b = xmalloc(bytes);
+    memset(a, 1, bytes);
+    memset(b, 2, bytes);
+    double tr[MAX_REP], tc[MAX_REP];
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        sink += read_sum((const uint64_t *)a, bytes / 8, threads);
+        tr[r] = now() - t0;
+        t0 = now();
+        memcpy_par(b, a, bytes, threads);
+        tc[r] = now() - t0;
+    }
+    (void)sink;
+    free(a);
+    free(b);
+    /* memcpy: bytes copied per second (each byte is read and written) */
+    return (bw){bytes / median(tr, reps) / 1e9, bytes / median(tc, reps) / 1e9};
+}
+
+/* ---------------------------------------------------------------- data */
+
+/* Synthetic KV of one layer, fp16 [H][T][d] (keys and values). */
+static uint16_t *make_kv(gear_kind kind, int H, int T, int d, uint64_t seed)
+{
+    size_t n = (size_t)H * T * d;
+    float *f = xmalloc(n * sizeof(float));
+    gear_synth_kv(seed, kind, H, T, d, f);
+    uint16_t *h = xmalloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) h[i] = gear_float_to_half(f[i]);
+    free(f);
+    return h;
+}
+
+static gear_context *make_ctx(const char *backend, int threads)
+{
+    gear_context_params p;
+    gear_context_params_init(&p);
+    p.backend = backend;
+    p.n_threads = threads;
+    gear_context *c = NULL;
+    return gear_context_create(&p, &c) == GEAR_OK ? c : NULL;
+}
+
+/* ---------------------------------------------------------------- codec */
+
+static void bench_codec(const char *backend, int threads, const char *preset, const uint16_t *kv[2],
+                        int H, int T, int d, bw base)
+{
+    gear_context *ctx = make_ctx(backend, threads);
+    if (!ctx) return;
+    for (int kind = 0; kind < 2; kind++) {
+        gear_config cfg;
+        check(gear_config_preset(preset, (gear_kind)kind, &cfg), "preset");
+        gear_tensor x, y;
+        check(gear_tensor_init(&x, (void *)kv[kind], GEAR_F16, 3, H, T, d, 0), "tensor");
+        size_t cap, len = 0, in = (size_t)H * T * d * 2;
+        check(gear_compress_bound(&cfg, &x, &cap), "bound");
+        void *dst = xmalloc(cap);
+        uint16_t *out = xmalloc(in);
+        check(gear_tensor_init(&y, out, GEAR_F16, 3, H, T, d, 0), "tensor");
+        double tc[MAX_REP], td[MAX_REP];
+        for (int r = 0; r < reps; r++) {
+            double t0 = now();
+            check(gear_compress(ctx, &cfg, &x, 0, dst, cap, &len), "compress");
+            tc[r] = now() - t0;
+            t0 = now();
+            check(gear_decompress(ctx, dst, len, &y), "decompress");
+            td[r] = now() - t0;
+        }
+        double cg = in / median(tc, reps) / 1e9, dg = in / median(td, reps) / 1e9;
+        printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f   %8.3f %7.3f %7.3f\n", backend, preset,
+               kind ? "V" : "K", threads, cg, cg / threads, cg / base.memcpy_gbs, dg, dg / base.memcpy_gbs,
+               dg / base.read_gbs);
+        if (jf)
+            fprintf(jf,
+                    "{\"bench\":\"codec\",\"backend\":\"%s\",\"preset\":\"%s\",\"kind\":\"%s\","
+                    "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
+                    "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
+                    "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,"
+                    "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
+                    backend, preset, kind ? "value" : "key", threads, H, T, d, in, len, cg, cg / threads, dg,
+                    cg / base.memcpy_gbs, cg / base.read_gbs, dg / base.memcpy_gbs, dg / base.read_gbs);
+        free(dst);
+        free(out);
+    }
+    gear_context_free(ctx);
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct attn_shape { int T, d, G; } attn_shape;
+
+/* One decode step over L layers of an fp16 cache: median seconds. */
+static double time_fp16(uint16_t *const *k, uint16_t *const *v, int L, int H, int T, int d, int G,
+                        const float *q, float *out, int threads)
+{
+    double t[MAX_REP];
+    for (int r = -1; r < reps; r++) {
+        double t0 = now();
+        for (int l = 0; l < L; l++)
+            if (fp16_attention(k[l], v[l], (unsigned)H, (unsigned)T, (unsigned)d, q, (unsigned)G,
+                               1.0f / sqrtf((float)d), out, threads)) {
+                fprintf(stderr, "gear-bench: fp16 attention: out of memory\n");
+                exit(1);
+            }
+        if (r >= 0) t[r] = now() - t0;
+    }
+    return median(t, reps);
+}
+
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : 0;
+}
+
+static void bench_attn(const attn_shape *s, const char *const *presets, int np, int threads, bw base,
+                       size_t llc)
+{
+    const int H = 8, T = s->T, d = s->d, G = s->G;
+    /* layers: the kivi2 cache at least 4x the LLC (and at least 2 layers) */
+    gear_config ck, cv;
+    gear_block_info bi;
+    check(gear_config_preset("kivi2", GEAR_KEY, &ck), "preset");
+    check(gear_block_info_get(&ck, (unsigned)d, &bi), "block info");
+    double kivi_layer = 2.0 * H * T * d * bi.bpe / 8.0;
+    int L = (int)ceil(llc_mult * (double)llc / kivi_layer);
+    if (L < 2) L = 2;
+    size_t per = (size_t)H * T * d;
+    uint16_t *k0 = make_kv(GEAR_KEY, H, T, d, 11), *v0 = make_kv(GEAR_VALUE, H, T, d, 12);
+    uint16_t **k = xmalloc(sizeof(*k) * (size_t)L), **v = xmalloc(sizeof(*v) * (size_t)L);
+    for (int l = 0; l < L; l++) { /* separate copies: the step really streams L layers */
+        k[l] = xmalloc(per * 2);
+        v[l] = xmalloc(per * 2);
+        memcpy(k[l], k0, per * 2);
+        memcpy(v[l], v0, per * 2);
+    }
+    float *q = xmalloc(sizeof(float) * (size_t)H * G * d), *ref = xmalloc(sizeof(float) * (size_t)H * G * d);
+    float *out = xmalloc(sizeof(float) * (size_t)H * G * d);
+    gear_synth_normal(13, H * G * d, q);
+    double fp16_bytes = 2.0 * (double)per * 2.0 * L;
+    double t16 = time_fp16(k, v, L, H, T, d, G, q, ref, threads);
+    printf("%6d %4d %2d %4d %8.1f  %-7s %8.3f %7.2f %7.3f\n", T, d, G, L, fp16_bytes / 1e6, "fp16*",
+           t16 * 1e3, fp16_bytes / t16 / 1e9, fp16_bytes / t16 / 1e9 / base.read_gbs);
+    if (jf)
+        fprintf(jf,
+                "{\"bench\":\"attn\",\"impl\":\"fp16_baseline\",\"T\":%d,\"d\":%d,\"G\":%d,\"H_kv\":%d,"
+                "\"layers\":%d,\"threads\":%d,\"bytes\":%.0f,\"step_ms\":%.4f,\"gbs\":%.4f,\"over_read\":%.4f}\n",
+                T, d, G, H, L, threads, fp16_bytes, t16 * 1e3, fp16_bytes / t16 / 1e9,
+                fp16_bytes / t16 / 1e9 / base.read_gbs);
+    for (int l = 0; l < L; l++) {
+        free(v[l]);
+        v[l] = NULL;
+    }
+    gear_context *ctx = make_ctx("cpu", threads);
+    const char *be = "cpu";
+    if (!ctx) {
+        ctx = make_ctx("auto", threads);
+        be = ctx ? gear_context_backend_name(ctx) : "none";
+    }
+    if (!ctx) check(GEAR_ERR_BACKEND, "no backend");
+    gear_tensor tq, to, tk, tv;
+    check(gear_tensor_init(&tq, q, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
+    check(gear_tensor_init(&to, out, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
+    check(gear_tensor_init(&tk, k0, GEAR_F16, 3, H, T, d, 0), "tensor");
+    check(gear_tensor_init(&tv, v0, GEAR_F16, 3, H, T, d, 0), "tensor");
+    for (int p = 0; p < np; p++) {
+        check(gear_config_preset(presets[p], GEAR_KEY, &ck), "preset");
+        check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
+        gear_cache *c = NULL;
+        check(gear_cache_create(ctx, &ck, &cv, (unsigned)L, H, (unsigned)d, (unsigned)T, &c), "cache");
+        for (int l = 0; l < L; l++) check(gear_cache_append(c, (unsigned)l, &tk, &tv), "append");
+        gear_cache_stats st;
+        check(gear_cache_stats_get(c, &st), "stats");
+        double bytes = (double)st.compressed_bytes + (double)st.buffer_bytes, t[MAX_REP];
+        for (int r = -1; r < reps; r++) {
+            double t0 = now();
+            for (int l = 0; l < L; l++)
+                check(gear_cache_attention(c, (unsigned)l, &tq, 1.0f / sqrtf((float)d), &to), "attention");
+            if (r >= 0) t[r] = now() - t0;
+        }
+        double tm = median(t, reps), err = rel_err(out, ref, (size_t)H * G * d);
+        printf("%6d %4d %2d %4d %8.1f  %-7s %8.3f %7.2f %7.3f  %6.2fx  %.4f\n", T, d, G, L, bytes / 1e6,
+               presets[p], tm * 1e3, bytes / tm / 1e9, bytes / tm / 1e9 / base.read_gbs, t16 / tm, err);
+        if (jf)
+            fprintf(jf,
+                    "{\"bench\":\"attn\",\"impl\":\"libgear\",\"backend\":\"%s\",\"preset\":\"%s\","
+                    "\"T\":%d,\"d\":%d,\"G\":%d,\"H_kv\":%d,\"layers\":%d,\"threads\":%d,\"bytes\":%.0f,"
+                    "\"bpe\":%.4f,\"step_ms\":%.4f,\"gbs\":%.4f,\"over_read\":%.4f,"
+                    "\"speedup_vs_fp16\":%.4f,\"out_rel_err_vs_fp16\":%.5f}\n",
+                    be, presets[p], T, d, G, H, L, threads, bytes, st.bpe, tm * 1e3, bytes / tm / 1e9,
+                    bytes / tm / 1e9 / base.read_gbs, t16 / tm, err);
+        gear_cache_free(c);
+    }
+    gear_context_free(ctx);
+    for (int l = 0; l < L; l++) free(k[l]);
+    free(k);
+    free(v);
+    free(k0);
+    free(v0);
+    free(q);
+    free(ref);
+    free(out);
+}
+
+/* ----------------------------------------------------------------- main */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
+               "                  [--only bw|codec|attn] [--shape T,d,G] [--llc-mult M]\n"
+               "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n");
+}
+
+int main(int argc, char **argv)
+{
+    int threads = omp_get_max_threads(), quick = 0;
+    const char *only = NULL;
+    attn_shape one = {0, 0, 0};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && i + 1 < argc) {
+            jf = fopen(argv[++i], "w");
+            if (!jf) {
+                fprintf(stderr, "gear-bench: %s: %s\n", argv[i], strerror(errno));
+                return 1;
+            }
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--llc-mult") && i + 1 < argc) {
+            llc_mult = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "--shape") && i + 1 < argc) {
+            if (sscanf(argv[++i], "%d,%d,%d", &one.T, &one.d, &one.G) != 3 || one.T < 64 || one.d < 8 ||
+                one.G < 1) {
+                fprintf(stderr, "gear-bench: --shape wants T,d,G (e.g. 16384,128,4)\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            only = argv[++i];
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (threads < 1 || reps < 1 || reps > MAX_REP || !(llc_mult > 0)) {
+        fprintf(stderr, "gear-bench: --threads must be >= 1 and --reps 1..%d\n", MAX_REP);
+        return 2;
+    }
+    size_t llc = llc_bytes();
+    printf("gear-bench: libgear %s, %d threads, last-level cache %zu MiB, medians of %d\n",
+           gear_version_string(), threads, llc >> 20, reps);
+
+    /* baselines over 2 x 4 LLC of buffers, so they measure DRAM */
+    bw b1 = measure_bw(4 * llc, 1), bn = measure_bw(4 * llc, threads);
+    printf("\nbandwidth   threads   read GB/s   memcpy GB/s (bytes copied)\n");
+    printf("            %7d   %9.2f   %11.2f\n", 1, b1.read_gbs, b1.memcpy_gbs);
+    printf("            %7d   %9.2f   %11.2f\n", threads, bn.read_gbs, bn.memcpy_gbs);
+    if (jf) {
+        fprintf(jf, "{\"bench\":\"bw\",\"threads\":1,\"read_gbs\":%.4f,\"memcpy_gbs\":%.4f,\"llc_bytes\":%zu}\n",
+                b1.read_gbs, b1.memcpy_gbs, llc);
+        fprintf(jf, "{\"bench\":\"bw\",\"threads\":%d,\"read_gbs\":%.4f,\"memcpy_gbs\":%.4f,\"llc_bytes\":%zu}\n",
+                threads, bn.read_gbs, bn.memcpy_gbs, llc);
+    }
+
+    static const char *all[] = {"fp16", "kivi2", "kivi4", "kcvt4", "gear2", "gearl2", "gear4", "gearl4"};
+    if (!only || !strcmp(only, "codec")) {
+        /* 8 KV heads x 4096 tokens x 128: 8 MiB of fp16 per tensor */
+        const int H = 8, T = quick ? 1024 : 4096, d = 128;
+        const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};
+        printf("\ncodec: [%d,%d,%d] fp16 in/out; GB/s of fp16 KV; ratios to memcpy / read bandwidth "
+               "at the same thread count\n", H, T, d);
+        printf("backend preset kv th   comp GB/s /thread /memcpy   dec GB/s /memcpy   /read\n");
+        for (int p = 0; p < 8; p++) {
+            bench_codec("cpu", 1, all[p], kv, H, T, d, b1);
+            if (threads > 1) bench_codec("cpu", threads, all[p], kv, H, T, d, bn);
+        }
+        /* ref, the scalar oracle, on a quarter of the data (it is slow) */
+        for (int p = 0; p < 8 && !quick; p++) bench_codec("ref", 1, all[p], kv, H, T / 4, d, b1);
+        free((void *)kv[0]);
+        free((void *)kv[1]);
+    }
+    if (!only || !strcmp(only, "attn")) {
+        static const char *ap[] = {"kivi2", "gear2", "kivi4", "gear4"};
+        printf("\nattention: one decode step over all layers (8 KV heads, G query heads each), %d threads;\n"
+               "  MB = bytes read (compressed blocks + buffer); GB/s = MB/time; /read = fraction of read\n"
+               "  bandwidth; speed-up = fp16-cache time / time; err = output rel. error vs the fp16 cache\n",
+               threads);
+        printf("     T    d  G    L       MB  cache     ms/step   GB/s   /read  speedup  err\n");
+        static const int Ts[] = {1024, 4096, 16384, 32768}, ds[] = {64, 128}, Gs[] = {1, 4};
+        if (one.T) {
+            bench_attn(&one, ap, 4, threads, bn, llc);
+            if (jf) fclose(jf);
+            return 0;
+        }
+        for (int ti = quick ? 1 : 0; ti < 4; ti += quick ? 2 : 1)
+            for (int di = 0; di < 2; di++)
+                for (int gi = 0; gi < 2; gi++) {
+                    attn_shape s = {Ts[ti], ds[di], Gs[gi]};
+                    bench_attn(&s, ap, quick ? 2 : 4, threads, bn, llc);
+                    fflush(stdout);
+                }
+    }
+    if (jf) fclose(jf);
+    return 0;
+}

@@ -1,0 +1,23 @@
+# bench/local.mk - `make bench` (included from the top-level Makefile.am).
+# gear-bench is built only on demand (EXTRA_PROGRAMS) and run against the
+# modules of this build tree.  Results: a table on stdout and JSON lines in
+# bench/results/bench.jsonl; bench/plot_attention.py turns them into an SVG.
+
+EXTRA_PROGRAMS = bench/gear-bench
+bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
+	tools/gear/synth.c tools/gear/synth.h
+bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
+bench_gear_bench_LDADD = libgear.la $(LIBM)
+bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
+CLEANFILES += bench/gear-bench$(EXEEXT)
+EXTRA_DIST += bench/plot_attention.py
+
+GEAR_BENCH_FLAGS =
+bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES)
+	$(MKDIR_P) bench/results
+	GEAR_BACKEND_PATH='$(abs_top_builddir)/.libs' OMP_PROC_BIND=close \
+	  ./bench/gear-bench$(EXEEXT) --json bench/results/bench.jsonl $(GEAR_BENCH_FLAGS) \
+	  | tee bench/results/bench.txt
+	-$(PYTHON3) $(srcdir)/bench/plot_attention.py bench/results/bench.jsonl bench/results/attention-speedup.svg
+
+.PHONY: bench
