@@ -402,8 +402,9 @@ static int check_qheads(table_opts *o, int given, unsigned heads)
 static int load_kv(const char *cmd, const char *path, st_file *sf, kvset *s, table_opts *o);
 
 /* Where the demo's real KV sample is: $GEAR_DATA_DIR (an error if set but
- * the file is not there), else the source tree's tests/data when the build
- * defines GEAR_SOURCE_DATA_DIR.  1 and a path in buf when found, 0 when
+ * the file is not there), else the installed copy in GEAR_PKGDATADIR, else
+ * the source tree's tests/data in GEAR_SOURCE_DATA_DIR, when the build
+ * defines those (both string macros, e.g. from Makefile.am).  1 and a path in buf when found, 0 when
  * not (synthetic fallback), -1 after printing an error. */
 static int demo_sample_path(const char *cmd, char *buf, size_t cap)
 {
@@ -422,21 +423,30 @@ static int demo_sample_path(const char *cmd, char *buf, size_t cap)
         fclose(f);
         return 1;
     }
-#ifdef GEAR_SOURCE_DATA_DIR
-    if ((size_t)snprintf(buf, cap, "%s/%s", GEAR_SOURCE_DATA_DIR, DEMO_SAMPLE) < cap &&
-        (f = fopen(buf, "rb"))) {
-        fclose(f);
-        return 1;
-    }
+    static const char *const dirs[] = {
+#ifdef GEAR_PKGDATADIR
+        GEAR_PKGDATADIR, /* the installed copy */
 #endif
-    (void)cap;
+#ifdef GEAR_SOURCE_DATA_DIR
+        GEAR_SOURCE_DATA_DIR, /* the source tree */
+#endif
+        NULL};
+    for (size_t i = 0; dirs[i]; i++)
+        if ((size_t)snprintf(buf, cap, "%s/%s", dirs[i], DEMO_SAMPLE) < cap && (f = fopen(buf, "rb"))) {
+            fclose(f);
+            return 1;
+        }
     return 0;
 }
 
-#ifdef GEAR_SOURCE_DATA_DIR
-#define DEMO_SOURCE_DIR " (" GEAR_SOURCE_DATA_DIR ")"
+#if defined(GEAR_PKGDATADIR) && defined(GEAR_SOURCE_DATA_DIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_PKGDATADIR ", then " GEAR_SOURCE_DATA_DIR
+#elif defined(GEAR_PKGDATADIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_PKGDATADIR
+#elif defined(GEAR_SOURCE_DATA_DIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_SOURCE_DATA_DIR
 #else
-#define DEMO_SOURCE_DIR " (not compiled in: build with -DGEAR_SOURCE_DATA_DIR)"
+#define DEMO_SOURCE_DIR " (no default directory compiled into this build)"
 #endif
 
 void usage_demo(FILE *f)
@@ -447,7 +457,7 @@ void usage_demo(FILE *f)
                "built-in SYNTHETIC KV data.  No input needed.\n\n"
                "Real KV: " DEMO_SAMPLE " (SmolLM2-135M, 4 layers x 3\n"
                "KV heads x 1024 tokens x head_dim 64, on Jane Austen's Persuasion), looked up\n"
-               "in $GEAR_DATA_DIR, then in the source tree's tests/data%s.\n"
+               "in $GEAR_DATA_DIR, then in the built-in data directories%s.\n"
                "SYNTHETIC KV (gear_synth_kv: keys with outlier channels and smooth low-rank\n"
                "structure, values with per-token scale and heavy tails, one layer) is used\n"
                "when the sample is not found, with --synthetic, or when --tokens, --heads or\n"
