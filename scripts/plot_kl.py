@@ -3,10 +3,15 @@
 JSON lines that `gear-llm ppl --json FILE` appends.  Writes a standalone SVG
 by hand (no plotting library needed; the output is deterministic).
 
-    scripts/plot_kl.py RESULTS.jsonl [MORE.jsonl ...] -o docs/RESULTS-llm-kl-bpe.svg \
-        [--title TEXT] [--mode decode]
+    scripts/plot_kl.py RESULTS.jsonl [MORE.jsonl ...] -o docs/kl-vs-bpe.svg \
+        [--title TEXT] [--mode decode] [--table]
 
 Each distinct (text, token window, mode) becomes one series.  KL is drawn on a log axis; the fp16 baseline (KL 0) is left out.
+
+--table also prints a Markdown table pooled over all series (windows): per
+preset, perplexity from the summed log-likelihood (each window has tokens-1
+scored next tokens), Delta-ppl against the pooled fp16 perplexity, and KL
+and top-1 agreement weighted by tokens.  Every window must hold fp16.
 """
 import argparse
 import json
@@ -28,12 +33,35 @@ def load(paths, mode):
                 r = json.loads(line)
                 if mode and r.get("mode") != mode:
                     continue
-                if r["preset"] == "fp16" or not r.get("kl", 0) > 0:
-                    continue
                 skip, n = r.get("skip", 0), r.get("tokens", 0)
                 key = f'{r.get("text", "?")} tokens {skip}-{skip + n}, {r.get("mode")}'
                 series.setdefault(key, {})[r["preset"]] = r  # the last line of a preset wins
     return series
+
+
+def pooled_table(series):
+    """Markdown table pooled over the series (see --table)."""
+    presets = []
+    for s in series.values():
+        for p in s:
+            if p not in presets:
+                presets.append(p)
+    base_nll = sum(math.log(s["fp16"]["ppl"]) * (s["fp16"]["tokens"] - 1) for s in series.values())
+    base_n = sum(s["fp16"]["tokens"] - 1 for s in series.values())
+    base_ppl = math.exp(base_nll / base_n)
+    rows = ["| preset | bpe | windows | tokens | ppl | Δppl % | KL | top-1 % |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in presets:
+        rs = [s[p] for s in series.values() if p in s]
+        nll = sum(math.log(r["ppl"]) * (r["tokens"] - 1) for r in rs)
+        n1 = sum(r["tokens"] - 1 for r in rs)
+        n = sum(r["tokens"] for r in rs)
+        ppl = math.exp(nll / n1)
+        kl = sum(r["kl"] * r["tokens"] for r in rs) / n
+        top1 = sum(r["top1_pct"] * r["tokens"] for r in rs) / n
+        rows.append(f"| {p} | {rs[0]['bpe']:.3f} | {len(rs)} | {n} | {ppl:.4f} | "
+                    f"{100 * (ppl / base_ppl - 1):+.3f} | {kl:.5f} | {top1:.2f} |")
+    return "\n".join(rows)
 
 
 def marker(kind, x, y, color):
@@ -54,8 +82,13 @@ def main():
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--title", default="SmolLM2-135M, KL(fp16 || preset) of next-token distributions")
     ap.add_argument("--mode", default=None, help="keep only this mode (decode or prefill)")
+    ap.add_argument("--table", action="store_true", help="print a Markdown table pooled over the windows")
     a = ap.parse_args()
     series = load(a.inputs, a.mode)
+    if a.table:
+        print(pooled_table(series))
+    series = {k: {p: r for p, r in s.items() if p != "fp16" and r.get("kl", 0) > 0} for k, s in series.items()}
+    series = {k: s for k, s in series.items() if s}
     if not series:
         sys.exit("plot_kl.py: no points (need presets other than fp16 with KL > 0)")
     pts = [r for s in series.values() for r in s.values()]

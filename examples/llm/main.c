@@ -415,6 +415,7 @@ static int cmd_generate(const opts *o)
     }
     t_decode = llm_now() - t0;
     printf("\n");
+    fflush(stdout); /* the completion before the statistics on stderr */
     gear_cache_stats s;
     gear_cache_stats_get(cache, &s);
     fprintf(stderr,

@@ -134,6 +134,12 @@ int llm_model_load(const gguf_file *f, llm_model **out)
                  hp->n_head_kv, hp->head_dim, hp->rope_dim);
         goto fail;
     }
+    /* every product of dimensions used below must fit an int (MAX_DIM bounds
+     * each factor, not their products) */
+    if ((int64_t)hp->n_head * hp->head_dim > MAX_DIM || (int64_t)hp->n_head_kv * hp->head_dim > MAX_DIM) {
+        llm_fail("%d heads x head_dim %d: projections too large", hp->n_head, hp->head_dim);
+        goto fail;
+    }
     gguf_str scaling;
     if (gguf_find(f, "llama.rope.scaling.type") && !gguf_get_str(f, "llama.rope.scaling.type", &scaling) &&
         !gguf_str_eq(scaling, "none")) {

@@ -56,7 +56,7 @@ typedef struct table_opts {
     int json;
     uint64_t seed;
     unsigned qheads;
-    const char *source;      /* "synthetic" or "file" */
+    const char *source;      /* "synthetic", "file" (eval) or "sample" (demo's real KV) */
     const char *file;
     char layers_desc[128];   /* e.g. "layers 0, 10, 20, 29" */
 } table_opts;
@@ -239,6 +239,9 @@ static void print_header(const table_opts *o, const kvset *s, const char *backen
     if (!strcmp(o->source, "synthetic"))
         printf("gear demo: SYNTHETIC KV data (gear_synth_kv, seed %llu), not a real model: ",
                (unsigned long long)o->seed);
+    else if (!strcmp(o->source, "sample"))
+        printf("gear demo: REAL KV sample '%s' (SmolLM2-135M on Persuasion, %s): ", o->file,
+               o->layers_desc);
     else
         printf("gear eval: KV from '%s' (%s): ", o->file, o->layers_desc);
     printf("%u layer%s x %u KV heads x %s tokens x head_dim %u; backend %s\n", s->n_layer,
@@ -394,17 +397,77 @@ static int check_qheads(table_opts *o, int given, unsigned heads)
 
 /* --------------------------------------------------------------- demo */
 
+#define DEMO_SAMPLE "smollm2-135m-persuasion-kv.safetensors"
+
+static int load_kv(const char *cmd, const char *path, st_file *sf, kvset *s, table_opts *o);
+
+/* Where the demo's real KV sample is: $GEAR_DATA_DIR (an error if set but
+ * the file is not there), else the installed copy in GEAR_PKGDATADIR, else
+ * the source tree's tests/data in GEAR_SOURCE_DATA_DIR, when the build
+ * defines those (both string macros, e.g. from Makefile.am).  1 and a path in buf when found, 0 when
+ * not (synthetic fallback), -1 after printing an error. */
+static int demo_sample_path(const char *cmd, char *buf, size_t cap)
+{
+    const char *env = getenv("GEAR_DATA_DIR");
+    FILE *f;
+    if (env && *env) {
+        if ((size_t)snprintf(buf, cap, "%s/%s", env, DEMO_SAMPLE) >= cap) {
+            cli_error(cmd, "GEAR_DATA_DIR is too long");
+            return -1;
+        }
+        if (!(f = fopen(buf, "rb"))) {
+            cli_error(cmd, "GEAR_DATA_DIR is set but '%s' cannot be opened (unset it, or use "
+                      "--synthetic)", buf);
+            return -1;
+        }
+        fclose(f);
+        return 1;
+    }
+    static const char *const dirs[] = {
+#ifdef GEAR_PKGDATADIR
+        GEAR_PKGDATADIR, /* the installed copy */
+#endif
+#ifdef GEAR_SOURCE_DATA_DIR
+        GEAR_SOURCE_DATA_DIR, /* the source tree */
+#endif
+        NULL};
+    for (size_t i = 0; dirs[i]; i++)
+        if ((size_t)snprintf(buf, cap, "%s/%s", dirs[i], DEMO_SAMPLE) < cap && (f = fopen(buf, "rb"))) {
+            fclose(f);
+            return 1;
+        }
+    return 0;
+}
+
+#if defined(GEAR_PKGDATADIR) && defined(GEAR_SOURCE_DATA_DIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_PKGDATADIR ", then " GEAR_SOURCE_DATA_DIR
+#elif defined(GEAR_PKGDATADIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_PKGDATADIR
+#elif defined(GEAR_SOURCE_DATA_DIR)
+#define DEMO_SOURCE_DIR ":\n" GEAR_SOURCE_DATA_DIR
+#else
+#define DEMO_SOURCE_DIR " (no default directory compiled into this build)"
+#endif
+
 void usage_demo(FILE *f)
 {
-    fprintf(f, "Usage: gear demo [--preset P ...] [--tokens T] [--heads H] [--head-dim D]\n"
-               "                 [--qheads Q] [--seed S] [--backend NAME] [--json]\n\n"
-               "Compare presets on built-in SYNTHETIC KV data (gear_synth_kv: keys with\n"
-               "outlier channels and smooth low-rank structure, values with per-token scale\n"
-               "and heavy tails), one layer.  No input needed.  For real data use 'gear\n"
-               "eval', e.g. on tests/data/smollm2-135m-persuasion-kv.safetensors.\n\n"
-               "  --tokens T      tokens (default 1024)\n"
-               "  --heads H       KV heads (default 8)\n"
-               "  --head-dim D    head dimension (default 128)\n");
+    fprintf(f, "Usage: gear demo [--preset P ...] [--synthetic] [--tokens T] [--heads H]\n"
+               "                 [--head-dim D] [--qheads Q] [--seed S] [--backend NAME] [--json]\n\n"
+               "Compare presets on the real KV sample when it can be found, else on\n"
+               "built-in SYNTHETIC KV data.  No input needed.\n\n"
+               "Real KV: " DEMO_SAMPLE " (SmolLM2-135M, 4 layers x 3\n"
+               "KV heads x 1024 tokens x head_dim 64, on Jane Austen's Persuasion), looked up\n"
+               "in $GEAR_DATA_DIR, then in the built-in data directories%s.\n"
+               "SYNTHETIC KV (gear_synth_kv: keys with outlier channels and smooth low-rank\n"
+               "structure, values with per-token scale and heavy tails, one layer) is used\n"
+               "when the sample is not found, with --synthetic, or when --tokens, --heads or\n"
+               "--head-dim is given.  The header line says which data was used.  For other\n"
+               "real data use 'gear eval --in FILE'.\n\n"
+               "  --synthetic     use synthetic KV even if the real sample is there\n"
+               "  --tokens T      synthetic tokens (default 1024)\n"
+               "  --heads H       synthetic KV heads (default 8)\n"
+               "  --head-dim D    synthetic head dimension (default 128)\n",
+               DEMO_SOURCE_DIR);
     fprintf(f, COMMON_HELP, " and of the KV data");
 }
 
@@ -416,15 +479,40 @@ int cmd_demo(int argc, char **argv)
     o.seed = 1;
     o.source = "synthetic";
     unsigned tokens = 1024, heads = 8, head_dim = 128;
-    int qh_given = 0;
+    int qh_given = 0, synthetic = 0, shape_given = 0;
     const cli_opt opts[] = {
         COMMON_OPTS(o, qh_given),
-        {"--tokens", OPT_UINT, &tokens, 1, 1u << 20, NULL},
-        {"--heads", OPT_UINT, &heads, 1, 1024, NULL},
-        {"--head-dim", OPT_UINT, &head_dim, 1, 65535, NULL},
+        {"--synthetic", OPT_FLAG, &synthetic, 0, 0, NULL},
+        {"--tokens", OPT_UINT, &tokens, 1, 1u << 20, &shape_given},
+        {"--heads", OPT_UINT, &heads, 1, 1024, &shape_given},
+        {"--head-dim", OPT_UINT, &head_dim, 1, 65535, &shape_given},
     };
     int rc = cli_parse(o.cmd, argc, argv, opts, (int)(sizeof opts / sizeof opts[0]), usage_demo);
-    if (rc || (rc = check_qheads(&o, qh_given, heads))) return rc;
+    if (rc) return rc;
+    if (!synthetic && !shape_given) { /* the real KV sample, when it can be found */
+        char path[4096];
+        int found = demo_sample_path(o.cmd, path, sizeof path);
+        if (found < 0) return CLI_FAIL;
+        if (found) {
+            char err[256];
+            st_file *sf = NULL;
+            kvset s;
+            memset(&s, 0, sizeof s);
+            if (st_open(path, &sf, err, sizeof err)) {
+                cli_error(o.cmd, "'%s': %s", path, err);
+                return CLI_FAIL;
+            }
+            o.source = "sample";
+            o.file = path;
+            rc = load_kv(o.cmd, path, sf, &s, &o);
+            st_close(sf);
+            if (!rc) rc = check_qheads(&o, qh_given, s.heads);
+            if (!rc) rc = run_table(&o, &s);
+            kvset_free(&s);
+            return rc;
+        }
+    }
+    if ((rc = check_qheads(&o, qh_given, heads))) return rc;
     if ((uint64_t)heads * tokens * head_dim > (1ull << 26))
         return cli_usage_error(o.cmd, "heads x tokens x head-dim = %llu entries is more than the "
                                "demo allows (2^26)",
