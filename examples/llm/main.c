@@ -221,8 +221,8 @@ static int preset_blocks(const char *spec, unsigned head_dim, size_t *kbytes, si
  * below one block counted as fp16). */
 static double kv_bytes_at(const llm_model *m, const char *preset, unsigned tokens)
 {
-    size_t kb, vb;
-    unsigned block;
+    size_t kb = 0, vb = 0;
+    unsigned block = 1;
     double bpe;
     if (preset_blocks(preset, (unsigned)m->hp.head_dim, &kb, &vb, &block, &bpe)) return -1.0;
     double per_head = (double)(tokens / block) * (double)(kb + vb) + 2.0 * 2.0 * (tokens % block) * m->hp.head_dim;

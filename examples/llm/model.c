@@ -123,7 +123,7 @@ int llm_model_load(const gguf_file *f, llm_model **out)
     if (get_dim(f, a, "attention.key_length", &hp->head_dim, hp->n_embd / hp->n_head) ||
         get_dim(f, a, "rope.dimension_count", &hp->rope_dim, hp->head_dim))
         goto fail;
-    int vlen;
+    int vlen = 0;
     if (get_dim(f, a, "attention.value_length", &vlen, hp->head_dim)) goto fail;
     if (vlen != hp->head_dim) {
         llm_fail("key length %d and value length %d differ", hp->head_dim, vlen);
