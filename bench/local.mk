@@ -10,7 +10,7 @@ bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
 bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
 CLEANFILES += bench/gear-bench$(EXEEXT)
-EXTRA_DIST += bench/plot_attention.py
+EXTRA_DIST += bench/plot_attention.py bench/summarize.py
 
 GEAR_BENCH_FLAGS =
 bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES)

@@ -143,11 +143,7 @@ CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const
         memset(s, 0, sizeof(float) * rows * n);
         for (unsigned t = 0; t < n; t++) {
             halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
-            for (unsigned i = 0; i < rows; i++) {
-                float acc = 0.0f;
-                for (unsigned c = 0; c < d; c++) acc += q[i * d + c] * tmp[c];
-                s[i * n + t] = acc;
-            }
+            for (unsigned i = 0; i < rows; i++) s[i * n + t] = dot(q + (size_t)i * d, tmp, d);
         }
         return;
     }
@@ -298,11 +294,7 @@ CPU_INLINE void scale_mask(const gear_attention_args *a, unsigned rows, unsigned
 CPU_INLINE void raw_scores(const float *k, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
 {
     for (unsigned i = 0; i < rows; i++)
-        for (unsigned t = 0; t < n; t++) {
-            float acc = 0.0f;
-            for (unsigned c = 0; c < d; c++) acc += q[i * d + c] * k[(size_t)t * d + c];
-            s[(size_t)i * n + t] = acc;
-        }
+        for (unsigned t = 0; t < n; t++) s[(size_t)i * n + t] = dot(q + (size_t)i * d, k + (size_t)t * d, d);
 }
 
 /* One work item: chunk c of block indices (or the buffer, c == chunks)
