@@ -33,12 +33,6 @@ static gear_status cpu_init(const gear_backend_params *p, void **state)
 
 static void cpu_shutdown(void *state) { free(state); }
 
-static const char *cpu_last_error(void *state)
-{
-    (void)state;
-    return "";
-}
-
 static gear_status cpu_alloc(void *state, size_t bytes, void **ptr)
 {
     (void)state;
@@ -52,20 +46,6 @@ static void cpu_free(void *state, void *ptr)
 {
     (void)state;
     free(ptr);
-}
-
-static gear_status cpu_copy(void *state, void *dst, const void *src, size_t bytes, gear_copy_dir dir)
-{
-    (void)state;
-    (void)dir;
-    if (bytes) memmove(dst, src, bytes);
-    return GEAR_OK;
-}
-
-static gear_status cpu_sync(void *state)
-{
-    (void)state;
-    return GEAR_OK;
 }
 
 static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, unsigned count,
@@ -97,12 +77,9 @@ static struct gear_backend_i cpu_backend = {
     .score = cpu_score,
     .init = cpu_init,
     .shutdown = cpu_shutdown,
-    .last_error = cpu_last_error,
     .on_device = 0,
     .mem_alloc = cpu_alloc,
     .mem_free = cpu_free,
-    .mem_copy = cpu_copy,
-    .sync = cpu_sync,
     .compress_blocks = cpu_compress_blocks,
     .attention = gear_cpu_attention,
 };
@@ -116,6 +93,10 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
     gear_cpu_have_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                            __builtin_cpu_supports("avx512vl") && getenv("GEAR_CPU_NO_AVX512") == NULL;
 #endif
+    /* host memory like ref: its copy, sync and error slots serve as they are */
+    cpu_backend.last_error = ref->last_error;
+    cpu_backend.mem_copy = ref->mem_copy;
+    cpu_backend.sync = ref->sync;
     cpu_backend.outlier_select = ref->outlier_select;
     cpu_backend.quantize = ref->quantize;
     cpu_backend.dequantize = ref->dequantize;
