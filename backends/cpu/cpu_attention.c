@@ -111,7 +111,29 @@ CPU_INLINE int fast_values(const gear_block_layout *L)
 /* Per-thread float copies of a block's small sections. */
 typedef struct blockf {
     float *dl, *mn, *a, *b, *w, *ov;
+    unsigned *ot, *oc; /* outlier token and channel */
 } blockf;
+
+/* Outliers of a block as (token ot[j], channel oc[j], ov[j] = exact value
+ * minus the group minimum that the codes already contributed: an outlier's
+ * code is 0).  Separate passes so each vectorizes; the caller applies them
+ * as sparse corrections. */
+CPU_INLINE void outlier_deltas(const gear_block_layout *L, const uint8_t *blk, blockf *f)
+{
+    unsigned d = L->d, no = L->n_outliers, gpr = L->groups_per_row;
+    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
+    const uint8_t *idx = blk + L->off_oidx;
+    for (unsigned j = 0; j < no; j++) {
+        unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8, t = cpu_div(fl, md);
+        f->ot[j] = t;
+        f->oc[j] = fl - t * d;
+    }
+    halves(blk + L->off_oval, no, f->ov);
+    if (L->kind == GEAR_KEY) /* rows are channels, groups run along tokens */
+        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->oc[j] * gpr + cpu_div(f->ot[j], mg)];
+    else
+        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->ot[j] * gpr + cpu_div(f->oc[j], mg)];
+}
 
 /* Low-rank factor X (count x r, fp16, row-major) as fp32 columns:
  * dst[k][x], so the products below run along contiguous vectors. */
@@ -179,12 +201,13 @@ CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const
         }
     }
     /* outliers: replace the decoded minimum (code 0) by the exact value */
-    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
-    halves(blk + L->off_oval, L->n_outliers, f->ov);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = cpu_div(fl, md), c = fl - t * d;
-        float delta = f->ov[j] - f->mn[(size_t)c * L->groups_per_row + cpu_div(t, mg)];
-        for (unsigned i = 0; i < rows; i++) s[(size_t)i * n + t] += q[i * d + c] * delta;
+    if (L->n_outliers) {
+        outlier_deltas(L, blk, f);
+        for (unsigned i = 0; i < rows; i++) {
+            float *si = s + (size_t)i * n;
+            const float *qi = q + (size_t)i * d;
+            for (unsigned j = 0; j < L->n_outliers; j++) si[f->ot[j]] += qi[f->oc[j]] * f->ov[j];
+        }
     }
     if (L->rank) lowrank_scores(L, blk, q, rows, s, f);
 }
@@ -222,12 +245,13 @@ CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk,
             for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
         }
     }
-    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
-    halves(blk + L->off_oval, L->n_outliers, f->ov);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned fl = cpu_u16(blk + L->off_oidx + 2 * j), t = cpu_div(fl, md), c = fl - t * d;
-        float delta = f->ov[j] - f->mn[(size_t)t * L->groups_per_row + cpu_div(c, mg)];
-        for (unsigned i = 0; i < rows; i++) o[(size_t)i * d + c] += p[(size_t)i * n + t] * delta;
+    if (L->n_outliers) {
+        outlier_deltas(L, blk, f);
+        for (unsigned i = 0; i < rows; i++) {
+            float *oi = o + (size_t)i * d;
+            const float *pi = p + (size_t)i * n;
+            for (unsigned j = 0; j < L->n_outliers; j++) oi[f->oc[j]] += pi[f->ot[j]] * f->ov[j];
+        }
     }
     if (!r) return;
     /* low rank: o_i += (p_i . A) . B^T */
@@ -376,20 +400,22 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
          * outlier values (<= n*d) */
         size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
         float *fbuf = malloc(sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d));
+        unsigned *obuf = malloc(sizeof(unsigned) * 2 * nd);
         blockf f = {fbuf, fbuf + nd, fbuf + 2 * nd, fbuf + 2 * nd + nr, fbuf + 2 * nd + 2 * nr,
-                    fbuf + 2 * nd + 2 * nr + (size_t)rows * d};
-        if (!s || !tmp || !fbuf) {
+                    fbuf + 2 * nd + 2 * nr + (size_t)rows * d, obuf, obuf ? obuf + nd : NULL};
+        if (!s || !tmp || !fbuf || !obuf) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!s || !tmp || !fbuf) continue;
+            if (!s || !tmp || !fbuf || !obuf) continue;
             attend_item(a, c, chunks, per, items, acc, parts, s, tmp, &f);
         }
         free(s);
         free(tmp);
         free(fbuf);
+        free(obuf);
     }
     if (failed) {
         free(acc);
