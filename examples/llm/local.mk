@@ -11,4 +11,4 @@ examples_llm_gear_llm_SOURCES = \
 examples_llm_gear_llm_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS) -I$(top_srcdir)/include
 examples_llm_gear_llm_LDADD = libgear.la -lm
 examples_llm_gear_llm_LDFLAGS = $(OPENMP_CFLAGS)
-EXTRA_DIST += examples/llm/README.md
+EXTRA_DIST += examples/llm/README.md examples/llm/fuzz_gguf.c examples/llm/fuzz_gguf.py examples/llm/make_tiny_gguf.py
