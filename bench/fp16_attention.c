@@ -12,11 +12,7 @@
 #include <gear/backend.h>
 #include "fp16_attention.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
+#define CLONES GEAR_CLONES
 
 typedef uint16_t f16;
 #define F16_TO_F32(x) gear_half_to_float(x)

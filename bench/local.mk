@@ -3,6 +3,10 @@
 # modules of this build tree.  Results: a table on stdout and JSON lines in
 # bench/results/bench.jsonl; bench/plot_attention.py turns them into an SVG.
 
+EXTRA_DIST += bench/plot_attention.py bench/summarize.py
+
+# (the bench and its fp16 baseline use OpenMP)
+if HAVE_OPENMP
 EXTRA_PROGRAMS = bench/gear-bench
 bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
 	tools/gear/synth.c tools/gear/synth.h
@@ -10,7 +14,6 @@ bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
 bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
 CLEANFILES += bench/gear-bench$(EXEEXT)
-EXTRA_DIST += bench/plot_attention.py bench/summarize.py
 
 GEAR_BENCH_FLAGS =
 bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES)
@@ -20,4 +23,8 @@ bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES)
 	  | tee bench/results/bench.txt
 	-$(PYTHON3) $(srcdir)/bench/plot_attention.py bench/results/bench.jsonl bench/results/attention-speedup.svg
 
+else
+bench:
+	@echo "make bench needs OpenMP (configure found none)"; exit 1
+endif
 .PHONY: bench

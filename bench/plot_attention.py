@@ -6,7 +6,12 @@ library needed."""
 import json, math, sys
 
 def main(src, dst):
-    rows = [json.loads(l) for l in open(src) if l.strip()]
+    rows = []
+    for l in open(src):
+        try:
+            rows.append(json.loads(l))
+        except ValueError:  # a run cut short
+            pass
     att = [r for r in rows if r.get("bench") == "attn" and r.get("impl") == "libgear"]
     if not att:
         sys.exit("plot_attention.py: no attention rows in " + src)
@@ -35,7 +40,7 @@ def main(src, dst):
             out.append(f'<text x="{x0-6}" y="{Y(s)+4}" text-anchor="end">{s}x</text>')
         out.append(f'<line x1="{x0}" x2="{x0+pw}" y1="{Y(1)}" y2="{Y(1)}" stroke="#444" stroke-dasharray="4,3"/>')
         for T in Ts:
-            out.append(f'<text x="{X(T)}" y="{y0+ph+14}" text-anchor="middle">{T//1024}k</text>')
+            out.append(f'<text x="{X(T)}" y="{y0+ph+14}" text-anchor="middle">{f"{T // 1024}k" if T >= 1024 else T}</text>')
         out.append(f'<text x="{x0+pw/2}" y="{y0+ph+30}" text-anchor="middle">context tokens</text>')
         for j, p in enumerate(presets):
             pts = sorted((r["T"], r["speedup_vs_fp16"]) for r in att if r["preset"] == p and r["d"] == d and r["G"] == G)

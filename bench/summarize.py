@@ -32,13 +32,13 @@ def main(path):
                   f"{k['decompress_over_read']:.3f} / {v['decompress_over_read']:.3f} |")
     att = [r for r in rows if r["bench"] == "attn"]
     if att:
-        base = {(r["T"], r["d"], r["G"]): r for r in att if r["impl"] == "fp16_baseline"}
+        base = {(r["T"], r["d"], r["G"], r["threads"], r["layers"]): r for r in att if r["impl"] == "fp16_baseline"}
         print("\n| tokens | head_dim | G | layers | fp16 ms (GB/s, /read) | preset | ms | GB/s | /read | speed-up | out err |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in att:
             if r["impl"] != "libgear":
                 continue
-            b = base.get((r["T"], r["d"], r["G"]))
+            b = base.get((r["T"], r["d"], r["G"], r["threads"], r["layers"]))
             bs = f"{b['step_ms']:.0f} ({b['gbs']:.1f}, {b['over_read']:.2f})" if b else "-"
             print(f"| {r['T']} | {r['d']} | {r['G']} | {r['layers']} | {bs} | {r['preset']} | {r['step_ms']:.0f} | "
                   f"{r['gbs']:.2f} | {r['over_read']:.2f} | {r['speedup_vs_fp16']:.2f}x | {r['out_rel_err_vs_fp16']:.3f} |")

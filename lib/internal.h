@@ -17,13 +17,7 @@
 #  define GEAR_PRINTF(a, b)
 #endif
 
-/* Hot loops of the core are built for several x86-64 levels and picked
- * at load time (the core itself still runs on any x86-64). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GEAR_NO_CLONES)
-#define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GEAR_CLONES
-#endif
+/* GEAR_CLONES (hot loops per x86-64 level) comes from gear/backend.h. */
 
 /* ---- status.c: errors and logging */
 /* Record the detail of a failure for gear_last_error_message(); returns s. */

@@ -7,14 +7,9 @@
 #include <gear/backend.h>
 
 /* Hot loops are compiled for several instruction sets and picked at load
- * time by the dynamic linker (GCC/clang function multi-versioning), so the
- * module runs on any x86-64 and uses AVX2/AVX-512 where present. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GEAR_NO_CLONES)
-#define GEAR_CPU_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define GEAR_CPU_CLONES
-#endif
+ * time (GEAR_CLONES of gear/backend.h), so the module runs on any x86-64
+ * and uses AVX2/AVX-512 where present. */
+#define GEAR_CPU_CLONES GEAR_CLONES
 
 /* Helpers inlined into each clone of their caller, so that one clone per
  * instruction set covers a whole kernel (a call per row through the

@@ -78,12 +78,6 @@ CPU_INLINE void halves(const uint8_t *src, size_t n, float *dst)
     for (size_t i = 0; i < n; i++) dst[i] = half_at(src, i);
 }
 
-#ifdef GEAR_CPU_AVX512
-CPU_INLINE void mul(const float *a, const float *b, unsigned n, float *out)
-{
-    for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
-}
-
 /* OpenMP simd reduction: vectorized without -ffast-math. */
 CPU_INLINE float dot(const float *a, const float *b, unsigned n)
 {
@@ -91,6 +85,12 @@ CPU_INLINE float dot(const float *a, const float *b, unsigned n)
 #pragma omp simd reduction(+ : s)
     for (unsigned i = 0; i < n; i++) s += a[i] * b[i];
     return s;
+}
+
+#ifdef GEAR_CPU_AVX512
+CPU_INLINE void mul(const float *a, const float *b, unsigned n, float *out)
+{
+    for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
 }
 
 /* The shapes the AVX-512 kernels take: 2/4-bit codes in groups of 64. */
@@ -370,6 +370,10 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     if (rows > MAX_ROWS || a->n_qtok == 0 || a->n_qtok > T) return GEAR_ERR_UNSUPPORTED;
+    /* uncompressed blocks are read as fp16 (what caches store); anything
+     * else goes to the core's attention */
+    if ((a->lk->bits == 0 && a->lk->raw_dtype != GEAR_F16) || (a->lv->bits == 0 && a->lv->raw_dtype != GEAR_F16))
+        return GEAR_ERR_UNSUPPORTED;
     /* Work items are chunks of block indices, each over every head: the
      * cache stores blocks [block][head], so an item streams contiguous
      * memory.  Enough chunks to feed every thread; the buffer is one more. */

@@ -4,6 +4,7 @@
  * ones (they define the semantics and are only used by callers that ask
  * for them piecewise).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
@@ -37,6 +38,10 @@ static gear_status cpu_alloc(void *state, size_t bytes, void **ptr)
 {
     (void)state;
     /* 64-byte alignment: whole cache lines, and AVX-512 loads */
+    if (bytes > SIZE_MAX - 63) {
+        *ptr = NULL;
+        return GEAR_ERR_NO_MEMORY;
+    }
     size_t sz = (bytes + 63) / 64 * 64;
     *ptr = aligned_alloc(64, sz ? sz : 64);
     return *ptr ? GEAR_OK : GEAR_ERR_NO_MEMORY;

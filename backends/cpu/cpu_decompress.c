@@ -49,14 +49,10 @@ gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const 
     (void)state;
     unsigned n = L->n, d = L->d, r = L->rank;
     size_t nd = (size_t)n * d;
-    /* rows x row_len decode, transposed for keys; small scratch on the stack
-     * for the usual block sizes, else the heap */
-    float stack_tmp[64 * 128 + 16];
-    float *tmp = L->kind == GEAR_KEY ? (nd + 16 <= sizeof stack_tmp / sizeof *stack_tmp
-                                            ? stack_tmp : malloc((nd + 16) * sizeof(float)))
-                                      : out;
+    /* keys decode along their rows (channels) into tmp, then transpose */
+    float *tmp = L->kind == GEAR_KEY ? malloc((nd + 16) * sizeof(float)) : out;
     if (!tmp) return GEAR_ERR_NO_MEMORY;
-    float codes[1024];
+    float codes[1024]; /* one group's codes at a time */
     for (unsigned row = 0; row < L->rows; row++) {
         const uint8_t *cr = blk + L->off_codes + (size_t)row * L->row_bytes;
         float *dst = tmp + (size_t)row * L->row_len;
@@ -74,21 +70,18 @@ gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const 
     }
     if (L->kind == GEAR_KEY) {
         transpose(tmp, L->rows, L->row_len, out);
-        if (tmp != stack_tmp) free(tmp);
+        free(tmp);
     }
     for (unsigned j = 0; j < L->n_outliers; j++)
         out[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
     if (!r) return GEAR_OK;
-    float a[64 * 8], bt[8 * 1024];
-    if ((size_t)n * r > sizeof a / sizeof *a || (size_t)d * r > sizeof bt / sizeof *bt) {
-        /* unusual shapes: ref's loop */
-        return gear_backend_ref_table()->reconstruct(state, L, blk, out) == GEAR_OK
-                   ? GEAR_OK : GEAR_ERR_INTERNAL;
-    }
+    float *a = malloc(sizeof(float) * ((size_t)n * r + (size_t)d * r)), *bt = a ? a + (size_t)n * r : NULL;
+    if (!a) return GEAR_ERR_NO_MEMORY;
     for (size_t i = 0; i < (size_t)n * r; i++) a[i] = gear_half_to_float(cpu_u16(blk + L->off_a + 2 * i));
     for (unsigned j = 0; j < d; j++)
         for (unsigned c = 0; c < r; c++)
             bt[(size_t)c * d + j] = gear_half_to_float(cpu_u16(blk + L->off_b + 2 * ((size_t)j * r + c)));
     lowrank_add(out, a, bt, n, d, r);
+    free(a);
     return GEAR_OK;
 }

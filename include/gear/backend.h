@@ -151,6 +151,17 @@ GEAR_HD float gear_rng_uniform(uint64_t key, uint32_t i)
     return (float)(uint32_t)(z >> 40) * (1.0f / 16777216.0f);
 }
 
+/* GEAR_CLONES: compile a hot function for several x86-64 levels (AVX-512,
+ * AVX2, baseline), picked at load time (GCC >= 12 function multi-versioning
+ * with ifunc).  libgear's configure tests that the compiler and the C
+ * library support it and then defines GEAR_HAVE_TARGET_CLONES; elsewhere
+ * the functions are compiled once, for the baseline. */
+#if defined(GEAR_HAVE_TARGET_CLONES) && !defined(GEAR_NO_CLONES)
+#  define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#  define GEAR_CLONES
+#endif
+
 /* e^x for x <= 0, the argument range of a softmax after subtracting the
  * running maximum; relative error about 2e-7, and 0 for x < -87 or -inf.
  * Branch-free (one select), so loops over it vectorize without libm;
