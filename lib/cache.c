@@ -250,7 +250,9 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
     gear_attention_args a = {&c->L[0], &c->L[1], c->n_head, ly->n_blocks, kb, vb,
                              ly->buf[0], ly->buf[1], stride, ly->tokens % c->block,
                              qb, group, (unsigned)nq, scale, ob};
-    st = c->ctx->be->attention ? c->ctx->be->attention(c->ctx->state, &a) : GEAR_ERR_UNSUPPORTED;
+    st = c->ctx->be->attention
+             ? gear_backend_failed(c->ctx, c->ctx->be->attention(c->ctx->state, &a), "attention")
+             : GEAR_ERR_UNSUPPORTED;
     if (st == GEAR_ERR_UNSUPPORTED) /* no fused kernel for this shape: the core's path */
         st = gear_attention_layer(c->ctx, &a);
     for (unsigned h = 0; h < hq && !st; h++)

@@ -68,3 +68,11 @@ const char *gear_context_backend_name(const gear_context *ctx)
 {
     return ctx ? ctx->be->name : NULL;
 }
+
+gear_status gear_backend_failed(const gear_context *ctx, gear_status st, const char *what)
+{
+    if (st == GEAR_OK || st == GEAR_ERR_UNSUPPORTED) return st;
+    const char *detail = ctx->be->last_error ? ctx->be->last_error(ctx->state) : NULL;
+    return gear_fail(st, "%s: backend %s failed: %s", what, ctx->be->name,
+                     detail && *detail ? detail : gear_status_string(st));
+}

@@ -130,6 +130,11 @@ struct gear_context {
     int n_threads;
 };
 
+/* A fused backend slot's failure as the caller's error: st, with a message
+ * naming the backend and its own detail (its last_error).  GEAR_OK and
+ * GEAR_ERR_UNSUPPORTED (the core then takes over) pass unchanged. */
+gear_status gear_backend_failed(const gear_context *ctx, gear_status st, const char *what);
+
 /* ---- pipeline.c: one block through the backend */
 /* Compress n x d fp32 host rows x into a block at blk (backend memory). */
 gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,

@@ -108,7 +108,8 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
         st = to_backend(ctx, x[staged], nd * sizeof(float), (void **)&xd[staged]);
     if (st) staged--; /* the failed one holds nothing */
     if (!st && be->compress_blocks)
-        st = be->compress_blocks(ctx->state, L, count, ids, xd, blk);
+        st = gear_backend_failed(ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk),
+                                 "compressing blocks");
     for (unsigned i = 0; i < count && !st && !be->compress_blocks; i++)
         st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
     for (unsigned i = 0; i < count && !st; i++) st = seal(ctx, L, blk[i]);

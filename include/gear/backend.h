@@ -155,8 +155,10 @@ GEAR_HD float gear_rng_uniform(uint64_t key, uint32_t i)
  * AVX2, baseline), picked at load time (GCC >= 12 function multi-versioning
  * with ifunc).  libgear's configure tests that the compiler and the C
  * library support it and then defines GEAR_HAVE_TARGET_CLONES; elsewhere
- * the functions are compiled once, for the baseline. */
-#if defined(GEAR_HAVE_TARGET_CLONES) && !defined(GEAR_NO_CLONES)
+ * the functions are compiled once, for the baseline.  Not with clang: it
+ * names the dispatcher of an extern cloned function differently, so calls
+ * from another file do not link (clang 14). */
+#if defined(GEAR_HAVE_TARGET_CLONES) && !defined(GEAR_NO_CLONES) && !defined(__clang__)
 #  define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #  define GEAR_CLONES
