@@ -178,6 +178,10 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block header: bad fields");
         st = gear_block_layout_raw(L, (gear_kind)kind, n, d, (gear_dtype)dt);
         if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block: bad shape %ux%u", n, d);
+        /* the size first: the checks below read the whole layout */
+        if (L->bytes != bytes)
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
+                             L->bytes);
         if (dt != GEAR_F32 && dt != GEAR_BF16 &&
             !halves_ok(src + L->off_raw, (size_t)n * d, 0))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw fp16 block holds Inf or NaN");
@@ -201,6 +205,9 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         if (L->group != cfg.group || L->n_outliers != gear_get_u32(src + H_NOUT))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: group/outlier count "
                              "inconsistent");
+        if (L->bytes != bytes) /* before reading the sections the layout places */
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
+                             L->bytes);
         size_t ng = (size_t)L->rows * L->groups_per_row;
         if (!halves_ok(src + L->off_scales, ng, 1) || !halves_ok(src + L->off_mins, ng, 0) ||
             !halves_ok(src + L->off_oval, L->n_outliers, 0) ||
@@ -210,9 +217,6 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         st = check_outliers(L, src);
         if (st) return st;
     }
-    if (L->bytes != bytes)
-        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
-                         L->bytes);
     return GEAR_OK;
 }
 
