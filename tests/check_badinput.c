@@ -185,9 +185,23 @@ START_TEST(test_nonfinite_query)
         float *out = tu_alloc_f(qn);
         TU_STATUS(tu_cache_attention(c, 0, q, hq, nq, D, NAN, out), GEAR_ERR_NONFINITE);
         TU_STATUS(tu_cache_attention(c, 0, q, hq, nq, D, INFINITY, out), GEAR_ERR_NONFINITE);
-        /* finite queries of any size are accepted: the output stays finite */
+        /* finite queries: a finite output, or GEAR_ERR_RANGE when the scores
+         * overflow fp32 (never NaN/Inf with GEAR_OK); out untouched then */
         TU_OK(tu_cache_attention(c, 0, q, hq, nq, D, 0.25f, out));
         for (size_t i = 0; i < qn; i++) TU_CHECK(isfinite(out[i]));
+        for (int di = 0; di < 3; di += 2) { /* f32 and bf16 hold 3e38 */
+            float *qq = tu_alloc_f(qn);
+            for (size_t i = 0; i < qn; i++) qq[i] = (i % 2 ? 3e38f : -3e38f) * (i % 3 ? 1.0f : 0.5f);
+            void *qb = convert(qq, qn, dtypes[di]);
+            for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
+            gear_tensor tq, to;
+            TU_OK(gear_tensor_init(&tq, qb, dtypes[di], 3, hq, nq, D, 0));
+            TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, D, 0));
+            TU_STATUS(gear_cache_attention(c, 0, &tq, 1.0f, &to), GEAR_ERR_RANGE);
+            for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+            free(qq);
+            free(qb);
+        }
         TU_ASSERT(same_cache(c, before, len), "attention changed the cache");
         free(out);
         free(before);

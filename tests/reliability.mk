@@ -27,6 +27,7 @@ EXTRA_DIST += \
 	tests/fuzz/README.md \
 	tests/fuzz/build.sh \
 	tests/fuzz/run.sh \
+	tests/fuzz/tsan.sh \
 	tests/fuzz/fuzz.h \
 	tests/fuzz/memfile.h \
 	tests/fuzz/nocrc.c \

@@ -33,6 +33,15 @@ run_one() {
         "$out/corpus/$t" "$out/seeds/$t" >"$out/$t.log" 2>&1
 }
 status=0
+# first the inputs of past findings (tests/fuzz/regress/TARGET): each once
+for t in $targets; do
+    [ -d "$top/tests/fuzz/regress/$t" ] || continue
+    if ! "$out/bin/fuzz_$t" "$top/tests/fuzz/regress/$t"/* >"$out/$t-regress.log" 2>&1; then
+        echo "fuzz_$t: a regression input fails again (log: $out/$t-regress.log)"
+        tail -n 40 "$out/$t-regress.log"
+        status=1
+    fi
+done
 running=0
 
 for t in $targets; do
