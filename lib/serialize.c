@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,7 +232,16 @@ gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len,
             for (unsigned h = 0; h < n_head && !st; h++) {
                 size_t at = off;
                 st = take_block(src, len, &off, &R, "buffer");
-                if (!st) gear_block_unpack_raw(&R, src + at, ly->buf[kv] + (size_t)h * c->block * d);
+                if (!st) {
+                    float *b = ly->buf[kv] + (size_t)h * c->block * d;
+                    gear_block_unpack_raw(&R, src + at, b);
+                    /* appends keep the buffer inside the fp16 range; a file
+                     * that does not is not one this library wrote */
+                    for (size_t i = 0; i < (size_t)nbuf * d && !st; i++)
+                        if (!(fabsf(b[i]) <= 65504.0f))
+                            st = gear_fail(GEAR_ERR_FORMAT_CORRUPT, "layer %u: buffered value "
+                                           "%g is outside the fp16 range", l, (double)b[i]);
+                }
             }
         }
         if (!st) {
