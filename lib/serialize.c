@@ -210,8 +210,13 @@ gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len,
         }
         off += LAYER_HEADER;
         unsigned nb = tokens / c->block, nbuf = tokens % c->block;
-        /* the blocks must be there before anything is allocated for them */
-        if ((uint64_t)nb * n_head * (c->L[0].bytes + c->L[1].bytes) > len - off) {
+        /* the blocks, and the raw blocks of the buffered tokens, must be
+         * there before anything is allocated for them */
+        gear_block_layout R0;
+        uint64_t need = (uint64_t)nb * n_head * (c->L[0].bytes + c->L[1].bytes);
+        if (nbuf && !gear_block_layout_raw(&R0, GEAR_KEY, nbuf, d, GEAR_F32))
+            need += 2 * (uint64_t)n_head * R0.bytes;
+        if (need > len - off) {
             st = gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "layer %u: %u tokens but the data ends", l, tokens);
             break;
         }
