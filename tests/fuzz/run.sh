@@ -30,7 +30,8 @@ run_one() {
     # allocate what a hostile header asks for without checking it first.
     "$out/bin/fuzz_$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$out/artifacts/$t-" \
-        "$out/corpus/$t" "$out/seeds/$t" >"$out/$t.log" 2>&1
+        "$out/corpus/$t" "$out/seeds/$t" >"$out/$t.log" 2>&1 && rc=0 || rc=$?
+    echo $rc >"$out/$t.rc"
 }
 status=0
 # first the inputs of past findings (tests/fuzz/regress/TARGET): each once
@@ -53,9 +54,10 @@ done
 wait || true
 for t in $targets; do
     ex=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/$t.log" | tail -n1)
-    if grep -q -E '^(==[0-9]+==ERROR|SUMMARY: (Address|Undefined|Leak)Sanitizer)|runtime error:|deadly signal|Timeout|out-of-memory' "$out/$t.log" \
-       || [ -z "$ex" ]; then
-        echo "fuzz_$t: FAILED (log: $out/$t.log)"
+    rc=$(cat "$out/$t.rc" 2>/dev/null || echo missing)
+    if [ "$rc" != 0 ] || [ -z "$ex" ] ||
+       grep -q -E 'ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)|SUMMARY: (Address|Undefined|Leak)Sanitizer|runtime error:' "$out/$t.log"; then
+        echo "fuzz_$t: FAILED (exit $rc; log: $out/$t.log)"
         tail -n 60 "$out/$t.log"
         status=1
     else
