@@ -736,6 +736,15 @@ START_TEST(test_durable_save_write_failure)
             struct rlimit rl = {limits[i], limits[i]};
             if (setrlimit(RLIMIT_FSIZE, &rl)) _exit(3);
             gear_status st = gear_cache_save(big, path);
+            /* free this process's copies, so that a leak checker (valgrind)
+             * has nothing to report at _exit and keeps the exit status */
+            gear_cache_free(small);
+            gear_cache_free(big);
+            free(old);
+            free(k);
+            free(v);
+            free(dir);
+            teardown();
             _exit(st == GEAR_ERR_IO ? 0 : st == GEAR_OK ? 1 : 2);
         }
         int ws;
