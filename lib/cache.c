@@ -255,6 +255,12 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
              : GEAR_ERR_UNSUPPORTED;
     if (st == GEAR_ERR_UNSUPPORTED) /* no fused kernel for this shape: the core's path */
         st = gear_attention_layer(c->ctx, &a);
+    /* Finite inputs can still overflow fp32 (a query of 1e38 times a key of
+     * 10): refuse rather than hand back NaN or Inf with GEAR_OK. */
+    for (size_t i = 0; i < qn && !st; i++)
+        if (!isfinite(ob[i]))
+            st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %zu: values too "
+                           "large); the output was not written", i / ((size_t)nq * c->d));
     for (unsigned h = 0; h < hq && !st; h++)
         gear_view_write(out, h, 0, nq, c->d, ob + (size_t)h * nq * c->d);
 done:

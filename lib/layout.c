@@ -125,6 +125,18 @@ static int halves_ok(const uint8_t *p, size_t count, int nonneg)
     return 1;
 }
 
+/* Every element of a raw block of m elements finite. */
+static int raw_finite(const uint8_t *p, size_t m, gear_dtype dt)
+{
+    if (dt == GEAR_F16) return halves_ok(p, m, 0);
+    for (size_t i = 0; i < m; i++) {
+        int bad = dt == GEAR_F32 ? (gear_get_u32(p + 4 * i) & 0x7f800000u) == 0x7f800000u
+                                 : (gear_get_u16(p + 2 * i) & 0x7f80u) == 0x7f80u;
+        if (bad) return 0;
+    }
+    return 1;
+}
+
 /* Outliers: per row, per group, 2k entries with strictly increasing
  * positions inside that group. */
 static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk)
@@ -178,9 +190,18 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block header: bad fields");
         st = gear_block_layout_raw(L, (gear_kind)kind, n, d, (gear_dtype)dt);
         if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block: bad shape %ux%u", n, d);
-        if (dt != GEAR_F32 && dt != GEAR_BF16 &&
-            !halves_ok(src + L->off_raw, (size_t)n * d, 0))
-            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw fp16 block holds Inf or NaN");
+        /* the size first: the checks below read the whole layout */
+        if (L->bytes != bytes)
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
+                             L->bytes);
+        /* No Inf or NaN in any dtype (the library never writes one: its
+         * inputs are checked), and zero padding, so that a block loaded and
+         * saved again gives the same bytes. */
+        size_t m = (size_t)n * d, es = gear_dtype_size((gear_dtype)dt);
+        if (!raw_finite(src + L->off_raw, m, (gear_dtype)dt))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block holds Inf or NaN");
+        for (size_t i = L->off_raw + m * es; i < L->bytes; i++)
+            if (src[i]) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block: padding not zero");
     } else {
         if (flags)
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: unknown flags %02x", flags);
@@ -201,6 +222,9 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         if (L->group != cfg.group || L->n_outliers != gear_get_u32(src + H_NOUT))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: group/outlier count "
                              "inconsistent");
+        if (L->bytes != bytes) /* before reading the sections the layout places */
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
+                             L->bytes);
         size_t ng = (size_t)L->rows * L->groups_per_row;
         if (!halves_ok(src + L->off_scales, ng, 1) || !halves_ok(src + L->off_mins, ng, 0) ||
             !halves_ok(src + L->off_oval, L->n_outliers, 0) ||
@@ -210,9 +234,6 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         st = check_outliers(L, src);
         if (st) return st;
     }
-    if (L->bytes != bytes)
-        return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
-                         L->bytes);
     return GEAR_OK;
 }
 

@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,8 +210,13 @@ gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len,
         }
         off += LAYER_HEADER;
         unsigned nb = tokens / c->block, nbuf = tokens % c->block;
-        /* the blocks must be there before anything is allocated for them */
-        if ((uint64_t)nb * n_head * (c->L[0].bytes + c->L[1].bytes) > len - off) {
+        /* the blocks, and the raw blocks of the buffered tokens, must be
+         * there before anything is allocated for them */
+        gear_block_layout R0;
+        uint64_t need = (uint64_t)nb * n_head * (c->L[0].bytes + c->L[1].bytes);
+        if (nbuf && !gear_block_layout_raw(&R0, GEAR_KEY, nbuf, d, GEAR_F32))
+            need += 2 * (uint64_t)n_head * R0.bytes;
+        if (need > len - off) {
             st = gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "layer %u: %u tokens but the data ends", l, tokens);
             break;
         }
@@ -231,7 +237,16 @@ gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len,
             for (unsigned h = 0; h < n_head && !st; h++) {
                 size_t at = off;
                 st = take_block(src, len, &off, &R, "buffer");
-                if (!st) gear_block_unpack_raw(&R, src + at, ly->buf[kv] + (size_t)h * c->block * d);
+                if (!st) {
+                    float *b = ly->buf[kv] + (size_t)h * c->block * d;
+                    gear_block_unpack_raw(&R, src + at, b);
+                    /* appends keep the buffer inside the fp16 range; a file
+                     * that does not is not one this library wrote */
+                    for (size_t i = 0; i < (size_t)nbuf * d && !st; i++)
+                        if (!(fabsf(b[i]) <= 65504.0f))
+                            st = gear_fail(GEAR_ERR_FORMAT_CORRUPT, "layer %u: buffered value "
+                                           "%g is outside the fp16 range", l, (double)b[i]);
+                }
             }
         }
         if (!st) {

@@ -73,6 +73,12 @@ gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, 
     if (s[0] > ((int64_t)1 << 40) / s[2] / s[1])
         return gear_fail(GEAR_ERR_OVERFLOW, "%s: more than 2^40 elements", name);
     if (!x->data) return gear_fail(GEAR_ERR_INVALID_ARG, "%s: data is NULL", name);
+    /* Elements are read and written as float / uint16_t: a pointer not
+     * aligned to its dtype would be undefined behaviour (and a fault on
+     * some targets), so it is refused rather than read byte by byte. */
+    if ((uintptr_t)x->data % gear_dtype_size(x->dtype))
+        return gear_fail(GEAR_ERR_INVALID_ARG, "%s: data pointer %p is not aligned to its "
+                         "%zu-byte elements", name, x->data, gear_dtype_size(x->dtype));
     if (x->ndim == 2 && *h > 1)
         return gear_fail(GEAR_ERR_SHAPE, "%s: 2-D view but %lld heads expected", name,
                          (long long)*h);
