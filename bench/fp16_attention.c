@@ -12,7 +12,6 @@
 #include <gear/backend.h>
 #include "fp16_attention.h"
 
-#define CLONES GEAR_CLONES
 
 typedef uint16_t f16;
 #define F16_TO_F32(x) gear_half_to_float(x)
@@ -54,7 +53,7 @@ INLINE void axpy(float *y, float a, const float *x, unsigned n)
 
 /* One chunk of n tokens of one KV head for its G query rows: scores, a
  * local softmax (max m, sum l) and the unnormalized output o. */
-CLONES
+GEAR_CLONES
 static void chunk(const f16 *k, const f16 *v, unsigned n, unsigned d, const float *q, unsigned G,
                   float scale, float *s, float *row, float *m, float *l, float *o)
 {

@@ -3,15 +3,11 @@
 against context length, one panel per (head_dim, query heads per KV head),
 one line per preset, from gear-bench's JSON lines.  Plain SVG, no plotting
 library needed."""
-import json, math, sys
+import math, sys
+from summarize import load_rows  # bench/summarize.py, next to this script
 
 def main(src, dst):
-    rows = []
-    for l in open(src):
-        try:
-            rows.append(json.loads(l))
-        except ValueError:  # a run cut short
-            pass
+    rows = load_rows(src)
     att = [r for r in rows if r.get("bench") == "attn" and r.get("impl") == "libgear"]
     if not att:
         sys.exit("plot_attention.py: no attention rows in " + src)

@@ -4,13 +4,19 @@ bandwidth baselines, codec throughput (cpu backend, per thread count) and
 attention speed-ups over the fp16 baseline."""
 import json, sys
 
-def main(path):
+def load_rows(path):
+    """gear-bench's JSON lines; an incomplete line (a run still writing, or
+    cut short) is skipped with a warning."""
     rows = []
     for n, l in enumerate(open(path), 1):
         try:
             rows.append(json.loads(l))
-        except ValueError:  # a run still writing, or cut short
-            print(f"summarize.py: {path}:{n}: incomplete line skipped", file=sys.stderr)
+        except ValueError:
+            print(f"{path}:{n}: incomplete line skipped", file=sys.stderr)
+    return rows
+
+def main(path):
+    rows = load_rows(path)
     bw = [r for r in rows if r["bench"] == "bw"]
     print("| threads | read GB/s | memcpy GB/s |\n|---|---|---|")
     for r in bw:

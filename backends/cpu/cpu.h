@@ -6,10 +6,9 @@
 #include <stdint.h>
 #include <gear/backend.h>
 
-/* Hot loops are compiled for several instruction sets and picked at load
- * time (GEAR_CLONES of gear/backend.h), so the module runs on any x86-64
- * and uses AVX2/AVX-512 where present. */
-#define GEAR_CPU_CLONES GEAR_CLONES
+/* Hot loops carry GEAR_CLONES (gear/backend.h): compiled for several
+ * instruction sets and picked at load time, so the module runs on any
+ * x86-64 and uses AVX2/AVX-512 where present. */
 
 /* Helpers inlined into each clone of their caller, so that one clone per
  * instruction set covers a whole kernel (a call per row through the

@@ -52,7 +52,7 @@ CPU_INLINE void unpack_codes(const uint8_t *row, unsigned bits, unsigned t0, uns
     }
 }
 
-GEAR_CPU_CLONES
+GEAR_CLONES
 void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned len, float *out)
 {
     unpack_codes(row, bits, p0, len, out);
@@ -324,7 +324,7 @@ CPU_INLINE void raw_scores(const float *k, unsigned n, unsigned d, const float *
 /* One work item: chunk c of block indices (or the buffer, c == chunks)
  * for every KV head.  Compiled once per x86-64 level with every helper
  * above inlined into it, so the loops vectorize for the CPU at hand. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunks, unsigned per,
                         unsigned items, float *acc, part *parts, float *s, float *tmp, blockf *fp)
 {

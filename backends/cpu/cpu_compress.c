@@ -67,7 +67,7 @@ static inline float code_of(float v, float mn, float dl, float levels)
 
 /* Keys: groups run along tokens, so every statistic is a vector across
  * the d channels of one token row (contiguous), for each token of a group. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void key_group(const gear_block_layout *L, const float *restrict x, unsigned t0, unsigned t1,
                       unsigned k, float *restrict mx1, float *restrict mx2, float *restrict mn1,
                       float *restrict mn2, unsigned *restrict amx, unsigned *restrict amn)
@@ -102,7 +102,7 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
 }
 
 /* Codes (and residuals) of one token row of a key group. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void key_codes(unsigned d, const float *restrict row, unsigned t, const float *restrict mn,
                       const float *restrict dl, const unsigned *restrict amx,
                       const unsigned *restrict amn, int k, float levels, uint8_t *restrict codes,
@@ -117,7 +117,7 @@ static void key_codes(unsigned d, const float *restrict row, unsigned t, const f
 }
 
 /* Codes (and residuals) of channels [c0, c1) of one value row. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void value_codes(const float *restrict row, unsigned c0, unsigned c1, unsigned amx,
                         unsigned amn, int k, float mn, float dl, float levels,
                         uint8_t *restrict codes, float *restrict e)
@@ -138,7 +138,7 @@ typedef struct gstats {
     unsigned amx, amn;
 } gstats;
 
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void lane_stats(const float *row, unsigned c0, unsigned c1, float *m1, float *m2,
                        unsigned *a1, float *n1, float *n2, unsigned *b1)
 {
@@ -270,7 +270,7 @@ static void quantize_values(const gear_block_layout *L, const float *x, uint8_t 
 /* Pack codes[i] (one byte each) of a row into b-bit little-endian fields. */
 /* Contiguous codes, whole bytes: the shifts are constants per case, so
  * the loops vectorize. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void pack_contig(const uint8_t *restrict c, unsigned nbytes, unsigned bits, uint8_t *restrict row)
 {
     switch (bits) {
@@ -320,7 +320,7 @@ static void pack_row(const uint8_t *codes, size_t stride, unsigned len, unsigned
 /* Keys with whole bytes per row (n a multiple of 8/bits): byte j of
  * every channel row at once, OR-ing the codes of tokens per*j.. along the
  * contiguous channel axis (vectorizes), then a byte transpose into rows. */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void pack_key_bytes(const uint8_t *restrict codes, unsigned n, unsigned d, unsigned bits,
                            uint8_t *restrict tmp, uint8_t *restrict rows, size_t row_bytes)
 {
@@ -355,7 +355,7 @@ static void pack_codes(const gear_block_layout *L, const cpu_scratch *s, uint8_t
 }
 
 /* y[t][k] = sum_c e[t][c] pt[k][c], in 16 partial sums so it vectorizes */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void mul_ep(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y)
 {
     for (unsigned t = 0; t < n; t++)
@@ -373,7 +373,7 @@ static void mul_ep(const float *e, const float *pt, unsigned n, unsigned d, unsi
 }
 
 /* pt[k][c] = sum_t y[t][k] e[t][c] */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void mul_ety(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
 {
     memset(pt, 0, sizeof(float) * r * d);

@@ -11,14 +11,14 @@
 #include "cpu.h"
 
 /* y[i] = fmaf(x[i], a, b) */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void fma_row(float *y, const float *x, float a, float b, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) y[i] = fmaf(x[i], a, b);
 }
 
 /* out[t][j] += sum_c a[t][c] bt[c][j] (fmaf chain over c from 0) */
-GEAR_CPU_CLONES
+GEAR_CLONES
 static void lowrank_add(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r)
 {
     for (unsigned t = 0; t < n; t++) {
