@@ -171,10 +171,20 @@ typedef struct gear_config {
     unsigned iters;       /* power iterations (>= 1 when rank > 0) */
     unsigned block;       /* tokens per block n (1..65535, n*head_dim <= 65536) */
     uint64_t seed;        /* seed of the power-iteration start matrix */
+    unsigned cq_dim;      /* Coupled Quantization (arXiv 2405.03917): c > 0 codes
+                           * every c consecutive channels of a token jointly as
+                           * the index of one of 2^bits learned centroids (b/c
+                           * bits per channel); 0 = uniform min/max quantizer.
+                           * Needs a calibration with a matching codebook
+                           * (gear_cache_create_calibrated).  With outliers or
+                           * rank, CQ is GEAR's backbone (CQ + S + L); `group`
+                           * then only groups the outliers. */
 } gear_config;
 
 /** Fill cfg with preset `name` for keys or values.  Names: fp16, kivi2,
- *  kivi4, kcvt4, gear2, gearl2, gear4, gearl4.  Unknown name:
+ *  kivi4, kcvt4, gear2, gearl2, gear4, gearl4, and cq-<c>c<b>b for Coupled
+ *  Quantization of c channels with b-bit codes (c in 1..16 dividing the head
+ *  dim, b in 1..8; cq-2c8b, cq-4c8b and cq-8c8b are listed).  Unknown name:
  *  GEAR_ERR_UNKNOWN_PRESET. */
 GEAR_API gear_status gear_config_preset(const char *name, gear_kind kind, gear_config *cfg);
 /** Number of presets and their names, for listings. */

@@ -64,6 +64,7 @@ static inline uint64_t gear_get_u64(const uint8_t *p)
 uint32_t gear_crc32c(uint32_t crc, const void *data, size_t len);
 
 /* ---- config.c */
+#define GEAR_CQ_MAX_DIM 16u   /* channels per CQ code */
 /* Effective group size of cfg for rows of row_len entries. */
 unsigned gear_config_group(const gear_config *cfg, unsigned row_len);
 /* Outliers per side in a group of m entries: round(s*m/2), at most m/2. */

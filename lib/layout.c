@@ -9,8 +9,9 @@
 /* Header field offsets. */
 enum {
     H_BYTES = 0, H_CRC = 4, H_KIND = 8, H_BITS = 9, H_RANK = 10, H_FLAGS = 11, H_N = 12,
-    H_D = 14, H_GROUP = 16, H_ITERS = 18, H_NOUT = 20, H_RATIO = 24, H_RESERVED = 28
+    H_D = 14, H_GROUP = 16, H_ITERS = 18, H_NOUT = 20, H_RATIO = 24, H_CQ = 28, H_RESERVED = 29
 };
+#define H_RESERVED_BYTES 3u
 
 static uint32_t float_bits(float f)
 {
@@ -48,12 +49,22 @@ gear_status gear_block_layout_init(gear_block_layout *L, const gear_config *cfg,
     L->k_tail = gear_outliers_per_side(cfg->outlier_ratio, L->tail_len);
     L->outliers_per_row = 2 * (L->k_full * (L->groups_per_row - 1) + L->k_tail);
     L->n_outliers = L->rows * L->outliers_per_row;
-    L->row_bytes = (unsigned)gear_align_up(((size_t)L->row_len * L->bits + 7) / 8, 4);
     /* All sizes are bounded by n*d <= 65536, so no overflow is possible. */
     size_t off = GEAR_BLOCK_HEADER_BYTES, a = GEAR_BLOCK_ALIGN;
-    size_t n_groups = (size_t)L->rows * L->groups_per_row;
+    size_t n_groups = (size_t)L->rows * L->groups_per_row, code_bytes;
+    if (cfg->cq_dim) { /* CQ: one code per token and channel group, no scales */
+        L->cq_dim = cfg->cq_dim;
+        L->cq_groups = d / cfg->cq_dim;
+        L->cq_row_bytes = (unsigned)gear_align_up(((size_t)L->cq_groups * L->bits + 7) / 8, 4);
+        L->cb_head_floats = (size_t)L->cq_groups * ((size_t)1 << L->bits) * L->cq_dim;
+        code_bytes = (size_t)n * L->cq_row_bytes;
+        n_groups = 0;
+    } else {
+        L->row_bytes = (unsigned)gear_align_up(((size_t)L->row_len * L->bits + 7) / 8, 4);
+        code_bytes = (size_t)L->rows * L->row_bytes;
+    }
     L->off_codes = off;
-    off = gear_align_up(off + (size_t)L->rows * L->row_bytes, a);
+    off = gear_align_up(off + code_bytes, a);
     L->off_scales = off;
     off = gear_align_up(off + 2 * n_groups, a);
     L->off_mins = off;
@@ -109,7 +120,8 @@ void gear_block_seal(const gear_block_layout *L, uint8_t *blk)
     gear_put_u16(blk + H_ITERS, (uint16_t)L->iters);
     gear_put_u32(blk + H_NOUT, L->n_outliers);
     gear_put_u32(blk + H_RATIO, raw ? 0 : float_bits(L->ratio));
-    gear_put_u32(blk + H_RESERVED, 0);
+    blk[H_CQ] = (uint8_t)L->cq_dim;
+    memset(blk + H_RESERVED, 0, H_RESERVED_BYTES);
     gear_put_u32(blk + H_CRC, gear_crc32c(0, blk + 8, L->bytes - 8));
 }
 
@@ -179,12 +191,13 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
                          gear_get_u32(src + H_CRC), crc);
     unsigned kind = src[H_KIND], bits = src[H_BITS], flags = src[H_FLAGS];
     unsigned n = gear_get_u16(src + H_N), d = gear_get_u16(src + H_D);
-    if (kind > 1 || gear_get_u32(src + H_RESERVED) != 0)
+    static const uint8_t zeros[H_RESERVED_BYTES];
+    if (kind > 1 || memcmp(src + H_RESERVED, zeros, H_RESERVED_BYTES))
         return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: bad kind or reserved field");
     gear_status st;
     if (flags & GEAR_BLOCK_RAW) {
         unsigned dt = (flags >> GEAR_BLOCK_DTYPE_SHIFT) & 3u;
-        if (bits || src[H_RANK] || (flags & ~0x07u) || dt > GEAR_BF16 ||
+        if (bits || src[H_RANK] || src[H_CQ] || (flags & ~0x07u) || dt > GEAR_BF16 ||
             gear_get_u16(src + H_GROUP) || gear_get_u16(src + H_ITERS) ||
             gear_get_u32(src + H_NOUT) || gear_get_u32(src + H_RATIO))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "raw block header: bad fields");
@@ -214,6 +227,7 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         cfg.iters = gear_get_u16(src + H_ITERS);
         cfg.block = n;
         cfg.outlier_ratio = bits_float(gear_get_u32(src + H_RATIO));
+        cfg.cq_dim = src[H_CQ];
         if (bits == 0 || cfg.group == 0 || (cfg.rank && !cfg.iters) || (!cfg.rank && cfg.iters))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: bad bits/group/rank/iters");
         st = gear_block_layout_init(L, &cfg, d);
@@ -225,7 +239,7 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         if (L->bytes != bytes) /* before reading the sections the layout places */
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block size %u, layout says %zu", bytes,
                              L->bytes);
-        size_t ng = (size_t)L->rows * L->groups_per_row;
+        size_t ng = L->cq_dim ? 0 : (size_t)L->rows * L->groups_per_row;
         if (!halves_ok(src + L->off_scales, ng, 1) || !halves_ok(src + L->off_mins, ng, 0) ||
             !halves_ok(src + L->off_oval, L->n_outliers, 0) ||
             !halves_ok(src + L->off_a, (size_t)n * L->rank, 0) ||
@@ -283,6 +297,7 @@ void gear_config_write(const gear_config *cfg, uint8_t *p)
     p[0] = (uint8_t)cfg->kind;
     p[1] = (uint8_t)cfg->bits;
     p[2] = (uint8_t)cfg->rank;
+    p[3] = (uint8_t)cfg->cq_dim;
     gear_put_u32(p + 4, cfg->group);
     gear_put_u32(p + 8, float_bits(cfg->outlier_ratio));
     gear_put_u32(p + 12, cfg->iters);
@@ -293,11 +308,12 @@ void gear_config_write(const gear_config *cfg, uint8_t *p)
 gear_status gear_config_read(const uint8_t *p, unsigned d, gear_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    if (p[0] > 1 || p[3] || gear_get_u32(p + 20))
+    if (p[0] > 1 || gear_get_u32(p + 20))
         return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "config record: bad kind or reserved bytes");
     cfg->kind = (gear_kind)p[0];
     cfg->bits = p[1];
     cfg->rank = p[2];
+    cfg->cq_dim = p[3];
     cfg->group = gear_get_u32(p + 4);
     cfg->outlier_ratio = bits_float(gear_get_u32(p + 8));
     cfg->iters = gear_get_u32(p + 12);
@@ -329,8 +345,11 @@ gear_status gear_block_info_get(const gear_config *cfg, unsigned d, gear_block_i
         info->bpe_formula = 16.0;
     } else {
         /* Groups per entry: rows*groups_per_row/(n*d); equals 1/g when g divides the row. */
-        info->bpe_formula = L.bits + 32.0 * L.rows * L.groups_per_row / nd +
-                            32.0 * L.n_outliers / nd + 16.0 * L.rank * (L.n + L.d) / nd;
+        /* CQ: b bits per c channels and no scales (codebooks are per
+         * cache, counted in gear_cache_stats.calib_bytes). */
+        double q = L.cq_dim ? (double)L.bits / L.cq_dim
+                            : L.bits + 32.0 * L.rows * L.groups_per_row / nd;
+        info->bpe_formula = q + 32.0 * L.n_outliers / nd + 16.0 * L.rank * (L.n + L.d) / nd;
     }
     double payload_bytes = info->bpe_formula * nd / 8.0;
     info->header_bytes = L.bytes - (size_t)(payload_bytes + 0.5);
@@ -343,5 +362,6 @@ int gear_block_layout_equal(const gear_block_layout *a, const gear_block_layout 
     return a->kind == b->kind && a->n == b->n && a->d == b->d && a->bits == b->bits &&
            a->raw_dtype == b->raw_dtype && a->rank == b->rank && a->iters == b->iters &&
            a->group == b->group && a->n_outliers == b->n_outliers && a->bytes == b->bytes &&
+           a->cq_dim == b->cq_dim &&
            (a->bits == 0 || a->ratio == b->ratio);
 }

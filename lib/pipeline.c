@@ -86,6 +86,8 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
     const struct gear_backend_i *be = ctx->be;
     size_t nd = (size_t)L->n * L->d;
     gear_status st = GEAR_OK;
+    if (L->cq_dim && !L->codebook)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "a Coupled Quantization block needs a codebook");
     uint8_t *h = calloc(1, L->bytes);
     if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
     if (L->bits == 0) { /* raw blocks are packed by the core */
@@ -107,10 +109,16 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
     for (; staged < count && !st; staged++)
         st = to_backend(ctx, x[staged], nd * sizeof(float), (void **)&xd[staged]);
     if (st) staged--; /* the failed one holds nothing */
-    if (!st && be->compress_blocks)
+    /* the fused slot may decline a layout (GEAR_ERR_UNSUPPORTED): then the
+     * primitives compose it */
+    int fused = 0;
+    if (!st && be->compress_blocks) {
         st = gear_backend_failed(ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk),
                                  "compressing blocks");
-    for (unsigned i = 0; i < count && !st && !be->compress_blocks; i++)
+        fused = st != GEAR_ERR_UNSUPPORTED;
+        if (!fused) st = GEAR_OK;
+    }
+    for (unsigned i = 0; i < count && !st && !fused; i++)
         st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
     for (unsigned i = 0; i < count && !st; i++) st = seal(ctx, L, blk[i]);
     for (unsigned i = 0; i < staged; i++) backend_release(ctx, x[i], (void *)xd[i]);
@@ -142,6 +150,8 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
         free(h);
         return st;
     }
+    if (L->cq_dim && !L->codebook)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "a Coupled Quantization block needs a codebook");
     if (!be->on_device) return be->reconstruct(ctx->state, L, blk, out);
     void *od;
     st = dev_alloc(ctx, nd * sizeof(float), &od);

@@ -28,6 +28,9 @@ static gear_status plan_make(plan *p, const gear_config *cfg, uint64_t H, uint64
                          (unsigned long long)H, (unsigned long long)T, (unsigned long long)d);
     gear_status st = gear_block_layout_init(&p->L, cfg, (unsigned)d);
     if (st) return st;
+    if (cfg->cq_dim) /* the codebook lives with a calibrated cache, not in a stream */
+        return gear_fail(GEAR_ERR_UNSUPPORTED, "Coupled Quantization (cq_dim %u) needs a "
+                         "calibration: use gear_cache_create_calibrated", cfg->cq_dim);
     p->cfg = *cfg;
     p->H = H;
     p->T = T;

@@ -580,6 +580,7 @@ START_TEST(test_bpe_formula)
         for (int kind = 0; kind < 2; kind++)
             for (size_t s = 0; s < 4; s++) {
                 gear_config cfg = tu_preset(gear_preset_name(p), (gear_kind)kind);
+                if (cfg.cq_dim) continue; /* CQ layouts: check_cq */
                 unsigned n = dims[s][0], d = dims[s][1];
                 cfg.block = n;
                 gear_block_info info;

@@ -58,6 +58,7 @@ static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, 
                                        uint8_t *const *blk)
 {
     cpu_state *s = state;
+    if (L->cq_dim) return GEAR_ERR_UNSUPPORTED; /* the core composes ref's CQ primitives */
     int failed = 0;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)

@@ -46,7 +46,7 @@ static void transpose(const float *src, unsigned rows, unsigned cols, float *dst
 gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
                                  float *out)
 {
-    (void)state;
+    if (L->cq_dim) return gear_backend_ref_table()->reconstruct(state, L, blk, out);
     unsigned n = L->n, d = L->d, r = L->rank;
     size_t nd = (size_t)n * d;
     /* keys decode along their rows (channels) into tmp, then transpose */

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GEAR_BACKEND_ABI_VERSION 1u
+#define GEAR_BACKEND_ABI_VERSION 2u
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #  define GEAR_HD __host__ __device__ static inline
@@ -67,6 +67,23 @@ typedef struct gear_block_layout {
     unsigned row_bytes;        /* packed code bytes per row (multiple of 4) */
     size_t off_codes, off_scales, off_mins, off_oidx, off_oval, off_a, off_b, off_raw;
     size_t bytes;              /* whole block */
+    /* Coupled quantization (cq_dim > 0).  The codes section then holds n
+     * token rows of cq_groups codes (code j of token t: channels
+     * [j*cq_dim, (j+1)*cq_dim), bits [j*bits, (j+1)*bits) of the row); there
+     * are no scales or minima.  rows/row_len/group above still describe
+     * the outlier groups. */
+    unsigned cq_dim;           /* c: channels per code; 0 = uniform quantizer */
+    unsigned cq_groups;        /* d / c codes per token */
+    unsigned cq_row_bytes;     /* packed code bytes per token (multiple of 4) */
+    size_t cb_head_floats;     /* centroids of one KV head: cq_groups * 2^bits * c */
+    /* Set by the core for each call, NULL unless cq_dim: the centroids,
+     * fp32 (values exact in fp16), in backend memory, laid out
+     * [code group j][centroid k][channel i].  In the per-block slots
+     * (quantize, dequantize, lowrank_fit, reconstruct, compress_blocks) it is
+     * the codebook of the blocks' KV head (the core passes blocks of one head
+     * per compress_blocks call); in attention it is KV head 0's and head h's
+     * starts at codebook + h*cb_head_floats. */
+    const float *codebook;
 } gear_block_layout;
 
 /* ------------------------------------------------ fp16 / bf16 conversion */
@@ -149,6 +166,30 @@ GEAR_HD float gear_rng_uniform(uint64_t key, uint32_t i)
 {
     uint64_t z = gear_mix64(key ^ (0xd1b54a32d192ed03ull * (uint64_t)(i + 1)));
     return (float)(uint32_t)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ------------------------------------------ Coupled Quantization codes */
+
+/* Index of the centroid nearest to the c values x among K centroids cb
+ * ([K][c]); channel i is skipped when bit i of skip is set (an outlier,
+ * stored exactly).  The squared distance is summed in channel order with
+ * fmaf and ties go to the lower index: every backend must use exactly this
+ * arithmetic so that codes match `ref` bit for bit (a backend may evaluate
+ * several k at once, each in this order). */
+GEAR_HD unsigned gear_cq_nearest(const float *x, uint32_t skip, const float *cb, unsigned K,
+                                 unsigned c)
+{
+    unsigned best = 0;
+    float bd = INFINITY;
+    for (unsigned k = 0; k < K; k++) {
+        float dist = 0.0f;
+        for (unsigned i = 0; i < c; i++) {
+            float e = (skip >> i & 1u) ? 0.0f : x[i] - cb[(size_t)k * c + i];
+            dist = fmaf(e, e, dist);
+        }
+        if (dist < bd) bd = dist, best = k;
+    }
+    return best;
 }
 
 /* GEAR_CLONES: compile a hot function for several x86-64 levels (AVX-512,

@@ -16,4 +16,9 @@ gear_status gear_ref_lowrank_fit(void *state, const gear_block_layout *L, const 
 gear_status gear_ref_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
                                  float *out);
 
+/* Coupled Quantization codes (ref_cq.c); quantize/dequantize dispatch here
+ * when L->cq_dim > 0. */
+gear_status gear_ref_cq_quantize(const gear_block_layout *L, const float *x, uint8_t *blk);
+gear_status gear_ref_cq_dequantize(const gear_block_layout *L, const uint8_t *blk, float *xq);
+
 #endif

@@ -84,6 +84,7 @@ gear_status gear_ref_quantize(void *state, const gear_block_layout *L, const flo
                               uint8_t *blk)
 {
     (void)state;
+    if (L->cq_dim) return gear_ref_cq_quantize(L, x, blk);
     unsigned char *mask = malloc(L->row_len);
     if (!mask) return gear_fail(GEAR_ERR_NO_MEMORY, "ref: quantize scratch");
     const unsigned levels = (1u << L->bits) - 1u;
@@ -128,6 +129,7 @@ gear_status gear_ref_dequantize(void *state, const gear_block_layout *L, const u
                                 float *xq)
 {
     (void)state;
+    if (L->cq_dim) return gear_ref_cq_dequantize(L, blk, xq);
     for (unsigned r = 0; r < L->rows; r++) {
         const uint8_t *row = blk + L->off_codes + (size_t)r * L->row_bytes;
         for (unsigned g = 0; g < L->groups_per_row; g++) {

@@ -314,7 +314,8 @@ static int run_table(table_opts *o, const kvset *s)
     int rc;
     if (!o->presets.n) /* default: every preset */
         for (int i = 0; i < gear_preset_count() && o->presets.n < CLI_MAX_LIST; i++)
-            o->presets.v[o->presets.n++] = gear_preset_name(i);
+            if (strncmp(gear_preset_name(i), "cq-", 3)) /* CQ needs a calibration */
+                o->presets.v[o->presets.n++] = gear_preset_name(i);
     /* Every name and knob first, so a typo fails before any work. */
     for (int i = 0; i < o->presets.n; i++) {
         gear_config ck, cv;
