@@ -232,6 +232,75 @@ GEAR_API gear_status gear_stream_info(const void *src, size_t len, int64_t shape
 GEAR_API gear_status gear_decompress(gear_context *ctx, const void *src, size_t len,
                                      gear_tensor *out);
 
+/* ------------------------------------------------------------ calibration */
+
+/** A calibration learned from sample K/V of a model (DESIGN s7):
+ *  - Coupled Quantization codebooks (arXiv 2405.03917): per layer, K/V,
+ *    stored KV head and group of cq_dim channels, 2^cq_bits centroids from
+ *    weighted k-means (k-means++ seeding, empty clusters re-seeded);
+ *  - KV-head compression (arXiv 2406.07056): per layer, K/V and group of
+ *    hc_group KV heads, the mean and the top hc_dim principal directions of
+ *    their hc_group*head_dim channels.  A cache then stores hc_dim channels
+ *    per group (as n_head_kv/hc_group heads of hc_dim) and attention
+ *    projects the query instead of reconstructing keys.  Keys are taken as
+ *    the cache receives them, i.e. after RoPE.
+ *  With both, the codebooks are learned on the projected K/V.
+ *  Use: create, add samples (any number of calls per layer), fit, then
+ *  gear_cache_create_calibrated() or save to a file. */
+typedef struct gear_calib gear_calib;
+
+typedef struct gear_calib_params {
+    unsigned cq_dim[2];     /* [GEAR_KEY], [GEAR_VALUE]: channels per code, 0 = no codebook */
+    unsigned cq_bits[2];    /* code bits, 1..8 */
+    unsigned hc_group;      /* KV heads merged per group, 0 = no head compression */
+    unsigned hc_dim;        /* channels kept per group (K and V), < hc_group*head_dim */
+    unsigned kmeans_iters;  /* Lloyd iterations (default 20) */
+    unsigned max_tokens;    /* samples kept per layer (default 2048; later ones are ignored) */
+    uint64_t seed;          /* k-means++ seeding */
+} gear_calib_params;
+
+/** Defaults: nothing enabled, kmeans_iters 20, max_tokens 2048, seed 0. */
+GEAR_API void gear_calib_params_init(gear_calib_params *p);
+/** Parse "cq-<c>c<b>b" into p->cq_dim[kind] and cq_bits[kind] for both
+ *  kinds (GEAR_ERR_UNKNOWN_PRESET if it is not such a name). */
+GEAR_API gear_status gear_calib_params_cq(gear_calib_params *p, const char *preset);
+
+GEAR_API gear_status gear_calib_create(const gear_calib_params *p, unsigned n_layer,
+                                       unsigned n_head_kv, unsigned head_dim, gear_calib **out);
+GEAR_API void gear_calib_free(gear_calib *cal);
+/** Add calibration tokens of one layer: k and v are [n_head_kv, T,
+ *  head_dim] (or [T, head_dim] for one head), any dtype; weights (T
+ *  non-negative finite floats, e.g. importance of each token) or NULL for
+ *  1.  Tokens beyond max_tokens per layer are ignored. */
+GEAR_API gear_status gear_calib_add(gear_calib *cal, unsigned layer, const gear_tensor *k,
+                                    const gear_tensor *v, const float *weights);
+/** Learn everything from the samples (every layer needs at least one
+ *  token, and k-means at least 2^cq_bits); frees the samples. */
+GEAR_API gear_status gear_calib_fit(gear_calib *cal);
+
+typedef struct gear_calib_info {
+    gear_calib_params params;
+    unsigned n_layer, n_head_kv, head_dim;
+    unsigned stored_heads, stored_dim; /* what a cache stores per layer */
+    unsigned tokens;                   /* calibration tokens per layer (fewest over layers) */
+    int fitted;
+    double hc_energy[2];   /* K, V: fraction of the calibration variance head compression
+                            * keeps (mean over layers); 1 without it */
+    double cq_rel_err[2];  /* K, V: sum |x - centroid|^2 / sum |x|^2 on the calibration
+                            * samples (projected under head compression); 0 without CQ */
+    size_t bytes;          /* serialized size (codebooks in fp16, projections in fp32) */
+} gear_calib_info;
+
+GEAR_API gear_status gear_calib_info_get(const gear_calib *cal, gear_calib_info *info);
+
+/** Save a fitted calibration (format: docs/FORMAT.md s6; CRC-checked) /
+ *  load one, validating every byte. */
+GEAR_API gear_status gear_calib_save(const gear_calib *cal, const char *path);
+GEAR_API gear_status gear_calib_load(const char *path, gear_calib **out);
+GEAR_API gear_status gear_calib_save_mem(const gear_calib *cal, void *dst, size_t cap,
+                                         size_t *size);
+GEAR_API gear_status gear_calib_load_mem(const void *src, size_t len, gear_calib **out);
+
 /* ------------------------------------------------------------------ cache */
 
 typedef struct gear_cache gear_cache;
@@ -244,6 +313,16 @@ GEAR_API gear_status gear_cache_create(gear_context *ctx, const gear_config *cfg
                                        const gear_config *cfg_v, unsigned n_layer,
                                        unsigned n_head_kv, unsigned head_dim,
                                        unsigned max_tokens, gear_cache **out);
+/** The same with a fitted calibration (copied into the cache): configs with
+ *  cq_dim use its codebooks (cq_dim and bits must match it), and with head
+ *  compression the cache stores the projected K/V; the configs then apply
+ *  to blocks of hc_dim channels.  Shapes passed to every other cache call
+ *  stay [n_head_kv, T, head_dim].  cal NULL = gear_cache_create. */
+GEAR_API gear_status gear_cache_create_calibrated(gear_context *ctx, const gear_config *cfg_k,
+                                                  const gear_config *cfg_v, const gear_calib *cal,
+                                                  unsigned n_layer, unsigned n_head_kv,
+                                                  unsigned head_dim, unsigned max_tokens,
+                                                  gear_cache **out);
 GEAR_API void gear_cache_free(gear_cache *c);
 
 /** Append T new tokens to a layer: k and v are [n_head_kv, T, head_dim]
@@ -274,11 +353,14 @@ typedef struct gear_cache_stats {
     uint64_t tokens;            /* summed over layers */
     uint64_t blocks;            /* compressed blocks, K and V, all heads */
     uint64_t compressed_bytes;  /* bytes of compressed blocks */
-    uint64_t compressed_entries;/* K and V entries inside compressed blocks */
+    uint64_t compressed_entries;/* K and V entries the compressed blocks represent (of
+                                 * the [n_head_kv, T, head_dim] K/V, so head
+                                 * compression's saving shows in bpe) */
     uint64_t buffer_bytes;      /* full-precision buffer bytes in use (fp32) */
     uint64_t buffer_entries;    /* entries in the buffers */
     uint64_t fp16_bytes;        /* what an fp16 cache of the same tokens takes */
     double bpe;                 /* 8*compressed_bytes/compressed_entries (0 if none) */
+    uint64_t calib_bytes;       /* codebooks and projections held (fixed, not per token) */
 } gear_cache_stats;
 
 GEAR_API gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s);

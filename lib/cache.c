@@ -8,9 +8,53 @@
 #include <string.h>
 #include "cache.h"
 
+/* Does cal fit the configs and the model shape? */
+static gear_status check_calib(const gear_calib *cal, const gear_config *cfg[2], unsigned n_layer,
+                               unsigned n_head, unsigned d)
+{
+    for (int kv = 0; kv < 2; kv++)
+        if (cfg[kv]->cq_dim && !cal)
+            return gear_fail(GEAR_ERR_INVALID_ARG, "the %s config uses Coupled Quantization "
+                             "(cq_dim %u): it needs a calibration with a codebook "
+                             "(gear_cache_create_calibrated)", kv ? "value" : "key",
+                             cfg[kv]->cq_dim);
+    if (!cal) return GEAR_OK;
+    if (!cal->fitted)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "calibration is not fitted (call gear_calib_fit)");
+    if (cal->n_layer != n_layer || cal->n_head != n_head || cal->d != d)
+        return gear_fail(GEAR_ERR_INVALID_ARG, "calibration is for %u layers x %u KV heads x %u "
+                         "channels, the cache for %u x %u x %u", cal->n_layer, cal->n_head, cal->d,
+                         n_layer, n_head, d);
+    for (int kv = 0; kv < 2; kv++)
+        if (cfg[kv]->cq_dim && (cfg[kv]->cq_dim != cal->p.cq_dim[kv] ||
+                                cfg[kv]->bits != cal->p.cq_bits[kv]))
+            return gear_fail(GEAR_ERR_INVALID_ARG, "the %s config wants CQ codes of %u channels "
+                             "x %u bits; the calibration has %u x %u", kv ? "value" : "key",
+                             cfg[kv]->cq_dim, cfg[kv]->bits, cal->p.cq_dim[kv], cal->p.cq_bits[kv]);
+    return GEAR_OK;
+}
+
+/* The codebooks where the backend reads them. */
+static gear_status attach_codebooks(gear_cache *c)
+{
+    const struct gear_backend_i *be = c->ctx->be;
+    for (int kv = 0; kv < 2; kv++) {
+        if (!c->L[kv].cq_dim) continue;
+        if (!be->on_device) {
+            c->cb[kv] = c->cal->cb[kv];
+            continue;
+        }
+        size_t bytes = gear_calib_cb_floats(c->cal, kv) * sizeof(float);
+        gear_status st = be->mem_alloc(c->ctx->state, bytes, (void **)&c->cb[kv]);
+        if (!st) st = be->mem_copy(c->ctx->state, c->cb[kv], c->cal->cb[kv], bytes, GEAR_COPY_H2D);
+        if (st) return st;
+    }
+    return GEAR_OK;
+}
+
 gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const gear_config *cfg_v,
-                           unsigned n_layer, unsigned n_head, unsigned d, unsigned max_tokens,
-                           gear_cache **out)
+                           const gear_calib *cal, unsigned n_layer, unsigned n_head, unsigned d,
+                           unsigned max_tokens, gear_cache **out)
 {
     if (!out) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_create: out is NULL");
     *out = NULL;
@@ -25,10 +69,15 @@ gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const ge
     if (cfg_k->block != cfg_v->block)
         return gear_fail(GEAR_ERR_INVALID_ARG, "keys and values need the same block size (%u vs %u)",
                          cfg_k->block, cfg_v->block);
+    const gear_config *cfg[2] = {cfg_k, cfg_v};
+    gear_status st = check_calib(cal, cfg, n_layer, n_head, d);
+    if (st) return st;
+    /* under head compression the blocks hold the projected heads */
+    unsigned sh = cal ? cal->sh : n_head, sd = cal ? cal->sd : d;
     gear_cache *c = calloc(1, sizeof *c);
     if (!c) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create");
-    gear_status st = gear_block_layout_init(&c->L[0], cfg_k, d);
-    if (!st) st = gear_block_layout_init(&c->L[1], cfg_v, d);
+    st = gear_block_layout_init(&c->L[0], cfg_k, sd);
+    if (!st) st = gear_block_layout_init(&c->L[1], cfg_v, sd);
     if (st) {
         free(c);
         return st;
@@ -37,14 +86,19 @@ gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const ge
     c->cfg[0] = *cfg_k;
     c->cfg[1] = *cfg_v;
     c->n_layer = n_layer;
-    c->n_head = n_head;
-    c->d = d;
+    c->n_head = sh;
+    c->d = sd;
+    c->n_head_in = n_head;
+    c->d_in = d;
     c->block = cfg_k->block;
     c->max_tokens = max_tokens;
     c->layers = calloc(n_layer, sizeof *c->layers);
-    if (!c->layers) {
+    if (!c->layers) st = gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create: layers");
+    if (!st && cal) st = gear_calib_dup(cal, &c->cal);
+    if (!st && cal) st = attach_codebooks(c);
+    if (st) {
         gear_cache_free(c);
-        return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create: layers");
+        return st;
     }
     *out = c;
     return GEAR_OK;
@@ -54,7 +108,15 @@ gear_status gear_cache_create(gear_context *ctx, const gear_config *cfg_k, const
                               unsigned n_layer, unsigned n_head_kv, unsigned head_dim,
                               unsigned max_tokens, gear_cache **out)
 {
-    return gear_cache_new(ctx, cfg_k, cfg_v, n_layer, n_head_kv, head_dim, max_tokens, out);
+    return gear_cache_new(ctx, cfg_k, cfg_v, NULL, n_layer, n_head_kv, head_dim, max_tokens, out);
+}
+
+gear_status gear_cache_create_calibrated(gear_context *ctx, const gear_config *cfg_k,
+                                         const gear_config *cfg_v, const gear_calib *cal,
+                                         unsigned n_layer, unsigned n_head_kv, unsigned head_dim,
+                                         unsigned max_tokens, gear_cache **out)
+{
+    return gear_cache_new(ctx, cfg_k, cfg_v, cal, n_layer, n_head_kv, head_dim, max_tokens, out);
 }
 
 void gear_cache_free(gear_cache *c)
@@ -65,6 +127,9 @@ void gear_cache_free(gear_cache *c)
             if (c->layers[l].arena[kv]) c->ctx->be->mem_free(c->ctx->state, c->layers[l].arena[kv]);
             free(c->layers[l].buf[kv]);
         }
+    for (int kv = 0; kv < 2; kv++)
+        if (c->cb[kv] && c->ctx->be->on_device) c->ctx->be->mem_free(c->ctx->state, c->cb[kv]);
+    gear_calib_free(c->cal);
     free(c->layers);
     free(c);
 }
@@ -136,15 +201,20 @@ static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned l
     gear_status st = GEAR_OK;
     if (!ids || !xs || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
     for (int kv = 0; kv < 2 && !st; kv++) {
-        unsigned i = 0;
-        for (unsigned b = 0; b < new_blocks; b++)
-            for (unsigned h = 0; h < c->n_head; h++, i++) {
-                unsigned bi = ly->n_blocks + b;
-                ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, bi};
-                xs[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
-                blks[i] = gear_cache_block(c, ly, kv, bi, h);
-            }
-        st = gear_pipeline_compress_batch(c->ctx, &c->L[kv], count, ids, xs, blks);
+        /* CQ blocks of one call share a codebook: one batch per head */
+        int per_head = c->L[kv].cq_dim != 0;
+        for (unsigned h0 = 0; h0 < (per_head ? c->n_head : 1) && !st; h0++) {
+            unsigned i = 0;
+            for (unsigned b = 0; b < new_blocks; b++)
+                for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : c->n_head); h++, i++) {
+                    unsigned bi = ly->n_blocks + b;
+                    ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, bi};
+                    xs[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
+                    blks[i] = gear_cache_block(c, ly, kv, bi, h);
+                }
+            gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
+            st = gear_pipeline_compress_batch(c->ctx, &L, i, ids, xs, blks);
+        }
     }
     free(ids);
     free(xs);
@@ -152,11 +222,11 @@ static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned l
     return st;
 }
 
-gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *k,
-                              const gear_tensor *v)
+/* Append in the stored shape [n_head, T, d]. */
+static gear_status append_stored(gear_cache *c, unsigned layer, const gear_tensor *k,
+                                 const gear_tensor *v)
 {
-    gear_status st = check_layer(c, layer);
-    if (st) return st;
+    gear_status st = GEAR_OK;
     gear_layer *ly = &c->layers[layer];
     int64_t H = c->n_head, T = 0, D = c->d;
     st = gear_view_check(k, "k", &H, &T, &D);
@@ -212,11 +282,11 @@ gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
     return GEAR_OK;
 }
 
-gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tensor *q, float scale,
-                                 gear_tensor *out)
+/* Attention in the stored shape: q and out [hq, nq, d]. */
+static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_tensor *q,
+                                    float scale, gear_tensor *out)
 {
-    gear_status st = check_layer(c, layer);
-    if (st) return st;
+    gear_status st = GEAR_OK;
     const gear_layer *ly = &c->layers[layer];
     int64_t hq = 0, nq = 0, d = c->d;
     st = gear_view_check(q, "q", &hq, &nq, &d);
@@ -247,7 +317,8 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
             vb[(size_t)h * ly->n_blocks + b] = gear_cache_block(c, ly, 1, b, h);
         }
     size_t stride = (size_t)c->block * c->d;
-    gear_attention_args a = {&c->L[0], &c->L[1], c->n_head, ly->n_blocks, kb, vb,
+    gear_block_layout lk = gear_cache_layout(c, 0, layer, 0), lv = gear_cache_layout(c, 1, layer, 0);
+    gear_attention_args a = {&lk, &lv, c->n_head, ly->n_blocks, kb, vb,
                              ly->buf[0], ly->buf[1], stride, ly->tokens % c->block,
                              qb, group, (unsigned)nq, scale, ob};
     st = c->ctx->be->attention
@@ -271,10 +342,10 @@ done:
     return st;
 }
 
-gear_status gear_cache_decompress(gear_cache *c, unsigned layer, gear_tensor *k, gear_tensor *v)
+/* Reconstruction in the stored shape. */
+static gear_status decompress_stored(gear_cache *c, unsigned layer, gear_tensor *k, gear_tensor *v)
 {
-    gear_status st = check_layer(c, layer);
-    if (st) return st;
+    gear_status st = GEAR_OK;
     const gear_layer *ly = &c->layers[layer];
     gear_tensor *dst[2] = {k, v};
     int64_t H = c->n_head, T = ly->tokens, D = c->d;
@@ -288,8 +359,9 @@ gear_status gear_cache_decompress(gear_cache *c, unsigned layer, gear_tensor *k,
     for (int kv = 0; kv < 2 && !st; kv++) {
         if (!dst[kv]) continue;
         for (unsigned h = 0; h < c->n_head && !st; h++) {
+            gear_block_layout L = gear_cache_layout(c, kv, layer, h);
             for (unsigned b = 0; b < ly->n_blocks && !st; b++) {
-                st = gear_pipeline_reconstruct(c->ctx, &c->L[kv], gear_cache_block(c, ly, kv, b, h), x);
+                st = gear_pipeline_reconstruct(c->ctx, &L, gear_cache_block(c, ly, kv, b, h), x);
                 if (!st) gear_view_write(dst[kv], h, (int64_t)b * c->block, c->block, c->d, x);
             }
             if (!st && nbuf)
@@ -305,7 +377,9 @@ gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s)
 {
     if (!c || !s) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_stats_get: NULL argument");
     memset(s, 0, sizeof *s);
-    uint64_t per_block_entries = (uint64_t)c->block * c->d;
+    /* entries of the model's K/V that a block stands for (more than it
+     * holds under head compression) */
+    uint64_t per_block_entries = (uint64_t)c->block * c->d_in * c->n_head_in / c->n_head;
     for (unsigned l = 0; l < c->n_layer; l++) {
         const gear_layer *ly = &c->layers[l];
         uint64_t nb = (uint64_t)ly->n_blocks * c->n_head, nbuf = ly->tokens % c->block;
@@ -314,10 +388,176 @@ gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s)
         s->compressed_bytes += nb * (c->L[0].bytes + c->L[1].bytes);
         s->compressed_entries += 2 * nb * per_block_entries;
         s->buffer_entries += 2 * nbuf * c->n_head * c->d;
-        s->fp16_bytes += 2 * 2 * (uint64_t)ly->tokens * c->n_head * c->d;
+        s->fp16_bytes += 2 * 2 * (uint64_t)ly->tokens * c->n_head_in * c->d_in;
     }
+    if (c->cal)
+        for (int kv = 0; kv < 2; kv++)
+            s->calib_bytes += sizeof(float) * (gear_calib_cb_floats(c->cal, kv) +
+                                               gear_calib_hc_mean_floats(c->cal) +
+                                               gear_calib_hc_u_floats(c->cal));
     s->buffer_bytes = s->buffer_entries * sizeof(float);
     s->bpe = s->compressed_entries ? 8.0 * (double)s->compressed_bytes / (double)s->compressed_entries
                                    : 0.0;
     return GEAR_OK;
+}
+
+/* ------------------------------------------------------------------
+ * The API's shapes.  Without head compression they are the stored ones.
+ * With it (arXiv 2406.07056), K/V of each group of g heads are projected
+ * on the calibration's basis: x~ = U^T (x - mean).  Attention never
+ * reconstructs keys: q.k = (U_h^T q).x~ + q.mean_h, and the second term
+ * is the same for every position, so softmax drops it; the output is
+ * U_h o~ + mean_h (the weights sum to 1). */
+
+static int head_compressed(const gear_cache *c) { return c->cal && c->cal->p.hc_group; }
+
+/* Rows of U (and mean) belonging to model head h in its group. */
+static const float *hc_rows(const gear_cache *c, int kv, unsigned layer, unsigned h,
+                            const float **mean)
+{
+    const gear_calib *cal = c->cal;
+    unsigned g = cal->p.hc_group, gd = g * c->d_in, j = h / g, hh = h % g;
+    size_t grp = (size_t)layer * c->n_head + j;
+    *mean = cal->hc_mean[kv] + grp * gd + (size_t)hh * c->d_in;
+    return cal->hc_u[kv] + (grp * gd + (size_t)hh * c->d_in) * c->d;
+}
+
+/* A contiguous fp32 [h, t, d] view. */
+static gear_tensor f32_view(float *p, int64_t h, int64_t t, int64_t d)
+{
+    gear_tensor x;
+    gear_tensor_init(&x, p, GEAR_F32, 3, h, t, d, 0);
+    return x;
+}
+
+gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *k,
+                              const gear_tensor *v)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    if (!head_compressed(c)) return append_stored(c, layer, k, v);
+    int64_t H = c->n_head_in, T = 0, D = c->d_in;
+    st = gear_view_check(k, "k", &H, &T, &D);
+    if (!st) st = gear_view_check(v, "v", &H, &T, &D);
+    if (st) return st;
+    size_t nx = (size_t)T * H * D, ny = (size_t)T * c->n_head * c->d;
+    float *x = malloc(sizeof(float) * (nx + D + 1)), *y[2] = {NULL, NULL};
+    float *yh = malloc(sizeof(float) * (ny + 1));
+    for (int kv = 0; kv < 2; kv++) y[kv] = malloc(sizeof(float) * (ny + 1));
+    if (!x || !yh || !y[0] || !y[1]) st = gear_fail(GEAR_ERR_NO_MEMORY, "append projection");
+    const gear_tensor *src[2] = {k, v};
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        float *row = x + nx; /* token-major [t][head][d], as the projection reads it */
+        for (int64_t h = 0; h < H && !st; h++)
+            for (int64_t t = 0; t < T && !st; t++) {
+                st = gear_view_read(src[kv], h, t, 1, D, row, 1);
+                memcpy(x + ((size_t)t * H + h) * D, row, sizeof(float) * D);
+            }
+        if (st) break;
+        gear_calib_project(c->cal, layer, kv, x, (size_t)T, yh);
+        for (unsigned j = 0; j < c->n_head; j++) /* [t][head][m] -> [head][t][m] */
+            for (int64_t t = 0; t < T; t++)
+                memcpy(y[kv] + ((size_t)j * T + t) * c->d, yh + ((size_t)t * c->n_head + j) * c->d,
+                       sizeof(float) * c->d);
+    }
+    if (!st) {
+        gear_tensor tk = f32_view(y[0], c->n_head, T, c->d), tv = f32_view(y[1], c->n_head, T, c->d);
+        st = append_stored(c, layer, &tk, &tv);
+    }
+    free(x);
+    free(yh);
+    free(y[0]);
+    free(y[1]);
+    return st;
+}
+
+gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tensor *q, float scale,
+                                 gear_tensor *out)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    if (!head_compressed(c)) return attention_stored(c, layer, q, scale, out);
+    int64_t hq = 0, nq = 0, D = c->d_in;
+    st = gear_view_check(q, "q", &hq, &nq, &D);
+    if (!st) st = gear_view_check(out, "out", &hq, &nq, &D);
+    if (st) return st;
+    if (hq % c->n_head_in)
+        return gear_fail(GEAR_ERR_SHAPE, "%lld query heads is not a multiple of %u KV heads",
+                         (long long)hq, c->n_head_in);
+    unsigned group = (unsigned)(hq / c->n_head_in), m = c->d;
+    size_t rows = (size_t)hq * nq;
+    float *qm = malloc(sizeof(float) * rows * m), *om = malloc(sizeof(float) * rows * m);
+    float *row = malloc(sizeof(float) * ((size_t)nq * D + 1));
+    if (!qm || !om || !row) st = gear_fail(GEAR_ERR_NO_MEMORY, "attention projection");
+    for (int64_t h = 0; h < hq && !st; h++) { /* q~ = U_h^T q */
+        const float *mean, *U = hc_rows(c, 0, layer, (unsigned)(h / group), &mean);
+        st = gear_view_read(q, h, 0, nq, D, row, 0);
+        for (int64_t t = 0; t < nq && !st; t++) {
+            float *o = qm + ((size_t)h * nq + t) * m;
+            for (unsigned i = 0; i < m; i++) o[i] = 0.0f;
+            for (int64_t i = 0; i < D; i++)
+                for (unsigned cc = 0; cc < m; cc++)
+                    o[cc] = fmaf(row[t * D + i], U[(size_t)i * m + cc], o[cc]);
+        }
+    }
+    if (!st) {
+        gear_tensor tq = f32_view(qm, hq, nq, m), to = f32_view(om, hq, nq, m);
+        st = attention_stored(c, layer, &tq, scale, &to);
+    }
+    for (int64_t h = 0; h < hq && !st; h++) { /* o = U_h o~ + mean_h */
+        const float *mean, *U = hc_rows(c, 1, layer, (unsigned)(h / group), &mean);
+        for (int64_t t = 0; t < nq && !st; t++) {
+            const float *o = om + ((size_t)h * nq + t) * m;
+            for (int64_t i = 0; i < D; i++) {
+                float s = mean[i];
+                for (unsigned cc = 0; cc < m; cc++) s = fmaf(U[(size_t)i * m + cc], o[cc], s);
+                if (!isfinite(s))
+                    st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %lld)",
+                                   (long long)h);
+                row[t * D + i] = s;
+            }
+        }
+        if (!st) gear_view_write(out, h, 0, nq, D, row);
+    }
+    free(qm);
+    free(om);
+    free(row);
+    return st;
+}
+
+gear_status gear_cache_decompress(gear_cache *c, unsigned layer, gear_tensor *k, gear_tensor *v)
+{
+    gear_status st = check_layer(c, layer);
+    if (st) return st;
+    if (!head_compressed(c)) return decompress_stored(c, layer, k, v);
+    const gear_layer *ly = &c->layers[layer];
+    gear_tensor *dst[2] = {k, v};
+    int64_t H = c->n_head_in, T = ly->tokens, D = c->d_in;
+    if (T == 0) return gear_fail(GEAR_ERR_SHAPE, "layer %u is empty", layer);
+    for (int kv = 0; kv < 2 && !st; kv++)
+        if (dst[kv]) st = gear_view_check(dst[kv], kv ? "v" : "k", &H, &T, &D);
+    if (st) return st;
+    size_t ny = (size_t)c->n_head * T * c->d;
+    float *y = malloc(sizeof(float) * ny), *x = malloc(sizeof(float) * (size_t)T * D);
+    if (!y || !x) st = gear_fail(GEAR_ERR_NO_MEMORY, "decompress projection");
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        if (!dst[kv]) continue;
+        gear_tensor ty = f32_view(y, c->n_head, T, c->d);
+        st = decompress_stored(c, layer, kv ? NULL : &ty, kv ? &ty : NULL);
+        for (int64_t h = 0; h < H && !st; h++) {
+            const float *mean, *U = hc_rows(c, kv, layer, (unsigned)h, &mean);
+            const float *yj = y + (size_t)(h / c->cal->p.hc_group) * T * c->d;
+            for (int64_t t = 0; t < T; t++)
+                for (int64_t i = 0; i < D; i++) {
+                    float s = mean[i];
+                    for (unsigned cc = 0; cc < c->d; cc++)
+                        s = fmaf(U[(size_t)i * c->d + cc], yj[(size_t)t * c->d + cc], s);
+                    x[t * D + i] = s;
+                }
+            gear_view_write(dst[kv], h, 0, T, D, x);
+        }
+    }
+    free(y);
+    free(x);
+    return st;
 }

@@ -3,6 +3,7 @@
 #define GEAR_CACHE_H
 
 #include "internal.h"
+#include "calib.h"
 
 typedef struct gear_layer {
     unsigned tokens;     /* cached tokens: n_blocks*block + buffered */
@@ -16,14 +17,29 @@ struct gear_cache {
     gear_context *ctx;
     gear_config cfg[2];
     gear_block_layout L[2];
+    /* n_head, d: what the blocks store (n_head_in/hc_group heads of hc_dim
+     * channels under head compression; else the model's shape) */
     unsigned n_layer, n_head, d, block, max_tokens;
+    unsigned n_head_in, d_in;  /* the model's KV heads and head dim (the API's shapes) */
     gear_layer *layers;
+    gear_calib *cal;           /* owned copy of the calibration, or NULL */
+    float *cb[2];              /* codebooks in backend memory ([layer][head] x cb_head_floats) */
 };
+
+/* L[kv] with the codebook of (layer, head): for per-block calls on one
+ * head, and, with head 0, for attention over a layer. */
+static inline gear_block_layout gear_cache_layout(const gear_cache *c, int kv, unsigned layer,
+                                                  unsigned head)
+{
+    gear_block_layout L = c->L[kv];
+    if (L.cq_dim) L.codebook = c->cb[kv] + ((size_t)layer * c->n_head + head) * L.cb_head_floats;
+    return L;
+}
 
 /* Allocate an empty cache (validating every argument). */
 gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const gear_config *cfg_v,
-                           unsigned n_layer, unsigned n_head_kv, unsigned head_dim,
-                           unsigned max_tokens, gear_cache **out);
+                           const gear_calib *cal, unsigned n_layer, unsigned n_head_kv,
+                           unsigned head_dim, unsigned max_tokens, gear_cache **out);
 /* Allocate a layer's buffers if not yet done. */
 gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly);
 /* Make room for at least want blocks per head in a layer. */

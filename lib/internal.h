@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <gear.h>
 #include <gear/backend.h>
@@ -62,6 +63,24 @@ static inline uint64_t gear_get_u64(const uint8_t *p)
 
 /* ---- crc32c.c */
 uint32_t gear_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* ---- fileio.c: serialized objects */
+/* Output to memory (buf/cap; pos counts even past cap, for size queries)
+ * or to a FILE. */
+typedef struct gear_sink {
+    uint8_t *buf;
+    size_t cap, pos;
+    FILE *f;
+    int failed;
+} gear_sink;
+void gear_sink_put(gear_sink *s, const void *p, size_t n);
+typedef gear_status (*gear_writer)(const void *obj, gear_sink *s);
+/* *size = bytes written; GEAR_ERR_DST_TOO_SMALL when dst is NULL or short. */
+gear_status gear_save_mem(gear_writer write, const void *obj, void *dst, size_t cap, size_t *size);
+/* Written to PATH.tmp.XXXXXX, flushed, fsynced, renamed over path. */
+gear_status gear_save_file(gear_writer write, const void *obj, const char *path);
+/* The whole file into *data (malloc'ed). */
+gear_status gear_read_file(const char *path, uint8_t **data, size_t *len);
 
 /* ---- config.c */
 #define GEAR_CQ_MAX_DIM 16u   /* channels per CQ code */

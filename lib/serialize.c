@@ -18,23 +18,8 @@
 #define LAYER_MAGIC "LAYR"
 #define LAYER_HEADER 16u
 
-/* Output sink: memory (buf/cap) or a FILE; pos counts bytes either way. */
-typedef struct sink {
-    uint8_t *buf;
-    size_t cap, pos;
-    FILE *f;
-    int failed;
-} sink;
-
-static void put(sink *s, const void *p, size_t n)
-{
-    if (s->f) {
-        if (!s->failed && fwrite(p, 1, n, s->f) != n) s->failed = 1;
-    } else if (s->buf && s->pos + n <= s->cap) {
-        memcpy(s->buf + s->pos, p, n);
-    }
-    s->pos += n;
-}
+typedef gear_sink sink;
+#define put gear_sink_put
 
 /* Copy a block out of backend memory into host staging, then to the sink. */
 static gear_status put_block(const gear_cache *c, sink *s, const uint8_t *blk, size_t bytes,
@@ -60,11 +45,29 @@ static gear_status write_cache(const gear_cache *c, sink *s)
     gear_config_write(&c->cfg[0], h + 16);
     gear_config_write(&c->cfg[1], h + 48);
     gear_put_u32(h + 80, c->n_layer);
-    gear_put_u32(h + 84, c->n_head);
-    gear_put_u32(h + 88, c->d);
+    gear_put_u32(h + 84, c->n_head_in);
+    gear_put_u32(h + 88, c->d_in);
     gear_put_u32(h + 92, c->max_tokens);
+    /* a calibrated cache carries its calibration (codebooks, projections) */
+    size_t cal_bytes = 0;
+    if (c->cal) {
+        gear_status st = gear_calib_save_mem(c->cal, NULL, 0, &cal_bytes);
+        if (st != GEAR_ERR_DST_TOO_SMALL) return st ? st : gear_fail(GEAR_ERR_INTERNAL, "calib size");
+        if (cal_bytes > UINT32_MAX)
+            return gear_fail(GEAR_ERR_OVERFLOW, "calibration of %zu bytes is too large to save",
+                             cal_bytes);
+    }
+    gear_put_u32(h + 96, (uint32_t)cal_bytes);
     gear_put_u32(h + 108, gear_crc32c(0, h, 108));
     put(s, h, sizeof h);
+    if (c->cal) {
+        uint8_t *cb = malloc(cal_bytes);
+        if (!cb) return gear_fail(GEAR_ERR_NO_MEMORY, "save staging");
+        gear_status st = gear_calib_save_mem(c->cal, cb, cal_bytes, &cal_bytes);
+        if (!st) put(s, cb, cal_bytes);
+        free(cb);
+        if (st) return st;
+    }
 
     size_t stage_sz = c->L[0].bytes > c->L[1].bytes ? c->L[0].bytes : c->L[1].bytes;
     gear_block_layout R;
@@ -100,57 +103,20 @@ static gear_status write_cache(const gear_cache *c, sink *s)
     return st;
 }
 
+static gear_status write_cache_obj(const void *c, gear_sink *s) { return write_cache(c, s); }
+
 gear_status gear_cache_save_mem(const gear_cache *c, void *dst, size_t cap, size_t *size)
 {
     if (!c || !size) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save_mem: NULL argument");
-    sink s = {dst, dst ? cap : 0, 0, NULL, 0};
-    gear_status st = write_cache(c, &s);
-    if (st) return st;
-    *size = s.pos;
-    if (!dst || cap < s.pos)
-        return gear_fail(GEAR_ERR_DST_TOO_SMALL, "saving needs %zu bytes, got %zu", s.pos,
-                         dst ? cap : 0);
-    return GEAR_OK;
+    return gear_save_mem(write_cache_obj, c, dst, cap, size);
 }
 
 gear_status gear_cache_save(const gear_cache *c, const char *path)
 {
     if (!c || !path || !*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save: NULL argument");
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 16);
-    if (!tmp) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_save");
-    snprintf(tmp, len + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        gear_status st = gear_fail(GEAR_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    FILE *f = fdopen(fd, "wb");
-    if (!f) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return gear_fail(GEAR_ERR_IO, "fdopen failed: %s", strerror(errno));
-    }
-    sink s = {NULL, 0, 0, f, 0};
-    gear_status st = write_cache(c, &s);
-    /* Durable: data on disk before the new name replaces the old file. */
-    int bad = s.failed || fflush(f) != 0 || fsync(fileno(f)) != 0;
-    int err = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!st && bad) st = gear_fail(GEAR_ERR_IO, "writing %s failed: %s", tmp, strerror(err));
-    if (!st && rename(tmp, path) != 0)
-        st = gear_fail(GEAR_ERR_IO, "renaming %s to %s failed: %s", tmp, path, strerror(errno));
-    if (st) unlink(tmp);
-    free(tmp);
-    return st;
+    return gear_save_file(write_cache_obj, c, path);
 }
 
-/* Check one block of src against the layout the cache expects. */
 static gear_status take_block(const uint8_t *src, size_t len, size_t *off,
                               const gear_block_layout *want, const char *what)
 {
@@ -177,21 +143,38 @@ gear_status gear_cache_load_mem(gear_context *ctx, const void *src_, size_t len,
     if (gear_get_u32(src + 8) != CACHE_VERSION)
         return gear_fail(GEAR_ERR_FORMAT_VERSION, "cache format version %u (this library reads %u)",
                          gear_get_u32(src + 8), CACHE_VERSION);
-    for (int i = 96; i < 108; i++)
+    for (int i = 100; i < 108; i++)
         if (src[i]) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: reserved bytes set");
     if (gear_get_u32(src + 12) != CACHE_HEADER)
         return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: bad header size");
     unsigned n_layer = gear_get_u32(src + 80), n_head = gear_get_u32(src + 84),
              d = gear_get_u32(src + 88), max_tokens = gear_get_u32(src + 92);
+    size_t off = CACHE_HEADER, cal_bytes = gear_get_u32(src + 96);
+    gear_calib *cal = NULL;
+    gear_status st = GEAR_OK;
+    if (cal_bytes) {
+        if (cal_bytes > len - off)
+            return gear_fail(GEAR_ERR_FORMAT_TRUNCATED, "calibration of %zu bytes, %zu left",
+                             cal_bytes, len - off);
+        st = gear_calib_load_mem(src + off, cal_bytes, &cal);
+        if (st) return st;
+        off += cal_bytes;
+    }
+    /* configs apply to the stored (projected) head dim */
+    unsigned sd = cal ? cal->sd : d;
     gear_config ck, cv;
-    gear_status st = gear_config_read(src + 16, d, &ck);
-    if (!st) st = gear_config_read(src + 48, d, &cv);
+    st = gear_config_read(src + 16, sd, &ck);
+    if (!st) st = gear_config_read(src + 48, sd, &cv);
+    gear_cache *c = NULL;
+    if (!st) {
+        st = gear_cache_new(ctx, &ck, &cv, cal, n_layer, n_head, d, max_tokens, &c);
+        if (st) st = gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: %s", gear_last_error_message());
+    }
+    gear_calib_free(cal);
     if (st) return st;
-    gear_cache *c;
-    st = gear_cache_new(ctx, &ck, &cv, n_layer, n_head, d, max_tokens, &c);
-    if (st) return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "cache header: %s", gear_last_error_message());
     const struct gear_backend_i *be = ctx->be;
-    size_t off = CACHE_HEADER;
+    n_head = c->n_head; /* the stored shape from here on */
+    d = c->d;
     for (unsigned l = 0; l < n_layer && !st; l++) {
         gear_layer *ly = &c->layers[l];
         if (len - off < LAYER_HEADER) {
@@ -268,30 +251,9 @@ gear_status gear_cache_load(gear_context *ctx, const char *path, gear_cache **ou
 {
     if (out) *out = NULL;
     if (!ctx || !path || !out) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_load: NULL argument");
-    FILE *f = fopen(path, "rb");
-    if (!f) return gear_fail(GEAR_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    uint8_t *data = NULL;
-    size_t len = 0, cap = 0;
-    gear_status st = GEAR_OK;
-    for (;;) {
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            uint8_t *nd = ncap > cap ? realloc(data, ncap) : NULL;
-            if (!nd) {
-                st = gear_fail(GEAR_ERR_NO_MEMORY, "reading %s", path);
-                break;
-            }
-            data = nd;
-            cap = ncap;
-        }
-        size_t got = fread(data + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) st = gear_fail(GEAR_ERR_IO, "reading %s failed", path);
-            break;
-        }
-    }
-    fclose(f);
+    uint8_t *data;
+    size_t len;
+    gear_status st = gear_read_file(path, &data, &len);
     if (!st) st = gear_cache_load_mem(ctx, data, len, out);
     free(data);
     return st;
