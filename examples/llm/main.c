@@ -8,7 +8,7 @@
  *   gear-llm ppl       -m MODEL --text FILE --kv LIST [--ctx N] [--skip N] [--mode decode|prefill]
  *                      [--serial] [--json FILE]
  *   gear-llm logits    -m MODEL (-p TEXT | --text FILE) --out FILE [--ctx N] [--kv PRESET] [--mode M]
- *   gear-llm dump-kv   -m MODEL --text FILE --out FILE [--ctx N] [--skip N] [--layers 0,9,19,29]
+ *   gear-llm dump-kv   -m MODEL --text FILE --out FILE [--ctx N] [--skip N] [--layers 0,9,19,29|all]
  *   gear-llm kv-error  -m MODEL --text FILE --kv LIST [--ctx N] [--skip N]
  *
  * MODEL defaults to $GEAR_LLM_MODEL (scripts/fetch_model.sh prints a path).
@@ -744,6 +744,10 @@ static int parse_layers(const char *list, int n_layer, int *layers, int *n)
         int def[4] = {0, n_layer / 3, (2 * n_layer) / 3, n_layer - 1};
         for (int i = 0; i < 4; i++)
             if (*n == 0 || def[i] != layers[*n - 1]) layers[(*n)++] = def[i];
+        return 0;
+    }
+    if (!strcmp(list, "all")) {
+        for (int i = 0; i < n_layer && i < 256; i++) layers[(*n)++] = i;
         return 0;
     }
     for (const char *p = list; *p;) {

@@ -31,11 +31,13 @@ int cmd_presets(int argc, char **argv);
 int cmd_roundtrip(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 void usage_backends(FILE *f);
 void usage_presets(FILE *f);
 void usage_roundtrip(FILE *f);
 void usage_demo(FILE *f);
 void usage_eval(FILE *f);
+void usage_calibrate(FILE *f);
 
 /* ------------------------------------------------------------- options */
 

@@ -9,44 +9,12 @@
 #include "json.h"
 #include "safetensors.h"
 #include "synth.h"
+#include "kvset.h"
 
 #define BUILD_REPS 3 /* fresh caches per preset for the compress timing */
 #define ATTN_REPS 9  /* timed attention passes */
 #define STR_(x) #x
 #define STR(x) STR_(x)
-
-/* ------------------------------------------------------------ KV sets */
-
-typedef struct kvset {
-    unsigned n_layer, heads, head_dim, max_tokens;
-    unsigned *tokens;   /* per layer */
-    float **k, **v;     /* per layer: [heads][tokens][head_dim] */
-    long *ids;          /* per layer: its number in the file (NULL: 0, 1, ...) */
-} kvset;
-
-static long layer_id(const kvset *s, unsigned l) { return s->ids ? s->ids[l] : (long)l; }
-
-static void kvset_free(kvset *s)
-{
-    for (unsigned l = 0; s->k && l < s->n_layer; l++) {
-        free(s->k[l]);
-        free(s->v[l]);
-    }
-    free(s->k);
-    free(s->v);
-    free(s->tokens);
-    free(s->ids);
-    memset(s, 0, sizeof *s);
-}
-
-static int kvset_alloc(kvset *s, unsigned n_layer)
-{
-    s->n_layer = n_layer;
-    s->tokens = calloc(n_layer, sizeof *s->tokens);
-    s->k = calloc(n_layer, sizeof *s->k);
-    s->v = calloc(n_layer, sizeof *s->v);
-    return s->tokens && s->k && s->v ? 0 : -1;
-}
 
 /* Options and description shared by both commands. */
 typedef struct table_opts {
@@ -59,6 +27,9 @@ typedef struct table_opts {
     const char *source;      /* "synthetic", "file" (eval) or "sample" (demo's real KV) */
     const char *file;
     char layers_desc[128];   /* e.g. "layers 0, 10, 20, 29" */
+    const char *calib_path;  /* --calib */
+    gear_calib *cal;         /* loaded from it: caches are calibrated, layers keep their ids */
+    gear_calib_info cal_info;
 } table_opts;
 
 /* ----------------------------------------------------------- measuring */
@@ -76,18 +47,39 @@ static gear_tensor view3(float *data, unsigned a, unsigned b, unsigned c)
 }
 
 /* A fresh cache holding every layer; *secs is the time of the appends. */
-static int build_cache(const char *cmd, gear_context *ctx, const gear_config *ck,
-                       const gear_config *cv, const kvset *s, gear_cache **out, double *secs)
+/* The cache layer of KV-set layer l: its number in the file when the cache
+ * is calibrated (a calibration is per model layer), else l. */
+static unsigned cache_layer(const gear_calib *cal, const kvset *s, unsigned l)
 {
-    gear_status st = gear_cache_create(ctx, ck, cv, s->n_layer, s->heads, s->head_dim,
-                                       s->max_tokens, out);
+    return cal ? (unsigned)kvset_layer_id(s, l) : l;
+}
+
+/* A fresh cache holding every layer; *secs is the time of the appends. */
+static int build_cache(const char *cmd, gear_context *ctx, const gear_config *ck,
+                       const gear_config *cv, const gear_calib *cal, const kvset *s,
+                       gear_cache **out, double *secs)
+{
+    gear_calib_info ci;
+    unsigned n_layer = s->n_layer;
+    if (cal) {
+        gear_calib_info_get(cal, &ci);
+        n_layer = ci.n_layer;
+        for (unsigned l = 0; l < s->n_layer; l++)
+            if (kvset_layer_id(s, l) < 0 || kvset_layer_id(s, l) >= (long)n_layer) {
+                cli_error(cmd, "layer %ld is beyond the calibration's %u layers",
+                          kvset_layer_id(s, l), n_layer);
+                return CLI_FAIL;
+            }
+    }
+    gear_status st = gear_cache_create_calibrated(ctx, ck, cv, cal, n_layer, s->heads, s->head_dim,
+                                                  s->max_tokens, out);
     if (st) return cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_create");
     double t0 = cli_now();
     for (unsigned l = 0; l < s->n_layer; l++) {
         gear_tensor k = view3(s->k[l], s->heads, s->tokens[l], s->head_dim);
         gear_tensor v = view3(s->v[l], s->heads, s->tokens[l], s->head_dim);
-        if ((st = gear_cache_append(*out, l, &k, &v))) {
-            cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_append (layer %ld)", layer_id(s, l));
+        if ((st = gear_cache_append(*out, cache_layer(cal, s, l), &k, &v))) {
+            cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_append (layer %ld)", kvset_layer_id(s, l));
             gear_cache_free(*out);
             *out = NULL;
             return CLI_FAIL;
@@ -98,17 +90,17 @@ static int build_cache(const char *cmd, gear_context *ctx, const gear_config *ck
 }
 
 /* One decode-attention call per layer (1 query token) into out[l]. */
-static int attend(const char *cmd, gear_cache *c, const kvset *s, unsigned qheads,
-                  float *const *q, float *const *out)
+static int attend(const char *cmd, gear_cache *c, const gear_calib *cal, const kvset *s,
+                  unsigned qheads, float *const *q, float *const *out)
 {
     float scale = (float)(1.0 / sqrt((double)s->head_dim));
     for (unsigned l = 0; l < s->n_layer; l++) {
         gear_tensor tq = view3(q[l], qheads, 1, s->head_dim);
         gear_tensor to = view3(out[l], qheads, 1, s->head_dim);
-        gear_status st = gear_cache_attention(c, l, &tq, scale, &to);
+        gear_status st = gear_cache_attention(c, cache_layer(cal, s, l), &tq, scale, &to);
         if (st)
             return cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_attention (layer %ld)",
-                                  layer_id(s, l));
+                                  kvset_layer_id(s, l));
     }
     return CLI_OK;
 }
@@ -161,17 +153,22 @@ static int measure(const table_opts *o, gear_context *ctx, const char *preset, c
     double kn = 0, kdn = 0, vn = 0, vdn = 0, an = 0, adn = 0;
     int rc;
     memset(m, 0, sizeof *m);
-    if ((rc = cli_preset(cmd, preset, &ck, &cv)) || (rc = cli_block_info(cmd, &ck, s->head_dim, &bk)) ||
-        (rc = cli_block_info(cmd, &cv, s->head_dim, &bv)))
+    /* under head compression blocks hold stored_heads x stored_dim of the
+     * heads x head_dim the model has: bpe per model entry shrinks alike */
+    unsigned bd = o->cal ? o->cal_info.stored_dim : s->head_dim;
+    double shrink = o->cal ? (double)o->cal_info.stored_heads * bd / ((double)s->heads * s->head_dim)
+                           : 1.0;
+    if ((rc = cli_preset(cmd, preset, &ck, &cv)) || (rc = cli_block_info(cmd, &ck, bd, &bk)) ||
+        (rc = cli_block_info(cmd, &cv, bd, &bv)))
         return rc;
-    m->bpe_k = bk.bpe;
-    m->bpe_v = bv.bpe;
-    m->bpe = 0.5 * (bk.bpe + bv.bpe);
+    m->bpe_k = bk.bpe * shrink;
+    m->bpe_v = bv.bpe * shrink;
+    m->bpe = 0.5 * (m->bpe_k + m->bpe_v);
 
     for (int r = 0; r < BUILD_REPS; r++) {
         gear_cache_free(cache);
         cache = NULL;
-        if ((rc = build_cache(cmd, ctx, &ck, &cv, s, &cache, &secs[r]))) return rc;
+        if ((rc = build_cache(cmd, ctx, &ck, &cv, o->cal, s, &cache, &secs[r]))) return rc;
     }
     gear_status st = gear_cache_stats_get(cache, &m->stats);
     if (st) {
@@ -193,21 +190,21 @@ static int measure(const table_opts *o, gear_context *ctx, const char *preset, c
         unsigned T = s->tokens[l], nc = T / ck.block * ck.block; /* one block size for K and V */
         gear_tensor tk = view3(kd, s->heads, T, s->head_dim);
         gear_tensor tv = view3(vd, s->heads, T, s->head_dim);
-        if ((st = gear_cache_decompress(cache, l, &tk, &tv))) {
+        if ((st = gear_cache_decompress(cache, cache_layer(o->cal, s, l), &tk, &tv))) {
             cli_gear_error(cmd, CLI_FAIL, st, "gear_cache_decompress (layer %ld)",
-                           layer_id(s, l));
+                           kvset_layer_id(s, l));
             goto done;
         }
         err_acc(s->k[l], kd, s->heads, T, s->head_dim, nc, &kn, &kdn);
         err_acc(s->v[l], vd, s->heads, T, s->head_dim, nc, &vn, &vdn);
     }
     /* One warm-up pass gives the outputs; then the timed passes. */
-    if (attend(cmd, cache, s, o->qheads, q, outs)) goto done;
+    if (attend(cmd, cache, o->cal, s, o->qheads, q, outs)) goto done;
     for (unsigned l = 0; l < s->n_layer; l++)
         err_acc(ref[l], outs[l], 1, 1, (unsigned)nq, 1, &an, &adn);
     for (int r = 0; r < ATTN_REPS; r++) {
         double t0 = cli_now();
-        if (attend(cmd, cache, s, o->qheads, q, outs)) goto done;
+        if (attend(cmd, cache, o->cal, s, o->qheads, q, outs)) goto done;
         at[r] = cli_now() - t0;
     }
     /* No compressed token (T < block): there is no compression error to quote. */
@@ -316,12 +313,18 @@ static int run_table(table_opts *o, const kvset *s)
         for (int i = 0; i < gear_preset_count() && o->presets.n < CLI_MAX_LIST; i++)
             if (strncmp(gear_preset_name(i), "cq-", 3)) /* CQ needs a calibration */
                 o->presets.v[o->presets.n++] = gear_preset_name(i);
+    if (o->calib_path) {
+        gear_status st = gear_calib_load(o->calib_path, &o->cal);
+        if (st) return cli_gear_error(cmd, CLI_FAIL, st, "--calib '%s'", o->calib_path);
+        gear_calib_info_get(o->cal, &o->cal_info);
+    }
+    unsigned bd = o->cal ? o->cal_info.stored_dim : s->head_dim;
     /* Every name and knob first, so a typo fails before any work. */
     for (int i = 0; i < o->presets.n; i++) {
         gear_config ck, cv;
-        if ((rc = cli_preset(cmd, o->presets.v[i], &ck, &cv)) ||
-            (rc = cli_validate(cmd, &ck, s->head_dim)) || (rc = cli_validate(cmd, &cv, s->head_dim)))
-            return rc;
+        if ((rc = cli_preset(cmd, o->presets.v[i], &ck, &cv)) || (rc = cli_validate(cmd, &ck, bd)) ||
+            (rc = cli_validate(cmd, &cv, bd)))
+            goto early;
     }
     if ((rc = cli_context(cmd, o->backend, &ctx))) return rc;
     const char *backend = gear_context_backend_name(ctx);
@@ -335,8 +338,8 @@ static int run_table(table_opts *o, const kvset *s)
     for (unsigned l = 0; l < s->n_layer; l++)
         gear_synth_normal(o->seed * 1000003u + 7919u * (l + 1), (int)nq, q[l]);
     gear_config fk, fv;
-    if (cli_preset(cmd, "fp16", &fk, &fv) || build_cache(cmd, ctx, &fk, &fv, s, &ref_cache, &secs) ||
-        attend(cmd, ref_cache, s, o->qheads, q, ref))
+    if (cli_preset(cmd, "fp16", &fk, &fv) || build_cache(cmd, ctx, &fk, &fv, NULL, s, &ref_cache, &secs) ||
+        attend(cmd, ref_cache, NULL, s, o->qheads, q, ref))
         goto done;
     gear_cache_free(ref_cache);
     ref_cache = NULL;
@@ -354,6 +357,9 @@ done:
     bufs_free(q, s->n_layer);
     bufs_free(ref, s->n_layer);
     gear_context_free(ctx);
+early:
+    gear_calib_free(o->cal);
+    o->cal = NULL;
     return rc;
 }
 
@@ -363,7 +369,8 @@ done:
     {"--backend", OPT_STR, &(o).backend, 0, 0, NULL},                              \
     {"--json", OPT_FLAG, &(o).json, 0, 0, NULL},                                   \
     {"--seed", OPT_U64, &(o).seed, 0, UINT64_MAX, NULL},                           \
-    {"--qheads", OPT_UINT, &(o).qheads, 1, 65535, &(qh_given)}
+    {"--qheads", OPT_UINT, &(o).qheads, 1, 65535, &(qh_given)},                    \
+    {"--calib", OPT_STR, &(o).calib_path, 0, 0, NULL}
 
 static int check_qheads(table_opts *o, int given, unsigned heads)
 {
@@ -383,6 +390,9 @@ static int check_qheads(table_opts *o, int given, unsigned heads)
     "  --qheads Q      query heads, a multiple of the KV heads (grouped-query;\n"            \
     "                  default 4 x KV heads)\n"                                              \
     "  --seed S        seed of the synthetic queries%s (default 1)\n"                        \
+    "  --calib FILE    a calibration from 'gear calibrate' (needed by cq-* presets; with\n"  \
+    "                  head compression every preset runs on the projected cache);\n"       \
+    "                  KV layer numbers index its layers\n"                                 \
     "  --json          one JSON object per preset instead of the table\n\n"                  \
     "Per preset: bpe (K and V average, everything stored), ratio 16/bpe and the real\n"     \
     "ratio fp16 bytes / (compressed + full-precision buffer bytes), relative error of\n"    \
@@ -400,7 +410,6 @@ static int check_qheads(table_opts *o, int given, unsigned heads)
 
 #define DEMO_SAMPLE "smollm2-135m-persuasion-kv.safetensors"
 
-static int load_kv(const char *cmd, const char *path, st_file *sf, kvset *s, table_opts *o);
 
 /* Where the demo's real KV sample is: $GEAR_DATA_DIR (an error if set but
  * the file is not there), else the installed copy in GEAR_PKGDATADIR, else
@@ -505,7 +514,7 @@ int cmd_demo(int argc, char **argv)
             }
             o.source = "sample";
             o.file = path;
-            rc = load_kv(o.cmd, path, sf, &s, &o);
+            rc = kvset_load(o.cmd, path, sf, &s, o.layers_desc, sizeof o.layers_desc);
             st_close(sf);
             if (!rc) rc = check_qheads(&o, qh_given, s.heads);
             if (!rc) rc = run_table(&o, &s);
@@ -555,136 +564,6 @@ void usage_eval(FILE *f)
     fprintf(f, COMMON_HELP, "");
 }
 
-/* "layer.<i>.k", "layer.<i>.v", "k.<i>", "v.<i>" -> i (and *is_v), else -1. */
-static long layer_of(const char *name, int *is_v)
-{
-    const char *p = name, *digits;
-    long id = 0;
-    if (!strncmp(p, "layer.", 6)) p += 6;
-    else if ((p[0] == 'k' || p[0] == 'v') && p[1] == '.') {
-        *is_v = p[0] == 'v';
-        p += 2;
-    } else return -1;
-    digits = p;
-    while (*p >= '0' && *p <= '9' && p - digits < 9) id = id * 10 + (*p++ - '0');
-    if (p == digits) return -1;
-    if (digits == name + 6) { /* layer.<i>.k|v */
-        if (p[0] != '.' || (p[1] != 'k' && p[1] != 'v') || p[2]) return -1;
-        *is_v = p[1] == 'v';
-        return id;
-    }
-    return *p ? -1 : id;
-}
-
-typedef struct layer_ref {
-    long id;
-    const st_tensor *t[2]; /* k, v */
-} layer_ref;
-
-static int cmp_layer(const void *a, const void *b)
-{
-    long x = ((const layer_ref *)a)->id, y = ((const layer_ref *)b)->id;
-    return (x > y) - (x < y);
-}
-
-/* Find the layers, check their shapes, read them as float32. */
-static int load_kv(const char *cmd, const char *path, st_file *sf, kvset *s, table_opts *o)
-{
-    char err[256];
-    layer_ref *L = calloc(sf->n ? sf->n : 1, sizeof *L);
-    size_t nl = 0;
-    int rc = CLI_FAIL;
-    if (!L) {
-        cli_error(cmd, "out of memory");
-        return CLI_FAIL;
-    }
-    for (size_t i = 0; i < sf->n; i++) {
-        int is_v = 0;
-        long id = layer_of(sf->t[i].name, &is_v);
-        if (id < 0) continue;
-        size_t j = 0;
-        while (j < nl && L[j].id != id) j++;
-        if (j == nl) L[nl++].id = id;
-        if (L[j].t[is_v]) {
-            cli_error(cmd, "'%s': layer %ld has two %s tensors ('%s' and '%s')", path, id,
-                      is_v ? "value" : "key", L[j].t[is_v]->name, sf->t[i].name);
-            goto done;
-        }
-        L[j].t[is_v] = &sf->t[i];
-    }
-    if (!nl) {
-        cli_error(cmd, "'%s': no KV tensors (expected names layer.<i>.k and layer.<i>.v, or "
-                  "k.<i> and v.<i>; see 'gear eval --help')", path);
-        goto done;
-    }
-    qsort(L, nl, sizeof *L, cmp_layer);
-    if (kvset_alloc(s, (unsigned)nl) || !(s->ids = malloc(nl * sizeof *s->ids))) {
-        cli_error(cmd, "out of memory");
-        goto done;
-    }
-    for (size_t l = 0; l < nl; l++) s->ids[l] = L[l].id;
-    for (size_t l = 0, at = 0; l < nl && at < sizeof o->layers_desc; l++) /* truncates */
-        at += (size_t)snprintf(o->layers_desc + at, sizeof o->layers_desc - at, "%s%ld",
-                               l ? ", " : "layers ", L[l].id);
-    for (size_t l = 0; l < nl; l++) {
-        const st_tensor *k = L[l].t[0], *v = L[l].t[1];
-        if (!k || !v) {
-            cli_error(cmd, "'%s': layer %ld has no %s tensor", path, L[l].id, k ? "value" : "key");
-            goto done;
-        }
-        for (int kv = 0; kv < 2; kv++) {
-            const st_tensor *t = L[l].t[kv];
-            if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16")) {
-                cli_error(cmd, "'%s': tensor '%s' has dtype %s; need F32, F16 or BF16", path,
-                          t->name, t->dtype);
-                goto done;
-            }
-            if (t->ndim != 2 && t->ndim != 3) {
-                cli_error(cmd, "'%s': tensor '%s' has %d dimensions; need [H, T, d] or [T, d]",
-                          path, t->name, t->ndim);
-                goto done;
-            }
-        }
-        if (k->ndim != v->ndim || memcmp(k->shape, v->shape, (size_t)k->ndim * sizeof k->shape[0])) {
-            cli_error(cmd, "'%s': '%s' and '%s' differ in shape", path, k->name, v->name);
-            goto done;
-        }
-        uint64_t H = k->ndim == 3 ? k->shape[0] : 1, T = k->shape[k->ndim - 2],
-                 d = k->shape[k->ndim - 1];
-        if (!H || !T || !d || H > 65535 || d > 65535 || T > 0x7fffffffu) {
-            cli_error(cmd, "'%s': tensor '%s' shape [%llu, %llu, %llu] is empty or too large",
-                      path, k->name, (unsigned long long)H, (unsigned long long)T,
-                      (unsigned long long)d);
-            goto done;
-        }
-        if (l && (H != s->heads || d != s->head_dim)) {
-            cli_error(cmd, "'%s': layer %ld has %llu heads x head_dim %llu, layer %ld has %u x "
-                      "%u; all layers must agree", path, L[l].id, (unsigned long long)H,
-                      (unsigned long long)d, L[0].id, s->heads, s->head_dim);
-            goto done;
-        }
-        s->heads = (unsigned)H;
-        s->head_dim = (unsigned)d;
-        s->tokens[l] = (unsigned)T;
-        if (T > s->max_tokens) s->max_tokens = (unsigned)T;
-        if (k->count > SIZE_MAX / sizeof(float) ||
-            !(s->k[l] = malloc((size_t)k->count * sizeof(float))) ||
-            !(s->v[l] = malloc((size_t)v->count * sizeof(float)))) {
-            cli_error(cmd, "out of memory reading layer %ld", L[l].id);
-            goto done;
-        }
-        if (st_read_f32(sf, k, s->k[l], err, sizeof err) ||
-            st_read_f32(sf, v, s->v[l], err, sizeof err)) {
-            cli_error(cmd, "'%s': %s", path, err);
-            goto done;
-        }
-    }
-    rc = CLI_OK;
-done:
-    free(L);
-    return rc;
-}
-
 int cmd_eval(int argc, char **argv)
 {
     table_opts o;
@@ -708,7 +587,7 @@ int cmd_eval(int argc, char **argv)
         cli_error(o.cmd, "'%s': %s", o.file, err);
         return CLI_FAIL;
     }
-    rc = load_kv(o.cmd, o.file, sf, &s, &o);
+    rc = kvset_load(o.cmd, o.file, sf, &s, o.layers_desc, sizeof o.layers_desc);
     st_close(sf);
     if (!rc) rc = check_qheads(&o, qh_given, s.heads);
     if (!rc) rc = run_table(&o, &s);

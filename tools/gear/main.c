@@ -21,6 +21,8 @@ static const cli_command commands[] = {
      usage_roundtrip},
     {"demo", "compare presets on built-in synthetic KV (no input needed)", cmd_demo, usage_demo},
     {"eval", "compare presets on your KV dump (safetensors)", cmd_eval, usage_eval},
+    {"calibrate", "learn CQ codebooks / KV-head projections from a KV dump", cmd_calibrate,
+     usage_calibrate},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
