@@ -8,7 +8,8 @@
  * computes the direct squared distance (no ||x||^2 - 2x.c + ||c||^2
  * cancellation) and keeps the running minimum with compare + select, which
  * the compiler vectorizes.  The channel count c is a compile-time constant
- * for c in {1, 2, 4, 8} so the per-sample channel loop is unrolled.
+ * for c in {1, 2, 4, 8} so the per-sample channel loop is unrolled, and the
+ * loops are compiled per x86-64 level (GEAR_CLONES).
  * Distances are fp32 (elementwise, no reductions across lanes), so the result
  * does not depend on the vector width; sums are double.
  */
@@ -17,6 +18,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include "calib_math.h"
+
+/* No a*b+c -> fma contraction in this file: the AVX2/AVX-512 clones of the
+ * assignment (GEAR_CLONES) must compute the same fp32 distances, hence the
+ * same assignments and centroids, as the baseline build, so a codebook does
+ * not depend on the machine that computed it. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 #define KM_TILE 256 /* samples per assignment tile: the tile's xt, best and idx stay in L1 */
 
@@ -78,6 +89,7 @@ KM_INLINE void km_tile(const float *restrict xt, size_t ld, size_t nb, unsigned 
 /* Nearest centroid of every sample.  idx holds the previous assignment on
  * entry (-1: none) and the new one on return; dist the fp32 squared distance.
  * Returns the number of samples whose assignment changed. */
+GEAR_CLONES
 static size_t km_assign(const float *xt, size_t n, unsigned c, const float *cent, unsigned k,
                         float *dist, int32_t *idx)
 {
@@ -104,6 +116,7 @@ static size_t km_assign(const float *xt, size_t n, unsigned c, const float *cent
 }
 
 /* k-means++: dmin[i] = min(dmin[i], |x_i - cm|^2) for a new centroid cm. */
+GEAR_CLONES
 static void km_nearer(const float *xt, size_t n, unsigned c, const float *cm, float *dmin)
 {
     for (size_t i = 0; i < n; i++) {
