@@ -176,7 +176,7 @@ static void runner_close(runner *r)
 }
 
 /* Split a comma-separated list of cache specs; fp16 first when with_base. */
-static int parse_presets(const char *list, int with_base, unsigned head_dim, char names[MAX_LANES][64], int *n)
+static int parse_presets(const char *list, int with_base, const llm_hparams *hp, char names[MAX_LANES][64], int *n)
 {
     *n = 0;
     if (with_base) strcpy(names[(*n)++], "fp16");
@@ -186,10 +186,11 @@ static int parse_presets(const char *list, int with_base, unsigned head_dim, cha
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= 64) return llm_fail("bad preset list '%s'", list);
         char name[64];
-        gear_config ck, cv;
+        llm_spec sp;
         memcpy(name, p, len);
         name[len] = '\0';
-        if (llm_config_parse(name, head_dim, &ck, &cv)) return -1;
+        if (llm_spec_parse(name, hp, &sp)) return -1;
+        llm_spec_free(&sp);
         int dup = 0;
         for (int i = 0; i < *n; i++) dup |= !strcmp(names[i], name);
         if (!dup) {
@@ -201,19 +202,25 @@ static int parse_presets(const char *list, int with_base, unsigned head_dim, cha
     return 0;
 }
 
-/* Bytes of one K and one V block, and bits per entry, of a cache spec. */
-static int preset_blocks(const char *spec, unsigned head_dim, size_t *kbytes, size_t *vbytes, unsigned *block,
-                         double *bpe)
+/* Bytes of one K and one V block, the blocks per layer and token block
+ * (KV heads the cache stores), and bits per entry of the model's K/V (head
+ * compression stores fewer, smaller blocks), of a cache spec. */
+static int preset_blocks(const char *spec, const llm_hparams *hp, size_t *kbytes, size_t *vbytes, unsigned *block,
+                         double *bpe, unsigned *heads)
 {
-    gear_config ck, cv;
+    llm_spec sp;
     gear_block_info ik, iv;
-    if (llm_config_parse(spec, head_dim, &ck, &cv)) return -1;
-    if (gear_block_info_get(&ck, head_dim, &ik) || gear_block_info_get(&cv, head_dim, &iv))
+    if (llm_spec_parse(spec, hp, &sp)) return -1;
+    llm_spec_free(&sp);
+    if (gear_block_info_get(&sp.ck, sp.dim, &ik) || gear_block_info_get(&sp.cv, sp.dim, &iv))
         return llm_fail("'%s': %s", spec, gear_last_error_message());
     *kbytes = ik.bytes;
     *vbytes = iv.bytes;
-    *block = ck.block;
-    *bpe = 8.0 * (double)(ik.bytes + iv.bytes) / ((double)ik.n * ik.d + (double)iv.n * iv.d);
+    *block = sp.ck.block;
+    *heads = sp.heads;
+    /* bits over the model entries the blocks stand for */
+    double model_entries = 2.0 * ik.n * (double)hp->n_head_kv * hp->head_dim / sp.heads;
+    *bpe = 8.0 * (double)(ik.bytes + iv.bytes) / model_entries;
     return 0;
 }
 
@@ -222,11 +229,13 @@ static int preset_blocks(const char *spec, unsigned head_dim, size_t *kbytes, si
 static double kv_bytes_at(const llm_model *m, const char *preset, unsigned tokens)
 {
     size_t kb = 0, vb = 0;
-    unsigned block = 1;
+    unsigned block = 1, heads = 1;
     double bpe;
-    if (preset_blocks(preset, (unsigned)m->hp.head_dim, &kb, &vb, &block, &bpe)) return -1.0;
-    double per_head = (double)(tokens / block) * (double)(kb + vb) + 2.0 * 2.0 * (tokens % block) * m->hp.head_dim;
-    return per_head * m->hp.n_head_kv * m->hp.n_layer;
+    if (preset_blocks(preset, &m->hp, &kb, &vb, &block, &bpe, &heads)) return -1.0;
+    double per_head = (double)(tokens / block) * (double)(kb + vb);
+    /* the tail below one block, as fp16 of the model's heads */
+    double tail = 2.0 * 2.0 * (tokens % block) * m->hp.head_dim * m->hp.n_head_kv;
+    return (per_head * heads + tail) * m->hp.n_layer;
 }
 
 static int read_tokens(const runner *r, const opts *o, int32_t **ids, size_t *n)
@@ -272,7 +281,8 @@ static int cmd_info(const opts *o)
         size_t kb, vb;
         unsigned block;
         double bpe;
-        if (preset_blocks(p, (unsigned)hp->head_dim, &kb, &vb, &block, &bpe)) continue;
+        unsigned heads;
+        if (preset_blocks(p, hp, &kb, &vb, &block, &bpe, &heads)) continue;
         double by = kv_bytes_at(r.model, p, 2048);
         printf("%-8s %8.3f %14.0f %14.2f\n", p, bpe, by, by / 1048576.0);
     }
@@ -587,7 +597,7 @@ static int cmd_ppl(const opts *o)
     int n, N, rc = -1;
     int32_t *tok = NULL;
     if (runner_open(&r, o)) return -1;
-    if (parse_presets(o->kv, 1, (unsigned)r.model->hp.head_dim, names, &n) || window_tokens(&r, o, &tok, &N)) {
+    if (parse_presets(o->kv, 1, &r.model->hp, names, &n) || window_tokens(&r, o, &tok, &N)) {
         runner_close(&r);
         return -1;
     }
@@ -642,7 +652,8 @@ static int cmd_ppl(const opts *o)
         unsigned block;
         double bpe;
         gear_cache_stats s;
-        if (preset_blocks(names[i], (unsigned)m->hp.head_dim, &kb, &vb, &block, &bpe) ||
+        unsigned heads;
+        if (preset_blocks(names[i], &m->hp, &kb, &vb, &block, &bpe, &heads) ||
             gear_cache_stats_get(lanes[i].cache, &s))
             goto done;
         double ppl = exp(stats[i].nll / (double)stats[i].n_nll), dppl = 100.0 * (ppl / base_ppl - 1.0);
@@ -839,7 +850,7 @@ static int cmd_kv_error(const opts *o)
     gear_cache *base = NULL;
     float *x = NULL, *y = NULL;
     if (runner_open(&r, o)) return -1;
-    if (parse_presets(o->kv, 0, (unsigned)r.model->hp.head_dim, names, &n) || window_tokens(&r, o, &tok, &N)) {
+    if (parse_presets(o->kv, 0, &r.model->hp, names, &n) || window_tokens(&r, o, &tok, &N)) {
         runner_close(&r);
         return -1;
     }
@@ -878,14 +889,16 @@ static int cmd_kv_error(const opts *o)
         printf("%5d", l);
         for (int i = 0; i < n; i++) {
             gear_cache *c = NULL;
-            gear_config ck, cv;
+            llm_spec sp;
             float *rk = y, *rv = y + (size_t)hp->n_head_kv * T * hp->head_dim;
             gear_tensor ko, vo;
             gear_tensor_init(&ko, rk, GEAR_F32, 3, hp->n_head_kv, T, hp->head_dim, 0);
             gear_tensor_init(&vo, rv, GEAR_F32, 3, hp->n_head_kv, T, hp->head_dim, 0);
-            gear_status st = llm_config_parse(names[i], (unsigned)hp->head_dim, &ck, &cv) ? GEAR_ERR_INVALID_ARG : GEAR_OK;
-            if (!st) st = gear_cache_create(r.gctx, &ck, &cv, (unsigned)hp->n_layer, (unsigned)hp->n_head_kv,
-                                            (unsigned)hp->head_dim, (unsigned)T, &c);
+            gear_status st = llm_spec_parse(names[i], hp, &sp) ? GEAR_ERR_INVALID_ARG : GEAR_OK;
+            if (!st) st = gear_cache_create_calibrated(r.gctx, &sp.ck, &sp.cv, sp.cal, (unsigned)hp->n_layer,
+                                                       (unsigned)hp->n_head_kv, (unsigned)hp->head_dim,
+                                                       (unsigned)T, &c);
+            llm_spec_free(&sp);
             if (!st) st = gear_cache_append(c, (unsigned)l, &kt, &vt);
             if (!st) st = gear_cache_decompress(c, (unsigned)l, &ko, &vo);
             gear_cache_free(c);

@@ -432,17 +432,20 @@ static int apply_override(gear_config *c, const char *key, const char *val)
     return 0;
 }
 
-int llm_config_parse(const char *spec, unsigned head_dim, gear_config *ck, gear_config *cv)
+int llm_spec_parse(const char *spec, const llm_hparams *hp, llm_spec *out)
 {
     char buf[256];
     size_t n = strlen(spec);
+    memset(out, 0, sizeof *out);
     if (n >= sizeof buf) return llm_fail("cache spec too long");
     memcpy(buf, spec, n + 1);
     char *colon = strchr(buf, ':');
     if (colon) *colon = '\0';
+    gear_config *ck = &out->ck, *cv = &out->cv;
     gear_status st = gear_config_preset(buf, GEAR_KEY, ck);
     if (!st) st = gear_config_preset(buf, GEAR_VALUE, cv);
     if (st) return llm_fail("preset '%s': %s", buf, gear_last_error_message());
+    const char *calib = NULL;
     for (char *p = colon ? colon + 1 : NULL; p && *p;) {
         char *next = strchr(p, ':'), *eq;
         if (next) *next = '\0';
@@ -450,24 +453,50 @@ int llm_config_parse(const char *spec, unsigned head_dim, gear_config *ck, gear_
         *eq = '\0';
         const char *key = p;
         int which = 3; /* 1 = keys, 2 = values, 3 = both */
+        if (!strcmp(key, "calib")) {
+            calib = eq + 1;
+            p = next ? next + 1 : NULL;
+            continue;
+        }
         if (!strncmp(key, "k.", 2)) which = 1, key += 2;
         else if (!strncmp(key, "v.", 2)) which = 2, key += 2;
         if ((which & 1) && apply_override(ck, key, eq + 1)) return -1;
         if ((which & 2) && apply_override(cv, key, eq + 1)) return -1;
         p = next ? next + 1 : NULL;
     }
-    if (gear_config_validate(ck, head_dim) || gear_config_validate(cv, head_dim))
-        return llm_fail("cache spec '%s': %s", spec, gear_last_error_message());
+    out->heads = (unsigned)hp->n_head_kv;
+    out->dim = (unsigned)hp->head_dim;
+    if (calib) { /* head compression changes what the blocks hold */
+        gear_calib_info info;
+        st = gear_calib_load(calib, &out->cal);
+        if (st) return llm_fail("calib=%s: %s: %s", calib, gear_status_string(st), gear_last_error_message());
+        gear_calib_info_get(out->cal, &info);
+        out->heads = info.stored_heads;
+        out->dim = info.stored_dim;
+    }
+    if (gear_config_validate(ck, out->dim) || gear_config_validate(cv, out->dim)) {
+        llm_fail("cache spec '%s': %s", spec, gear_last_error_message());
+        llm_spec_free(out);
+        return -1;
+    }
     return 0;
+}
+
+void llm_spec_free(llm_spec *s)
+{
+    gear_calib_free(s->cal);
+    s->cal = NULL;
 }
 
 int llm_cache_create(const llm_model *m, gear_context *ctx, const char *spec, unsigned max_tokens,
                      gear_cache **out)
 {
-    gear_config ck, cv;
-    if (llm_config_parse(spec, (unsigned)m->hp.head_dim, &ck, &cv)) return -1;
-    gear_status st = gear_cache_create(ctx, &ck, &cv, (unsigned)m->hp.n_layer, (unsigned)m->hp.n_head_kv,
-                                       (unsigned)m->hp.head_dim, max_tokens, out);
+    llm_spec s;
+    if (llm_spec_parse(spec, &m->hp, &s)) return -1;
+    gear_status st = gear_cache_create_calibrated(ctx, &s.ck, &s.cv, s.cal, (unsigned)m->hp.n_layer,
+                                                  (unsigned)m->hp.n_head_kv, (unsigned)m->hp.head_dim,
+                                                  max_tokens, out);
+    llm_spec_free(&s);
     if (st) return llm_fail("cache '%s': %s: %s", spec, gear_status_string(st), gear_last_error_message());
     return 0;
 }

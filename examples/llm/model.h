@@ -62,11 +62,19 @@ void llm_logits(const llm_model *m, const float *hidden, int rows, float *logits
 
 /* A cache spec: a libgear preset name, optionally followed by overrides
  * ":key=value" (keys bits, group, outliers, rank, iters, block, seed; a
- * "k." or "v." prefix applies to keys or values only), e.g.
- * "gear2:rank=4:v.outliers=0.05".  Validated for head_dim. */
-int llm_config_parse(const char *spec, unsigned head_dim, gear_config *ck, gear_config *cv);
+ * "k." or "v." prefix applies to keys or values only) and ":calib=FILE" (a
+ * calibration from `gear calibrate`: CQ codebooks, head projections), e.g.
+ * "gear2:rank=4:v.outliers=0.05" or "cq-4c8b:calib=cq.gcal".  The configs
+ * are validated for the dimension the blocks will hold. */
+typedef struct llm_spec {
+    gear_config ck, cv;
+    gear_calib *cal;      /* loaded from calib=FILE, or NULL */
+    unsigned heads, dim;  /* KV heads and channels the blocks of a layer hold */
+} llm_spec;
+int llm_spec_parse(const char *spec, const llm_hparams *hp, llm_spec *s);
+void llm_spec_free(llm_spec *s);
 
-/* Create a cache for this model from a spec (see llm_config_parse). */
+/* Create a cache for this model from a spec. */
 int llm_cache_create(const llm_model *m, gear_context *ctx, const char *spec,
                      unsigned max_tokens, gear_cache **out);
 
