@@ -64,11 +64,11 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     if (rows > MAX_ROWS || a->n_qtok == 0 || a->n_qtok > T) return GEAR_ERR_UNSUPPORTED;
-    if (a->lk->cq_dim || a->lv->cq_dim) return GEAR_ERR_UNSUPPORTED; /* CQ: the core's path */
     /* uncompressed blocks are read as fp16 (what caches store); anything
      * else goes to the core's attention */
     if ((a->lk->bits == 0 && a->lk->raw_dtype != GEAR_F16) || (a->lv->bits == 0 && a->lv->raw_dtype != GEAR_F16))
         return GEAR_ERR_UNSUPPORTED;
+    if (a->lk->cq_dim || a->lv->cq_dim) return gear_cpu_attention_cq(state, a);
     /* Work items are chunks of block indices, each over every head: the
      * cache stores blocks [block][head], so an item streams contiguous
      * memory.  Enough chunks to feed every thread; the buffer is one more. */
