@@ -251,6 +251,23 @@ static double rel_err(const float *a, const float *b, size_t n)
     return den > 0 ? sqrt(num / den) : 0;
 }
 
+/* A calibration for a cq-* preset from the first tokens of k and v, the
+ * same for every layer; few k-means iterations: the bench times attention,
+ * not codebook quality. */
+static gear_calib *cq_calib(const char *preset, int L, const gear_tensor *k, const gear_tensor *v)
+{
+    gear_calib_params p;
+    gear_calib_params_init(&p);
+    check(gear_calib_params_cq(&p, preset), "calib preset");
+    p.kmeans_iters = 2;
+    p.max_tokens = 512;
+    gear_calib *cal = NULL;
+    check(gear_calib_create(&p, (unsigned)L, (unsigned)k->shape[0], (unsigned)k->shape[2], &cal), "calib");
+    for (int l = 0; l < L; l++) check(gear_calib_add(cal, (unsigned)l, k, v, NULL), "calib add");
+    check(gear_calib_fit(cal), "calib fit");
+    return cal;
+}
+
 static void bench_attn(const attn_shape *s, const char *const *presets, int np, int threads, bw base,
                        size_t llc)
 {
@@ -305,7 +322,13 @@ static void bench_attn(const attn_shape *s, const char *const *presets, int np, 
         check(gear_config_preset(presets[p], GEAR_KEY, &ck), "preset");
         check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
         gear_cache *c = NULL;
-        check(gear_cache_create(ctx, &ck, &cv, (unsigned)L, H, (unsigned)d, (unsigned)T, &c), "cache");
+        if (ck.cq_dim) { /* CQ: codebooks fitted on this (synthetic) data */
+            gear_calib *cal = cq_calib(presets[p], L, &tk, &tv);
+            check(gear_cache_create_calibrated(ctx, &ck, &cv, cal, (unsigned)L, H, (unsigned)d,
+                                               (unsigned)T, &c), "cache");
+            gear_calib_free(cal);
+        } else
+            check(gear_cache_create(ctx, &ck, &cv, (unsigned)L, H, (unsigned)d, (unsigned)T, &c), "cache");
         for (int l = 0; l < L; l++) check(gear_cache_append(c, (unsigned)l, &tk, &tv), "append");
         gear_cache_stats st;
         check(gear_cache_stats_get(c, &st), "stats");
@@ -423,7 +446,7 @@ int main(int argc, char **argv)
         free((void *)kv[1]);
     }
     if (!only || !strcmp(only, "attn")) {
-        static const char *ap[] = {"kivi2", "gear2", "kivi4", "gear4"};
+        static const char *ap[] = {"kivi2", "gear2", "kivi4", "gear4", "cq-4c8b"};
         printf("\nattention: one decode step over all layers (8 KV heads, G query heads each), %d threads;\n"
                "  MB = bytes read (compressed blocks + buffer); GB/s = MB/time; /read = fraction of read\n"
                "  bandwidth; speed-up = fp16-cache time / time; err = output rel. error vs the fp16 cache\n",
@@ -431,7 +454,7 @@ int main(int argc, char **argv)
         printf("     T    d  G    L       MB  cache     ms/step   GB/s   /read  speedup  err\n");
         static const int Ts[] = {1024, 4096, 16384, 32768}, ds[] = {64, 128}, Gs[] = {1, 4};
         if (one.T) {
-            bench_attn(&one, ap, 4, threads, bn, llc);
+            bench_attn(&one, ap, 5, threads, bn, llc);
             if (jf) fclose(jf);
             return 0;
         }
@@ -439,7 +462,7 @@ int main(int argc, char **argv)
             for (int di = 0; di < 2; di++)
                 for (int gi = 0; gi < 2; gi++) {
                     attn_shape s = {Ts[ti], ds[di], Gs[gi]};
-                    bench_attn(&s, ap, quick ? 2 : 4, threads, bn, llc);
+                    bench_attn(&s, ap, quick ? 2 : 5, threads, bn, llc);
                     fflush(stdout);
                 }
     }

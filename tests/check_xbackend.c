@@ -10,6 +10,8 @@
  *   - compress on one backend and decompress on the other;
  *   - caches: attention and reconstruction (NMSE < 1e-6), save on one and
  *     load on the other; attention at model shapes (head_dim 64/128, GQA);
+ *   - CQ caches (calibrated codebooks; CQ keys and/or values): byte-identical
+ *     to ref, reconstruction bit-identical, attention within 1e-5;
  *   - every backend other than ref at 1, 2 and 3 threads.
  * Backends that are not available are reported as skipped, by name.  The
  * registry is iterated, so new backends join without edits.  Runs without
@@ -247,6 +249,104 @@ static void cross_case(gear_context *be, gear_context *ref, const char *name, in
 START_TEST(test_cross_decompress) { for_each_backend(cross_case); }
 END_TEST
 
+/* ------------------------------------------------------ CQ caches */
+
+/* A CQ side per kind: c channels per code (0: the uniform preset kivi4),
+ * b bits; outliers, rank and block for both sides. */
+typedef struct cq_shape {
+    unsigned d, kc, kb, vc, vb;
+    float ratio;
+    unsigned rank, block, T, group, nq;
+} cq_shape;
+
+static const cq_shape cq_shapes[] = {
+    {64, 2, 8, 4, 8, 0.0f, 0, 64, 333, 3, 2},     /* odd token count, GQA, 2 query tokens */
+    {128, 4, 6, 8, 4, 0.05f, 2, 64, 201, 2, 1},   /* one outlier per side, rank 2 */
+    {128, 8, 5, 2, 7, 0.1f, 4, 32, 97, 1, 3},     /* several outliers per side (ref's select), rank 4 */
+    {64, 0, 4, 4, 8, 0.02f, 0, 64, 150, 4, 1},    /* uniform keys, CQ values */
+    {64, 4, 4, 0, 4, 0.0f, 3, 16, 75, 2, 2},      /* CQ keys (rank 3), uniform values */
+};
+
+static gear_config cq_side(gear_kind kind, unsigned c, unsigned b, const cq_shape *s)
+{
+    char preset[32];
+    snprintf(preset, sizeof preset, "cq-%uc%ub", c, b);
+    gear_config cfg = tu_preset(c ? preset : "kivi4", kind);
+    cfg.block = s->block;
+    cfg.outlier_ratio = s->ratio;
+    cfg.group = 32;
+    if (c) cfg.rank = s->rank; /* the cpu's uniform low rank differs from ref's by design */
+    return cfg;
+}
+
+/* Caches byte-identical to ref (codes, outliers, factors), decompressed
+ * bit-identically, attention within 1e-5 (normalized error). */
+static void cq_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    const unsigned H = 2;
+    for (size_t ci = 0; ci < sizeof cq_shapes / sizeof cq_shapes[0]; ci++) {
+        const cq_shape *s = &cq_shapes[ci];
+        unsigned d = s->d, T = s->T;
+        gear_calib_params p;
+        gear_calib_params_init(&p);
+        p.cq_dim[0] = s->kc, p.cq_bits[0] = s->kc ? s->kb : 0;
+        p.cq_dim[1] = s->vc, p.cq_bits[1] = s->vc ? s->vb : 0;
+        p.kmeans_iters = 3;
+        gear_calib *cal = NULL;
+        TU_OK(gear_calib_create(&p, 1, H, d, &cal));
+        /* codebooks fitted on 256 tokens of the same distribution */
+        float *k = tu_synth(700 + ci, GEAR_KEY, (int)H, 256, (int)d);
+        float *v = tu_synth(800 + ci, GEAR_VALUE, (int)H, 256, (int)d);
+        gear_tensor tk, tv;
+        TU_OK(gear_tensor_init(&tk, k, GEAR_F32, 3, H, 256, d, 0));
+        TU_OK(gear_tensor_init(&tv, v, GEAR_F32, 3, H, 256, d, 0));
+        TU_OK(gear_calib_add(cal, 0, &tk, &tv, NULL));
+        TU_OK(gear_calib_fit(cal));
+        free(k);
+        free(v);
+        k = tu_synth(750 + ci, GEAR_KEY, (int)H, (int)T, (int)d);
+        v = tu_synth(850 + ci, GEAR_VALUE, (int)H, (int)T, (int)d);
+        gear_config ck = cq_side(GEAR_KEY, s->kc, s->kb, s), cv = cq_side(GEAR_VALUE, s->vc, s->vb, s);
+        gear_cache *ca = NULL, *cb = NULL;
+        TU_OK(gear_cache_create_calibrated(ref, &ck, &cv, cal, 1, H, d, 1024, &ca));
+        TU_OK(gear_cache_create_calibrated(be, &ck, &cv, cal, 1, H, d, 1024, &cb));
+        unsigned t1 = T - 5; /* prefill, then decode steps */
+        TU_OK(tu_cache_append_rows(ca, 0, k, v, (int)H, (int)T, (int)d, 0, (int)t1));
+        TU_OK(tu_cache_append_rows(cb, 0, k, v, (int)H, (int)T, (int)d, 0, (int)t1));
+        for (unsigned t = t1; t < T; t++) {
+            TU_OK(tu_cache_append_rows(ca, 0, k, v, (int)H, (int)T, (int)d, (int)t, 1));
+            TU_OK(tu_cache_append_rows(cb, 0, k, v, (int)H, (int)T, (int)d, (int)t, 1));
+        }
+        size_t la, lb;
+        uint8_t *sa = tu_cache_save(ca, &la), *sb = tu_cache_save(cb, &lb);
+        TU_ASSERT(la == lb && !memcmp(sa, sb, la), "%s CQ case %zu: cache bytes differ from ref", name, ci);
+        float *ka, *va, *kb, *vb;
+        size_t N = (size_t)H * T * d;
+        tu_cache_decompress(ca, 0, (int)H, (int)T, (int)d, &ka, &va);
+        tu_cache_decompress(cb, 0, (int)H, (int)T, (int)d, &kb, &vb);
+        TU_ASSERT(tu_count_diff_bits(ka, kb, N) == 0 && tu_count_diff_bits(va, vb, N) == 0,
+                  "%s CQ case %zu: reconstruction differs from ref", name, ci);
+        unsigned hq = H * s->group;
+        size_t qn = (size_t)hq * s->nq * d;
+        float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+        gear_synth_normal(900 + ci, (int)qn, q);
+        float scale = 1.0f / sqrtf((float)d);
+        TU_OK(tu_cache_attention(ca, 0, q, (int)hq, (int)s->nq, (int)d, scale, oa));
+        TU_OK(tu_cache_attention(cb, 0, q, (int)hq, (int)s->nq, (int)d, scale, ob));
+        double e = tu_rel_err(ob, oa, qn);
+        TU_ASSERT(e < 1e-5, "%s CQ case %zu: attention relative error %g", name, ci, e);
+        free(q); free(oa); free(ob); free(ka); free(va); free(kb); free(vb);
+        free(sa); free(sb); free(k); free(v);
+        gear_cache_free(ca);
+        gear_cache_free(cb);
+        gear_calib_free(cal);
+    }
+}
+
+START_TEST(test_cq_cache_matches_ref) { for_each_backend(cq_case); }
+END_TEST
+
 /* -------------------------------------------------------------- caches */
 
 static void cache_case(gear_context *be, gear_context *ref, const char *name, int same)
@@ -414,6 +514,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_bits_outliers_match_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_cache_matches_ref);
+    tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
     suite_add_tcase(s, tc);
     return s;

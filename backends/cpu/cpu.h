@@ -42,6 +42,7 @@ typedef struct cpu_scratch {
     unsigned *omax, *omin; /* per group outlier positions (k = 1 path) */
     float *y, *pt;   /* n x r, r x d */
     size_t cap;      /* entries e can hold */
+    const float *cbt; /* CQ blocks: the head's codebook, centroid-major (not owned) */
 } cpu_scratch;
 
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
@@ -55,6 +56,27 @@ void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned le
  * arithmetic as ref (codes decode bit-identically), vectorized. */
 gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
                                  float *out);
+/* Code j of a packed row of `bits`-bit codes (bits <= 8). */
+static inline unsigned cpu_code_get(const uint8_t *row, unsigned bits, unsigned j)
+{
+    size_t bit = (size_t)j * bits;
+    unsigned v = row[bit >> 3];
+    if ((bit & 7) + bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
+    return (v >> (bit & 7)) & ((1u << bits) - 1u);
+}
+
+/* ---- Coupled Quantization blocks (cpu_cq.c) */
+/* The head's codebook [j][k][i] as cbt[j][i][k] (cb_head_floats floats),
+ * so the distances to all K centroids of a group vectorize over k. */
+void gear_cpu_cq_transpose(const gear_block_layout *L, const float *cb, float *cbt);
+/* Codes of one block, bit-identical to ref (gear_cq_nearest), skipping
+ * the outliers already in blk; mask: n*d bytes of scratch. */
+void gear_cpu_cq_encode(const gear_block_layout *L, const float *cbt, const float *x, uint8_t *blk,
+                        uint8_t *mask);
+/* Q^ of one block: the centroids of its codes (outliers not restored). */
+void gear_cpu_cq_decode(const gear_block_layout *L, const uint8_t *blk, float *out);
+gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a);
+
 /* GEAR_ERR_UNSUPPORTED for shapes it does not handle: the core falls back. */
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a);
 

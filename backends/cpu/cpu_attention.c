@@ -6,319 +6,13 @@
  * low rank as (p.A).B^T.  Work is split over (KV head, chunk of blocks)
  * with an online softmax per chunk, merged per head at the end.
  */
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
 #include <omp.h>
-#include "cpu.h"
-#include "cpu_simd.h"
-
-#define MAX_ROWS 64 /* query rows per KV head handled in one pass */
-
-/* Partial softmax state of one query row. */
-typedef struct part {
-    float m, l; /* running max, running sum */
-} part;
-
-/* codes [t0, t0+len) of a packed row as floats */
-CPU_INLINE void unpack_codes(const uint8_t *row, unsigned bits, unsigned t0, unsigned len, float *out)
-{
-    if (bits == 2 && !(t0 & 15) && !(len & 15)) {
-        for (unsigned w = 0; w < len / 16; w++) {
-            const uint8_t *p = row + (t0 / 4) + 4 * w;
-            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-            for (unsigned j = 0; j < 16; j++) out[16 * w + j] = (float)((v >> (2 * j)) & 3u);
-        }
-        return;
-    }
-    if (bits == 4 && !(t0 & 7) && !(len & 7)) {
-        for (unsigned w = 0; w < len / 8; w++) {
-            const uint8_t *p = row + (t0 / 2) + 4 * w;
-            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-            for (unsigned j = 0; j < 8; j++) out[8 * w + j] = (float)((v >> (4 * j)) & 15u);
-        }
-        return;
-    }
-    if (bits == 8) {
-        for (unsigned j = 0; j < len; j++) out[j] = (float)row[t0 + j];
-        return;
-    }
-    unsigned mask = (1u << bits) - 1u;
-    for (unsigned j = 0; j < len; j++) {
-        size_t bit = (size_t)(t0 + j) * bits;
-        unsigned v = row[bit >> 3];
-        if ((bit & 7) + bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
-        out[j] = (float)((v >> (bit & 7)) & mask);
-    }
-}
+#include "cpu_attn.h"
 
 GEAR_CLONES
 void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned len, float *out)
 {
     unpack_codes(row, bits, p0, len, out);
-}
-
-CPU_INLINE void axpy(float *y, float a, const float *x, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-static inline float half_at(const uint8_t *p, size_t i) { return gear_half_to_float(cpu_u16(p + 2 * i)); }
-
-
-
-CPU_INLINE void halves(const uint8_t *src, size_t n, float *dst)
-{
-#ifdef GEAR_CPU_AVX512
-    if (CPU_AVX512) {
-        gear_cpu_halves_avx512(src, n, dst);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++) dst[i] = half_at(src, i);
-}
-
-/* OpenMP simd reduction: vectorized without -ffast-math. */
-CPU_INLINE float dot(const float *a, const float *b, unsigned n)
-{
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (unsigned i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-#ifdef GEAR_CPU_AVX512
-CPU_INLINE void mul(const float *a, const float *b, unsigned n, float *out)
-{
-    for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
-}
-
-/* The shapes the AVX-512 kernels take: 2/4-bit codes in groups of 64. */
-CPU_INLINE int fast_keys(const gear_block_layout *L)
-{
-    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->n == 64 &&
-           L->group == 64;
-}
-
-CPU_INLINE int fast_values(const gear_block_layout *L)
-{
-    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->group == 64 &&
-           L->d % 64 == 0 && L->row_bytes == L->d * L->bits / 8;
-}
-
-#endif
-
-/* Per-thread float copies of a block's small sections. */
-typedef struct blockf {
-    float *dl, *mn, *a, *b, *w, *ov;
-    unsigned *ot, *oc; /* outlier token and channel */
-} blockf;
-
-/* Outliers of a block as (token ot[j], channel oc[j], ov[j] = exact value
- * minus the group minimum that the codes already contributed: an outlier's
- * code is 0).  Separate passes so each vectorizes; the caller applies them
- * as sparse corrections. */
-CPU_INLINE void outlier_deltas(const gear_block_layout *L, const uint8_t *blk, blockf *f)
-{
-    unsigned d = L->d, no = L->n_outliers, gpr = L->groups_per_row;
-    uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
-    const uint8_t *idx = blk + L->off_oidx;
-    for (unsigned j = 0; j < no; j++) {
-        unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8, t = cpu_div(fl, md);
-        f->ot[j] = t;
-        f->oc[j] = fl - t * d;
-    }
-    halves(blk + L->off_oval, no, f->ov);
-    if (L->kind == GEAR_KEY) /* rows are channels, groups run along tokens */
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->oc[j] * gpr + cpu_div(f->ot[j], mg)];
-    else
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->ot[j] * gpr + cpu_div(f->oc[j], mg)];
-}
-
-/* Low-rank factor X (count x r, fp16, row-major) as fp32 columns:
- * dst[k][x], so the products below run along contiguous vectors. */
-CPU_INLINE void factor_columns(const uint8_t *src, unsigned count, unsigned r, float *dst)
-{
-    for (unsigned x = 0; x < count; x++)
-        for (unsigned k = 0; k < r; k++) dst[(size_t)k * count + x] = half_at(src, (size_t)x * r + k);
-}
-
-/* Low-rank term of scores: s[i][t] += (q_i . B) . A_t, as r dot products
- * over d and r axpys over n per query row. */
-CPU_INLINE void lowrank_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
-                               unsigned rows, float *s, blockf *f)
-{
-    unsigned n = L->n, d = L->d, r = L->rank;
-    factor_columns(blk + L->off_a, n, r, f->a);
-    factor_columns(blk + L->off_b, d, r, f->b);
-    for (unsigned i = 0; i < rows; i++)
-        for (unsigned k = 0; k < r; k++)
-            axpy(s + (size_t)i * n, dot(q + (size_t)i * d, f->b + (size_t)k * d, d), f->a + (size_t)k * n, n);
-}
-
-/* s[i][t] (t < n) = q_i . k_t for one compressed key block. */
-CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
-                       unsigned rows, float *s, float *tmp, blockf *f)
-{
-    unsigned n = L->n, d = L->d;
-    if (L->bits == 0) { /* raw fp16 block */
-        memset(s, 0, sizeof(float) * rows * n);
-        for (unsigned t = 0; t < n; t++) {
-            halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
-            for (unsigned i = 0; i < rows; i++) s[i * n + t] = dot(q + (size_t)i * d, tmp, d);
-        }
-        return;
-    }
-    size_t ng = (size_t)L->rows * L->groups_per_row;
-    halves(blk + L->off_scales, ng, f->dl);
-    halves(blk + L->off_mins, ng, f->mn);
-#ifdef GEAR_CPU_AVX512
-    if (fast_keys(L)) {
-        float bias[MAX_ROWS];
-        for (unsigned i = 0; i < rows; i++) {
-            mul(q + (size_t)i * d, f->dl, d, f->w + (size_t)i * d);
-            bias[i] = dot(q + (size_t)i * d, f->mn, d);
-        }
-        gear_cpu_keys64_avx512(blk + L->off_codes, L->row_bytes, L->bits, d, f->w, bias, rows, s, n);
-    } else
-#endif
-    {
-        memset(s, 0, sizeof(float) * rows * n);
-        for (unsigned g = 0; g < L->groups_per_row; g++) {
-            unsigned t0 = g * L->group, len = g + 1 == L->groups_per_row ? n - t0 : L->group;
-            float bias[MAX_ROWS] = {0};
-            for (unsigned c = 0; c < d; c++) {
-                size_t gi = (size_t)c * L->groups_per_row + g;
-                unpack_codes(blk + L->off_codes + (size_t)c * L->row_bytes, L->bits, t0, len, tmp);
-                for (unsigned i = 0; i < rows; i++) {
-                    float qc = q[i * d + c];
-                    axpy(s + (size_t)i * n + t0, qc * f->dl[gi], tmp, len);
-                    bias[i] += qc * f->mn[gi]; /* the minima enter once per token */
-                }
-            }
-            for (unsigned i = 0; i < rows; i++)
-                for (unsigned j = 0; j < len; j++) s[(size_t)i * n + t0 + j] += bias[i];
-        }
-    }
-    /* outliers: replace the decoded minimum (code 0) by the exact value */
-    if (L->n_outliers) {
-        outlier_deltas(L, blk, f);
-        for (unsigned i = 0; i < rows; i++) {
-            float *si = s + (size_t)i * n;
-            const float *qi = q + (size_t)i * d;
-            for (unsigned j = 0; j < L->n_outliers; j++) si[f->ot[j]] += qi[f->oc[j]] * f->ov[j];
-        }
-    }
-    if (L->rank) lowrank_scores(L, blk, q, rows, s, f);
-}
-
-/* o[i] += sum_t p[i][t] v_t for one compressed value block. */
-CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk, const float *p,
-                             unsigned rows, float *o, float *tmp, blockf *f)
-{
-    unsigned n = L->n, d = L->d, r = L->rank;
-    if (L->bits == 0) {
-        for (unsigned t = 0; t < n; t++) {
-            halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
-            for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
-        }
-        return;
-    }
-    size_t ng = (size_t)L->rows * L->groups_per_row;
-    halves(blk + L->off_scales, ng, f->dl);
-    halves(blk + L->off_mins, ng, f->mn);
-#ifdef GEAR_CPU_AVX512
-    if (fast_values(L)) {
-        gear_cpu_values64_avx512(blk + L->off_codes, L->row_bytes, L->bits, n, d, f->dl, f->mn, p,
-                                 rows, o);
-    } else
-#endif
-    {
-        for (unsigned t = 0; t < n; t++) {
-            const uint8_t *row = blk + L->off_codes + (size_t)t * L->row_bytes;
-            for (unsigned g = 0; g < L->groups_per_row; g++) {
-                unsigned c0 = g * L->group, len = g + 1 == L->groups_per_row ? d - c0 : L->group;
-                size_t gi = (size_t)t * L->groups_per_row + g;
-                unpack_codes(row, L->bits, c0, len, tmp + c0);
-                for (unsigned c = c0; c < c0 + len; c++) tmp[c] = tmp[c] * f->dl[gi] + f->mn[gi];
-            }
-            for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
-        }
-    }
-    if (L->n_outliers) {
-        outlier_deltas(L, blk, f);
-        for (unsigned i = 0; i < rows; i++) {
-            float *oi = o + (size_t)i * d;
-            const float *pi = p + (size_t)i * n;
-            for (unsigned j = 0; j < L->n_outliers; j++) oi[f->oc[j]] += pi[f->ot[j]] * f->ov[j];
-        }
-    }
-    if (!r) return;
-    /* low rank: o_i += (p_i . A) . B^T */
-    factor_columns(blk + L->off_a, n, r, f->a);
-    factor_columns(blk + L->off_b, d, r, f->b);
-    for (unsigned i = 0; i < rows; i++)
-        for (unsigned k = 0; k < r; k++)
-            axpy(o + (size_t)i * d, dot(p + (size_t)i * n, f->a + (size_t)k * n, n), f->b + (size_t)k * d, d);
-}
-
-CPU_INLINE float row_max(const float *s, unsigned n, float mx)
-{
-    float m[16];
-    for (unsigned j = 0; j < 16; j++) m[j] = mx;
-    unsigned t = 0;
-    for (; t + 16 <= n; t += 16)
-        for (unsigned j = 0; j < 16; j++) m[j] = s[t + j] > m[j] ? s[t + j] : m[j];
-    for (; t < n; t++) m[0] = s[t] > m[0] ? s[t] : m[0];
-    for (unsigned j = 1; j < 16; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
-    return m[0];
-}
-
-/* s[t] = e^(s[t] - mx); returns the sum. */
-CPU_INLINE float row_exp(float *s, unsigned n, float mx)
-{
-    float sum = 0.0f;
-    for (unsigned t = 0; t < n; t++) {
-        s[t] = gear_exp_neg(s[t] - mx);
-        sum += s[t];
-    }
-    return sum;
-}
-
-/* Fold n new scores per row (already scaled and masked) into the running
- * softmax: rescale o and l, turn s into weights. */
-CPU_INLINE void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, part *pt, float *o)
-{
-    for (unsigned i = 0; i < rows; i++) {
-        float *si = s + (size_t)i * n, mx = row_max(si, n, pt[i].m);
-        if (mx == -INFINITY) { /* everything masked so far */
-            for (unsigned t = 0; t < n; t++) si[t] = 0.0f;
-            continue;
-        }
-        float alpha = gear_exp_neg(pt[i].m - mx);
-        if (alpha != 1.0f)
-            for (unsigned c = 0; c < d; c++) o[(size_t)i * d + c] *= alpha;
-        pt[i].l = pt[i].l * alpha + row_exp(si, n, mx);
-        pt[i].m = mx;
-    }
-}
-
-/* Scale the scores and mask positions a query may not see. */
-CPU_INLINE void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, size_t pos0,
-                       size_t T, float *s)
-{
-    for (unsigned i = 0; i < rows; i++) {
-        size_t limit = T - a->n_qtok + i % a->n_qtok;
-        for (unsigned t = 0; t < n; t++)
-            s[(size_t)i * n + t] = pos0 + t <= limit ? s[(size_t)i * n + t] * a->scale : -INFINITY;
-    }
-}
-
-/* Scores of n raw fp32 rows (the buffer). */
-CPU_INLINE void raw_scores(const float *k, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
-{
-    for (unsigned i = 0; i < rows; i++)
-        for (unsigned t = 0; t < n; t++) s[(size_t)i * n + t] = dot(q + (size_t)i * d, k + (size_t)t * d, d);
 }
 
 /* One work item: chunk c of block indices (or the buffer, c == chunks)
@@ -370,11 +64,11 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     if (rows > MAX_ROWS || a->n_qtok == 0 || a->n_qtok > T) return GEAR_ERR_UNSUPPORTED;
-    if (a->lk->cq_dim || a->lv->cq_dim) return GEAR_ERR_UNSUPPORTED; /* CQ: the core's path */
     /* uncompressed blocks are read as fp16 (what caches store); anything
      * else goes to the core's attention */
     if ((a->lk->bits == 0 && a->lk->raw_dtype != GEAR_F16) || (a->lv->bits == 0 && a->lv->raw_dtype != GEAR_F16))
         return GEAR_ERR_UNSUPPORTED;
+    if (a->lk->cq_dim || a->lv->cq_dim) return gear_cpu_attention_cq(state, a);
     /* Work items are chunks of block indices, each over every head: the
      * cache stores blocks [block][head], so an item streams contiguous
      * memory.  Enough chunks to feed every thread; the buffer is one more. */
@@ -398,29 +92,17 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        size_t smax = (size_t)rows * (n > a->n_buf ? n : a->n_buf);
-        float *s = malloc(sizeof(float) * (smax ? smax : 1));
-        float *tmp = malloc(sizeof(float) * (n > d ? n : d));
-        /* float copies of scales/minima (<= n*d groups), factors, weights and
-         * outlier values (<= n*d) */
-        size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
-        float *fbuf = malloc(sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d));
-        unsigned *obuf = malloc(sizeof(unsigned) * 2 * nd);
-        blockf f = {fbuf, fbuf + nd, fbuf + 2 * nd, fbuf + 2 * nd + nr, fbuf + 2 * nd + 2 * nr,
-                    fbuf + 2 * nd + 2 * nr + (size_t)rows * d, obuf, obuf ? obuf + nd : NULL};
-        if (!s || !tmp || !fbuf || !obuf) {
+        attn_scratch w;
+        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf))) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!s || !tmp || !fbuf || !obuf) continue;
-            attend_item(a, c, chunks, per, items, acc, parts, s, tmp, &f);
+            if (!w.s) continue;
+            attend_item(a, c, chunks, per, items, acc, parts, w.s, w.tmp, &w.f);
         }
-        free(s);
-        free(tmp);
-        free(fbuf);
-        free(obuf);
+        attn_scratch_free(&w);
     }
     if (failed) {
         free(acc);

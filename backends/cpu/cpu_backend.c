@@ -58,13 +58,20 @@ static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, 
                                        uint8_t *const *blk)
 {
     cpu_state *s = state;
-    if (L->cq_dim) return GEAR_ERR_UNSUPPORTED; /* the core composes ref's CQ primitives */
+    float *cbt = NULL; /* CQ: the head's codebook, centroid-major, shared by the threads */
+    if (L->cq_dim) {
+        if (!L->codebook) return GEAR_ERR_INVALID_ARG;
+        cbt = malloc(sizeof(float) * L->cb_head_floats);
+        if (!cbt) return GEAR_ERR_NO_MEMORY;
+        gear_cpu_cq_transpose(L, L->codebook, cbt);
+    }
     int failed = 0;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         cpu_scratch sc;
         memset(&sc, 0, sizeof sc);
+        sc.cbt = cbt;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++)
             if (gear_cpu_compress_one(L, &ids[i], x[i], blk[i], &sc) != GEAR_OK) {
@@ -73,6 +80,7 @@ static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, 
             }
         gear_cpu_scratch_free(&sc);
     }
+    free(cbt);
     return failed ? GEAR_ERR_NO_MEMORY : GEAR_OK;
 }
 

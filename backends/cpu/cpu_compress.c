@@ -16,7 +16,9 @@ static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
 {
     size_t nd = (size_t)L->n * L->d;
     if (s->cap >= nd) return 1;
+    const float *cbt = s->cbt;
     gear_cpu_scratch_free(s);
+    s->cbt = cbt;
     size_t nr = (size_t)(L->n > L->d ? L->n : L->d) * 256; /* r <= 255 */
     s->e = malloc(nd * sizeof(float));
     s->codes = malloc(nd);
@@ -28,6 +30,7 @@ static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
     s->pt = malloc(nr * sizeof(float));
     if (!s->e || !s->codes || !s->mn || !s->dl || !s->omax || !s->omin || !s->y || !s->pt) {
         gear_cpu_scratch_free(s);
+        s->cbt = cbt;
         return 0;
     }
     s->cap = nd;
@@ -198,8 +201,9 @@ static gstats group_stats(const float *row, unsigned c0, unsigned c1)
     return g;
 }
 
+/* codes == 0 (CQ blocks): select and write the outliers only. */
 static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *blk,
-                          cpu_scratch *s, int want_e)
+                          cpu_scratch *s, int codes, int want_e)
 {
     unsigned d = L->d, levels = (1u << L->bits) - 1u;
     float *mx1 = s->y, *mx2 = s->y + d, *mn1 = s->pt, *mn2 = s->pt + d;
@@ -223,10 +227,11 @@ static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *b
                 cpu_put_u16(blk + L->off_oval + 2 * j + 2, gear_float_to_half(x[(size_t)b * d + c]));
             }
             size_t gi = (size_t)c * L->groups_per_row + g;
-            group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
-                         &s->mn[c], &s->dl[c]);
+            if (codes)
+                group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
+                             &s->mn[c], &s->dl[c]);
         }
-        for (unsigned t = t0; t < t1; t++)
+        for (unsigned t = t0; t < t1 && codes; t++)
             key_codes(d, x + (size_t)t * d, t, s->mn, s->dl, s->omax, s->omin, k != 0, (float)levels,
                       s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
     }
@@ -234,7 +239,7 @@ static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *b
 
 /* Values: groups run along the channels of one token row (contiguous). */
 static void quantize_values(const gear_block_layout *L, const float *x, uint8_t *blk,
-                            cpu_scratch *s, int want_e)
+                            cpu_scratch *s, int codes, int want_e)
 {
     unsigned d = L->d, levels = (1u << L->bits) - 1u;
     size_t j = 0;
@@ -258,6 +263,7 @@ static void quantize_values(const gear_block_layout *L, const float *x, uint8_t 
                 cpu_put_u16(blk + L->off_oval + 2 * j + 2, gear_float_to_half(row[b]));
                 j += 2;
             }
+            if (!codes) continue;
             size_t gi = (size_t)t * L->groups_per_row + g;
             group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
                          &mnf, &dlf);
@@ -437,24 +443,35 @@ gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_i
                                   const float *x, uint8_t *blk, cpu_scratch *s)
 {
     if (!scratch_reserve(s, L)) return GEAR_ERR_NO_MEMORY;
-    int want_e = L->rank > 0;
+    int want_e = L->rank > 0, cq = L->cq_dim != 0;
+    const struct gear_backend_i *ref = gear_backend_ref_table();
     if (L->k_full > 1 || L->k_tail > 1) {
         /* general outlier counts: the reference primitives define them */
-        const struct gear_backend_i *ref = gear_backend_ref_table();
         gear_status st = ref->outlier_select(NULL, L, x, blk);
-        if (!st) st = ref->quantize(NULL, L, x, blk);
-        if (!st && want_e) st = ref->dequantize(NULL, L, blk, s->e);
+        if (!st && !cq) st = ref->quantize(NULL, L, x, blk);
+        if (!st && want_e && !cq) st = ref->dequantize(NULL, L, blk, s->e);
         if (st) return st;
-        if (want_e) {
+        if (want_e && !cq) {
             for (size_t i = 0; i < (size_t)L->n * L->d; i++) s->e[i] = x[i] - s->e[i];
             for (size_t j = 0; j < L->n_outliers; j++) s->e[cpu_u16(blk + L->off_oidx + 2 * j)] = 0.0f;
         }
-    } else {
+    } else if (!cq || L->n_outliers) {
         if (L->kind == GEAR_KEY)
-            quantize_keys(L, x, blk, s, want_e);
+            quantize_keys(L, x, blk, s, !cq, want_e);
         else
-            quantize_values(L, x, blk, s, want_e);
-        pack_codes(L, s, blk);
+            quantize_values(L, x, blk, s, !cq, want_e);
+        if (!cq) pack_codes(L, s, blk);
+    }
+    if (cq) {
+        gear_cpu_cq_encode(L, s->cbt, x, blk, s->codes);
+        if (!want_e) return GEAR_OK;
+        /* CQ's low rank is ref's double power iteration on xq = Q^ + S, so
+         * that A and B (and whole CQ caches) match ref byte for byte; the
+         * float iteration below gives slightly different factors. */
+        gear_cpu_cq_decode(L, blk, s->e);
+        for (size_t j = 0; j < L->n_outliers; j++)
+            s->e[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
+        return ref->lowrank_fit(NULL, L, id, x, s->e, blk);
     }
     if (want_e) lowrank(L, id, s, blk);
     return GEAR_OK;

@@ -4,6 +4,7 @@
  * the low-rank sum as an fmaf chain over the rank in order), so codes and
  * outliers decode bit-identically; laid out so the loops vectorize:
  * groups are decoded along their rows, keys transposed in tiles after.
+ * CQ blocks decode by centroid lookup (cpu_cq.c), the rest is shared.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -43,12 +44,10 @@ static void transpose(const float *src, unsigned rows, unsigned cols, float *dst
         }
 }
 
-gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
-                                 float *out)
+/* Q^ of a uniform block (outliers not restored). */
+static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk, float *out)
 {
-    if (L->cq_dim) return gear_backend_ref_table()->reconstruct(state, L, blk, out);
-    unsigned n = L->n, d = L->d, r = L->rank;
-    size_t nd = (size_t)n * d;
+    size_t nd = (size_t)L->n * L->d;
     /* keys decode along their rows (channels) into tmp, then transpose */
     float *tmp = L->kind == GEAR_KEY ? malloc((nd + 16) * sizeof(float)) : out;
     if (!tmp) return GEAR_ERR_NO_MEMORY;
@@ -71,6 +70,21 @@ gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const 
     if (L->kind == GEAR_KEY) {
         transpose(tmp, L->rows, L->row_len, out);
         free(tmp);
+    }
+    return GEAR_OK;
+}
+
+gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
+                                 float *out)
+{
+    (void)state;
+    unsigned n = L->n, d = L->d, r = L->rank;
+    if (L->cq_dim) {
+        if (!L->codebook) return GEAR_ERR_INVALID_ARG;
+        gear_cpu_cq_decode(L, blk, out);
+    } else {
+        gear_status st = decode_uniform(L, blk, out);
+        if (st) return st;
     }
     for (unsigned j = 0; j < L->n_outliers; j++)
         out[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
