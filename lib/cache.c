@@ -96,6 +96,18 @@ gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const ge
     if (!c->layers) st = gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create: layers");
     if (!st && cal) st = gear_calib_dup(cal, &c->cal);
     if (!st && cal) st = attach_codebooks(c);
+    for (int kv = 0; kv < 2 && !st && cal && cal->p.hc_group; kv++) { /* U^T, for x = U y + mean */
+        size_t gd = (size_t)cal->p.hc_group * d, groups = (size_t)n_layer * sh;
+        c->hc_ut[kv] = malloc(sizeof(float) * groups * gd * sd);
+        if (!c->hc_ut[kv]) {
+            st = gear_fail(GEAR_ERR_NO_MEMORY, "head projections");
+            break;
+        }
+        for (size_t gi = 0; gi < groups; gi++)
+            for (size_t i = 0; i < gd; i++)
+                for (size_t k = 0; k < sd; k++)
+                    c->hc_ut[kv][(gi * sd + k) * gd + i] = c->cal->hc_u[kv][(gi * gd + i) * sd + k];
+    }
     if (st) {
         gear_cache_free(c);
         return st;
@@ -127,8 +139,10 @@ void gear_cache_free(gear_cache *c)
             if (c->layers[l].arena[kv]) c->ctx->be->mem_free(c->ctx->state, c->layers[l].arena[kv]);
             free(c->layers[l].buf[kv]);
         }
-    for (int kv = 0; kv < 2; kv++)
+    for (int kv = 0; kv < 2; kv++) {
         if (c->cb[kv] && c->ctx->be->on_device) c->ctx->be->mem_free(c->ctx->state, c->cb[kv]);
+        free(c->hc_ut[kv]);
+    }
     gear_calib_free(c->cal);
     free(c->layers);
     free(c);
@@ -411,15 +425,21 @@ gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s)
 
 static int head_compressed(const gear_cache *c) { return c->cal && c->cal->p.hc_group; }
 
-/* Rows of U (and mean) belonging to model head h in its group. */
-static const float *hc_rows(const gear_cache *c, int kv, unsigned layer, unsigned h,
-                            const float **mean)
+/* Model head h's part of its group's projection: rows of U (d_in x m at
+ * stride m), the same columns of U^T (m rows at stride g*d_in), its mean. */
+typedef struct hc_part {
+    const float *U, *Ut, *mean;
+    size_t ld;
+} hc_part;
+
+static hc_part hc_rows(const gear_cache *c, int kv, unsigned layer, unsigned h)
 {
     const gear_calib *cal = c->cal;
     unsigned g = cal->p.hc_group, gd = g * c->d_in, j = h / g, hh = h % g;
-    size_t grp = (size_t)layer * c->n_head + j;
-    *mean = cal->hc_mean[kv] + grp * gd + (size_t)hh * c->d_in;
-    return cal->hc_u[kv] + (grp * gd + (size_t)hh * c->d_in) * c->d;
+    size_t grp = (size_t)layer * c->n_head + j, off = (size_t)hh * c->d_in;
+    hc_part p = {cal->hc_u[kv] + (grp * gd + off) * c->d, c->hc_ut[kv] + grp * gd * c->d + off,
+                 cal->hc_mean[kv] + grp * gd + off, gd};
+    return p;
 }
 
 /* A contiguous fp32 [h, t, d] view. */
@@ -490,33 +510,23 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
     float *row = malloc(sizeof(float) * ((size_t)nq * D + 1));
     if (!qm || !om || !row) st = gear_fail(GEAR_ERR_NO_MEMORY, "attention projection");
     for (int64_t h = 0; h < hq && !st; h++) { /* q~ = U_h^T q */
-        const float *mean, *U = hc_rows(c, 0, layer, (unsigned)(h / group), &mean);
+        hc_part hp = hc_rows(c, 0, layer, (unsigned)(h / group));
         st = gear_view_read(q, h, 0, nq, D, row, 0);
-        for (int64_t t = 0; t < nq && !st; t++) {
-            float *o = qm + ((size_t)h * nq + t) * m;
-            for (unsigned i = 0; i < m; i++) o[i] = 0.0f;
-            for (int64_t i = 0; i < D; i++)
-                for (unsigned cc = 0; cc < m; cc++)
-                    o[cc] = fmaf(row[t * D + i], U[(size_t)i * m + cc], o[cc]);
-        }
+        for (int64_t t = 0; t < nq && !st; t++)
+            gear_hc_down(hp.U, (unsigned)D, m, row + t * D, NULL, qm + ((size_t)h * nq + t) * m);
     }
     if (!st) {
         gear_tensor tq = f32_view(qm, hq, nq, m), to = f32_view(om, hq, nq, m);
         st = attention_stored(c, layer, &tq, scale, &to);
     }
     for (int64_t h = 0; h < hq && !st; h++) { /* o = U_h o~ + mean_h */
-        const float *mean, *U = hc_rows(c, 1, layer, (unsigned)(h / group), &mean);
-        for (int64_t t = 0; t < nq && !st; t++) {
-            const float *o = om + ((size_t)h * nq + t) * m;
-            for (int64_t i = 0; i < D; i++) {
-                float s = mean[i];
-                for (unsigned cc = 0; cc < m; cc++) s = fmaf(U[(size_t)i * m + cc], o[cc], s);
-                if (!isfinite(s))
-                    st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %lld)",
-                                   (long long)h);
-                row[t * D + i] = s;
-            }
-        }
+        hc_part hp = hc_rows(c, 1, layer, (unsigned)(h / group));
+        for (int64_t t = 0; t < nq; t++)
+            gear_hc_up(hp.Ut, hp.ld, (unsigned)D, m, om + ((size_t)h * nq + t) * m, hp.mean, row + t * D);
+        for (int64_t i = 0; i < nq * D && !st; i++)
+            if (!isfinite(row[i]))
+                st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %lld)",
+                               (long long)h);
         if (!st) gear_view_write(out, h, 0, nq, D, row);
     }
     free(qm);
@@ -545,15 +555,10 @@ gear_status gear_cache_decompress(gear_cache *c, unsigned layer, gear_tensor *k,
         gear_tensor ty = f32_view(y, c->n_head, T, c->d);
         st = decompress_stored(c, layer, kv ? NULL : &ty, kv ? &ty : NULL);
         for (int64_t h = 0; h < H && !st; h++) {
-            const float *mean, *U = hc_rows(c, kv, layer, (unsigned)h, &mean);
+            hc_part hp = hc_rows(c, kv, layer, (unsigned)h);
             const float *yj = y + (size_t)(h / c->cal->p.hc_group) * T * c->d;
             for (int64_t t = 0; t < T; t++)
-                for (int64_t i = 0; i < D; i++) {
-                    float s = mean[i];
-                    for (unsigned cc = 0; cc < c->d; cc++)
-                        s = fmaf(U[(size_t)i * c->d + cc], yj[(size_t)t * c->d + cc], s);
-                    x[t * D + i] = s;
-                }
+                gear_hc_up(hp.Ut, hp.ld, (unsigned)D, c->d, yj + (size_t)t * c->d, hp.mean, x + t * D);
             gear_view_write(dst[kv], h, 0, T, D, x);
         }
     }

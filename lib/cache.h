@@ -24,6 +24,7 @@ struct gear_cache {
     gear_layer *layers;
     gear_calib *cal;           /* owned copy of the calibration, or NULL */
     float *cb[2];              /* codebooks in backend memory ([layer][head] x cb_head_floats) */
+    float *hc_ut[2];           /* head compression: U transposed, [layer][group][hc_dim][g*d] */
 };
 
 /* L[kv] with the codebook of (layer, head): for per-block calls on one

@@ -207,21 +207,41 @@ gear_status gear_calib_add(gear_calib *cal, unsigned layer, const gear_tensor *k
     return GEAR_OK;
 }
 
+/* The projections are fmaf chains (exact on every machine, so a cache's
+ * bytes do not depend on the CPU), cloned so that machines with FMA run them
+ * as vector instructions instead of libm calls. */
+GEAR_CLONES
+void gear_hc_down(const float *U, unsigned D, unsigned m, const float *x, const float *mean,
+                  float *y)
+{
+    for (unsigned c = 0; c < m; c++) y[c] = 0.0f;
+    for (unsigned i = 0; i < D; i++) {
+        float e = mean ? x[i] - mean[i] : x[i];
+        const float *u = U + (size_t)i * m;
+        for (unsigned c = 0; c < m; c++) y[c] = fmaf(e, u[c], y[c]);
+    }
+}
+
+GEAR_CLONES
+void gear_hc_up(const float *Ut, size_t ld, unsigned D, unsigned m, const float *y,
+                const float *mean, float *x)
+{
+    for (unsigned i = 0; i < D; i++) x[i] = mean[i];
+    for (unsigned c = 0; c < m; c++) {
+        const float *u = Ut + (size_t)c * ld;
+        for (unsigned i = 0; i < D; i++) x[i] = fmaf(u[i], y[c], x[i]);
+    }
+}
+
 void gear_calib_project(const gear_calib *cal, unsigned l, int kv, const float *x, size_t T,
                         float *y)
 {
     unsigned gd = cal->p.hc_group * cal->d, m = cal->sd;
     for (size_t t = 0; t < T; t++)
         for (unsigned j = 0; j < cal->sh; j++) {
-            const float *mu = cal->hc_mean[kv] + ((size_t)l * cal->sh + j) * gd;
-            const float *U = cal->hc_u[kv] + ((size_t)l * cal->sh + j) * gd * m;
-            const float *xt = x + (t * cal->sh + j) * gd;
-            float *yt = y + (t * cal->sh + j) * m;
-            for (unsigned c = 0; c < m; c++) yt[c] = 0.0f;
-            for (unsigned i = 0; i < gd; i++) {
-                float e = xt[i] - mu[i];
-                for (unsigned c = 0; c < m; c++) yt[c] = fmaf(e, U[(size_t)i * m + c], yt[c]);
-            }
+            size_t grp = (size_t)l * cal->sh + j;
+            gear_hc_down(cal->hc_u[kv] + grp * gd * m, gd, m, x + (t * cal->sh + j) * gd,
+                         cal->hc_mean[kv] + grp * gd, y + (t * cal->sh + j) * m);
         }
 }
 

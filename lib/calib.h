@@ -37,6 +37,12 @@ size_t gear_calib_hc_u_floats(const gear_calib *cal);
 size_t gear_calib_cb_floats(const gear_calib *cal, int kv);
 /* Deep copy of a fitted calibration. */
 gear_status gear_calib_dup(const gear_calib *cal, gear_calib **out);
+/* y[m] = U^T (x - mean) for U of D rows x m (mean may be NULL). */
+void gear_hc_down(const float *U, unsigned D, unsigned m, const float *x, const float *mean,
+                  float *y);
+/* x[D] = Ut y + mean, Ut holding m rows of D at stride ld (U transposed). */
+void gear_hc_up(const float *Ut, size_t ld, unsigned D, unsigned m, const float *y,
+                const float *mean, float *x);
 /* Project rows x (T tokens of the n_head*d channels, token-major
  * [t][head][d]) of layer l, kind kv, into y ([t][stored head][sd]). */
 void gear_calib_project(const gear_calib *cal, unsigned l, int kv, const float *x, size_t T,
