@@ -12,34 +12,6 @@
 #define CALIB_VERSION 1u
 #define CALIB_HEADER 96u
 
-static uint32_t f2u(float f)
-{
-    union { float f; uint32_t u; } v;
-    v.f = f;
-    return v.u;
-}
-
-static float u2f(uint32_t u)
-{
-    union { float f; uint32_t u; } v;
-    v.u = u;
-    return v.f;
-}
-
-static uint64_t d2u(double d)
-{
-    union { double d; uint64_t u; } v;
-    v.d = d;
-    return v.u;
-}
-
-static double u2d(uint64_t u)
-{
-    union { double d; uint64_t u; } v;
-    v.u = u;
-    return v.d;
-}
-
 /* Payload bytes implied by the shape and params (0 on overflow). */
 static size_t payload_bytes(const gear_calib *cal)
 {
@@ -59,7 +31,7 @@ static void put_floats(gear_sink *s, uint32_t *crc, const float *v, size_t n, in
         size_t m = n - i < per ? n - i : per;
         for (size_t j = 0; j < m; j++) {
             if (half) gear_put_u16(buf + 2 * j, gear_float_to_half(v[i + j]));
-            else gear_put_u32(buf + 4 * j, f2u(v[i + j]));
+            else gear_put_u32(buf + 4 * j, gear_f32_bits(v[i + j]));
         }
         *crc = gear_crc32c(*crc, buf, m * es);
         gear_sink_put(s, buf, m * es);
@@ -89,8 +61,8 @@ static gear_status write_calib(const void *obj, gear_sink *s)
     gear_put_u32(h + 44, cal->tokens);
     gear_put_u64(h + 48, cal->p.seed);
     for (int kv = 0; kv < 2; kv++) {
-        gear_put_u64(h + 56 + 8 * kv, d2u(cal->hc_energy[kv]));
-        gear_put_u64(h + 72 + 8 * kv, d2u(cal->cq_rel_err[kv]));
+        gear_put_u64(h + 56 + 8 * kv, gear_f64_bits(cal->hc_energy[kv]));
+        gear_put_u64(h + 72 + 8 * kv, gear_f64_bits(cal->cq_rel_err[kv]));
     }
     gear_put_u32(h + 88, cal->p.max_tokens);
     gear_put_u32(h + 92, gear_crc32c(0, h, 92));
@@ -125,7 +97,7 @@ gear_status gear_calib_save(const gear_calib *cal, const char *path)
 static int get_floats(const uint8_t *p, float *v, size_t n, int half, float bound)
 {
     for (size_t i = 0; i < n; i++) {
-        float f = half ? gear_half_to_float(gear_get_u16(p + 2 * i)) : u2f(gear_get_u32(p + 4 * i));
+        float f = half ? gear_half_to_float(gear_get_u16(p + 2 * i)) : gear_bits_f32(gear_get_u32(p + 4 * i));
         if (!isfinite(f) || (bound > 0.0f && fabsf(f) > bound)) return 0;
         v[i] = f;
     }
@@ -201,8 +173,8 @@ gear_status gear_calib_load_mem(const void *src_, size_t len, gear_calib **out)
         q += 2 * nc;
     }
     for (int kv = 0; kv < 2 && ok; kv++) {
-        cal->hc_energy[kv] = u2d(gear_get_u64(src + 56 + 8 * kv));
-        cal->cq_rel_err[kv] = u2d(gear_get_u64(src + 72 + 8 * kv));
+        cal->hc_energy[kv] = gear_bits_f64(gear_get_u64(src + 56 + 8 * kv));
+        cal->cq_rel_err[kv] = gear_bits_f64(gear_get_u64(src + 72 + 8 * kv));
         ok = cal->hc_energy[kv] >= 0.0 && cal->hc_energy[kv] <= 1.0 + 1e-9 &&
              cal->cq_rel_err[kv] >= 0.0 && cal->cq_rel_err[kv] < 1e30;
     }

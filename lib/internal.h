@@ -41,6 +41,32 @@ static inline int gear_add_ok(size_t a, size_t b, size_t *r)
 }
 static inline size_t gear_align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+/* ---- IEEE bit patterns */
+static inline uint32_t gear_f32_bits(float f)
+{
+    union { float f; uint32_t u; } v;
+    v.f = f;
+    return v.u;
+}
+static inline float gear_bits_f32(uint32_t u)
+{
+    union { float f; uint32_t u; } v;
+    v.u = u;
+    return v.f;
+}
+static inline uint64_t gear_f64_bits(double d)
+{
+    union { double d; uint64_t u; } v;
+    v.d = d;
+    return v.u;
+}
+static inline double gear_bits_f64(uint64_t u)
+{
+    union { double d; uint64_t u; } v;
+    v.u = u;
+    return v.d;
+}
+
 /* ---- little-endian field access */
 static inline void gear_put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static inline void gear_put_u32(uint8_t *p, uint32_t v)

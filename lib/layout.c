@@ -13,20 +13,6 @@ enum {
 };
 #define H_RESERVED_BYTES 3u
 
-static uint32_t float_bits(float f)
-{
-    union { float f; uint32_t u; } v;
-    v.f = f;
-    return v.u;
-}
-
-static float bits_float(uint32_t u)
-{
-    union { float f; uint32_t u; } v;
-    v.u = u;
-    return v.f;
-}
-
 gear_status gear_block_layout_init(gear_block_layout *L, const gear_config *cfg, unsigned d)
 {
     gear_status st = gear_config_validate(cfg, d);
@@ -119,7 +105,7 @@ void gear_block_seal(const gear_block_layout *L, uint8_t *blk)
     gear_put_u16(blk + H_GROUP, (uint16_t)(raw ? 0 : L->group));
     gear_put_u16(blk + H_ITERS, (uint16_t)L->iters);
     gear_put_u32(blk + H_NOUT, L->n_outliers);
-    gear_put_u32(blk + H_RATIO, raw ? 0 : float_bits(L->ratio));
+    gear_put_u32(blk + H_RATIO, raw ? 0 : gear_f32_bits(L->ratio));
     blk[H_CQ] = (uint8_t)L->cq_dim;
     memset(blk + H_RESERVED, 0, H_RESERVED_BYTES);
     gear_put_u32(blk + H_CRC, gear_crc32c(0, blk + 8, L->bytes - 8));
@@ -226,7 +212,7 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         cfg.group = gear_get_u16(src + H_GROUP);
         cfg.iters = gear_get_u16(src + H_ITERS);
         cfg.block = n;
-        cfg.outlier_ratio = bits_float(gear_get_u32(src + H_RATIO));
+        cfg.outlier_ratio = gear_bits_f32(gear_get_u32(src + H_RATIO));
         cfg.cq_dim = src[H_CQ];
         if (bits == 0 || cfg.group == 0 || (cfg.rank && !cfg.iters) || (!cfg.rank && cfg.iters))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block header: bad bits/group/rank/iters");
@@ -260,7 +246,7 @@ void gear_block_pack_raw(const gear_block_layout *L, const float *x, uint8_t *bl
     uint8_t *p = blk + L->off_raw;
     switch ((gear_dtype)L->raw_dtype) {
     case GEAR_F32:
-        for (size_t i = 0; i < m; i++) gear_put_u32(p + 4 * i, float_bits(x[i]));
+        for (size_t i = 0; i < m; i++) gear_put_u32(p + 4 * i, gear_f32_bits(x[i]));
         break;
     case GEAR_F16:
         for (size_t i = 0; i < m; i++) gear_put_u16(p + 2 * i, gear_float_to_half(x[i]));
@@ -278,7 +264,7 @@ void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float
     const uint8_t *p = blk + L->off_raw;
     switch ((gear_dtype)L->raw_dtype) {
     case GEAR_F32:
-        for (size_t i = 0; i < m; i++) x[i] = bits_float(gear_get_u32(p + 4 * i));
+        for (size_t i = 0; i < m; i++) x[i] = gear_bits_f32(gear_get_u32(p + 4 * i));
         break;
     case GEAR_F16:
         for (size_t i = 0; i < m; i++) x[i] = gear_half_to_float(gear_get_u16(p + 2 * i));
@@ -299,7 +285,7 @@ void gear_config_write(const gear_config *cfg, uint8_t *p)
     p[2] = (uint8_t)cfg->rank;
     p[3] = (uint8_t)cfg->cq_dim;
     gear_put_u32(p + 4, cfg->group);
-    gear_put_u32(p + 8, float_bits(cfg->outlier_ratio));
+    gear_put_u32(p + 8, gear_f32_bits(cfg->outlier_ratio));
     gear_put_u32(p + 12, cfg->iters);
     gear_put_u32(p + 16, cfg->block);
     gear_put_u64(p + 24, cfg->seed);
@@ -315,7 +301,7 @@ gear_status gear_config_read(const uint8_t *p, unsigned d, gear_config *cfg)
     cfg->rank = p[2];
     cfg->cq_dim = p[3];
     cfg->group = gear_get_u32(p + 4);
-    cfg->outlier_ratio = bits_float(gear_get_u32(p + 8));
+    cfg->outlier_ratio = gear_bits_f32(gear_get_u32(p + 8));
     cfg->iters = gear_get_u32(p + 12);
     cfg->block = gear_get_u32(p + 16);
     cfg->seed = gear_get_u64(p + 24);
