@@ -6,7 +6,10 @@ by hand (no plotting library needed; the output is deterministic).
     scripts/plot_kl.py RESULTS.jsonl [MORE.jsonl ...] -o docs/kl-vs-bpe.svg \
         [--title TEXT] [--mode decode] [--table]
 
-Each distinct (text, token window, mode) becomes one series.  KL is drawn on a log axis; the fp16 baseline (KL 0) is left out.
+Each distinct (text, token window, mode) becomes one series.  Cache specs
+with a calibration are shortened: "hc50+gear2" is gear2 on a cache with
+head compression from hc50.gcal, "cq-4c8b+S+L" is CQ with GEAR's outliers
+and low rank (outliers/group/rank overrides).  KL is drawn on a log axis; the fp16 baseline (KL 0) is left out.
 
 --table also prints a Markdown table pooled over all series (windows): per
 preset, perplexity from the summed log-likelihood (each window has tokens-1
@@ -22,6 +25,24 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 MARKERS = ["circle", "square", "diamond", "triangle"]
 
 
+def short(spec):
+    """A readable name for a gear-llm cache spec: "cq-4c8b:outliers=0.02:group=64:rank=2:calib=cq.gcal"
+    -> "cq-4c8b+S+L", "gear2:calib=hc50.gcal" -> "hc50+gear2", "fp16:calib=hc50.gcal" -> "hc50"."""
+    parts = spec.split(":")
+    base, rest = parts[0], parts[1:]
+    calib = [p[6:] for p in rest if p.startswith("calib=")]
+    knobs = [p for p in rest if not p.startswith("calib=")]
+    stem = calib[0].rsplit("/", 1)[-1].rsplit(".", 1)[0] if calib else ""
+    keys = {k.split("=")[0] for k in knobs}
+    if base.startswith("cq-") and keys == {"outliers", "group", "rank"}:
+        name = base + "+S+L"
+    else:
+        name = ":".join([base] + knobs)
+    if stem.startswith("hc"):
+        name = stem if name == "fp16" else f"{stem}+{name}"
+    return name
+
+
 def load(paths, mode):
     series = {}
     for path in paths:
@@ -35,7 +56,7 @@ def load(paths, mode):
                     continue
                 skip, n = r.get("skip", 0), r.get("tokens", 0)
                 key = f'{r.get("text", "?")} tokens {skip}-{skip + n}, {r.get("mode")}'
-                series.setdefault(key, {})[r["preset"]] = r  # the last line of a preset wins
+                series.setdefault(key, {})[short(r["preset"])] = r  # the last line of a preset wins
     return series
 
 

@@ -159,7 +159,7 @@ run 0 "help demo" -- help demo && has out "SYNTHETIC" "help demo"
 run 2 "help of unknown command" -- help nosuch && has err "nosuch" "help nosuch"
 run 2 "unknown command" -- nosuch && has err "unknown command 'nosuch'" "unknown command"
 
-for c in backends presets roundtrip demo eval; do
+for c in backends presets roundtrip demo eval calibrate; do
     run 0 "$c --help" -- $c --help && has out "Usage: gear $c" "$c --help"
     run 2 "$c unknown option" -- $c --bogus && has err "unknown option '--bogus'" "$c --bogus"
     run 2 "$c stray argument" -- $c stray && has err "unexpected argument 'stray'" "$c stray"
@@ -299,6 +299,35 @@ run 1 "eval no KV tensors" -- eval --in "$T/nokv.st" && has err "layer.<i>.k" "e
 run 1 "eval gap in data" -- eval --in "$T/gap.st" && has err "gap" "eval gap"
 run 1 "eval not safetensors" -- eval --in "$T/text.npy"
 run 2 "eval unknown preset" -- eval --in "$T/kv.st" --preset nosuch
+
+# ------------------------------------------------------------ calibrate
+
+run 0 "calibrate cq" -- calibrate --in "$T/kv.st" --cq cq-2c4b --iters 3 --out "$T/cq.gcal" &&
+    has out "codebooks: cq-2c4b" "calibrate cq" && has out "wrote" "calibrate cq"
+run 0 "calibrate --json" -- calibrate --in "$T/kv.st" --cq cq-4c5b --hc-group 2 --hc-dim 16 \
+    --out "$T/hc.gcal" --json && json_lines "calibrate --json" &&
+    has out '"stored_heads":1' "calibrate --json" && has out '"cq_dim_v":4' "calibrate --json"
+run 0 "eval --calib cq" -- eval --in "$T/kv.st" --calib "$T/cq.gcal" --preset cq-2c4b --preset kivi2 &&
+    has out "cq-2c4b" "eval --calib"
+run 0 "eval --calib head compression" -- eval --in "$T/kv.st" --calib "$T/hc.gcal" --preset gear2 \
+    --preset cq-4c5b --json && json_lines "eval --calib hc"
+run 1 "eval cq without calibration" -- eval --in "$T/kv.st" --preset cq-2c4b && has err "calibration" "cq no calib"
+run 1 "eval cq other codebook" -- eval --in "$T/kv.st" --calib "$T/cq.gcal" --preset cq-2c8b &&
+    has err "calibration has" "cq mismatch"
+run 1 "eval --calib missing" -- eval --in "$T/kv.st" --calib "$T/none.gcal" && has err "none.gcal" "calib missing"
+run 1 "eval --calib not a calibration" -- eval --in "$T/kv.st" --calib "$T/kv.st" && has err "magic" "calib magic"
+run 2 "calibrate missing --out" -- calibrate --in "$T/kv.st" --cq cq-2c4b && has err "--out" "calibrate --out"
+run 2 "calibrate nothing to learn" -- calibrate --in "$T/kv.st" --out "$T/x.gcal" && has err "nothing" "calibrate nothing"
+run 2 "calibrate not CQ" -- calibrate --in "$T/kv.st" --cq kivi2 --out "$T/x.gcal" && has err "cq-" "calibrate kivi2"
+run 2 "calibrate bad group" -- calibrate --in "$T/kv.st" --hc-group 3 --hc-dim 8 --out "$T/x.gcal" &&
+    has err "divide" "calibrate group"
+run 1 "calibrate too few tokens" -- calibrate --in "$T/kv.st" --cq cq-2c8b --out "$T/x.gcal" &&
+    has err "at least 256" "calibrate tokens"
+if [ -n "$DATA" ]; then
+    run 1 "calibrate needs every layer" -- calibrate --in "$DATA/smollm2-135m-persuasion-kv.safetensors" \
+        --cq cq-4c8b --out "$T/x.gcal" && has err "every layer" "calibrate layers"
+fi
+[ ! -e "$T/x.gcal" ] || fail "a failed calibrate left $T/x.gcal behind"
 
 # --------------------------------------------------- failed output writes
 
