@@ -1,0 +1,62 @@
+# backends/gpu/local.mk - the cuda and hip backend modules (gear-cuda.so,
+# gear-hip.so), included from the top-level Makefile.am.  Both build the one
+# kernel source in backends/gpu through a vendor header of name mappings;
+# nvcc and hipcc run under libtool so the objects are ordinary libtool
+# objects, and only these modules link a GPU runtime (never libgear).
+#
+# No FMA contraction (-fmad=false, -ffp-contract=off): codes and scales must
+# come from exactly ref's operations; kernels fuse explicitly with fmaf.
+
+gpu_kernel_headers = \
+	backends/gpu/gpu_common.cuh \
+	backends/gpu/gpu_compress.cuh \
+	backends/gpu/gpu_attention.cuh \
+	backends/gpu/gpu_host.cuh \
+	backends/gpu/gpu_backend.cuh \
+	backends/gpu/vendors/cuda.h \
+	backends/gpu/vendors/hip.h
+gpu_deps = $(gpu_kernel_headers:%=$(srcdir)/%) $(srcdir)/include/gear.h \
+	$(srcdir)/include/gear/backend.h
+gpu_cppflags = -I$(top_srcdir)/include -I$(top_srcdir)/backends/gpu
+gpu_module_ldflags = -module -avoid-version -shared -no-undefined \
+	-export-symbols-regex '^gear_backend_module_init$$'
+
+EXTRA_DIST += $(gpu_kernel_headers) backends/gpu/nvcc-libtool \
+	backends/cuda/gear_cuda.cu backends/hip/gear_hip.hip
+
+if HAVE_CUDA
+pkglib_LTLIBRARIES += gear-cuda.la
+gear_cuda_la_SOURCES =
+gear_cuda_la_LIBADD = backends/cuda/gear_cuda.lo $(CUDART_LIBS) -lstdc++ -lm
+gear_cuda_la_DEPENDENCIES = backends/cuda/gear_cuda.lo
+gear_cuda_la_LDFLAGS = $(gpu_module_ldflags) $(CUDA_LDFLAGS)
+CLEANFILES += backends/cuda/gear_cuda.lo backends/cuda/gear_cuda.o
+
+backends/cuda/gear_cuda.lo: $(srcdir)/backends/cuda/gear_cuda.cu $(gpu_deps)
+	@$(MKDIR_P) backends/cuda
+	$(AM_V_GEN)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile \
+	  $(SHELL) $(srcdir)/backends/gpu/nvcc-libtool $(NVCC) $(NVCC_ARCH_FLAGS) -O3 -fmad=false \
+	  $(gpu_cppflags) $(CUDA_CPPFLAGS) $(NVCCFLAGS) \
+	  -c -o $@ $(srcdir)/backends/cuda/gear_cuda.cu
+endif
+
+if HAVE_HIP
+pkglib_LTLIBRARIES += gear-hip.la
+gear_hip_la_SOURCES =
+gear_hip_la_LIBADD = backends/hip/gear_hip.lo $(HIP_LIBS) -lstdc++ -lm
+gear_hip_la_DEPENDENCIES = backends/hip/gear_hip.lo
+gear_hip_la_LDFLAGS = $(gpu_module_ldflags) $(HIP_LDFLAGS)
+CLEANFILES += backends/hip/gear_hip.lo backends/hip/gear_hip.o
+
+backends/hip/gear_hip.lo: $(srcdir)/backends/hip/gear_hip.hip $(gpu_deps)
+	@$(MKDIR_P) backends/hip
+	$(AM_V_GEN)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile \
+	  $(HIPCC) -x hip $(HIP_ARCH_FLAGS) -O3 -ffp-contract=off \
+	  $(gpu_cppflags) $(HIP_CPPFLAGS) $(HIPCCFLAGS) \
+	  -c -o $@ $(srcdir)/backends/hip/gear_hip.hip
+endif
+
+clean-local: clean-gpu-objects
+clean-gpu-objects:
+	-rm -rf backends/cuda/.libs backends/hip/.libs
+.PHONY: clean-gpu-objects
