@@ -60,3 +60,15 @@ clean-local: clean-gpu-objects
 clean-gpu-objects:
 	-rm -rf backends/cuda/.libs backends/hip/.libs
 .PHONY: clean-gpu-objects
+
+# The GPU suite: built with the other Check suites whatever was configured;
+# it reports each GPU backend it cannot use as skipped, by name, and exits
+# 77 (SKIP) when none is usable.  It never forks (see tests/check_gpu.c).
+if HAVE_CHECK
+check_PROGRAMS += tests/check_gpu
+TESTS += tests/check_gpu
+tests_check_gpu_SOURCES = tests/check_gpu.c
+tests_check_gpu_CPPFLAGS = $(test_cppflags)
+tests_check_gpu_CFLAGS = $(test_cflags)
+tests_check_gpu_LDADD = $(test_ldadd_internal)
+endif
