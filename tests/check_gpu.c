@@ -22,8 +22,11 @@
 
 #define NMSE_MAX 1e-6
 
-static const char *gpu_names[] = {"cuda", "hip"};
-static const char *avail[2];
+/* GEAR_GPU_TEST_BACKENDS overrides the list: tests/check_gpu_emu.sh runs
+ * this suite on "gpuemu", the same kernels under host emulation. */
+static const char *gpu_names[8] = {"cuda", "hip"};
+static int n_names = 2;
+static const char *avail[8];
 static int n_avail;
 
 static const char *presets[] = {"kivi2", "kivi4", "kcvt4", "gear2", "gearl2", "gear4", "gearl4",
@@ -44,7 +47,7 @@ static const shape shapes[] = {
 /* One block through the backend's primitives on device memory and through
  * ref's on host memory; the sections compare as documented. */
 static void primitives_case(gear_context *g, const gear_config *cfg, unsigned n, unsigned d,
-                            uint64_t seed)
+                            uint64_t seed, const float *given)
 {
     const struct gear_backend_i *be = g->be, *ref = gear_backend_ref_table();
     gear_block_layout L;
@@ -52,6 +55,7 @@ static void primitives_case(gear_context *g, const gear_config *cfg, unsigned n,
     if (!L.bits) return;
     size_t nd = (size_t)n * d;
     float *x = tu_synth(seed, cfg->kind, 1, (int)n, (int)d);
+    if (given) memcpy(x, given, nd * sizeof(float));
     uint8_t *hb = calloc(1, L.bytes), *gb = calloc(1, L.bytes);
     float *rq = tu_alloc_f(nd), *gq = tu_alloc_f(nd), *rr = tu_alloc_f(nd), *gr = tu_alloc_f(nd);
     ck_assert(hb && gb);
@@ -104,13 +108,23 @@ START_TEST(test_primitives)
                 cfg.block = shapes[s].block;
                 if (cfg.group > cfg.block && kind == GEAR_KEY) cfg.group = cfg.block;
                 if (gear_config_validate(&cfg, (unsigned)shapes[s].d) != GEAR_OK) continue;
-                primitives_case(g, &cfg, shapes[s].block, (unsigned)shapes[s].d, 100 + s);
+                primitives_case(g, &cfg, shapes[s].block, (unsigned)shapes[s].d, 100 + s, NULL);
             }
+    /* exact ties: integers 0..6 make (x - min)/step land on k + 1/2 at 2
+     * bits (step 2), where half-to-even and half-away-from-zero differ */
+    float ties[64 * 32];
+    for (unsigned i = 0; i < 64 * 32; i++) ties[i] = (float)((i * 5u + i / 32u) % 7u);
+    for (int kind = 0; kind < 2; kind++) {
+        gear_config t = tu_cfg((gear_kind)kind, 2, 32, 0.0f, 0, 0, 64);
+        primitives_case(g, &t, 64, 32, 1, ties);
+        t = tu_cfg((gear_kind)kind, 2, 32, 0.1f, 2, 3, 64);
+        primitives_case(g, &t, 64, 32, 1, ties);
+    }
     /* more than one outlier per side */
     gear_config c = tu_cfg(GEAR_VALUE, 3, 32, 0.25f, 3, 2, 32);
-    primitives_case(g, &c, 32, 64, 7);
+    primitives_case(g, &c, 32, 64, 7, NULL);
     c = tu_cfg(GEAR_KEY, 4, 16, 0.3f, 1, 3, 32);
-    primitives_case(g, &c, 32, 48, 8);
+    primitives_case(g, &c, 32, 48, 8, NULL);
     gear_context_free(g);
 }
 END_TEST
@@ -216,7 +230,16 @@ END_TEST
 
 int main(void)
 {
-    for (size_t i = 0; i < sizeof gpu_names / sizeof gpu_names[0]; i++) {
+    static char list[256];
+    const char *env = getenv("GEAR_GPU_TEST_BACKENDS");
+    if (env && *env) {
+        snprintf(list, sizeof list, "%s", env);
+        n_names = 0;
+        for (char *save = NULL, *t = strtok_r(list, " ,", &save); t && n_names < 8;
+             t = strtok_r(NULL, " ,", &save))
+            gpu_names[n_names++] = t;
+    }
+    for (int i = 0; i < n_names; i++) {
         int idx = -1;
         for (int j = 0; j < gear_backend_count(); j++)
             if (!strcmp(gear_backend_name(j), gpu_names[i])) idx = j;
@@ -235,11 +258,13 @@ int main(void)
         return 77;
     }
     Suite *s = suite_create("gpu");
-    TCase *tc = tu_tcase("gpu");
-    tcase_set_timeout(tc, 600.0);
-    tcase_add_loop_test(tc, test_primitives, 0, n_avail);
-    tcase_add_loop_test(tc, test_streams, 0, n_avail);
-    tcase_add_loop_test(tc, test_attention, 0, n_avail);
-    suite_add_tcase(s, tc);
+    static const char *cases[] = {"primitives", "streams", "attention"};
+    const TTest *fns[] = {test_primitives, test_streams, test_attention};
+    for (int c = 0; c < 3; c++) {
+        TCase *tc = tu_tcase(cases[c]);
+        tcase_set_timeout(tc, 600.0);
+        tcase_add_loop_test(tc, fns[c], 0, n_avail);
+        suite_add_tcase(s, tc);
+    }
     return tu_run(s, 1);
 }

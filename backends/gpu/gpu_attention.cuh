@@ -59,7 +59,7 @@ GPU_DEV void gpu_tile_load(const gear_block_layout &L, const uint8_t *blk, const
     }
 }
 
-extern __shared__ float gpu_smem[];
+GPU_DYNAMIC_SHARED(float, gpu_smem);
 
 __global__ void __launch_bounds__(GPU_THREADS)
 gpu_k_attention(gpu_attn_params P, const gpu_attn_seq *seqs)

@@ -11,10 +11,18 @@
 
 /* ------------------------------------------------------- availability */
 
-static char gpu_why[256];
+static char gpu_why[512];
 
 static int gpu_score(const char **why)
 {
+#ifdef GPU_EMU
+    if (!getenv("GEAR_GPU_EMU")) {
+        if (why) *why = "host emulation of the GPU kernels for tests: set GEAR_GPU_EMU=1";
+        return 0;
+    }
+    if (why) *why = "";
+    return 2;
+#endif
     int n = 0;
     gpuError_t e = gpuGetDeviceCount(&n);
     if (e != gpuSuccess) {
@@ -175,7 +183,8 @@ static gear_status gpu_need_codebook(gpu_state *s, const gear_block_layout *L)
 static gear_status gpu_outlier_impl(gpu_state *s, const gear_block_layout *L, const float *x,
                                     uint8_t *blk)
 {
-    gpu_k_outliers<<<gpu_grid((size_t)L->rows * L->groups_per_row), GPU_THREADS>>>(*L, x, blk);
+    GPU_LAUNCH(gpu_k_outliers, gpu_grid((size_t)L->rows * L->groups_per_row), GPU_THREADS, 0,
+               *L, x, blk);
     GPU_LAUNCHED(s, "outlier kernel");
     return GEAR_OK;
 }
@@ -196,7 +205,7 @@ static gear_status gpu_quantize_impl(gpu_state *s, const gear_block_layout *L, c
     size_t code_bytes = L->cq_dim ? (size_t)L->n * L->cq_row_bytes : (size_t)L->rows * L->row_bytes;
     GPU_TRY(s, gpuMemset(blk + L->off_codes, 0, code_bytes), "clearing codes");
     size_t items = L->cq_dim ? (size_t)L->n * L->cq_groups : (size_t)L->rows * L->groups_per_row;
-    gpu_k_quantize<<<gpu_grid(items), GPU_THREADS>>>(*L, x, blk);
+    GPU_LAUNCH(gpu_k_quantize, gpu_grid(items), GPU_THREADS, 0, *L, x, blk);
     GPU_LAUNCHED(s, "quantize kernel");
     return GEAR_OK;
 }
@@ -214,7 +223,8 @@ static gear_status gpu_decode_impl(gpu_state *s, const gear_block_layout *L, con
 {
     gear_status st = gpu_need_codebook(s, L);
     if (st) return st;
-    gpu_k_reconstruct<<<gpu_grid((size_t)L->n * L->d), GPU_THREADS>>>(*L, blk, out, with_lowrank);
+    GPU_LAUNCH(gpu_k_reconstruct, gpu_grid((size_t)L->n * L->d), GPU_THREADS, 0, *L, blk, out,
+               with_lowrank);
     GPU_LAUNCHED(s, "reconstruct kernel");
     return GEAR_OK;
 }
@@ -247,7 +257,7 @@ static gear_status gpu_lowrank_impl(gpu_state *s, const gear_block_layout *L,
     void *E;
     gear_status st = gpu_scratch(s, gpu_scratch_bytes(L), &E);
     if (st) return st;
-    gpu_k_lowrank<<<1, GPU_THREADS>>>(*L, *id, x, xq, blk, (double *)E);
+    GPU_LAUNCH(gpu_k_lowrank, 1, GPU_THREADS, 0, *L, *id, x, xq, blk, (double *)E);
     GPU_LAUNCHED(s, "low-rank kernel");
     return GEAR_OK;
 }
@@ -274,7 +284,7 @@ static gear_status gpu_compress_impl(gpu_state *s, const gear_block_layout *L, u
     size_t chunk = per ? GPU_SCRATCH_BUDGET / per : count;
     chunk = chunk < 1 ? 1 : chunk > count ? count : chunk;
     size_t jobs_bytes = gpu_align(chunk * sizeof(gpu_job));
-    void *dev, *host;
+    void *dev = NULL, *host = NULL;
     gear_status st = gpu_scratch(s, jobs_bytes + chunk * per, &dev);
     if (!st) st = gpu_host_staging(s, chunk * sizeof(gpu_job), &host);
     if (st) return st;
@@ -289,8 +299,8 @@ static gear_status gpu_compress_impl(gpu_state *s, const gear_block_layout *L, u
         }
         GPU_TRY(s, gpuMemcpy(dev, jobs, m * sizeof(gpu_job), gpuMemcpyHostToDevice),
                 "uploading the block list");
-        gpu_k_compress<<<m, GPU_THREADS>>>(*L, (const gpu_job *)dev,
-                                           (double *)((uint8_t *)dev + jobs_bytes));
+        GPU_LAUNCH(gpu_k_compress, m, GPU_THREADS, 0, *L, (const gpu_job *)dev,
+                   (double *)((uint8_t *)dev + jobs_bytes));
         GPU_LAUNCHED(s, "compress kernel");
     }
     return GEAR_OK;
@@ -358,7 +368,7 @@ static gear_status gpu_attention_impl(gpu_state *s, const gear_attention_args *a
     size_t up = o_vt + (vaff ? 0 : gpu_align(tb));
     size_t o_out = up, o_part = o_out + gpu_align(qf * 4);
     size_t total = o_part + gpu_attn_part_floats(&P, 1) * 4;
-    void *dev, *host;
+    void *dev = NULL, *host = NULL;
     st = gpu_scratch(s, total, &dev);
     if (!st) st = gpu_host_staging(s, up, &host);
     if (st) return st;
@@ -379,9 +389,10 @@ static gear_status gpu_attention_impl(gpu_state *s, const gear_attention_args *a
     P.part = (float *)(D + o_part);
     memcpy(Hs, &seq, sizeof seq);
     GPU_TRY(s, gpuMemcpy(D, Hs, up, gpuMemcpyHostToDevice), "uploading attention inputs");
-    gpu_k_attention<<<dim3(P.n_split, H, 1), GPU_THREADS, smem>>>(P, (const gpu_attn_seq *)D);
+    GPU_LAUNCH(gpu_k_attention, dim3(P.n_split, H, 1), GPU_THREADS, smem, P,
+               (const gpu_attn_seq *)D);
     GPU_LAUNCHED(s, "attention kernel");
-    gpu_k_attention_merge<<<dim3(H, 1), GPU_THREADS>>>(P, (const gpu_attn_seq *)D);
+    GPU_LAUNCH(gpu_k_attention_merge, dim3(H, 1), GPU_THREADS, 0, P, (const gpu_attn_seq *)D);
     GPU_LAUNCHED(s, "attention merge kernel");
     GPU_TRY(s, gpuMemcpy(a->out, D + o_out, qf * 4, gpuMemcpyDeviceToHost), "attention result");
     return GEAR_OK;

@@ -22,7 +22,8 @@ gpu_module_ldflags = -module -avoid-version -shared -no-undefined \
 	-export-symbols-regex '^gear_backend_module_init$$'
 
 EXTRA_DIST += $(gpu_kernel_headers) backends/gpu/nvcc-libtool \
-	backends/cuda/gear_cuda.cu backends/hip/gear_hip.hip
+	backends/cuda/gear_cuda.cu backends/hip/gear_hip.hip \
+	backends/gpu/vendors/emu.h tests/check_gpu_emu.sh
 
 if HAVE_CUDA
 pkglib_LTLIBRARIES += gear-cuda.la
@@ -71,4 +72,15 @@ tests_check_gpu_SOURCES = tests/check_gpu.c
 tests_check_gpu_CPPFLAGS = $(test_cppflags)
 tests_check_gpu_CFLAGS = $(test_cflags)
 tests_check_gpu_LDADD = $(test_ldadd_internal)
+
+# The same suite on "gpuemu": the kernels of the cuda and hip modules built
+# for a host emulation (vendors/emu.h), so they run here without a GPU.
+if HAVE_GPU_EMU
+check_LTLIBRARIES += gear-gpuemu.la
+gear_gpuemu_la_SOURCES = backends/gpu/gear_gpuemu.cc
+gear_gpuemu_la_CPPFLAGS = $(gpu_cppflags)
+gear_gpuemu_la_CXXFLAGS = $(WARN_CFLAGS) -O2 -ffp-contract=off -pthread
+gear_gpuemu_la_LDFLAGS = $(gpu_module_ldflags) -rpath $(abs_builddir) -pthread
+TESTS += tests/check_gpu_emu.sh
+endif
 endif

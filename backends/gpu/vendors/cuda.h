@@ -60,4 +60,8 @@ static inline gpuError_t gpu_cuda_device_name(char *buf, size_t len, int dev)
  * 32-wide warp takes part. */
 #define GPU_SHFL_XOR(v, mask, width) __shfl_xor_sync(0xffffffffu, (v), (mask), (width))
 
+/* Kernel launch and the workgroup's dynamic shared memory. */
+#define GPU_LAUNCH(kernel, grid, block, smem, ...) kernel<<<(grid), (block), (smem)>>>(__VA_ARGS__)
+#define GPU_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+
 #endif

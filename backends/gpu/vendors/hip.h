@@ -58,4 +58,8 @@ static inline gpuError_t gpu_hip_device_name(char *buf, size_t len, int dev)
  * CDNA and 32 on RDNA, so the width always comes from the caller. */
 #define GPU_SHFL_XOR(v, mask, width) __shfl_xor((v), (mask), (width))
 
+/* Kernel launch and the workgroup's dynamic shared memory. */
+#define GPU_LAUNCH(kernel, grid, block, smem, ...) kernel<<<(grid), (block), (smem)>>>(__VA_ARGS__)
+#define GPU_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+
 #endif
