@@ -271,4 +271,16 @@ gpu_k_reconstruct(gear_block_layout L, const uint8_t *blk, float *out, int with_
     }
 }
 
+/* Reconstruction of a batch: block i at base + i*stride into out + i*n*d,
+ * one workgroup per block (gear_decompress of many blocks; the bench). */
+__global__ void __launch_bounds__(GPU_THREADS)
+gpu_k_reconstruct_many(gear_block_layout L, const uint8_t *base, size_t stride, float *out)
+{
+    const size_t nd = (size_t)L.n * L.d;
+    const uint8_t *blk = base + blockIdx.x * stride;
+    float *o = out + blockIdx.x * nd;
+    for (unsigned f = threadIdx.x; f < nd; f += GPU_THREADS)
+        o[f] = gpu_entry(L, blk, f / L.d, f % L.d);
+}
+
 #endif

@@ -21,7 +21,9 @@ gpu_cppflags = -I$(top_srcdir)/include -I$(top_srcdir)/backends/gpu
 gpu_module_ldflags = -module -avoid-version -shared -no-undefined \
 	-export-symbols-regex '^gear_backend_module_init$$'
 
+GPU_BENCH_PROGS =
 EXTRA_DIST += $(gpu_kernel_headers) backends/gpu/nvcc-libtool \
+	bench/gpu_bench.cu bench/sdpa_baseline.py bench/gpu_run.sh \
 	backends/cuda/gear_cuda.cu backends/hip/gear_hip.hip \
 	backends/gpu/vendors/emu.h tests/check_gpu_emu.sh
 
@@ -39,6 +41,13 @@ backends/cuda/gear_cuda.lo: $(srcdir)/backends/cuda/gear_cuda.cu $(gpu_deps)
 	  $(SHELL) $(srcdir)/backends/gpu/nvcc-libtool $(NVCC) $(NVCC_ARCH_FLAGS) -O3 -fmad=false \
 	  $(gpu_cppflags) $(CUDA_CPPFLAGS) $(NVCCFLAGS) \
 	  -c -o $@ $(srcdir)/backends/cuda/gear_cuda.cu
+
+# `make bench' builds it; bench/gpu_run.sh (or make bench-gpu) runs it.
+GPU_BENCH_PROGS += bench/gear-gpu-bench-cuda$(EXEEXT)
+bench/gear-gpu-bench-cuda$(EXEEXT): $(srcdir)/bench/gpu_bench.cu $(gpu_deps) libgear-core.la
+	@$(MKDIR_P) bench
+	$(AM_V_GEN)$(NVCC) $(NVCC_ARCH_FLAGS) -O3 -fmad=false $(gpu_cppflags) $(CUDA_CPPFLAGS) \
+	  $(NVCCFLAGS) -o $@ $(srcdir)/bench/gpu_bench.cu .libs/libgear-core.a $(GEAR_LIBS)
 endif
 
 if HAVE_HIP
@@ -55,7 +64,24 @@ backends/hip/gear_hip.lo: $(srcdir)/backends/hip/gear_hip.hip $(gpu_deps)
 	  $(HIPCC) -x hip $(HIP_ARCH_FLAGS) -O3 -ffp-contract=off \
 	  $(gpu_cppflags) $(HIP_CPPFLAGS) $(HIPCCFLAGS) \
 	  -c -o $@ $(srcdir)/backends/hip/gear_hip.hip
+
+GPU_BENCH_PROGS += bench/gear-gpu-bench-hip$(EXEEXT)
+bench/gear-gpu-bench-hip$(EXEEXT): $(srcdir)/bench/gpu_bench.cu $(gpu_deps) libgear-core.la
+	@$(MKDIR_P) bench
+	$(AM_V_GEN)$(HIPCC) -x hip $(HIP_ARCH_FLAGS) -O3 -ffp-contract=off $(gpu_cppflags) \
+	  $(HIP_CPPFLAGS) $(HIPCCFLAGS) -o $@ $(srcdir)/bench/gpu_bench.cu -x none .libs/libgear-core.a \
+	  $(HIP_LIBS) $(GEAR_LIBS)
 endif
+CLEANFILES += $(GPU_BENCH_PROGS)
+
+# Run the GPU benches of this build (each skips itself without a device).
+bench-gpu: $(GPU_BENCH_PROGS)
+	@$(MKDIR_P) bench/results
+	@for b in $(GPU_BENCH_PROGS); do \
+	  n=`basename $$b $(EXEEXT)`; \
+	  ./$$b --json bench/results/$$n.jsonl | tee bench/results/$$n.txt; \
+	done
+.PHONY: bench-gpu
 
 clean-local: clean-gpu-objects
 clean-gpu-objects:

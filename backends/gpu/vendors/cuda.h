@@ -25,6 +25,7 @@ typedef cudaMemcpyKind gpuMemcpyKind;
 #define gpuFuncAttributes cudaFuncAttributes
 #define gpuFuncGetAttributes(attr, fn) cudaFuncGetAttributes((attr), (const void *)(fn))
 #define gpuMalloc cudaMalloc
+#define gpuMemGetInfo cudaMemGetInfo
 #define gpuFree cudaFree
 #define gpuMemcpy cudaMemcpy
 #define gpuMemcpyAsync cudaMemcpyAsync

@@ -24,6 +24,7 @@ typedef hipMemcpyKind gpuMemcpyKind;
 #define gpuFuncAttributes hipFuncAttributes
 #define gpuFuncGetAttributes(attr, fn) hipFuncGetAttributes((attr), (const void *)(fn))
 #define gpuMalloc hipMalloc
+#define gpuMemGetInfo hipMemGetInfo
 #define gpuFree hipFree
 #define gpuMemcpy hipMemcpy
 #define gpuMemcpyAsync hipMemcpyAsync
