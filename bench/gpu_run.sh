@@ -27,11 +27,9 @@ log() { echo "== $*" | tee -a "$out/run.log"; }
 log "device"
 { nvidia-smi || rocm-smi || true; } > "$out/device.txt" 2>&1
 log "build ($gpu, $arch)"
-if [ ! -f Makefile ]; then
-    # shellcheck disable=SC2086
-    { ./autogen.sh && ./configure $conf; } > "$out/configure.log" 2>&1 ||
-        { log "configure FAILED (see configure.log)"; exit 1; }
-fi
+# shellcheck disable=SC2086
+{ { [ -x configure ] || ./autogen.sh; } && ./configure $conf; } > "$out/configure.log" 2>&1 ||
+    { log "configure FAILED (see configure.log)"; exit 1; }
 make -j"$jobs" > "$out/build.log" 2>&1 || { log "build FAILED (see build.log)"; exit 1; }
 make -j"$jobs" "bench/gear-gpu-bench-$gpu" >> "$out/build.log" 2>&1 ||
     { log "bench build FAILED (see build.log)"; exit 1; }
