@@ -50,10 +50,24 @@ static void primitives_case(gear_context *g, const gear_config *cfg, unsigned n,
                             uint64_t seed, const float *given)
 {
     const struct gear_backend_i *be = g->be, *ref = gear_backend_ref_table();
-    gear_block_layout L;
+    gear_block_layout L, LG;
     TU_OK(gear_block_layout_init(&L, cfg, d));
     if (!L.bits) return;
     size_t nd = (size_t)n * d;
+    /* Coupled Quantization: a random codebook (fp16-exact values), on the
+     * host for ref and in device memory for the GPU */
+    float *cb = NULL;
+    void *dcb = NULL;
+    LG = L;
+    if (L.cq_dim) {
+        cb = tu_alloc_f(L.cb_head_floats);
+        tu_fill_normal(seed + 1, cb, L.cb_head_floats, 1.0f);
+        for (size_t i = 0; i < L.cb_head_floats; i++) cb[i] = tu_h(cb[i]);
+        TU_OK(g->be->mem_alloc(g->state, L.cb_head_floats * 4, &dcb));
+        TU_OK(g->be->mem_copy(g->state, dcb, cb, L.cb_head_floats * 4, GEAR_COPY_H2D));
+        L.codebook = cb;
+        LG.codebook = (const float *)dcb;
+    }
     float *x = tu_synth(seed, cfg->kind, 1, (int)n, (int)d);
     if (given) memcpy(x, given, nd * sizeof(float));
     uint8_t *hb = calloc(1, L.bytes), *gb = calloc(1, L.bytes);
@@ -74,11 +88,11 @@ static void primitives_case(gear_context *g, const gear_config *cfg, unsigned n,
     TU_OK(be->mem_alloc(g->state, L.bytes, &db));
     TU_OK(be->mem_copy(g->state, dx, x, nd * 4, GEAR_COPY_H2D));
     TU_OK(be->mem_copy(g->state, db, gb, L.bytes, GEAR_COPY_H2D)); /* zeroed */
-    TU_OK(be->outlier_select(g->state, &L, dx, db));
-    TU_OK(be->quantize(g->state, &L, dx, db));
-    TU_OK(be->dequantize(g->state, &L, db, dq));
-    TU_OK(be->lowrank_fit(g->state, &L, &id, dx, dq, db));
-    TU_OK(be->reconstruct(g->state, &L, db, dr));
+    TU_OK(be->outlier_select(g->state, &LG, dx, db));
+    TU_OK(be->quantize(g->state, &LG, dx, db));
+    TU_OK(be->dequantize(g->state, &LG, db, dq));
+    TU_OK(be->lowrank_fit(g->state, &LG, &id, dx, dq, db));
+    TU_OK(be->reconstruct(g->state, &LG, db, dr));
     TU_OK(be->mem_copy(g->state, gb, db, L.bytes, GEAR_COPY_D2H));
     TU_OK(be->mem_copy(g->state, gq, dq, nd * 4, GEAR_COPY_D2H));
     TU_OK(be->mem_copy(g->state, gr, dr, nd * 4, GEAR_COPY_D2H));
@@ -95,6 +109,8 @@ static void primitives_case(gear_context *g, const gear_config *cfg, unsigned n,
     be->mem_free(g->state, dq);
     be->mem_free(g->state, dr);
     be->mem_free(g->state, db);
+    if (dcb) be->mem_free(g->state, dcb);
+    free(cb);
     free(x); free(hb); free(gb); free(rq); free(gq); free(rr); free(gr);
 }
 
@@ -125,6 +141,16 @@ START_TEST(test_primitives)
     primitives_case(g, &c, 32, 64, 7, NULL);
     c = tu_cfg(GEAR_KEY, 4, 16, 0.3f, 1, 3, 32);
     primitives_case(g, &c, 32, 48, 8, NULL);
+    /* Coupled Quantization codes (the fused compress declines them; the
+     * primitives and attention decode them) */
+    static const char *cq[] = {"cq-4c8b", "cq-2c8b"};
+    for (size_t p = 0; p < 2; p++)
+        for (int kind = 0; kind < 2; kind++) {
+            gear_config q = tu_preset(cq[p], (gear_kind)kind);
+            primitives_case(g, &q, 64, 128, 30 + p, NULL);
+            q.outlier_ratio = 0.05f, q.rank = 2, q.iters = 2; /* CQ + S + L */
+            primitives_case(g, &q, 64, 128, 40 + p, NULL);
+        }
     gear_context_free(g);
 }
 END_TEST
