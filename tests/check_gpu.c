@@ -199,6 +199,7 @@ static const attn_shape attn_shapes[] = {
     {8, 4, 1, 128, 64 * 9},       /* 8 KV heads, no tail */
     {2, 1, 3, 64, 64 * 5 + 1},    /* three query tokens (causal) */
     {1, 2, 2, 40, 24},            /* tail only */
+    {2, 8, 4, 128, 64 * 6 + 9},   /* 32 query rows: more shared memory than 48 KiB */
 };
 
 static void attention_case(const char *name, const char *preset, const attn_shape *a)

@@ -49,6 +49,8 @@ static gear_status gpu_init_device(gpu_state *s, int dev)
     GPU_TRY(s, gpuDeviceGetAttribute(&s->n_sm, gpuDevAttrMultiProcessorCount, dev), "SM count");
     GPU_TRY(s, gpuDeviceGetAttribute(&v, gpuDevAttrMaxSharedMemoryPerBlock, dev), "shared memory");
     s->smem_max = (size_t)v;
+    GPU_TRY(s, gpuDeviceGetAttribute(&v, gpuDevAttrMaxSharedMemoryOptin, dev), "shared memory");
+    s->smem_optin = (size_t)v > s->smem_max ? (size_t)v : s->smem_max;
     if (s->warp < 1 || s->warp > 64 || (s->warp & (s->warp - 1)) || GPU_THREADS % s->warp)
         return gpu_errf(s, GEAR_ERR_UNSUPPORTED, "warp size %d is not a power of two <= 64",
                         s->warp);
@@ -341,9 +343,13 @@ static gear_status gpu_attention_impl(gpu_state *s, const gear_attention_args *a
     if (!st) st = gpu_need_codebook(s, lv);
     if (st) return st;
     size_t smem = gpu_attn_smem_floats(lk->n, d, R) * sizeof(float);
-    if (smem > s->smem_max)
+    if (smem > s->smem_optin)
         return gpu_errf(s, GEAR_ERR_UNSUPPORTED, "attention tile of %zu bytes exceeds the %zu "
-                        "bytes of shared memory", smem, s->smem_max);
+                        "bytes of shared memory", smem, s->smem_optin);
+    if (smem > s->smem_max && smem > s->smem_set) { /* many query rows: opt in */
+        GPU_TRY(s, gpuFuncSetMaxDynamicSmem(gpu_k_attention, smem), "shared memory opt-in");
+        s->smem_set = smem;
+    }
     gpu_attn_params P;
     memset(&P, 0, sizeof P);
     P.lk = *lk;

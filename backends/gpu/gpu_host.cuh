@@ -15,6 +15,8 @@ typedef struct gpu_state {
     int warp;          /* the device's warp (wavefront) width */
     int n_sm;          /* multiprocessors (compute units) */
     size_t smem_max;   /* shared memory per workgroup without opt-in */
+    size_t smem_optin; /* ... and after opting in (CUDA) */
+    size_t smem_set;   /* the attention kernel's opt-in so far */
     pthread_mutex_t lock; /* one context may be used from several threads */
     void *scratch;     /* device scratch, grown on demand */
     size_t scratch_cap;

@@ -22,6 +22,10 @@ typedef cudaMemcpyKind gpuMemcpyKind;
 #define gpuDevAttrWarpSize cudaDevAttrWarpSize
 #define gpuDevAttrMultiProcessorCount cudaDevAttrMultiProcessorCount
 #define gpuDevAttrMaxSharedMemoryPerBlock cudaDevAttrMaxSharedMemoryPerBlock
+/* shared memory a kernel may use after opting in (above the 48 KiB default) */
+#define gpuDevAttrMaxSharedMemoryOptin cudaDevAttrMaxSharedMemoryPerBlockOptin
+#define gpuFuncSetMaxDynamicSmem(fn, bytes) \
+    cudaFuncSetAttribute((const void *)(fn), cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(bytes))
 #define gpuFuncAttributes cudaFuncAttributes
 #define gpuFuncGetAttributes(attr, fn) cudaFuncGetAttributes((attr), (const void *)(fn))
 #define gpuMalloc cudaMalloc

@@ -159,7 +159,9 @@ typedef struct { int unused; } gpuFuncAttributes;
 #define gpuMemcpyDeviceToHost 2
 #define gpuMemcpyDeviceToDevice 3
 #define gpuMemcpyHostToHost 0
-enum { gpuDevAttrWarpSize, gpuDevAttrMultiProcessorCount, gpuDevAttrMaxSharedMemoryPerBlock };
+enum { gpuDevAttrWarpSize, gpuDevAttrMultiProcessorCount, gpuDevAttrMaxSharedMemoryPerBlock,
+       gpuDevAttrMaxSharedMemoryOptin };
+#define gpuFuncSetMaxDynamicSmem(fn, bytes) ((void)(fn), (void)(bytes), 0)
 
 static inline const char *gpuGetErrorString(gpuError_t e) { return e ? "emulation failure" : "no error"; }
 static inline gpuError_t gpuGetLastError(void) { return 0; }
@@ -169,7 +171,8 @@ static inline gpuError_t gpuDeviceGetAttribute(int *v, int attr, int dev)
 {
     (void)dev;
     *v = attr == gpuDevAttrWarpSize ? (int)gpu_emu_warp()
-       : attr == gpuDevAttrMultiProcessorCount ? 2 : 48 * 1024;
+       : attr == gpuDevAttrMultiProcessorCount ? 2
+       : attr == gpuDevAttrMaxSharedMemoryOptin ? 96 * 1024 : 48 * 1024;
     return 0;
 }
 #define gpuFuncGetAttributes(attr, fn) ((void)(attr), (void)(fn), 0)

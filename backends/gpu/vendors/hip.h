@@ -21,6 +21,9 @@ typedef hipMemcpyKind gpuMemcpyKind;
 #define gpuDevAttrWarpSize hipDeviceAttributeWarpSize
 #define gpuDevAttrMultiProcessorCount hipDeviceAttributeMultiprocessorCount
 #define gpuDevAttrMaxSharedMemoryPerBlock hipDeviceAttributeMaxSharedMemoryPerBlock
+/* AMD has no opt-in: the whole LDS (64 KiB) is available to a workgroup */
+#define gpuDevAttrMaxSharedMemoryOptin hipDeviceAttributeMaxSharedMemoryPerBlock
+#define gpuFuncSetMaxDynamicSmem(fn, bytes) ((void)(fn), (void)(bytes), hipSuccess)
 #define gpuFuncAttributes hipFuncAttributes
 #define gpuFuncGetAttributes(attr, fn) hipFuncGetAttributes((attr), (const void *)(fn))
 #define gpuMalloc hipMalloc
