@@ -18,7 +18,9 @@
  * Output: a table on stdout and JSON lines (--json FILE).
  * Exits 77 when no device is usable.
  */
-#if defined(__HIPCC__)
+#if defined(GEAR_GPU_BENCH_EMU)
+#include "vendors/emu.h" /* the bench's host logic under emulation (tiny shapes) */
+#elif defined(__HIPCC__)
 #include "vendors/hip.h"
 #else
 #include "vendors/cuda.h"
@@ -45,6 +47,10 @@ extern "C" gear_status gear_block_layout_init(gear_block_layout *L, const gear_c
 
 static FILE *jf;
 static int reps = 5, iters = 10, warp = 32, n_sm = 1;
+static unsigned codec_blocks = 4096;
+static size_t copy_bytes = (size_t)1 << 30;
+/* decode shapes: tokens and batch (--quick: a smoke test of the bench) */
+static std::vector<unsigned> Ts = {4096, 16384, 65536, 131072}, Bs = {1, 4, 16, 32};
 static const unsigned D = 128, N = 64, HKV = 8, GQA = 4;
 
 /* Synthetic KV: sums of uniforms (roughly normal), keys with a few
@@ -113,7 +119,7 @@ static gear_block_layout layout(const char *preset, gear_kind kind)
 
 static double bench_copy(void)
 {
-    size_t bytes = (size_t)1 << 30;
+    size_t bytes = copy_bytes;
     void *a, *b;
     CHECK(gpuMalloc(&a, bytes));
     CHECK(gpuMalloc(&b, bytes));
@@ -122,7 +128,7 @@ static double bench_copy(void)
     CHECK(gpuFree(a));
     CHECK(gpuFree(b));
     double gbs = (double)bytes / t * 1e-9;
-    printf("copy   device-to-device %.1f GB/s (1 GiB)\n", gbs);
+    printf("copy   device-to-device %.1f GB/s (%zu MiB)\n", gbs, bytes >> 20);
     if (jf) fprintf(jf, "{\"bench\":\"gpu_copy\",\"backend\":\"%s\",\"gbs\":%.3f}\n", GPU_NAME, gbs);
     return gbs;
 }
@@ -132,7 +138,7 @@ static double bench_copy(void)
 static void bench_codec(const char *preset, gear_kind kind, double copy_gbs)
 {
     gear_block_layout L = layout(preset, kind);
-    const unsigned count = 4096;
+    const unsigned count = codec_blocks;
     const size_t nd = (size_t)N * D;
     float *x, *out;
     uint8_t *blk;
@@ -180,17 +186,16 @@ static void bench_codec(const char *preset, gear_kind kind, double copy_gbs)
 
 /* ------------------------------------------------------- attention */
 
-static const unsigned Ts[] = {4096, 16384, 65536, 131072};
-static const unsigned Bs[] = {1, 4, 16, 32};
-#define NT (sizeof Ts / sizeof Ts[0])
-#define NB (sizeof Bs / sizeof Bs[0])
+typedef std::vector<std::vector<double>> grid_t; /* [T][batch] */
 
 /* Decode-step time of every (T, batch) for one preset; 0 where the cache
  * does not fit in device memory. */
-static void bench_attn(const char *preset, double t_out[NT][NB])
+static void bench_attn(const char *preset, grid_t &t_out)
 {
+    const size_t NT = Ts.size(), NB = Bs.size();
+    t_out.assign(NT, std::vector<double>(NB, 0.0));
     gear_block_layout lk = layout(preset, GEAR_KEY), lv = layout(preset, GEAR_VALUE);
-    const unsigned nb_max = Ts[NT - 1] / N, pool = 256, R = GQA;
+    const unsigned nb_max = Ts[NT - 1] / N, pool = std::min(256u, nb_max * HKV), R = GQA;
     /* a pool of distinct compressed blocks, repeated to fill the caches */
     float *x;
     uint8_t *pk, *pv;
@@ -299,8 +304,11 @@ int main(int argc, char **argv)
             if (!(jf = fopen(argv[++i], "w"))) { perror(argv[i]); return 1; }
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--quick")) {
+            Ts = {1024}, Bs = {1, 2}, codec_blocks = 32, reps = 1, iters = 1;
+            copy_bytes = (size_t)16 << 20;
         } else {
-            fprintf(stderr, "usage: gear-gpu-bench [--json FILE] [--reps N]\n");
+            fprintf(stderr, "usage: gear-gpu-bench [--json FILE] [--reps N] [--quick]\n");
             return 2;
         }
     }
@@ -325,7 +333,8 @@ int main(int argc, char **argv)
         for (int kind = 0; kind < 2; kind++) bench_codec(p, (gear_kind)kind, copy);
 
     static const char *attn_presets[] = {"fp16", "kivi2", "gear2", "gear4"};
-    static double t[4][NT][NB];
+    const size_t NT = Ts.size(), NB = Bs.size();
+    grid_t t[4];
     for (int p = 0; p < 4; p++) bench_attn(attn_presets[p], t[p]);
     printf("\nattn   decode step, us (speedup vs fp16 cache, same kernel)\n%-8s", "T \\ B");
     for (unsigned b = 0; b < NB; b++) printf("%10u", Bs[b]);

@@ -11,7 +11,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <vector>
 
 #define GPU_NAME "gpuemu"
@@ -189,5 +191,35 @@ static inline gpuError_t gpuMemcpy(void *d, const void *s, size_t n, int kind)
 }
 static inline gpuError_t gpuMemset(void *d, int v, size_t n) { memset(d, v, n); return 0; }
 static inline gpuError_t gpuDeviceSynchronize(void) { return 0; }
+
+/* for the bench's own smoke test (bench/gpu_bench.cu built on the host) */
+typedef double *gpuEvent_t;
+static inline gpuError_t gpuEventCreate(gpuEvent_t *e) { *e = new double(0); return 0; }
+static inline gpuError_t gpuEventDestroy(gpuEvent_t e) { delete e; return 0; }
+static inline gpuError_t gpuEventRecord(gpuEvent_t e, int stream)
+{
+    struct timespec ts;
+    (void)stream;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    *e = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+    return 0;
+}
+static inline gpuError_t gpuEventSynchronize(gpuEvent_t e) { (void)e; return 0; }
+static inline gpuError_t gpuEventElapsedTime(float *ms, gpuEvent_t a, gpuEvent_t b)
+{
+    *ms = (float)(*b - *a);
+    return 0;
+}
+static inline gpuError_t gpuMemGetInfo(size_t *fr, size_t *tot)
+{
+    *fr = *tot = (size_t)4 << 30;
+    return 0;
+}
+static inline gpuError_t gpuGetDeviceName(char *buf, size_t len, int dev)
+{
+    (void)dev;
+    snprintf(buf, len, "host emulation");
+    return 0;
+}
 
 #endif
