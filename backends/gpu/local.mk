@@ -110,3 +110,17 @@ gear_gpuemu_la_LDFLAGS = $(gpu_module_ldflags) -rpath $(abs_builddir) -pthread
 TESTS += tests/check_gpu_emu.sh
 endif
 endif
+
+# The GPU bench's own host logic under the emulation, on tiny shapes (its
+# numbers mean nothing): `make bench-gpu-emu' before spending device time.
+if HAVE_GPU_EMU
+bench/gear-gpu-bench-emu$(EXEEXT): $(srcdir)/bench/gpu_bench.cu $(gpu_deps) \
+		$(srcdir)/backends/gpu/vendors/emu.h libgear-core.la
+	@$(MKDIR_P) bench
+	$(AM_V_GEN)$(CXX) -std=c++14 -O2 -ffp-contract=off -DGEAR_GPU_BENCH_EMU $(gpu_cppflags) \
+	  -x c++ $(srcdir)/bench/gpu_bench.cu -x none -o $@ .libs/libgear-core.a -pthread $(GEAR_LIBS)
+bench-gpu-emu: bench/gear-gpu-bench-emu$(EXEEXT)
+	./bench/gear-gpu-bench-emu$(EXEEXT) --quick
+CLEANFILES += bench/gear-gpu-bench-emu$(EXEEXT)
+endif
+.PHONY: bench-gpu-emu
