@@ -9,6 +9,12 @@
 #   GEAR_GPU_ARCH=LIST    architectures (default sm_90 for cuda, gfx942 for hip)
 #   JOBS=N                make -j (default: the CPU count)
 #
+# Needs nvcc (or hipcc), a C compiler, Check (libcheck) for the tests, and
+# autoconf/automake/libtool unless ./configure was generated beforehand (a
+# machine without network access cannot install them: generate configure
+# here first and bring it along).  PyTorch is optional (the SDPA baseline
+# is skipped without it).
+#
 # Exit status: that of the tests (the bench's failures are reported in its
 # log); results are written even when a step fails.
 set -u
