@@ -82,7 +82,9 @@ static void gpu_shutdown(void *state)
 {
     gpu_state *s = (gpu_state *)state;
     if (!s) return;
+    (void)gpuSetDevice(s->device);
     if (s->scratch) (void)gpuFree(s->scratch);
+    for (unsigned i = 0; i < s->n_keep; i++) (void)gpuFree(s->keep[i].p);
     free(s->host);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -104,19 +106,37 @@ static const char *gpu_last_error(void *state)
 
 /* ------------------------------------------------------------ memory */
 
-static gear_status gpu_alloc(void *state, size_t bytes, void **ptr)
+static gear_status gpu_alloc_impl(gpu_state *s, size_t bytes, void **ptr)
 {
-    GPU_ENTER(s);
+    size_t n = bytes ? bytes : 16;
     *ptr = NULL;
-    if (!st) {
-        gpuError_t e = gpuMalloc(ptr, bytes ? bytes : 16);
+    for (unsigned i = 0; n <= GPU_SMALL_MAX && i < s->n_keep; i++)
+        if (s->keep[i].n == n) { /* reuse a kept buffer */
+            *ptr = s->keep[i].p;
+            s->keep[i] = s->keep[--s->n_keep];
+            break;
+        }
+    if (!*ptr) {
+        gpuError_t e = gpuMalloc(ptr, n);
         if (e != gpuSuccess) {
             *ptr = NULL;
             (void)gpuGetLastError();
-            st = gpu_errf(s, GEAR_ERR_NO_MEMORY, "device allocation of %zu bytes: %s", bytes,
-                          gpuGetErrorString(e));
+            return gpu_errf(s, GEAR_ERR_NO_MEMORY, "device allocation of %zu bytes: %s", bytes,
+                            gpuGetErrorString(e));
         }
     }
+    if (n <= GPU_SMALL_MAX && s->n_live < GPU_LIVE) {
+        s->live[s->n_live].p = *ptr;
+        s->live[s->n_live++].n = n;
+    }
+    return GEAR_OK;
+}
+
+static gear_status gpu_alloc(void *state, size_t bytes, void **ptr)
+{
+    GPU_ENTER(s);
+    if (!st) st = gpu_alloc_impl(s, bytes, ptr);
+    else *ptr = NULL;
     GPU_LEAVE(s);
 }
 
@@ -125,6 +145,17 @@ static void gpu_mem_free(void *state, void *ptr)
     gpu_state *s = (gpu_state *)state;
     if (!ptr) return;
     pthread_mutex_lock(&s->lock);
+    for (unsigned i = s->n_live; i-- > 0;)
+        if (s->live[i].p == ptr) {
+            gpu_buf b = s->live[i];
+            s->live[i] = s->live[--s->n_live];
+            if (s->n_keep < GPU_KEEP) {
+                s->keep[s->n_keep++] = b;
+                pthread_mutex_unlock(&s->lock);
+                return;
+            }
+            break;
+        }
     if (gpuSetDevice(s->device) != gpuSuccess || gpuFree(ptr) != gpuSuccess)
         (void)gpuGetLastError(); /* nothing to report to: the slot returns void */
     pthread_mutex_unlock(&s->lock);

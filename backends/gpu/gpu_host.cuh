@@ -10,6 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The core allocates and frees a small staging buffer per block, and a
+ * device free synchronizes the device: small buffers are kept for reuse
+ * (exact size), up to GPU_KEEP of them. */
+#define GPU_SMALL_MAX ((size_t)1 << 20)
+#define GPU_LIVE 4096
+#define GPU_KEEP 64
+typedef struct gpu_buf { void *p; size_t n; } gpu_buf;
+
 typedef struct gpu_state {
     int device;
     int warp;          /* the device's warp (wavefront) width */
@@ -23,6 +31,10 @@ typedef struct gpu_state {
     void *host;        /* host staging, grown on demand */
     size_t host_cap;
     char err[512];
+    gpu_buf live[GPU_LIVE]; /* small buffers handed out (untracked when full) */
+    unsigned n_live;
+    gpu_buf keep[GPU_KEEP];  /* small buffers freed, for reuse */
+    unsigned n_keep;
 } gpu_state;
 
 static gear_status gpu_errf(gpu_state *s, gear_status st, const char *fmt, ...)
