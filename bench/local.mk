@@ -16,12 +16,13 @@ bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
 CLEANFILES += bench/gear-bench$(EXEEXT)
 
 GEAR_BENCH_FLAGS =
-bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES)
+bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES) $(GPU_BENCH_PROGS)
 	$(MKDIR_P) bench/results
 	GEAR_BACKEND_PATH='$(abs_top_builddir)/.libs' OMP_PROC_BIND=close \
 	  ./bench/gear-bench$(EXEEXT) --json bench/results/bench.jsonl $(GEAR_BENCH_FLAGS) \
 	  | tee bench/results/bench.txt
 	-$(PYTHON3) $(srcdir)/bench/plot_attention.py bench/results/bench.jsonl bench/results/attention-speedup.svg
+	@test -z "$(GPU_BENCH_PROGS)" || echo "GPU benches built ($(GPU_BENCH_PROGS)): run them with make bench-gpu, or bench/gpu_run.sh"
 
 else
 bench:
