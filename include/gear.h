@@ -253,7 +253,7 @@ typedef struct gear_calib_params {
     unsigned cq_dim[2];     /* [GEAR_KEY], [GEAR_VALUE]: channels per code, 0 = no codebook */
     unsigned cq_bits[2];    /* code bits, 1..8 */
     unsigned hc_group;      /* KV heads merged per group, 0 = no head compression */
-    unsigned hc_dim;        /* channels kept per group (K and V), < hc_group*head_dim */
+    unsigned hc_dim;        /* channels kept per group (K and V), 1..hc_group*head_dim (equal: a lossless rotation) */
     unsigned kmeans_iters;  /* Lloyd iterations (default 20) */
     unsigned max_tokens;    /* samples kept per layer (default 2048; later ones are ignored) */
     uint64_t seed;          /* k-means++ seeding */
