@@ -59,6 +59,7 @@ tool() { # tool NAME SOURCES... : compile and link one program
 F=$top/tests/fuzz
 tool fuzz_stream $F/fuzz_stream.c
 tool fuzz_cache $F/fuzz_cache.c
+tool fuzz_calib $F/fuzz_calib.c
 tool fuzz_npy $F/fuzz_npy.c $top/tools/gear/npy.c
 tool fuzz_safetensors $F/fuzz_safetensors.c $top/tools/gear/safetensors.c $top/tools/gear/json.c
 E=$top/examples/llm

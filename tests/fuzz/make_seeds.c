@@ -2,7 +2,7 @@
  * make_seeds.c - writes the seed corpora of the fuzz targets from valid
  * inputs made by the library and the tools' own writers:
  *
- *   make_seeds OUTDIR    ->  OUTDIR/{stream,cache,npy,safetensors}/...
+ *   make_seeds OUTDIR    ->  OUTDIR/{stream,cache,calib,npy,safetensors}/...
  *
  * Linked with the same library build as the fuzz targets (and so with
  * nocrc.c: every CRC field of these seeds is 0).  The GGUF seed is
@@ -153,6 +153,106 @@ static void caches(gear_context *ctx)
     printf("make_seeds: %d cache seeds\n", k);
 }
 
+/* Calibrations (CQ only, head compression only, both) on tiny shapes, so
+ * that k-means is quick, into calib/; calibrated caches made with some of
+ * them into cache/ (fuzz_cache then reaches the embedded calibration). */
+static void calibs(gear_context *ctx)
+{
+    static const struct {
+        unsigned layers, heads, d, cq_dim[2], cq_bits[2], hc_group, hc_dim, cache;
+        const char *name;
+    } cs[] = {
+        {2, 2, 8, {2, 4}, {4, 3}, 0, 0, 1, "cq"},
+        {1, 1, 4, {4, 0}, {2, 0}, 0, 0, 0, "cq-key"},
+        {2, 4, 4, {0, 0}, {0, 0}, 2, 4, 1, "hc"},
+        {1, 2, 8, {2, 2}, {3, 3}, 2, 8, 1, "hc-cq"},
+        {1, 3, 2, {0, 1}, {0, 2}, 3, 3, 0, "hc3-cq-value"},
+    };
+    int nc = 0, ncache = 0;
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        gear_calib_params p;
+        gear_calib_params_init(&p);
+        for (int kv = 0; kv < 2; kv++) p.cq_dim[kv] = cs[i].cq_dim[kv], p.cq_bits[kv] = cs[i].cq_bits[kv];
+        p.hc_group = cs[i].hc_group;
+        p.hc_dim = cs[i].hc_dim;
+        p.kmeans_iters = 4;
+        p.seed = i;
+        gear_calib *cal;
+        if (gear_calib_create(&p, cs[i].layers, cs[i].heads, cs[i].d, &cal)) {
+            fprintf(stderr, "calib %s: %s\n", cs[i].name, gear_last_error_message());
+            exit(1);
+        }
+        unsigned T = 40;
+        size_t n = (size_t)cs[i].heads * T * cs[i].d;
+        float *k = malloc(n * 4), *v = malloc(n * 4);
+        for (unsigned l = 0; l < cs[i].layers; l++) {
+            fill(k, GEAR_F32, n, 11 * l + 3);
+            fill(v, GEAR_F32, n, 11 * l + 5);
+            gear_tensor tk, tv;
+            gear_tensor_init(&tk, k, GEAR_F32, 3, cs[i].heads, T, cs[i].d, 0);
+            gear_tensor_init(&tv, v, GEAR_F32, 3, cs[i].heads, T, cs[i].d, 0);
+            if (gear_calib_add(cal, l, &tk, &tv, NULL)) {
+                fprintf(stderr, "calib add: %s\n", gear_last_error_message());
+                exit(1);
+            }
+        }
+        if (gear_calib_fit(cal)) {
+            fprintf(stderr, "calib fit %s: %s\n", cs[i].name, gear_last_error_message());
+            exit(1);
+        }
+        size_t size;
+        gear_calib_save_mem(cal, NULL, 0, &size);
+        void *buf = malloc(size);
+        if (gear_calib_save_mem(cal, buf, size, &size)) exit(1);
+        char name[64];
+        snprintf(name, sizeof name, "%s.gcal", cs[i].name);
+        put_file("calib", name, buf, size);
+        free(buf);
+        nc++;
+        if (cs[i].cache) {
+            gear_calib_info in;
+            gear_calib_info_get(cal, &in);
+            gear_config cfg[2];
+            for (int kv = 0; kv < 2; kv++) {
+                char pre[32];
+                if (cs[i].cq_dim[kv])
+                    snprintf(pre, sizeof pre, "cq-%uc%ub", cs[i].cq_dim[kv], cs[i].cq_bits[kv]);
+                else
+                    snprintf(pre, sizeof pre, "kivi2");
+                gear_config_preset(pre, (gear_kind)kv, &cfg[kv]);
+                cfg[kv].block = 4;
+                if (cfg[kv].group > 4) cfg[kv].group = 4;
+            }
+            gear_cache *c;
+            if (gear_cache_create_calibrated(ctx, &cfg[0], &cfg[1], cal, cs[i].layers,
+                                             cs[i].heads, cs[i].d, 32, &c)) {
+                fprintf(stderr, "calibrated cache %s: %s\n", cs[i].name, gear_last_error_message());
+                exit(1);
+            }
+            gear_tensor tk, tv;
+            unsigned t = 9; /* two blocks and a buffered token */
+            gear_tensor_init(&tk, k, GEAR_F32, 3, cs[i].heads, t, cs[i].d, 0);
+            gear_tensor_init(&tv, v, GEAR_F32, 3, cs[i].heads, t, cs[i].d, 0);
+            if (gear_cache_append(c, 0, &tk, &tv)) {
+                fprintf(stderr, "calibrated append: %s\n", gear_last_error_message());
+                exit(1);
+            }
+            gear_cache_save_mem(c, NULL, 0, &size);
+            buf = malloc(size);
+            if (gear_cache_save_mem(c, buf, size, &size)) exit(1);
+            snprintf(name, sizeof name, "calib-%s.gcache", cs[i].name);
+            put_file("cache", name, buf, size);
+            free(buf);
+            gear_cache_free(c);
+            ncache++;
+        }
+        free(k);
+        free(v);
+        gear_calib_free(cal);
+    }
+    printf("make_seeds: %d calibration seeds, %d calibrated cache seeds\n", nc, ncache);
+}
+
 static void npys(void)
 {
     char path[1024], err[256];
@@ -231,6 +331,7 @@ int main(int argc, char **argv)
     if (gear_context_create(&p, &ctx)) return 1;
     streams(ctx);
     caches(ctx);
+    calibs(ctx);
     npys();
     safetensors();
     gear_context_free(ctx);

@@ -13,7 +13,7 @@ secs=${1:-60}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 out=${2:-fuzz-out}
 [ $# -ge 2 ] && shift 2 || shift $#
-targets=${*:-stream cache npy safetensors gguf}
+targets=${*:-stream cache calib npy safetensors gguf}
 jobs=${JOBS:-1}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
