@@ -133,8 +133,8 @@ int cmd_calibrate(int argc, char **argv)
         jo_num(&j, "seconds", secs);
         jo_end(&j);
     } else if (!rc) {
-        printf("gear calibrate: %s (%s): %u layers x %u KV heads x head_dim %u, %u tokens per "
-               "layer\n", in, desc, info.n_layer, info.n_head_kv, info.head_dim, info.tokens);
+        printf("gear calibrate: %s: %u layers x %u KV heads x head_dim %u, %u tokens per layer\n",
+               in, info.n_layer, info.n_head_kv, info.head_dim, info.tokens);
         if (p.hc_group)
             printf("  head compression: %u heads -> %u channels per group (cache stores %u x %u); "
                    "variance kept K %.4f, V %.4f\n", p.hc_group, p.hc_dim, info.stored_heads,
