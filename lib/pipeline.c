@@ -79,6 +79,76 @@ static gear_status compress_primitives(gear_context *ctx, const gear_block_layou
     return st;
 }
 
+/* blk[0..count) one after another in memory (as a cache's arena holds the
+ * blocks of one append): then each staging step is one transfer. */
+static int contiguous(uint8_t *const *blk, unsigned count, size_t bytes)
+{
+    for (unsigned i = 1; i < count; i++)
+        if (blk[i] != blk[0] + (size_t)i * bytes) return 0;
+    return 1;
+}
+
+/* Header and CRC of count contiguous device blocks: one copy each way. */
+static gear_status seal_run(gear_context *ctx, const gear_block_layout *L, uint8_t *blk,
+                            unsigned count)
+{
+    const struct gear_backend_i *be = ctx->be;
+    size_t total = (size_t)count * L->bytes; /* the arena holds them: no overflow */
+    uint8_t *h = malloc(total);
+    if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "seal staging");
+    gear_status st = be->mem_copy(ctx->state, h, blk, total, GEAR_COPY_D2H);
+    for (unsigned i = 0; i < count && !st; i++) gear_block_seal(L, h + (size_t)i * L->bytes);
+    if (!st) st = be->mem_copy(ctx->state, blk, h, total, GEAR_COPY_H2D);
+    free(h);
+    return st;
+}
+
+/* Device backends: stage every input block in one allocation and one
+ * upload, zero the destination blocks in one upload when they are
+ * contiguous, and seal them with one copy each way; a GPU then pays a few
+ * transfers per append instead of several per block. */
+static gear_status compress_batch_device(gear_context *ctx, const gear_block_layout *L,
+                                         unsigned count, const gear_block_id *ids,
+                                         const float *const *x, uint8_t *const *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    size_t nd = (size_t)L->n * L->d, in_bytes, out_bytes;
+    if (!gear_mul_ok((size_t)count, nd * sizeof(float), &in_bytes) ||
+        !gear_mul_ok((size_t)count, L->bytes, &out_bytes))
+        return gear_fail(GEAR_ERR_OVERFLOW, "compress staging size overflows");
+    int run = contiguous(blk, count, L->bytes);
+    uint8_t *h = calloc(1, run ? out_bytes : L->bytes);
+    float *hx = malloc(in_bytes);
+    const float **xd = malloc(sizeof *xd * count);
+    void *dx = NULL;
+    gear_status st = GEAR_OK;
+    if (!h || !hx || !xd) st = gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
+    /* zero every block so that padding is the same on every backend */
+    if (!st && run) st = be->mem_copy(ctx->state, blk[0], h, out_bytes, GEAR_COPY_H2D);
+    for (unsigned i = 0; i < count && !st && !run; i++)
+        st = be->mem_copy(ctx->state, blk[i], h, L->bytes, GEAR_COPY_H2D);
+    for (unsigned i = 0; i < count && !st; i++) memcpy(hx + i * nd, x[i], nd * sizeof(float));
+    if (!st) st = dev_alloc(ctx, in_bytes, &dx);
+    if (!st) st = be->mem_copy(ctx->state, dx, hx, in_bytes, GEAR_COPY_H2D);
+    for (unsigned i = 0; i < count && !st; i++) xd[i] = (const float *)dx + i * nd;
+    int fused = 0;
+    if (!st && be->compress_blocks) {
+        st = gear_backend_failed(ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk),
+                                 "compressing blocks");
+        fused = st != GEAR_ERR_UNSUPPORTED;
+        if (!fused) st = GEAR_OK;
+    }
+    for (unsigned i = 0; i < count && !st && !fused; i++)
+        st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
+    if (!st && run) st = seal_run(ctx, L, blk[0], count);
+    for (unsigned i = 0; i < count && !st && !run; i++) st = seal(ctx, L, blk[i]);
+    if (dx) be->mem_free(ctx->state, dx);
+    free(h);
+    free(hx);
+    free(xd);
+    return st;
+}
+
 gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
                                          unsigned count, const gear_block_id *ids,
                                          const float *const *x, uint8_t *const *blk)
@@ -88,6 +158,8 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
     gear_status st = GEAR_OK;
     if (L->cq_dim && !L->codebook)
         return gear_fail(GEAR_ERR_INVALID_ARG, "a Coupled Quantization block needs a codebook");
+    if (!count) return GEAR_OK;
+    if (be->on_device && L->bits) return compress_batch_device(ctx, L, count, ids, x, blk);
     uint8_t *h = calloc(1, L->bytes);
     if (!h) return gear_fail(GEAR_ERR_NO_MEMORY, "block staging");
     if (L->bits == 0) { /* raw blocks are packed by the core */
