@@ -79,6 +79,24 @@ static gear_status compress_primitives(gear_context *ctx, const gear_block_layou
     return st;
 }
 
+/* The fused slot, or, when there is none or it declines the layout
+ * (GEAR_ERR_UNSUPPORTED), the primitives; inputs already in backend memory. */
+static gear_status compress_staged(gear_context *ctx, const gear_block_layout *L, unsigned count,
+                                   const gear_block_id *ids, const float *const *xd,
+                                   uint8_t *const *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    if (be->compress_blocks) {
+        gear_status st = gear_backend_failed(
+            ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk), "compressing blocks");
+        if (st != GEAR_ERR_UNSUPPORTED) return st;
+    }
+    gear_status st = GEAR_OK;
+    for (unsigned i = 0; i < count && !st; i++)
+        st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
+    return st;
+}
+
 /* blk[0..count) one after another in memory (as a cache's arena holds the
  * blocks of one append): then each staging step is one transfer. */
 static int contiguous(uint8_t *const *blk, unsigned count, size_t bytes)
@@ -131,15 +149,7 @@ static gear_status compress_batch_device(gear_context *ctx, const gear_block_lay
     if (!st) st = dev_alloc(ctx, in_bytes, &dx);
     if (!st) st = be->mem_copy(ctx->state, dx, hx, in_bytes, GEAR_COPY_H2D);
     for (unsigned i = 0; i < count && !st; i++) xd[i] = (const float *)dx + i * nd;
-    int fused = 0;
-    if (!st && be->compress_blocks) {
-        st = gear_backend_failed(ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk),
-                                 "compressing blocks");
-        fused = st != GEAR_ERR_UNSUPPORTED;
-        if (!fused) st = GEAR_OK;
-    }
-    for (unsigned i = 0; i < count && !st && !fused; i++)
-        st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
+    if (!st) st = compress_staged(ctx, L, count, ids, xd, blk);
     if (!st && run) st = seal_run(ctx, L, blk[0], count);
     for (unsigned i = 0; i < count && !st && !run; i++) st = seal(ctx, L, blk[i]);
     if (dx) be->mem_free(ctx->state, dx);
@@ -181,17 +191,7 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
     for (; staged < count && !st; staged++)
         st = to_backend(ctx, x[staged], nd * sizeof(float), (void **)&xd[staged]);
     if (st) staged--; /* the failed one holds nothing */
-    /* the fused slot may decline a layout (GEAR_ERR_UNSUPPORTED): then the
-     * primitives compose it */
-    int fused = 0;
-    if (!st && be->compress_blocks) {
-        st = gear_backend_failed(ctx, be->compress_blocks(ctx->state, L, count, ids, xd, blk),
-                                 "compressing blocks");
-        fused = st != GEAR_ERR_UNSUPPORTED;
-        if (!fused) st = GEAR_OK;
-    }
-    for (unsigned i = 0; i < count && !st && !fused; i++)
-        st = compress_primitives(ctx, L, &ids[i], xd[i], blk[i]);
+    if (!st) st = compress_staged(ctx, L, count, ids, xd, blk);
     for (unsigned i = 0; i < count && !st; i++) st = seal(ctx, L, blk[i]);
     for (unsigned i = 0; i < staged; i++) backend_release(ctx, x[i], (void *)xd[i]);
     free(xd);

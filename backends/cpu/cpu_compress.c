@@ -409,11 +409,6 @@ static void orthonormalize(float *y, unsigned n, unsigned r)
     }
 }
 
-static uint16_t half_sat(float v)
-{
-    return gear_float_to_half(v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v);
-}
-
 static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scratch *s,
                     uint8_t *blk)
 {
@@ -433,10 +428,10 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
         orthonormalize(s->y, n, r);
         mul_ety(s->e, s->y, n, d, r, s->pt);
     }
-    for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, half_sat(s->y[i]));
+    for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, gear_half_sat(s->y[i]));
     for (unsigned c = 0; c < d; c++)
         for (unsigned k = 0; k < r; k++)
-            cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), half_sat(s->pt[(size_t)k * d + c]));
+            cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), gear_half_sat(s->pt[(size_t)k * d + c]));
 }
 
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,

@@ -137,34 +137,6 @@ GPU_DEV void gpu_cq_code(const gear_block_layout &L, const float *x, uint8_t *bl
     }
 }
 
-GPU_DEV uint16_t gpu_half_sat(double v)
-{
-    float f = (float)v;
-    f = f > 65504.0f ? 65504.0f : f < -65504.0f ? -65504.0f : f;
-    return gear_float_to_half(f);
-}
-
-/* ref's modified Gram-Schmidt on the r columns of Y (n x r), in double:
- * serial in one thread so that the arithmetic (and so the factors) follows
- * ref exactly; it is O(n r^2), small beside the products. */
-GPU_DEV void gpu_orthonormalize(double *Y, unsigned n, unsigned r)
-{
-    for (unsigned c = 0; c < r; c++) {
-        double orig = 0.0;
-        for (unsigned i = 0; i < n; i++) orig += Y[i * r + c] * Y[i * r + c];
-        for (unsigned p = 0; p < c; p++) {
-            double dot = 0.0;
-            for (unsigned i = 0; i < n; i++) dot += Y[i * r + p] * Y[i * r + c];
-            for (unsigned i = 0; i < n; i++) Y[i * r + c] -= dot * Y[i * r + p];
-        }
-        double nrm = 0.0;
-        for (unsigned i = 0; i < n; i++) nrm += Y[i * r + c] * Y[i * r + c];
-        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-20;
-        double inv = dead ? 0.0 : 1.0 / sqrt(nrm);
-        for (unsigned i = 0; i < n; i++) Y[i * r + c] *= inv;
-    }
-}
-
 /* Power iteration on E (n x d, complete and visible to the workgroup):
  * P from the counter-based start matrix, then {Y = E P; orthonormalize Y;
  * P = E^T Y}; A = Y, B = P in fp16.  Each output is one thread's sum in
@@ -184,7 +156,7 @@ GPU_DEV void gpu_lowrank(const gear_block_layout &L, const gear_block_id &id, co
             Y[i] = s;
         }
         __syncthreads();
-        if (tid == 0) gpu_orthonormalize(Y, n, r);
+        if (tid == 0) gear_orthonormalize(Y, n, r); /* serial: ref's arithmetic exactly */
         __syncthreads();
         for (unsigned i = tid; i < d * r; i += GPU_THREADS) {
             unsigned j = i / r, c = i % r;
@@ -195,8 +167,8 @@ GPU_DEV void gpu_lowrank(const gear_block_layout &L, const gear_block_id &id, co
         __syncthreads();
     }
     uint16_t *A = (uint16_t *)(blk + L.off_a), *B = (uint16_t *)(blk + L.off_b);
-    for (unsigned i = tid; i < n * r; i += GPU_THREADS) A[i] = gpu_half_sat(Y[i]);
-    for (unsigned i = tid; i < d * r; i += GPU_THREADS) B[i] = gpu_half_sat(P[i]);
+    for (unsigned i = tid; i < n * r; i += GPU_THREADS) A[i] = gear_half_sat((float)Y[i]);
+    for (unsigned i = tid; i < d * r; i += GPU_THREADS) B[i] = gear_half_sat((float)P[i]);
 }
 
 /* ------------------------------------------------------------- kernels */

@@ -139,6 +139,35 @@ GEAR_HD uint16_t gear_float_to_bf16(float f)
     return (uint16_t)(r >> 16);
 }
 
+/* fp16 of v, saturated at +-65504 (low-rank factors never become Inf). */
+GEAR_HD uint16_t gear_half_sat(float v)
+{
+    return gear_float_to_half(v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v);
+}
+
+/* The power iteration's orthonormalization (DESIGN s2): modified
+ * Gram-Schmidt on the r columns of Y (n x r, row-major), in double; a
+ * column that kept only rounding noise of its norm becomes zero.  Shared so
+ * that every backend that follows ref's factors bit for bit runs the same
+ * arithmetic. */
+GEAR_HD void gear_orthonormalize(double *Y, unsigned n, unsigned r)
+{
+    for (unsigned c = 0; c < r; c++) {
+        double orig = 0.0;
+        for (unsigned i = 0; i < n; i++) orig += Y[i * r + c] * Y[i * r + c];
+        for (unsigned p = 0; p < c; p++) {
+            double dot = 0.0;
+            for (unsigned i = 0; i < n; i++) dot += Y[i * r + p] * Y[i * r + c];
+            for (unsigned i = 0; i < n; i++) Y[i * r + c] -= dot * Y[i * r + p];
+        }
+        double nrm = 0.0;
+        for (unsigned i = 0; i < n; i++) nrm += Y[i * r + c] * Y[i * r + c];
+        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-20;
+        double inv = dead ? 0.0 : 1.0 / sqrt(nrm);
+        for (unsigned i = 0; i < n; i++) Y[i * r + c] *= inv;
+    }
+}
+
 /* ----------------------------------------- counter-based start matrix */
 
 /* SplitMix64 finalizer: a bijective 64-bit mixer. */

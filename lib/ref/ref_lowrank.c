@@ -6,35 +6,6 @@
 #include "internal.h"
 #include "ref/ref.h"
 
-/* fp16 with saturation: factors must stay finite. */
-static uint16_t half_sat(float v)
-{
-    if (v > 65504.0f) v = 65504.0f;
-    if (v < -65504.0f) v = -65504.0f;
-    return gear_float_to_half(v);
-}
-
-/* Modified Gram-Schmidt on the r columns of Y (n x r, row-major) in double.
- * A column with (near) zero norm after projection becomes zero. */
-static void orthonormalize(double *Y, unsigned n, unsigned r)
-{
-    for (unsigned c = 0; c < r; c++) {
-        double orig = 0.0;
-        for (unsigned i = 0; i < n; i++) orig += Y[i * r + c] * Y[i * r + c];
-        for (unsigned p = 0; p < c; p++) {
-            double dot = 0.0;
-            for (unsigned i = 0; i < n; i++) dot += Y[i * r + p] * Y[i * r + c];
-            for (unsigned i = 0; i < n; i++) Y[i * r + c] -= dot * Y[i * r + p];
-        }
-        double nrm = 0.0;
-        for (unsigned i = 0; i < n; i++) nrm += Y[i * r + c] * Y[i * r + c];
-        /* relative test: a column that lost all but rounding noise is dependent */
-        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-20;
-        double inv = dead ? 0.0 : 1.0 / sqrt(nrm);
-        for (unsigned i = 0; i < n; i++) Y[i * r + c] *= inv;
-    }
-}
-
 gear_status gear_ref_lowrank_fit(void *state, const gear_block_layout *L, const gear_block_id *id,
                                  const float *x, const float *xq, uint8_t *blk)
 {
@@ -64,7 +35,7 @@ gear_status gear_ref_lowrank_fit(void *state, const gear_block_layout *L, const 
                 double e = E[(size_t)t * d + j];
                 for (unsigned c = 0; c < r; c++) Y[t * r + c] += e * P[j * r + c];
             }
-        orthonormalize(Y, n, r);
+        gear_orthonormalize(Y, n, r);
         /* P = E^T Y */
         memset(P, 0, sizeof *P * d * r);
         for (unsigned t = 0; t < n; t++)
@@ -74,9 +45,9 @@ gear_status gear_ref_lowrank_fit(void *state, const gear_block_layout *L, const 
             }
     }
     for (size_t i = 0; i < (size_t)n * r; i++)
-        gear_put_u16(blk + L->off_a + 2 * i, half_sat((float)Y[i]));
+        gear_put_u16(blk + L->off_a + 2 * i, gear_half_sat((float)Y[i]));
     for (size_t i = 0; i < (size_t)d * r; i++)
-        gear_put_u16(blk + L->off_b + 2 * i, half_sat((float)P[i]));
+        gear_put_u16(blk + L->off_b + 2 * i, gear_half_sat((float)P[i]));
     free(E); free(Y); free(P);
     return GEAR_OK;
 }
