@@ -317,7 +317,9 @@ GEAR_API gear_status gear_cache_create(gear_context *ctx, const gear_config *cfg
  *  cq_dim use its codebooks (cq_dim and bits must match it), and with head
  *  compression the cache stores the projected K/V; the configs then apply
  *  to blocks of hc_dim channels.  Shapes passed to every other cache call
- *  stay [n_head_kv, T, head_dim].  cal NULL = gear_cache_create. */
+ *  stay [n_head_kv, T, head_dim].  The projected K/V must stay in the fp16
+ *  range, as every cached value does (else GEAR_ERR_RANGE).  cal NULL =
+ *  gear_cache_create. */
 GEAR_API gear_status gear_cache_create_calibrated(gear_context *ctx, const gear_config *cfg_k,
                                                   const gear_config *cfg_v, const gear_calib *cal,
                                                   unsigned n_layer, unsigned n_head_kv,
@@ -360,7 +362,8 @@ typedef struct gear_cache_stats {
     uint64_t buffer_entries;    /* entries in the buffers */
     uint64_t fp16_bytes;        /* what an fp16 cache of the same tokens takes */
     double bpe;                 /* 8*compressed_bytes/compressed_entries (0 if none) */
-    uint64_t calib_bytes;       /* codebooks and projections held (fixed, not per token) */
+    uint64_t calib_bytes;       /* codebooks and projections held in memory (fp32; fixed,
+                                 * not per token); their file is about half for codebooks */
 } gear_cache_stats;
 
 GEAR_API gear_status gear_cache_stats_get(const gear_cache *c, gear_cache_stats *s);

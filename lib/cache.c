@@ -208,6 +208,9 @@ static gear_status check_layer(const gear_cache *c, unsigned layer)
 static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned layer,
                                        unsigned new_blocks, unsigned total, float *const rows[2])
 {
+    if ((uint64_t)new_blocks * c->n_head > UINT32_MAX / sizeof(gear_block_id))
+        return gear_fail(GEAR_ERR_OVERFLOW, "append of %u blocks x %u heads is too large",
+                         new_blocks, c->n_head);
     unsigned count = new_blocks * c->n_head, n = c->block, d = c->d;
     gear_block_id *ids = malloc(sizeof *ids * count);
     const float **xs = malloc(sizeof *xs * count);
@@ -460,6 +463,9 @@ gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *
     st = gear_view_check(k, "k", &H, &T, &D);
     if (!st) st = gear_view_check(v, "v", &H, &T, &D);
     if (st) return st;
+    if ((uint64_t)c->layers[layer].tokens + (uint64_t)T > c->max_tokens) /* before any work */
+        return gear_fail(GEAR_ERR_CAPACITY, "layer %u holds %u tokens; %lld more exceed max_tokens %u",
+                         layer, c->layers[layer].tokens, (long long)T, c->max_tokens);
     size_t nx = (size_t)T * H * D, ny = (size_t)T * c->n_head * c->d;
     float *x = malloc(sizeof(float) * (nx + D + 1)), *y[2] = {NULL, NULL};
     float *yh = malloc(sizeof(float) * (ny + 1));
@@ -483,6 +489,9 @@ gear_status gear_cache_append(gear_cache *c, unsigned layer, const gear_tensor *
     if (!st) {
         gear_tensor tk = f32_view(y[0], c->n_head, T, c->d), tv = f32_view(y[1], c->n_head, T, c->d);
         st = append_stored(c, layer, &tk, &tv);
+        if (st == GEAR_ERR_RANGE) /* its position is in the projected (stored) heads */
+            st = gear_fail(GEAR_ERR_RANGE, "a head-compressed value leaves the fp16 range "
+                           "(projected heads of %u channels): %s", c->d, gear_last_error_message());
     }
     free(x);
     free(yh);
@@ -508,12 +517,17 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
     size_t rows = (size_t)hq * nq;
     float *qm = malloc(sizeof(float) * rows * m), *om = malloc(sizeof(float) * rows * m);
     float *row = malloc(sizeof(float) * ((size_t)nq * D + 1));
-    if (!qm || !om || !row) st = gear_fail(GEAR_ERR_NO_MEMORY, "attention projection");
+    float *res = malloc(sizeof(float) * (rows * (size_t)D + 1)); /* all heads before writing */
+    if (!qm || !om || !row || !res) st = gear_fail(GEAR_ERR_NO_MEMORY, "attention projection");
     for (int64_t h = 0; h < hq && !st; h++) { /* q~ = U_h^T q */
         hc_part hp = hc_rows(c, 0, layer, (unsigned)(h / group));
         st = gear_view_read(q, h, 0, nq, D, row, 0);
         for (int64_t t = 0; t < nq && !st; t++)
             gear_hc_down(hp.U, (unsigned)D, m, row + t * D, NULL, qm + ((size_t)h * nq + t) * m);
+        for (size_t i = 0; i < (size_t)nq * m && !st; i++)
+            if (!isfinite(qm[(size_t)h * nq * m + i]))
+                st = gear_fail(GEAR_ERR_RANGE, "query head %lld overflows fp32 when projected; the "
+                               "output was not written", (long long)h);
     }
     if (!st) {
         gear_tensor tq = f32_view(qm, hq, nq, m), to = f32_view(om, hq, nq, m);
@@ -521,17 +535,19 @@ gear_status gear_cache_attention(gear_cache *c, unsigned layer, const gear_tenso
     }
     for (int64_t h = 0; h < hq && !st; h++) { /* o = U_h o~ + mean_h */
         hc_part hp = hc_rows(c, 1, layer, (unsigned)(h / group));
+        float *o = res + (size_t)h * nq * D;
         for (int64_t t = 0; t < nq; t++)
-            gear_hc_up(hp.Ut, hp.ld, (unsigned)D, m, om + ((size_t)h * nq + t) * m, hp.mean, row + t * D);
+            gear_hc_up(hp.Ut, hp.ld, (unsigned)D, m, om + ((size_t)h * nq + t) * m, hp.mean, o + t * D);
         for (int64_t i = 0; i < nq * D && !st; i++)
-            if (!isfinite(row[i]))
-                st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %lld)",
-                               (long long)h);
-        if (!st) gear_view_write(out, h, 0, nq, D, row);
+            if (!isfinite(o[i]))
+                st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %lld); the "
+                               "output was not written", (long long)h);
     }
+    for (int64_t h = 0; h < hq && !st; h++) gear_view_write(out, h, 0, nq, D, res + (size_t)h * nq * D);
     free(qm);
     free(om);
     free(row);
+    free(res);
     return st;
 }
 

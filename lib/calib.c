@@ -61,6 +61,9 @@ gear_status gear_calib_check(const gear_calib_params *p, unsigned n_layer, unsig
                              "1..%u and divide the stored head dim %u, bits %u must be 1..8",
                              kv ? "value" : "key", c, GEAR_CQ_MAX_DIM, sd, b);
     }
+    if (!p->hc_group && !p->cq_dim[0] && !p->cq_dim[1])
+        return gear_fail(GEAR_ERR_INVALID_ARG, "calibration learns nothing: set cq_dim/cq_bits "
+                         "(e.g. gear_calib_params_cq) and/or hc_group with hc_dim");
     if (p->kmeans_iters < 1 || p->kmeans_iters > 1000)
         return gear_fail(GEAR_ERR_INVALID_ARG, "kmeans_iters %u not in 1..1000", p->kmeans_iters);
     if (p->max_tokens < 1 || p->max_tokens > (1u << 24))
@@ -128,8 +131,10 @@ static void free_samples(gear_calib *cal)
     for (int kv = 0; kv < 2; kv++) free(cal->samp[kv]), cal->samp[kv] = NULL;
     free(cal->wts);
     free(cal->n_samp);
+    free(cal->cap_samp);
     cal->wts = NULL;
     cal->n_samp = NULL;
+    cal->cap_samp = NULL;
 }
 
 void gear_calib_free(gear_calib *cal)
@@ -156,7 +161,8 @@ gear_status gear_calib_create(const gear_calib_params *p, unsigned n_layer, unsi
     cal->samp[1] = calloc(n_layer, sizeof(float *));
     cal->wts = calloc(n_layer, sizeof(float *));
     cal->n_samp = calloc(n_layer, sizeof(unsigned));
-    if (!cal->samp[0] || !cal->samp[1] || !cal->wts || !cal->n_samp) {
+    cal->cap_samp = calloc(n_layer, sizeof(unsigned));
+    if (!cal->samp[0] || !cal->samp[1] || !cal->wts || !cal->n_samp || !cal->cap_samp) {
         gear_calib_free(cal);
         return gear_fail(GEAR_ERR_NO_MEMORY, "calibration samples");
     }
@@ -184,12 +190,20 @@ gear_status gear_calib_add(gear_calib *cal, unsigned layer, const gear_tensor *k
     size_t have = cal->n_samp[layer], room = cal->p.max_tokens - have;
     size_t take = (size_t)T < room ? (size_t)T : room, row = (size_t)H * cal->d;
     if (!take) return GEAR_OK;
-    size_t cap = cal->p.max_tokens;
-    for (int kv = 0; kv < 2; kv++)
-        if (!cal->samp[kv][layer] && !(cal->samp[kv][layer] = malloc(cap * row * sizeof(float))))
-            return gear_fail(GEAR_ERR_NO_MEMORY, "calibration samples of layer %u", layer);
-    if (!cal->wts[layer] && !(cal->wts[layer] = malloc(cap * sizeof(float))))
-        return gear_fail(GEAR_ERR_NO_MEMORY, "calibration weights of layer %u", layer);
+    if (have + take > cal->cap_samp[layer]) { /* grow geometrically up to max_tokens */
+        size_t cap = 2 * (size_t)cal->cap_samp[layer];
+        cap = cap < have + take ? have + take : cap;
+        cap = cap > cal->p.max_tokens ? cal->p.max_tokens : cap;
+        for (int kv = 0; kv < 2; kv++) { /* on failure the old buffers stay valid */
+            float *p = realloc(cal->samp[kv][layer], cap * row * sizeof(float));
+            if (!p) return gear_fail(GEAR_ERR_NO_MEMORY, "calibration samples of layer %u", layer);
+            cal->samp[kv][layer] = p;
+        }
+        float *w = realloc(cal->wts[layer], cap * sizeof(float));
+        if (!w) return gear_fail(GEAR_ERR_NO_MEMORY, "calibration weights of layer %u", layer);
+        cal->wts[layer] = w;
+        cal->cap_samp[layer] = (unsigned)cap;
+    }
     float *tmp = malloc(take * cal->d * sizeof(float));
     if (!tmp) return gear_fail(GEAR_ERR_NO_MEMORY, "calibration staging");
     const gear_tensor *src[2] = {k, v};
@@ -312,8 +326,12 @@ static gear_status fit_codebooks(gear_calib *cal, unsigned l, int kv, const floa
             uint64_t seed = gear_rng_key(cal->p.seed, l, h, j, (uint32_t)kv);
             st = gear_kmeans(xs, w, n, c, K, cal->p.kmeans_iters, seed, cb, NULL);
             /* centroids are stored in fp16: learn, then round, then measure */
-            for (size_t i = 0; i < (size_t)K * c && !st; i++)
+            for (size_t i = 0; i < (size_t)K * c && !st; i++) {
                 cb[i] = gear_half_to_float(gear_float_to_half(cb[i]));
+                if (!isfinite(cb[i])) /* possible on projected K/V: they are not fp16-bounded */
+                    st = gear_fail(GEAR_ERR_RANGE, "layer %u %s head %u: a centroid leaves the fp16 "
+                                   "range", l, kv ? "V" : "K", h);
+            }
             for (size_t t = 0; t < n && !st; t++) {
                 const float *xt = xs + t * c, *ct = cb + (size_t)gear_cq_nearest(xt, 0, cb, K, c) * c;
                 for (unsigned i = 0; i < c; i++) {

@@ -12,7 +12,7 @@ struct gear_calib {
     int fitted;
     /* samples until fit: per layer [token][head][d] fp32 for K and V, and weights */
     float **samp[2], **wts;
-    unsigned *n_samp;
+    unsigned *n_samp, *cap_samp;  /* tokens held and room, per layer */
     /* head compression, per layer l, kind kv, group j:
      * mean at hc_mean[kv] + (l*sh + j)*gd, U (gd x hc_dim, row-major) at
      * hc_u[kv] + (l*sh + j)*gd*hc_dim, gd = hc_group*d */

@@ -531,6 +531,7 @@ START_TEST(test_calib_misuse)
     p.hc_dim = 6, p.cq_dim[0] = 4, p.cq_bits[0] = 8;
     TU_STATUS(gear_calib_create(&p, 1, 4, 8, &cal), GEAR_ERR_INVALID_ARG); /* 4 !| 6 */
     gear_calib_params_init(&p);
+    TU_STATUS(gear_calib_create(&p, 1, 1, 8, &cal), GEAR_ERR_INVALID_ARG); /* learns nothing */
     TU_STATUS(gear_calib_params_cq(&p, "kivi2"), GEAR_ERR_UNKNOWN_PRESET);
     TU_OK(gear_calib_params_cq(&p, "cq-2c4b"));
     TU_OK(gear_calib_create(&p, 2, 1, 8, &cal));
@@ -573,6 +574,61 @@ START_TEST(test_calib_misuse)
 }
 END_TEST
 
+/* Head compression maps fp16-range K/V to sums over g*d channels, which
+ * can leave the fp16 range: fit, append and attention say so and change
+ * nothing. */
+START_TEST(test_hc_range)
+{
+    const unsigned H = 2, d = 8, T = 64;
+    gear_calib_params p;
+    gear_calib_params_init(&p);
+    p.hc_group = 2, p.hc_dim = 4;
+    TU_OK(gear_calib_params_cq(&p, "cq-2c4b"));
+    float *k = tu_alloc_f(H * T * d), *v = tu_alloc_f(H * T * d);
+    /* every channel +-30000 together: the first principal coordinate is
+     * +-30000*sqrt(16) = +-120000 */
+    tu_fill_uniform(3, k, H * T * d, -100.0f, 100.0f);
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned t = 0; t < T; t++)
+            for (unsigned i = 0; i < d; i++) k[((size_t)h * T + t) * d + i] += t % 2 ? 30000.0f : -30000.0f;
+    memcpy(v, k, sizeof(float) * H * T * d);
+    gear_calib *cal = NULL;
+    TU_OK(gear_calib_create(&p, 1, H, d, &cal));
+    gear_tensor tk, tv;
+    TU_OK(gear_tensor_init(&tk, k, GEAR_F32, 3, H, T, d, 0));
+    TU_OK(gear_tensor_init(&tv, v, GEAR_F32, 3, H, T, d, 0));
+    TU_OK(gear_calib_add(cal, 0, &tk, &tv, NULL));
+    TU_STATUS(gear_calib_fit(cal), GEAR_ERR_RANGE); /* a centroid beyond 65504 */
+    gear_calib_free(cal);
+    /* fit on small values, then append large ones */
+    p.cq_dim[0] = p.cq_dim[1] = p.cq_bits[0] = p.cq_bits[1] = 0;
+    float *ks = tu_synth(5, GEAR_KEY, H, T, d), *vs = tu_synth(6, GEAR_VALUE, H, T, d);
+    const float *kk[1] = {ks}, *vv[1] = {vs};
+    cal = hc_calib(2, 4, 1, H, d, kk, vv, T);
+    gear_cache *c = cal_cache(ctx, "fp16", "fp16", cal, 1, H, d, 16);
+    TU_OK(tu_cache_append(c, 0, ks, vs, H, 20, d));
+    size_t l0, l1;
+    uint8_t *b0 = tu_cache_save(c, &l0);
+    TU_STATUS(tu_cache_append(c, 0, k, v, H, T, d), GEAR_ERR_RANGE);
+    TU_ASSERT(strstr(gear_last_error_message(), "head-compressed") != NULL, "%s", gear_last_error_message());
+    uint8_t *b1 = tu_cache_save(c, &l1);
+    TU_CHECK(l0 == l1 && !memcmp(b0, b1, l0)); /* unchanged */
+    /* capacity is checked before any projection */
+    TU_STATUS(tu_cache_append(c, 0, k, v, H, T, d), GEAR_ERR_RANGE);
+    float *big = tu_alloc_f((size_t)H * 5000 * d);
+    TU_STATUS(tu_cache_append(c, 0, big, big, H, 5000, d), GEAR_ERR_CAPACITY);
+    /* an overflowing query writes nothing */
+    float q[4 * 8], out[4 * 8];
+    for (int i = 0; i < 32; i++) q[i] = 3e38f, out[i] = 7.0f;
+    gear_status st = tu_cache_attention(c, 0, q, 4, 1, d, 1.0f, out);
+    TU_ASSERT(st == GEAR_ERR_RANGE, "%s", gear_status_string(st));
+    for (int i = 0; i < 32; i++) TU_CHECK(out[i] == 7.0f);
+    free(k); free(v); free(ks); free(vs); free(b0); free(b1); free(big);
+    gear_cache_free(c);
+    gear_calib_free(cal);
+}
+END_TEST
+
 static Suite *calib_suite(void)
 {
     Suite *s = suite_create("calib");
@@ -588,6 +644,7 @@ static Suite *calib_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_hc_full_rank_exact);
     tcase_add_test(tc, test_hc_low_rank_data);
+    tcase_add_test(tc, test_hc_range);
     suite_add_tcase(s, tc);
     tc = tu_tcase("files");
     tcase_add_checked_fixture(tc, setup, teardown);
