@@ -162,10 +162,23 @@ def main():
     groups = {}
     for p in names:
         groups.setdefault(sig[p], []).append(p)
-    for members in groups.values():
+    placed = []  # label boxes (x0, y0, x1, y1): a label that would overlap one moves down
+
+    def free(box):
+        return all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed)
+
+    for members in sorted(groups.values(), key=lambda m: -max(s[m[0]]["kl"] for _, s in items if m[0] in s)):
         pts_p = [s[members[0]] for _, s in items if members[0] in s]
         top = max(pts_p, key=lambda r: r["kl"])
-        o.append(f'<text x="{sx(top["bpe"]) + 8:.1f}" y="{sy(top["kl"]) - 7:.1f}">{" = ".join(members)}</text>')
+        text = " = ".join(members)
+        x, y = sx(top["bpe"]) + 8, sy(top["kl"]) - 7
+        for _ in range(8):
+            box = (x, y - 11, x + 6.6 * len(text), y + 2)
+            if free(box):
+                break
+            y += 13
+        placed.append((x, y - 11, x + 6.6 * len(text), y + 2))
+        o.append(f'<text x="{x:.1f}" y="{y:.1f}">{text}</text>')
     o.append("</svg>")
     with open(a.out, "w", encoding="utf-8") as f:
         f.write("\n".join(o) + "\n")
