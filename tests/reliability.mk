@@ -29,11 +29,13 @@ EXTRA_DIST += \
 	tests/fuzz/run.sh \
 	tests/fuzz/tsan.sh \
 	tests/fuzz/fuzz.h \
+	tests/fuzz/fuzz_lib.h \
 	tests/fuzz/memfile.h \
 	tests/fuzz/nocrc.c \
 	tests/fuzz/make_seeds.c \
 	tests/fuzz/fuzz_stream.c \
 	tests/fuzz/fuzz_cache.c \
+	tests/fuzz/fuzz_calib.c \
 	tests/fuzz/fuzz_npy.c \
 	tests/fuzz/fuzz_safetensors.c \
 	tests/fuzz/fuzz_gguf.c \

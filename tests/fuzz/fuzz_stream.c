@@ -12,29 +12,17 @@
 #include <string.h>
 #include <gear.h>
 #include "fuzz.h"
-
-static gear_context *ctx;
-
-static void die(const char *what)
-{
-    fprintf(stderr, "fuzz_stream: %s\n", what);
-    abort();
-}
+#include "fuzz_lib.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!ctx) {
-        gear_context_params p;
-        gear_context_params_init(&p);
-        p.backend = "ref";
-        if (gear_context_create(&p, &ctx)) die("no ref context");
-    }
+    gear_context *ctx = fuzz_ref_context();
     int64_t shape[3];
     gear_config cfg;
     gear_status si = gear_stream_info(data, size, shape, &cfg);
     if (si == GEAR_OK) {
-        if (shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) die("stream_info: bad shape");
-        if (gear_config_validate(&cfg, (unsigned)shape[2])) die("stream_info: invalid config");
+        if (shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0) FUZZ_DIE("stream_info: bad shape");
+        if (gear_config_validate(&cfg, (unsigned)shape[2])) FUZZ_DIE("stream_info: invalid config");
     }
     /* bound the work a valid stream can ask for (libFuzzer's -rss_limit) */
     int64_t n = si ? 1 : shape[0] * shape[1] * shape[2];
@@ -51,14 +39,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         gear_tensor_init(&out, buf + guard, dt, 3, 1, 1, 1, 0);
     gear_status sd = gear_decompress(ctx, data, size, &out);
-    if ((si == GEAR_OK) != (sd == GEAR_OK)) die("stream_info and decompress disagree");
-    if (sd && sd != si) die("stream_info and decompress give different statuses");
+    if ((si == GEAR_OK) != (sd == GEAR_OK)) FUZZ_DIE("stream_info and decompress disagree");
+    if (sd && sd != si) FUZZ_DIE("stream_info and decompress give different statuses");
     for (size_t i = 0; i < guard; i++)
-        if (buf[i] != 0xA5 || buf[guard + (size_t)n * es + i] != 0xA5) die("write outside the view");
+        if (buf[i] != 0xA5 || buf[guard + (size_t)n * es + i] != 0xA5) FUZZ_DIE("write outside the view");
     if (sd) {
         /* a failed decompress leaves the output untouched */
         for (size_t i = 0; i < (size_t)n * es; i++)
-            if (buf[guard + i] != 0xA5) die("failed decompress wrote its output");
+            if (buf[guard + i] != 0xA5) FUZZ_DIE("failed decompress wrote its output");
     }
     free(buf);
     return 0;
