@@ -87,6 +87,14 @@ static inline uint64_t gear_get_u64(const uint8_t *p)
     return (uint64_t)gear_get_u32(p) | (uint64_t)gear_get_u32(p + 4) << 32;
 }
 
+/* ---- convert.c: n 16-bit little-endian fields (fp16, or bf16 when bf16
+ * is set) to fp32 and back; vectorized. */
+void gear_halves_to_floats(const uint8_t *src, size_t n, int bf16, float *dst);
+void gear_floats_to_halves(const float *src, size_t n, int bf16, uint8_t *dst);
+/* n fp32 little-endian fields from and to floats. */
+void gear_floats_load_le(const uint8_t *src, size_t n, float *dst);
+void gear_floats_store_le(const float *src, size_t n, uint8_t *dst);
+
 /* ---- crc32c.c */
 uint32_t gear_crc32c(uint32_t crc, const void *data, size_t len);
 
@@ -193,9 +201,11 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out);
 
-/* The same with the block in host memory (copied to the backend if needed). */
+/* The same with the blocks in host memory: count blocks one after another
+ * from hblk (copied from the backend in one transfer if it has its own). */
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
-                                        const gear_block_id *id, const float *x, uint8_t *hblk);
+                                        unsigned count, const gear_block_id *ids,
+                                        const float *const *x, uint8_t *hblk);
 gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
                                            const uint8_t *hblk, float *out);
 /* Same shape and content description (everything but the CRC). */

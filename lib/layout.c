@@ -237,40 +237,33 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
     return GEAR_OK;
 }
 
-/* One loop per dtype (the switch hoisted), cloned per x86-64 level, so
- * the fp16 conversion vectorizes. */
-GEAR_CLONES
+/* Raw sections through the vectorized conversions of convert.c. */
 void gear_block_pack_raw(const gear_block_layout *L, const float *x, uint8_t *blk)
 {
     size_t m = (size_t)L->n * L->d;
     uint8_t *p = blk + L->off_raw;
     switch ((gear_dtype)L->raw_dtype) {
     case GEAR_F32:
-        for (size_t i = 0; i < m; i++) gear_put_u32(p + 4 * i, gear_f32_bits(x[i]));
+        gear_floats_store_le(x, m, p);
         break;
     case GEAR_F16:
-        for (size_t i = 0; i < m; i++) gear_put_u16(p + 2 * i, gear_float_to_half(x[i]));
-        break;
     case GEAR_BF16:
-        for (size_t i = 0; i < m; i++) gear_put_u16(p + 2 * i, gear_float_to_bf16(x[i]));
+        gear_floats_to_halves(x, m, L->raw_dtype == GEAR_BF16, p);
         break;
     }
 }
 
-GEAR_CLONES
 void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float *x)
 {
     size_t m = (size_t)L->n * L->d;
     const uint8_t *p = blk + L->off_raw;
     switch ((gear_dtype)L->raw_dtype) {
     case GEAR_F32:
-        for (size_t i = 0; i < m; i++) x[i] = gear_bits_f32(gear_get_u32(p + 4 * i));
+        gear_floats_load_le(p, m, x);
         break;
     case GEAR_F16:
-        for (size_t i = 0; i < m; i++) x[i] = gear_half_to_float(gear_get_u16(p + 2 * i));
-        break;
     case GEAR_BF16:
-        for (size_t i = 0; i < m; i++) x[i] = gear_bf16_to_float(gear_get_u16(p + 2 * i));
+        gear_halves_to_floats(p, m, L->raw_dtype == GEAR_BF16, x);
         break;
     }
 }

@@ -235,15 +235,21 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
 }
 
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
-                                        const gear_block_id *id, const float *x, uint8_t *hblk)
+                                        unsigned count, const gear_block_id *ids,
+                                        const float *const *x, uint8_t *hblk)
 {
-    if (!ctx->be->on_device) return gear_pipeline_compress(ctx, L, id, x, hblk);
-    void *d;
-    gear_status st = dev_alloc(ctx, L->bytes, &d);
-    if (st) return st;
-    st = gear_pipeline_compress(ctx, L, id, x, d);
-    if (!st) st = ctx->be->mem_copy(ctx->state, hblk, d, L->bytes, GEAR_COPY_D2H);
-    ctx->be->mem_free(ctx->state, d);
+    size_t total;
+    if (!gear_mul_ok((size_t)count, L->bytes, &total))
+        return gear_fail(GEAR_ERR_OVERFLOW, "compress batch size overflows");
+    int dev = ctx->be->on_device;
+    uint8_t **blk = calloc(count ? count : 1, sizeof *blk), *d = NULL;
+    if (!blk) return gear_fail(GEAR_ERR_NO_MEMORY, "compress batch");
+    gear_status st = dev ? dev_alloc(ctx, total, (void **)&d) : GEAR_OK;
+    for (unsigned i = 0; i < count && !st; i++) blk[i] = (dev ? d : hblk) + (size_t)i * L->bytes;
+    if (!st) st = gear_pipeline_compress_batch(ctx, L, count, ids, x, blk);
+    if (!st && dev) st = ctx->be->mem_copy(ctx->state, hblk, d, total, GEAR_COPY_D2H);
+    if (d) ctx->be->mem_free(ctx->state, d);
+    free(blk);
     return st;
 }
 

@@ -10,6 +10,8 @@
 #define STREAM_MAGIC "GEARSTRM"
 #define STREAM_VERSION 1u
 #define STREAM_HEADER 64u
+#define STREAM_BATCH_BYTES (512u << 10)
+#define STREAM_BATCH_MAX 64u
 
 typedef struct plan {
     gear_config cfg;
@@ -95,15 +97,27 @@ gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_
     gear_put_u32(out + 60, gear_crc32c(0, out, 60));
 
     unsigned n = cfg->block;
-    float *buf = malloc(sizeof(float) * n * p.d);
+    size_t nd = (size_t)n * p.d;
+    /* Blocks go to the backend in batches, so that a threaded backend
+     * spreads them over its threads; a batch of fp32 rows stays in L2. */
+    unsigned batch = (unsigned)(STREAM_BATCH_BYTES / (nd * sizeof(float)));
+    batch = batch < 1 ? 1 : batch > STREAM_BATCH_MAX ? STREAM_BATCH_MAX : batch;
+    float *buf = malloc(sizeof(float) * nd * batch);
+    const float *xs[STREAM_BATCH_MAX];
+    gear_block_id ids[STREAM_BATCH_MAX];
     if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_compress scratch");
     uint8_t *w = out + STREAM_HEADER;
     for (uint64_t h = 0; h < p.H && !st; h++) {
-        for (uint64_t b = 0; b < p.nfull && !st; b++) {
-            st = gear_view_read(x, (int64_t)h, (int64_t)(b * n), n, (int64_t)p.d, buf, 1);
-            gear_block_id id = {cfg->seed, layer, (uint32_t)h, (uint32_t)b};
-            if (!st) st = gear_pipeline_compress_host(ctx, &p.L, &id, buf, w);
-            w += p.L.bytes;
+        for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {
+            unsigned m = p.nfull - b0 < batch ? (unsigned)(p.nfull - b0) : batch;
+            for (unsigned i = 0; i < m && !st; i++) {
+                uint64_t b = b0 + i;
+                xs[i] = buf + i * nd;
+                ids[i] = (gear_block_id){cfg->seed, layer, (uint32_t)h, (uint32_t)b};
+                st = gear_view_read(x, (int64_t)h, (int64_t)(b * n), n, (int64_t)p.d, buf + i * nd, 1);
+            }
+            if (!st) st = gear_pipeline_compress_host(ctx, &p.L, m, ids, xs, w);
+            w += (size_t)m * p.L.bytes;
         }
     }
     for (uint64_t h = 0; h < p.H && p.tail && !st; h++) {

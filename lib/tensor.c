@@ -135,9 +135,38 @@ static int row_in_range(const float *row, int64_t d, float lim)
     return ok;
 }
 
+/* Contiguous fp16 to fp32 in one pass; 0 if an Inf or NaN is among them
+ * (every finite fp16 value is in range, so that is the whole check). */
+GEAR_CLONES
+static int f16_span(const uint16_t *restrict p, size_t m, float *restrict dst)
+{
+    unsigned bad = 0;
+    for (size_t i = 0; i < m; i++) {
+        dst[i] = gear_half_to_float(p[i]);
+        bad |= (p[i] & 0x7c00u) == 0x7c00u;
+    }
+    return !bad;
+}
+
+/* The common case of contiguous fp16 rows; 0 when it does not apply or
+ * a value is not finite (the general path then finds and reports it). */
+static int read_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                         float *dst)
+{
+    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
+    int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
+    if (x->dtype != GEAR_F16 || cs != 1) return 0;
+    const uint16_t *p = (const uint16_t *)x->data + view_offset(x, h, t0, 0);
+    if (ts == d) return f16_span(p, (size_t)(nt * d), dst);
+    int ok = 1;
+    for (int64_t t = 0; t < nt; t++) ok &= f16_span(p + t * ts, (size_t)d, dst + t * d);
+    return ok;
+}
+
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                            float *dst, int check_range)
 {
+    if (read_f16_rows(x, h, t0, nt, d, dst)) return GEAR_OK;
     int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
     const float lim = check_range ? 65504.0f : 3.4028235e38f;
     for (int64_t t = 0; t < nt; t++) {

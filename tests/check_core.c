@@ -247,7 +247,7 @@ END_TEST
 
 START_TEST(test_crc32c_chunked)
 {
-    enum { N = 1031 };
+    enum { N = 5003 };
     uint8_t *buf = malloc(N);
     TU_CHECK((buf) != NULL);
     uint64_t s = 99;
@@ -257,6 +257,11 @@ START_TEST(test_crc32c_chunked)
         for (size_t n = 0; n + off <= 300; n++)
             TU_ASSERT(gear_crc32c(0, buf + off, n) == crc_bitwise(buf + off, n),
                           "crc of %zu bytes at %zu", n, off);
+    /* lengths around the three-lane loop of the hardware path (3 x 256) */
+    for (size_t off = 0; off < 3; off++)
+        for (size_t n = 760; n + off <= N; n += n < 800 ? 1 : n < 1560 ? 97 : 1231)
+            TU_ASSERT(gear_crc32c(0, buf + off, n) == crc_bitwise(buf + off, n),
+                      "crc of %zu bytes at %zu", n, off);
     uint32_t whole = gear_crc32c(0, buf, N);
     TU_EQ(whole, crc_bitwise(buf, N));
     /* every split point gives the same running value */
