@@ -164,6 +164,10 @@ gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, 
                             int64_t *d);
 /* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).
  * Checks every value is finite and within fp16 range when check_range. */
+/* Contiguous fp16 rows of head h from token t0 (rows ld halves apart)
+ * of a checked view: 1 and the pointer, or 0 for any other view. */
+int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
+                       size_t *ld);
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                            float *dst, int check_range);
 /* Write fp32 rows into the view at head h, rows [t0, t0+nt). */
@@ -206,6 +210,13 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
                                         unsigned count, const gear_block_id *ids,
                                         const float *const *x, uint8_t *hblk);
+/* The same straight from fp16 rows (x[i], ld halves apart) through the
+ * backend's compress_blocks_f16; GEAR_ERR_UNSUPPORTED (no message) where
+ * that slot is missing or declines, GEAR_ERR_NONFINITE (no message) where
+ * an input is not finite: the caller then stages fp32 rows. */
+gear_status gear_pipeline_compress_host_f16(gear_context *ctx, const gear_block_layout *L,
+                                            unsigned count, const gear_block_id *ids,
+                                            const uint16_t *const *x, size_t ld, uint8_t *hblk);
 gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
                                            const uint8_t *hblk, float *out);
 /* Same shape and content description (everything but the CRC). */

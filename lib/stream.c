@@ -72,6 +72,21 @@ gear_status gear_compress_bound(const gear_config *cfg, const gear_tensor *x, si
     return st;
 }
 
+/* m blocks of head h from token t0 straight from fp16 rows, where the
+ * backend can; anything else (including an error) makes the caller stage
+ * fp32 rows, which also reports a bad value precisely. */
+static gear_status compress_f16(gear_context *ctx, const gear_block_layout *L, const gear_tensor *x,
+                                uint64_t h, uint64_t t0, unsigned m, const gear_block_id *ids,
+                                uint8_t *w)
+{
+    const uint16_t *rows, *xs[STREAM_BATCH_MAX];
+    size_t ld;
+    if (!ctx->be->compress_blocks_f16 || !gear_view_f16_rows(x, (int64_t)h, (int64_t)t0, &rows, &ld))
+        return GEAR_ERR_UNSUPPORTED;
+    for (unsigned i = 0; i < m; i++) xs[i] = rows + (size_t)i * L->n * ld;
+    return gear_pipeline_compress_host_f16(ctx, L, m, ids, xs, ld, w);
+}
+
 gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_tensor *x,
                           uint32_t layer, void *dst, size_t cap, size_t *written)
 {
@@ -110,10 +125,15 @@ gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_
     for (uint64_t h = 0; h < p.H && !st; h++) {
         for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {
             unsigned m = p.nfull - b0 < batch ? (unsigned)(p.nfull - b0) : batch;
+            for (unsigned i = 0; i < m; i++)
+                ids[i] = (gear_block_id){cfg->seed, layer, (uint32_t)h, (uint32_t)(b0 + i)};
+            if (compress_f16(ctx, &p.L, x, h, b0 * n, m, ids, w) == GEAR_OK) {
+                w += (size_t)m * p.L.bytes;
+                continue;
+            }
             for (unsigned i = 0; i < m && !st; i++) {
                 uint64_t b = b0 + i;
                 xs[i] = buf + i * nd;
-                ids[i] = (gear_block_id){cfg->seed, layer, (uint32_t)h, (uint32_t)b};
                 st = gear_view_read(x, (int64_t)h, (int64_t)(b * n), n, (int64_t)p.d, buf + i * nd, 1);
             }
             if (!st) st = gear_pipeline_compress_host(ctx, &p.L, m, ids, xs, w);

@@ -135,17 +135,22 @@ static int row_in_range(const float *row, int64_t d, float lim)
     return ok;
 }
 
-/* Contiguous fp16 to fp32 in one pass; 0 if an Inf or NaN is among them
- * (every finite fp16 value is in range, so that is the whole check). */
+/* Contiguous fp16 to fp32 and the range check in one pass. */
 GEAR_CLONES
 static int f16_span(const uint16_t *restrict p, size_t m, float *restrict dst)
 {
-    unsigned bad = 0;
-    for (size_t i = 0; i < m; i++) {
-        dst[i] = gear_half_to_float(p[i]);
-        bad |= (p[i] & 0x7c00u) == 0x7c00u;
-    }
-    return !bad;
+    return gear_halves_to_floats_finite(p, m, dst);
+}
+
+int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
+                       size_t *ld)
+{
+    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
+    int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
+    if (x->dtype != GEAR_F16 || cs != 1 || x->on_device) return 0;
+    *rows = (const uint16_t *)x->data + view_offset(x, h, t0, 0);
+    *ld = (size_t)ts;
+    return 1;
 }
 
 /* The common case of contiguous fp16 rows; 0 when it does not apply or

@@ -12,6 +12,10 @@
  *     load on the other; attention at model shapes (head_dim 64/128, GQA);
  *   - CQ caches (calibrated codebooks; CQ keys and/or values): byte-identical
  *     to ref, reconstruction bit-identical, attention within 1e-5;
+ *   - fp16 input views (contiguous and with padded rows), which host
+ *     backends may compress straight from the halves: the same streams as
+ *     ref, and as the same backend from fp32 copies of the values; an Inf
+ *     or NaN among the halves is reported with its position;
  *   - every backend other than ref at 1, 2 and 3 threads.
  * Backends that are not available are reported as skipped, by name.  The
  * registry is iterated, so new backends join without edits.  Runs without
@@ -473,6 +477,98 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
 END_TEST
 
+/* ---------------------------------------------------------- fp16 input */
+
+/* Compress an [H,T,d] fp16 view whose rows are ld >= d halves apart. */
+static gear_status compress_f16_view(gear_context *ctx, const gear_config *cfg, uint16_t *x, int H,
+                                     int T, int d, int ld, uint8_t **out, size_t *len)
+{
+    gear_tensor t;
+    size_t bound = 0;
+    TU_OK(gear_tensor_init(&t, x, GEAR_F16, 3, H, T, d, 0));
+    t.strides[1] = ld;
+    t.strides[0] = (int64_t)T * ld;
+    TU_OK(gear_compress_bound(cfg, &t, &bound));
+    *out = malloc(bound);
+    TU_CHECK(*out != NULL);
+    return gear_compress(ctx, cfg, &t, 0, *out, bound, len);
+}
+
+static void f16_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const struct { int H, T, d, ld; } sh[] = {
+        {3, 64 * 3 + 9, 128, 128}, /* contiguous: blocks straight from the halves */
+        {2, 64 * 2 + 1, 64, 80},   /* padded rows */
+    };
+    int np = gear_preset_count();
+    for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
+        int H = sh[si].H, T = sh[si].T, d = sh[si].d, ld = sh[si].ld;
+        size_t N = (size_t)H * T * d;
+        for (int kind = 0; kind < 2; kind++) {
+            float *x = tu_synth(700 + si * 2 + (size_t)kind, (gear_kind)kind, H, T, d);
+            uint16_t *x16 = calloc((size_t)H * T * ld, sizeof *x16);
+            TU_CHECK(x16 != NULL);
+            for (size_t i = 0; i < N; i++) {
+                size_t r = i / (size_t)d;
+                x16[r * (size_t)ld + i % (size_t)d] = gear_float_to_half(x[i]);
+                x[i] = tu_h(x[i]); /* the same values in fp32 */
+            }
+            for (int p = 0; p < np; p++) {
+                gear_config cfg = tu_preset(gear_preset_name(p), (gear_kind)kind);
+                if (cfg.cq_dim) continue;
+                char what[128];
+                snprintf(what, sizeof what, "%s fp16 input, %s %s [%d,%d,%d] rows %d apart", name,
+                         gear_preset_name(p), kind ? "V" : "K", H, T, d, ld);
+                uint8_t *a, *b;
+                size_t la, lb, lc;
+                TU_OK(compress_f16_view(ref, &cfg, x16, H, T, d, ld, &a, &la));
+                TU_OK(compress_f16_view(be, &cfg, x16, H, T, d, ld, &b, &lb));
+                uint8_t *c = tu_compress(be, &cfg, x, H, T, d, 0, &lc);
+                TU_ASSERT(la == lb, "%s: stream sizes differ", what);
+                if (cfg.bits) { /* compressed blocks do not depend on the input dtype */
+                    gear_block_info info;
+                    TU_OK(gear_block_info_get(&cfg, (unsigned)d, &info));
+                    size_t blocks = (size_t)H * (size_t)(T / (int)cfg.block) * info.bytes;
+                    TU_ASSERT(lc >= STREAM_HDR + blocks &&
+                                  !memcmp(b + STREAM_HDR, c + STREAM_HDR, blocks),
+                              "%s: blocks differ from those of the same values in fp32", what);
+                }
+                shape s = {H, T, d, cfg.block};
+                if (same || !preset_has_lowrank(&cfg))
+                    TU_ASSERT(!memcmp(a, b, la), "%s: streams are not byte-identical", what);
+                else
+                    compare_streams(a, b, la, &cfg, &s, what);
+                free(a);
+                free(b);
+                free(c);
+            }
+            /* a NaN, then an Inf, inside the second block of head 1 */
+            gear_config cfg = tu_preset("gear2", (gear_kind)kind);
+            static const uint16_t bad[] = {0x7e00u, 0xfc00u};
+            for (int j = 0; j < 2; j++) {
+                size_t at = ((size_t)1 * T + 70) * (size_t)ld + 5;
+                uint16_t keep = x16[at];
+                x16[at] = bad[j];
+                uint8_t *o;
+                size_t lo = 0;
+                gear_status st = compress_f16_view(be, &cfg, x16, H, T, d, ld, &o, &lo);
+                TU_ASSERT(st == GEAR_ERR_NONFINITE, "%s: %s in fp16 input gives %s", name,
+                          j ? "-Inf" : "NaN", gear_status_string(st));
+                TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 70 channel 5") != NULL,
+                          "%s: message '%s' does not name the position", name, gear_last_error_message());
+                TU_EQ(lo, (size_t)0);
+                free(o);
+                x16[at] = keep;
+            }
+            free(x16);
+            free(x);
+        }
+    }
+}
+
+START_TEST(test_f16_input_matches_ref) { for_each_backend(f16_case); }
+END_TEST
+
 START_TEST(test_ref_vs_ref_deterministic)
 {
     /* two independent ref contexts: byte-identical streams, exact decode */
@@ -513,6 +609,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_compress_matches_ref);
     tcase_add_test(tc, test_bits_outliers_match_ref);
     tcase_add_test(tc, test_cross_decompress);
+    tcase_add_test(tc, test_f16_input_matches_ref);
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);

@@ -53,11 +53,25 @@ static void cpu_free(void *state, void *ptr)
     free(ptr);
 }
 
-static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, unsigned count,
-                                       const gear_block_id *ids, const float *const *x,
-                                       uint8_t *const *blk)
+/* Block i to fp32 (the thread's scratch xf) from its fp16 rows; 0 if a
+ * value is Inf or NaN. */
+GEAR_CLONES
+static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *xf)
 {
-    cpu_state *s = state;
+    int ok = 1;
+    if (ld == d) return gear_halves_to_floats_finite(x, (size_t)n * d, xf);
+    for (unsigned t = 0; t < n; t++)
+        ok &= gear_halves_to_floats_finite(x + t * ld, d, xf + (size_t)t * d);
+    return ok;
+}
+
+/* Blocks from fp32 rows (x32) or fp16 rows ld apart (x16), spread over
+ * the threads; each thread converts its own fp16 blocks, so conversion
+ * and compression overlap across threads and the rows are read once. */
+static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsigned count,
+                                 const gear_block_id *ids, const float *const *x32,
+                                 const uint16_t *const *x16, size_t ld, uint8_t *const *blk)
+{
     float *cbt = NULL; /* CQ: the head's codebook, centroid-major, shared by the threads */
     if (L->cq_dim) {
         if (!L->codebook) return GEAR_ERR_INVALID_ARG;
@@ -65,23 +79,45 @@ static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, 
         if (!cbt) return GEAR_ERR_NO_MEMORY;
         gear_cpu_cq_transpose(L, L->codebook, cbt);
     }
-    int failed = 0;
+    gear_status err = GEAR_OK;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1)
     {
         cpu_scratch sc;
         memset(&sc, 0, sizeof sc);
         sc.cbt = cbt;
+        float *xf = x16 ? malloc(sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
-        for (unsigned i = 0; i < count; i++)
-            if (gear_cpu_compress_one(L, &ids[i], x[i], blk[i], &sc) != GEAR_OK) {
+        for (unsigned i = 0; i < count; i++) {
+            gear_status st = GEAR_OK;
+            if (x16 && !xf) st = GEAR_ERR_NO_MEMORY;
+            else if (x16 && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
+            if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], &sc);
+            if (st) {
 #pragma omp atomic write
-                failed = 1;
+                err = st;
             }
+        }
+        free(xf);
         gear_cpu_scratch_free(&sc);
     }
     free(cbt);
-    return failed ? GEAR_ERR_NO_MEMORY : GEAR_OK;
+    return err;
+}
+
+static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, unsigned count,
+                                       const gear_block_id *ids, const float *const *x,
+                                       uint8_t *const *blk)
+{
+    return compress_many(state, L, count, ids, x, NULL, 0, blk);
+}
+
+static gear_status cpu_compress_blocks_f16(void *state, const gear_block_layout *L,
+                                           unsigned count, const gear_block_id *ids,
+                                           const uint16_t *const *x, size_t ld,
+                                           uint8_t *const *blk)
+{
+    return compress_many(state, L, count, ids, NULL, x, ld, blk);
 }
 
 static struct gear_backend_i cpu_backend = {
@@ -95,6 +131,7 @@ static struct gear_backend_i cpu_backend = {
     .mem_alloc = cpu_alloc,
     .mem_free = cpu_free,
     .compress_blocks = cpu_compress_blocks,
+    .compress_blocks_f16 = cpu_compress_blocks_f16,
     .attention = gear_cpu_attention,
 };
 

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GEAR_BACKEND_ABI_VERSION 2u
+#define GEAR_BACKEND_ABI_VERSION 3u
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #  define GEAR_HD __host__ __device__ static inline
@@ -137,6 +137,19 @@ GEAR_HD uint16_t gear_float_to_bf16(float f)
     if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
     uint32_t r = v.u + 0x7fffu + ((v.u >> 16) & 1u);
     return (uint16_t)(r >> 16);
+}
+
+/* dst = fp32 of m contiguous fp16 values; returns 0 if one of them is
+ * Inf or NaN (every finite fp16 value is in range).  Inlined into callers
+ * compiled per instruction set, where it vectorizes. */
+GEAR_HD int gear_halves_to_floats_finite(const uint16_t *p, size_t m, float *dst)
+{
+    unsigned bad = 0;
+    for (size_t i = 0; i < m; i++) {
+        dst[i] = gear_half_to_float(p[i]);
+        bad |= (p[i] & 0x7c00u) == 0x7c00u;
+    }
+    return !bad;
 }
 
 /* fp16 of v, saturated at +-65504 (low-rank factors never become Inf). */
@@ -347,6 +360,16 @@ struct gear_backend_i {
     /* May return GEAR_ERR_UNSUPPORTED for a shape it does not handle; the
      * core then runs its own attention from the primitives. */
     gear_status (*attention)(void *state, const gear_attention_args *a);
+    /* compress_blocks from fp16 rows in host memory, for host backends (ABI 3):
+     * block i is n rows of d halves from x[i], rows ld halves apart.  The
+     * backend converts them next to its compute (in its threads, while the
+     * data is in cache) instead of the core staging fp32 serially.  Returns
+     * GEAR_ERR_NONFINITE if a value is Inf or NaN (the core then finds and
+     * reports it; blk contents are then unspecified), GEAR_ERR_UNSUPPORTED
+     * for a layout it does not handle. */
+    gear_status (*compress_blocks_f16)(void *state, const gear_block_layout *L, unsigned count,
+                                       const gear_block_id *ids, const uint16_t *const *x,
+                                       size_t ld, uint8_t *const *blk);
 };
 
 /* The built-in reference backend's table, exported by libgear so that a
