@@ -239,6 +239,78 @@ static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned l
     return st;
 }
 
+/* Blocks [first, first+count) of every head, each from fp16 input rows
+ * starting at token t0 + (b - first) * n, straight through the backend's
+ * fp16 slot (GEAR_ERR_UNSUPPORTED / _NONFINITE: stage instead). */
+static gear_status compress_f16_blocks(gear_cache *c, gear_layer *ly, unsigned layer,
+                                       const gear_tensor *src[2], unsigned first, unsigned count,
+                                       unsigned t0)
+{
+    unsigned H = c->n_head, n = c->block, total = count * H;
+    gear_block_id *ids = malloc(sizeof *ids * total);
+    const uint16_t **xs = malloc(sizeof *xs * total);
+    uint8_t **blks = malloc(sizeof *blks * total);
+    gear_status st = ids && xs && blks ? GEAR_OK : gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+    for (int kv = 0; kv < 2 && !st; kv++) {
+        int per_head = c->L[kv].cq_dim != 0; /* CQ: one codebook, so one call, per head */
+        for (unsigned h0 = 0; h0 < (per_head ? H : 1) && !st; h0++) {
+            unsigned i = 0;
+            size_t ld = 0;
+            for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : H) && !st; h++) {
+                const uint16_t *rows;
+                if (!gear_view_f16_rows(src[kv], h, t0, &rows, &ld)) st = GEAR_ERR_UNSUPPORTED;
+                for (unsigned b = 0; b < count && !st; b++, i++) {
+                    ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, first + b};
+                    xs[i] = rows + (size_t)b * n * ld;
+                    blks[i] = gear_cache_block(c, ly, kv, first + b, h);
+                }
+            }
+            gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
+            if (!st) st = gear_pipeline_compress_f16(c->ctx, &L, i, ids, xs, ld, blks);
+        }
+    }
+    free(ids);
+    free(xs);
+    free(blks);
+    return st;
+}
+
+/* Stage, per head, the buffered rows followed by input rows [rg[0], rg[1])
+ * and [rg[2], rg[3]) (converted and checked), compress the full blocks
+ * among them from block ly->n_blocks on, and keep the rows left over in
+ * the buffer.  Nothing of the layer changes unless everything succeeds
+ * (the caller moves the counters). */
+static gear_status append_staged(gear_cache *c, gear_layer *ly, unsigned layer,
+                                 const gear_tensor *src[2], const unsigned rg[4])
+{
+    unsigned H = c->n_head, n = c->block, d = c->d, nbuf = ly->tokens % n;
+    unsigned total = nbuf + (rg[1] - rg[0]) + (rg[3] - rg[2]), nb = total / n, rem = total % n;
+    size_t rows_sz;
+    if (!gear_mul_ok((size_t)H * total, d, &rows_sz) || rows_sz > SIZE_MAX / sizeof(float))
+        return gear_fail(GEAR_ERR_OVERFLOW, "append size overflows");
+    /* (+1: an empty append must not look like a failed allocation) */
+    float *rows[2] = {malloc(rows_sz * sizeof(float) + 1), malloc(rows_sz * sizeof(float) + 1)};
+    gear_status st = rows[0] && rows[1] ? GEAR_OK : gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+    for (int kv = 0; kv < 2 && !st; kv++)
+        for (unsigned h = 0; h < H && !st; h++) {
+            float *r = rows[kv] + (size_t)h * total * d;
+            memcpy(r, ly->buf[kv] + (size_t)h * n * d, sizeof(float) * nbuf * d);
+            r += (size_t)nbuf * d;
+            st = gear_view_read(src[kv], h, rg[0], rg[1] - rg[0], d, r, 1);
+            r += (size_t)(rg[1] - rg[0]) * d;
+            if (!st) st = gear_view_read(src[kv], h, rg[2], rg[3] - rg[2], d, r, 1);
+        }
+    if (!st && nb) st = compress_new_blocks(c, ly, layer, nb, total, rows);
+    if (!st) /* commit: nothing below can fail */
+        for (int kv = 0; kv < 2; kv++)
+            for (unsigned h = 0; h < H; h++)
+                memcpy(ly->buf[kv] + (size_t)h * n * d,
+                       rows[kv] + ((size_t)h * total + (size_t)nb * n) * d, sizeof(float) * rem * d);
+    free(rows[0]);
+    free(rows[1]);
+    return st;
+}
+
 /* Append in the stored shape [n_head, T, d]. */
 static gear_status append_stored(gear_cache *c, unsigned layer, const gear_tensor *k,
                                  const gear_tensor *v)
@@ -252,42 +324,30 @@ static gear_status append_stored(gear_cache *c, unsigned layer, const gear_tenso
     if ((uint64_t)ly->tokens + (uint64_t)T > c->max_tokens)
         return gear_fail(GEAR_ERR_CAPACITY, "layer %u holds %u tokens; %lld more exceed max_tokens %u",
                          layer, ly->tokens, (long long)T, c->max_tokens);
-    unsigned n = c->block, d = c->d, nbuf = ly->tokens % n;
-    unsigned total = nbuf + (unsigned)T, new_blocks = total / n, rem = total % n;
-    /* Stage everything first so that a failure leaves the cache unchanged:
-     * rows = the buffered rows followed by the new ones, per head. */
-    size_t rows_sz;
-    if (!gear_mul_ok((size_t)H * total, d, &rows_sz) || rows_sz > SIZE_MAX / sizeof(float))
-        return gear_fail(GEAR_ERR_OVERFLOW, "append size overflows");
-    st = gear_cache_buffers(c, ly);
-    if (st) return st;
-    float *rows[2] = {malloc(rows_sz * sizeof(float)), malloc(rows_sz * sizeof(float))};
-    if (!rows[0] || !rows[1]) {
-        st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
-        goto done;
-    }
+    unsigned n = c->block, nbuf = ly->tokens % n, t = (unsigned)T;
+    unsigned new_blocks = (nbuf + t) / n, rem = (nbuf + t) % n;
     const gear_tensor *src[2] = {k, v};
-    for (int kv = 0; kv < 2 && !st; kv++)
-        for (unsigned h = 0; h < H && !st; h++) {
-            float *r = rows[kv] + (size_t)h * total * d;
-            memcpy(r, ly->buf[kv] + (size_t)h * n * d, sizeof(float) * nbuf * d);
-            st = gear_view_read(src[kv], h, 0, T, d, r + (size_t)nbuf * d, 1);
-        }
+    st = gear_cache_buffers(c, ly);
     if (!st && new_blocks) st = gear_cache_reserve(c, ly, ly->n_blocks + new_blocks);
-    if (!st && new_blocks) st = compress_new_blocks(c, ly, layer, new_blocks, total, rows);
-    if (st) goto done;
-    /* Commit: nothing below can fail. */
-    for (int kv = 0; kv < 2; kv++)
-        for (unsigned h = 0; h < H; h++)
-            memcpy(ly->buf[kv] + (size_t)h * n * d,
-                   rows[kv] + ((size_t)h * total + (size_t)new_blocks * n) * d,
-                   sizeof(float) * rem * d);
+    if (st) return st;
+    /* Whole blocks of fp16 input go to the backend as they are, so a
+     * prefill stages only the rows that complete the buffered block and
+     * those left over.  Where the backend cannot take them, or a value is
+     * bad (the staged path reports it precisely), everything is staged.
+     * Blocks written past n_blocks before a failure are never seen. */
+    unsigned lead = nbuf ? n - nbuf : 0, direct = new_blocks - (nbuf && new_blocks ? 1 : 0);
+    unsigned rg[4] = {0, t, t, t};
+    if (direct && c->L[0].bits && c->L[1].bits &&
+        compress_f16_blocks(c, ly, layer, src, ly->n_blocks + (nbuf ? 1 : 0), direct, lead) ==
+            GEAR_OK) {
+        rg[1] = lead;
+        rg[2] = t - rem;
+    }
+    st = append_staged(c, ly, layer, src, rg);
+    if (st) return st;
     ly->n_blocks += new_blocks;
-    ly->tokens += (unsigned)T;
-done:
-    free(rows[0]);
-    free(rows[1]);
-    return st;
+    ly->tokens += t;
+    return GEAR_OK;
 }
 
 gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)

@@ -210,13 +210,14 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
                                         unsigned count, const gear_block_id *ids,
                                         const float *const *x, uint8_t *hblk);
-/* The same straight from fp16 rows (x[i], ld halves apart) through the
- * backend's compress_blocks_f16; GEAR_ERR_UNSUPPORTED (no message) where
- * that slot is missing or declines, GEAR_ERR_NONFINITE (no message) where
- * an input is not finite: the caller then stages fp32 rows. */
-gear_status gear_pipeline_compress_host_f16(gear_context *ctx, const gear_block_layout *L,
-                                            unsigned count, const gear_block_id *ids,
-                                            const uint16_t *const *x, size_t ld, uint8_t *hblk);
+/* Compress count blocks straight from fp16 rows (x[i], ld halves apart)
+ * through the backend's compress_blocks_f16, host backends only (blk[i]
+ * in host memory); GEAR_ERR_UNSUPPORTED (no message) where that slot is
+ * missing or declines, GEAR_ERR_NONFINITE (no message) where an input is
+ * not finite: the caller then stages fp32 rows, which reports it. */
+gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,
+                                       unsigned count, const gear_block_id *ids,
+                                       const uint16_t *const *x, size_t ld, uint8_t *const *blk);
 gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
                                            const uint8_t *hblk, float *out);
 /* Same shape and content description (everything but the CRC). */

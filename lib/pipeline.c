@@ -253,24 +253,18 @@ gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layo
     return st;
 }
 
-gear_status gear_pipeline_compress_host_f16(gear_context *ctx, const gear_block_layout *L,
-                                            unsigned count, const gear_block_id *ids,
-                                            const uint16_t *const *x, size_t ld, uint8_t *hblk)
+gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,
+                                       unsigned count, const gear_block_id *ids,
+                                       const uint16_t *const *x, size_t ld, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
-    size_t total;
-    if (be->on_device || !be->compress_blocks_f16 || !L->bits || (L->cq_dim && !L->codebook) ||
-        !gear_mul_ok((size_t)count, L->bytes, &total))
+    if (be->on_device || !be->compress_blocks_f16 || !L->bits || (L->cq_dim && !L->codebook))
         return GEAR_ERR_UNSUPPORTED;
-    uint8_t **blk = calloc(count ? count : 1, sizeof *blk);
-    if (!blk) return gear_fail(GEAR_ERR_NO_MEMORY, "compress batch");
-    memset(hblk, 0, total); /* padding is the same on every backend */
-    for (unsigned i = 0; i < count; i++) blk[i] = hblk + (size_t)i * L->bytes;
+    for (unsigned i = 0; i < count; i++) memset(blk[i], 0, L->bytes); /* same padding everywhere */
     gear_status st = be->compress_blocks_f16(ctx->state, L, count, ids, x, ld, blk);
     if (st && st != GEAR_ERR_UNSUPPORTED && st != GEAR_ERR_NONFINITE)
         st = gear_backend_failed(ctx, st, "compressing blocks");
     for (unsigned i = 0; i < count && !st; i++) gear_block_seal(L, blk[i]);
-    free(blk);
     return st;
 }
 

@@ -80,11 +80,15 @@ static gear_status compress_f16(gear_context *ctx, const gear_block_layout *L, c
                                 uint8_t *w)
 {
     const uint16_t *rows, *xs[STREAM_BATCH_MAX];
+    uint8_t *blk[STREAM_BATCH_MAX];
     size_t ld;
     if (!ctx->be->compress_blocks_f16 || !gear_view_f16_rows(x, (int64_t)h, (int64_t)t0, &rows, &ld))
         return GEAR_ERR_UNSUPPORTED;
-    for (unsigned i = 0; i < m; i++) xs[i] = rows + (size_t)i * L->n * ld;
-    return gear_pipeline_compress_host_f16(ctx, L, m, ids, xs, ld, w);
+    for (unsigned i = 0; i < m; i++) {
+        xs[i] = rows + (size_t)i * L->n * ld;
+        blk[i] = w + (size_t)i * L->bytes;
+    }
+    return gear_pipeline_compress_f16(ctx, L, m, ids, xs, ld, blk);
 }
 
 gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_tensor *x,

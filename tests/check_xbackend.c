@@ -15,7 +15,9 @@
  *   - fp16 input views (contiguous and with padded rows), which host
  *     backends may compress straight from the halves: the same streams as
  *     ref, and as the same backend from fp32 copies of the values; an Inf
- *     or NaN among the halves is reported with its position;
+ *     or NaN among the halves is reported with its position; cache
+ *     appends of fp16 pieces give the cache of the same values in fp32, and
+ *     a bad value leaves the cache unchanged;
  *   - every backend other than ref at 1, 2 and 3 threads.
  * Backends that are not available are reported as skipped, by name.  The
  * registry is iterated, so new backends join without edits.  Runs without
@@ -569,6 +571,87 @@ static void f16_case(gear_context *be, gear_context *ref, const char *name, int 
 START_TEST(test_f16_input_matches_ref) { for_each_backend(f16_case); }
 END_TEST
 
+/* Cache appends of fp16 views in uneven pieces (whole blocks of a piece
+ * may go to the backend as halves, the rest is staged): the same cache
+ * as from the same values in fp32 on the same backend, byte for byte; a
+ * NaN inside a whole block is reported and leaves the cache as it was. */
+static void append_f16(gear_cache *c, uint16_t *x16, const float *x, int H, int T, int d, int t0,
+                       int len, int half, gear_status want)
+{
+    gear_tensor k;
+    if (half) {
+        TU_OK(gear_tensor_init(&k, x16 + (size_t)t0 * d, GEAR_F16, 3, H, len, d, 0));
+    } else {
+        TU_OK(gear_tensor_init(&k, (void *)(x + (size_t)t0 * d), GEAR_F32, 3, H, len, d, 0));
+    }
+    k.strides[0] = (int64_t)T * d; /* a window of a longer [H, T, d] tensor */
+    gear_status st = gear_cache_append(c, 0, &k, &k);
+    TU_ASSERT(st == want, "append of %d tokens at %d -> %s (%s)", len, t0, gear_status_string(st),
+              gear_last_error_message());
+}
+
+static void f16_cache_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)ref;
+    (void)same;
+    enum { H = 2, T = 325, D = 64 };
+    static const int pieces[] = {10, 150, 1, 64, 100};
+    float *x = tu_synth(901, GEAR_KEY, H, T, D);
+    uint16_t *x16 = malloc(sizeof *x16 * H * T * D);
+    TU_CHECK(x16 != NULL);
+    for (size_t i = 0; i < (size_t)H * T * D; i++) {
+        x16[i] = gear_float_to_half(x[i]);
+        x[i] = tu_h(x[i]);
+    }
+    int np = gear_preset_count();
+    for (int p = 0; p < np; p++) {
+        gear_config ck = tu_preset(gear_preset_name(p), GEAR_KEY);
+        gear_config cv = tu_preset(gear_preset_name(p), GEAR_VALUE);
+        if (ck.cq_dim || cv.cq_dim) continue;
+        uint8_t *saved[2];
+        size_t len[2];
+        for (int half = 0; half < 2; half++) {
+            gear_cache *c = NULL;
+            TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
+            int t0 = 0;
+            for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+                append_f16(c, x16, x, H, T, D, t0, pieces[i], half, GEAR_OK);
+                t0 += pieces[i];
+            }
+            saved[half] = tu_cache_save(c, &len[half]);
+            gear_cache_free(c);
+        }
+        TU_ASSERT(len[0] == len[1] && !memcmp(saved[0], saved[1], len[0]),
+                  "%s: %s cache from fp16 input differs from the same values in fp32", name,
+                  gear_preset_name(p));
+        free(saved[0]);
+        free(saved[1]);
+    }
+    /* a NaN at token 100 of a 150-token append after 10 buffered tokens:
+     * inside the second whole block of the piece */
+    gear_config ck = tu_preset("gear2", GEAR_KEY), cv = tu_preset("gear2", GEAR_VALUE);
+    gear_cache *c = NULL;
+    TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
+    append_f16(c, x16, x, H, T, D, 0, 10, 1, GEAR_OK);
+    size_t l0, l1;
+    uint8_t *before = tu_cache_save(c, &l0);
+    size_t at = ((size_t)1 * T + 10 + 100) * D + 7;
+    x16[at] = 0x7e00u;
+    append_f16(c, x16, x, H, T, D, 10, 150, 1, GEAR_ERR_NONFINITE);
+    TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 100 channel 7") != NULL,
+              "%s: message '%s' does not name the position", name, gear_last_error_message());
+    uint8_t *after = tu_cache_save(c, &l1);
+    TU_ASSERT(l0 == l1 && !memcmp(before, after, l0), "%s: a failed append changed the cache", name);
+    free(before);
+    free(after);
+    gear_cache_free(c);
+    free(x16);
+    free(x);
+}
+
+START_TEST(test_f16_cache_append) { for_each_backend(f16_cache_case); }
+END_TEST
+
 START_TEST(test_ref_vs_ref_deterministic)
 {
     /* two independent ref contexts: byte-identical streams, exact decode */
@@ -610,6 +693,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_bits_outliers_match_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_f16_input_matches_ref);
+    tcase_add_test(tc, test_f16_cache_append);
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
