@@ -332,25 +332,13 @@ INLINE void mul_cols_r(const float *ez, unsigned nr, unsigned nc, const unsigned
         for (unsigned k = 0; k < r; k++)
             for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_setzero_ps();
         const float *p = ez + j0;
-        if (nv == 4) {
-            for (unsigned i = 0; i < nr; i++, p += nc) {
-                __m512 e0 = _mm512_loadu_ps(p), e1 = _mm512_loadu_ps(p + 16);
-                __m512 e2 = _mm512_loadu_ps(p + 32), e3 = _mm512_loadu_ps(p + 48);
-                for (unsigned k = 0; k < r; k++) {
-                    __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
-                    acc[k][0] = _mm512_fmadd_ps(e0, wk, acc[k][0]);
-                    acc[k][1] = _mm512_fmadd_ps(e1, wk, acc[k][1]);
-                    acc[k][2] = _mm512_fmadd_ps(e2, wk, acc[k][2]);
-                    acc[k][3] = _mm512_fmadd_ps(e3, wk, acc[k][3]);
-                }
+        for (unsigned i = 0; i < nr; i++, p += nc) {
+            __m512 e[4];
+            for (unsigned v = 0; v < 4; v++) e[v] = v < nv ? _mm512_loadu_ps(p + 16 * v) : _mm512_setzero_ps();
+            for (unsigned k = 0; k < r; k++) {
+                __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
+                for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_fmadd_ps(e[v], wk, acc[k][v]);
             }
-        } else {
-            for (unsigned i = 0; i < nr; i++, p += nc)
-                for (unsigned k = 0; k < r; k++) {
-                    __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
-                    for (unsigned v = 0; v < nv; v++)
-                        acc[k][v] = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * v), wk, acc[k][v]);
-                }
         }
         for (unsigned k = 0; k < r; k++)
             for (unsigned v = 0; v < nv; v++) _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, acc[k][v]);
