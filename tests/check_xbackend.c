@@ -652,6 +652,81 @@ static void f16_cache_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_f16_cache_append) { for_each_backend(f16_cache_case); }
 END_TEST
 
+/* ------------------------------------------- edge inputs of fused paths */
+
+/* One [H][T][d] input of a kind that stresses a fused compressor's
+ * exactness (case): 0, 1: quotients (x - min)/step exactly on
+ * half-integers, with steps for which x * (1/step) rounds the other way
+ * (a reciprocal alone is not enough), with one +-large outlier per group
+ * of 64 (0) or none (1); 2: few distinct values (ties between maxima,
+ * minima, and constant groups); 3: tiny ranges on large offsets (codes
+ * clamp after the fp16 rounding of min and step); 4: constant tokens and
+ * channels in smooth data. */
+static float *edge_input(int c, gear_kind kind, int H, int T, int d)
+{
+    float *x = tu_alloc_f((size_t)H * T * d);
+    const float step = c ? 0.010826110839844f : 0.0104522705078125f; /* fp16 0x218b, 0x215a */
+    for (size_t i = 0; i < (size_t)H * T * d; i++) {
+        unsigned t = (unsigned)(i / (size_t)d % (size_t)T), ch = (unsigned)(i % (size_t)d);
+        unsigned h = (unsigned)(i * 2654435761u >> 7), pos = (kind == GEAR_KEY ? t : ch) % 64;
+        switch (c) {
+        case 0:
+        case 1: /* 0 and 3 steps (the range), half steps between */
+            x[i] = pos == 0 ? 0.0f : pos == 1 ? 3 * step : (float)(h % 3) * step + 0.5f * step;
+            if (c == 0 && pos == 5) x[i] = 60000.0f;
+            if (c == 0 && pos == 9) x[i] = -61000.0f;
+            break;
+        case 2: x[i] = (float)((h % 3) + (ch & 1)) - 1.0f; break;
+        case 3: x[i] = 1000.0f + (float)(h % 5) * 0.125f * (ch % 2 ? 1.0f : -1.0f); break;
+        default:
+            x[i] = t % 5 == 0 || ch % 7 == 0 ? 1.5f : sinf(0.1f * (float)(t + 3 * ch)) * 4.0f;
+        }
+    }
+    return x;
+}
+
+/* Head dims 64 and 128 at the default block, every uniform bit width,
+ * with and without outliers and low rank, on edge_input: codes, scales
+ * and outliers exact, reconstructions within NMSE_MAX. */
+static void edge_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
+    static const unsigned bits[] = {1, 2, 4, 8};
+    for (int c = 0; c < 5; c++)
+        for (int d = 64; d <= 128; d += 64)
+            for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+                for (size_t b = 0; b < sizeof bits / sizeof bits[0]; b++)
+                    for (int kind = 0; kind < 2; kind++) {
+                        shape s = {2, 64 * 2, d, 64};
+                        gear_config cfg = tu_preset(names[p], (gear_kind)kind);
+                        cfg.bits = bits[b];
+                        char what[128];
+                        snprintf(what, sizeof what, "%s vs ref, edge input %d, %s %u bits %s d %d", name, c,
+                                 names[p], bits[b], kind ? "V" : "K", d);
+                        float *x = edge_input(c, (gear_kind)kind, s.H, s.T, d);
+                        size_t la, lb, N = (size_t)s.H * s.T * d;
+                        uint8_t *sa = tu_compress(ref, &cfg, x, s.H, s.T, d, 2, &la);
+                        uint8_t *sb = tu_compress(be, &cfg, x, s.H, s.T, d, 2, &lb);
+                        TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
+                        if (same || !preset_has_lowrank(&cfg))
+                            TU_ASSERT(!memcmp(sa, sb, la), "%s: streams are not byte-identical", what);
+                        else
+                            compare_streams(sa, sb, la, &cfg, &s, what);
+                        float *ya = tu_decompress(ref, sa, la, s.H, s.T, d);
+                        float *yb = tu_decompress(be, sb, lb, s.H, s.T, d);
+                        TU_ASSERT(tu_nmse(yb, ya, N) < NMSE_MAX, "%s: reconstruction NMSE %g", what,
+                                  tu_nmse(yb, ya, N));
+                        free(ya);
+                        free(yb);
+                        free(sa);
+                        free(sb);
+                        free(x);
+                    }
+}
+
+START_TEST(test_edge_inputs_match_ref) { for_each_backend(edge_case); }
+END_TEST
+
 START_TEST(test_ref_vs_ref_deterministic)
 {
     /* two independent ref contexts: byte-identical streams, exact decode */
@@ -691,6 +766,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_ref_vs_ref_deterministic);
     tcase_add_test(tc, test_compress_matches_ref);
     tcase_add_test(tc, test_bits_outliers_match_ref);
+    tcase_add_test(tc, test_edge_inputs_match_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_f16_input_matches_ref);
     tcase_add_test(tc, test_f16_cache_append);

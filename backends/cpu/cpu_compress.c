@@ -434,10 +434,27 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
             cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), gear_half_sat(s->pt[(size_t)k * d + c]));
 }
 
+/* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): whole
+ * groups of a multiple of 32 entries (codes fill whole dwords), at most
+ * one outlier per side, 16-lane columns, rank <= 4. */
+static int avx512_fits(const gear_block_layout *L)
+{
+    unsigned b = L->bits;
+    return CPU_AVX512_COMPRESS && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) &&
+           L->k_full <= 1 && L->tail_len == L->group && L->group % 32 == 0 && L->group * b <= 512 &&
+           L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 4;
+}
+
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
                                   const float *x, uint8_t *blk, cpu_scratch *s)
 {
     if (!scratch_reserve(s, L)) return GEAR_ERR_NO_MEMORY;
+#ifdef GEAR_CPU_AVX512
+    if (avx512_fits(L)) {
+        gear_cpu_compress_avx512(L, id, x, blk, s->mn, s->e, s->y, s->pt);
+        return GEAR_OK;
+    }
+#endif
     int want_e = L->rank > 0, cq = L->cq_dim != 0;
     const struct gear_backend_i *ref = gear_backend_ref_table();
     if (L->k_full > 1 || L->k_tail > 1) {

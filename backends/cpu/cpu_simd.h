@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <gear/backend.h>
 
 /* GEAR_CPU_AVX512 is defined when cpu_avx512.c is part of the build (an
  * x86-64 compiler that takes AVX-512 flags); gear_cpu_have_avx512 is then
@@ -25,6 +26,18 @@ void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
                             float *y);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
+#endif
+
+#ifdef GEAR_CPU_AVX512
+/* Fused compression of one block (cpu_avx512_compress.c); also needs
+ * AVX-512 DQ and VBMI2, checked at load into gear_cpu_have_avx512_compress.
+ * zbuf, ez: n*d floats; yt: rank*n; pt: rank*d. */
+extern int gear_cpu_have_avx512_compress;
+void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,
+                              uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt);
+#define CPU_AVX512_COMPRESS gear_cpu_have_avx512_compress
+#else
+#define CPU_AVX512_COMPRESS 0
 #endif
 
 #endif

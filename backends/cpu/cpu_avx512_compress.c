@@ -1,0 +1,537 @@
+/*
+ * cpu_avx512_compress.c - fused AVX-512 compression of one block for the
+ * common shapes (see gear_cpu_compress_avx512_fits): statistics, scales,
+ * codes, outliers and the residual in two passes over 16-column strips,
+ * then the power iteration.  Bit-exact with ref (codes, scales, outliers);
+ * the low-rank factors follow ref's iteration in fp32.
+ *
+ * Both kinds run on a matrix Z whose quantization groups are runs of
+ * `group` consecutive rows of one column, so 16 groups fill one vector:
+ * keys: Z = X (n tokens x d channels); values: Z = X^T (d x n), staged
+ * by a 16x16 transpose.  A code row of the block is a column of Z.
+ *
+ * Needs AVX-512 F/BW/VL/DQ (vreduceps, vrangeps) and VBMI2 (vpshrdvd packs
+ * codes); called only after gear_cpu_have_avx512_compress was set.
+ */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,fma"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi2,fma")
+#endif
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* 1.5 * 2^23: q + MAGIC rounds q half-to-even to an integer held in the
+ * low mantissa bits (exactly rintf for |q| < 2^22; larger |q| is clamped). */
+#define MAGIC 12582912.0f
+
+typedef struct zjob {
+    const gear_block_layout *L;
+    const float *z;     /* nr x nc */
+    float *ez;          /* residual, nr x nc (NULL: no low rank) */
+    uint8_t *blk;
+    unsigned nr, nc, group, G, levels, k, key;
+    float thr;          /* |q - rint(q)| at or above this: redo with a division */
+} zjob;
+
+/* Per strip of 16 groups: the fp16-rounded parameters and the extremes. */
+typedef struct gparams {
+    __m512 mx1, mn1, mnf, dlf, inv;
+    __mmask16 nz; /* dl != 0 */
+    __m256i mn_h, dl_h;
+} gparams;
+
+/* Pass 1: maximum, second maximum, minimum, second minimum of each column
+ * over rows [r0, r0+m) (m a multiple of 4), two rows at a time (a multiset top-2:
+ * mx2 == mx1 exactly when the maximum occurs twice). */
+INLINE void strip_stats(const float *z, unsigned nc, unsigned r0, unsigned m, unsigned k, __m512 *mx1,
+                        __m512 *mx2, __m512 *mn1, __m512 *mn2)
+{
+    __m512 a1 = _mm512_set1_ps(-INFINITY), a2 = a1, b1 = _mm512_set1_ps(INFINITY), b2 = b1;
+    const float *p = z + (size_t)r0 * nc;
+    if (k) {
+        /* two streams (rows 4j, 4j+1 and 4j+2, 4j+3) so that each chain
+         * carries one max or min per step; merged at the end */
+        __m512 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
+        for (unsigned i = 0; i < m; i += 4, p += 4 * nc) {
+            __m512 u = _mm512_loadu_ps(p), v = _mm512_loadu_ps(p + nc);
+            __m512 hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
+            a2 = _mm512_max_ps(a2, _mm512_max_ps(lo, _mm512_min_ps(a1, hi)));
+            a1 = _mm512_max_ps(a1, hi);
+            b2 = _mm512_min_ps(b2, _mm512_min_ps(hi, _mm512_max_ps(b1, lo)));
+            b1 = _mm512_min_ps(b1, lo);
+            u = _mm512_loadu_ps(p + 2 * nc), v = _mm512_loadu_ps(p + 3 * nc);
+            hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
+            c2 = _mm512_max_ps(c2, _mm512_max_ps(lo, _mm512_min_ps(c1, hi)));
+            c1 = _mm512_max_ps(c1, hi);
+            d2 = _mm512_min_ps(d2, _mm512_min_ps(hi, _mm512_max_ps(d1, lo)));
+            d1 = _mm512_min_ps(d1, lo);
+        }
+        a2 = _mm512_max_ps(_mm512_min_ps(a1, c1), _mm512_max_ps(a2, c2));
+        a1 = _mm512_max_ps(a1, c1);
+        b2 = _mm512_min_ps(_mm512_max_ps(b1, d1), _mm512_min_ps(b2, d2));
+        b1 = _mm512_min_ps(b1, d1);
+    } else {
+        __m512 c1 = a1, d1 = b1;
+        for (unsigned i = 0; i < m; i += 2, p += 2 * nc) {
+            __m512 u = _mm512_loadu_ps(p), v = _mm512_loadu_ps(p + nc);
+            a1 = _mm512_max_ps(a1, u);
+            b1 = _mm512_min_ps(b1, u);
+            c1 = _mm512_max_ps(c1, v);
+            d1 = _mm512_min_ps(d1, v);
+        }
+        a1 = _mm512_max_ps(a1, c1);
+        b1 = _mm512_min_ps(b1, d1);
+    }
+    *mx1 = a1, *mx2 = a2, *mn1 = b1, *mn2 = b2;
+}
+
+/* Scale and minimum of 16 groups from their remaining range [lo, hi],
+ * as ref: fp32 step, fp16 rounding (vcvtps2ph rounds to nearest even and
+ * overflows to Inf like gear_float_to_half), Inf step saturated. */
+INLINE void strip_params(__m512 lo, __m512 hi, unsigned levels, gparams *g)
+{
+    __m512 dl = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps((float)levels));
+    g->mn_h = _mm512_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i dh = _mm512_cvtps_ph(dl, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i mag = _mm256_and_si256(dh, _mm256_set1_epi16(0x7fff));
+    __mmask16 inf = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7c00));
+    g->dl_h = _mm256_mask_blend_epi16(inf, dh, _mm256_set1_epi16(0x7bff));
+    g->mnf = _mm512_cvtph_ps(g->mn_h);
+    g->dlf = _mm512_cvtph_ps(g->dl_h);
+    g->nz = _mm512_cmp_ps_mask(g->dlf, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    /* dl == 0 (constant group): inv 0 gives q = 0, code 0, like ref */
+    g->inv = _mm512_maskz_div_ps(g->nz, _mm512_set1_ps(1.0f), g->dlf);
+}
+
+/* Pass 2 over rows [r0, r0+m) of one strip: codes packed into acc
+ * (m*bits/32 dwords per column, code i at bits [i*bits, i*bits+bits) as in
+ * a block row), residual into ez, outlier rows into amx/amn.  Returns
+ * nonzero when some quotient v*(1/dl) fell too near a rounding boundary
+ * for the reciprocal to be trusted (the caller reruns with exact = 1,
+ * the true division of ref).  tie: a maximum or minimum occurs more than
+ * once in some column; the first occurrence is the outlier (ref's order),
+ * and the minimum is taken among the rest (constant groups). */
+INLINE int strip_codes(const zjob *J, unsigned r0, unsigned c0, const gparams *g, const int k,
+                       const int tie, const int exact, const int we, __m512i *acc, __m512i *amx,
+                       __m512i *amn)
+{
+    const unsigned nc = J->nc, m = J->group, bits = J->L->bits, cpd = 32 / bits;
+    const __m512 M = _mm512_set1_ps(MAGIC), MN = _mm512_set1_ps(MAGIC + (float)J->levels);
+    const __m512i sh = _mm512_set1_epi32((int)bits);
+    __m512 facc = _mm512_setzero_ps();
+    __mmask16 fm = 0, fn = 0;
+    __m512i am = _mm512_setzero_si512(), an = am;
+    const float *p = J->z + (size_t)r0 * nc + c0;
+    float *e = we ? J->ez + (size_t)r0 * nc + c0 : NULL;
+    for (unsigned w = 0; w * cpd < m; w++) {
+        __m512i a = _mm512_setzero_si512();
+        for (unsigned j = 0; j < cpd; j++, p += nc) {
+            unsigned i = w * cpd + j;
+            __m512 x = _mm512_loadu_ps(p);
+            __m512 v = _mm512_sub_ps(x, g->mnf), q;
+            if (exact) {
+                q = _mm512_maskz_div_ps(g->nz, v, g->dlf);
+            } else {
+                q = _mm512_mul_ps(v, g->inv);
+                facc = _mm512_range_ps(facc, _mm512_reduce_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                       0x0B); /* max |q - rint(q)| */
+            }
+            __mmask16 keep = 0xffff;
+            if (k) {
+                __mmask16 om = _mm512_cmp_ps_mask(x, g->mx1, _CMP_EQ_OQ);
+                __mmask16 on = _mm512_cmp_ps_mask(x, g->mn1, _CMP_EQ_OQ);
+                if (tie) {
+                    om = (__mmask16)(om & ~fm);
+                    fm |= om;
+                    on = (__mmask16)(on & ~om & ~fn);
+                    fn |= on;
+                }
+                __m512i iv = _mm512_set1_epi32((int)(r0 + i));
+                am = _mm512_mask_mov_epi32(am, om, iv);
+                an = _mm512_mask_mov_epi32(an, on, iv);
+                keep = (__mmask16) ~(om | on);
+            }
+            __m512 r = _mm512_max_ps(_mm512_add_ps(q, M), M);
+            r = _mm512_mask_min_ps(M, keep, r, MN); /* outliers: code 0 */
+            if (we) {
+                __m512 c = _mm512_sub_ps(r, M);
+                _mm512_storeu_ps(e, _mm512_maskz_fnmadd_ps(keep, c, g->dlf, v));
+                e += nc;
+            }
+            /* the code's low bits enter at the top; after cpd codes the
+             * first one sits at bit 0 */
+            a = _mm512_shrdv_epi32(a, _mm512_castps_si512(r), sh);
+        }
+        acc[w] = a;
+    }
+    *amx = am, *amn = an;
+    if (exact) return 0;
+    return _mm512_cmp_ps_mask(facc, _mm512_set1_ps(J->thr), _CMP_NLT_UQ) != 0;
+}
+
+/* Code words of 16 columns (W per column) into their block rows, at
+ * dword offset w0 of each row. */
+INLINE void store_codes(const zjob *J, unsigned c0, unsigned w0, const __m512i *acc, unsigned W)
+{
+    const unsigned rb = J->L->row_bytes;
+    uint8_t *base = J->blk + J->L->off_codes + (size_t)c0 * rb + 4 * (size_t)w0;
+    if (W == 4) { /* 4 x 16 dwords -> 16 rows of 16 bytes */
+        __m512i t0 = _mm512_unpacklo_epi32(acc[0], acc[1]), t1 = _mm512_unpackhi_epi32(acc[0], acc[1]);
+        __m512i t2 = _mm512_unpacklo_epi32(acc[2], acc[3]), t3 = _mm512_unpackhi_epi32(acc[2], acc[3]);
+        __m512i u[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+                        _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+        /* u[j], 128-bit lane l: column 4l + j */
+        for (unsigned j = 0; j < 4; j++) {
+            _mm_storeu_si128((__m128i *)(base + (size_t)j * rb), _mm512_castsi512_si128(u[j]));
+            _mm_storeu_si128((__m128i *)(base + (size_t)(4 + j) * rb), _mm512_extracti32x4_epi32(u[j], 1));
+            _mm_storeu_si128((__m128i *)(base + (size_t)(8 + j) * rb), _mm512_extracti32x4_epi32(u[j], 2));
+            _mm_storeu_si128((__m128i *)(base + (size_t)(12 + j) * rb), _mm512_extracti32x4_epi32(u[j], 3));
+        }
+        return;
+    }
+    uint32_t t[16][16];
+    for (unsigned w = 0; w < W; w++) _mm512_storeu_si512(t[w], acc[w]);
+    for (unsigned l = 0; l < 16; l++)
+        for (unsigned w = 0; w < W; w++) memcpy(base + (size_t)l * rb + 4 * w, &t[w][l], 4);
+}
+
+/* Scales, minima and (k = 1) the two outliers of 16 groups (columns
+ * c0.., group gb).  Outliers of a group are sorted by position; their
+ * values are the extremes themselves. */
+INLINE void store_group(const zjob *J, unsigned c0, unsigned gb, const gparams *g, __m512i amx,
+                        __m512i amn)
+{
+    const gear_block_layout *L = J->L;
+    const unsigned G = J->G;
+    if (G == 1) {
+        _mm256_storeu_si256((__m256i *)(J->blk + L->off_scales + 2 * (size_t)c0), g->dl_h);
+        _mm256_storeu_si256((__m256i *)(J->blk + L->off_mins + 2 * (size_t)c0), g->mn_h);
+    } else {
+        uint16_t s[16], n[16];
+        _mm256_storeu_si256((__m256i *)s, g->dl_h);
+        _mm256_storeu_si256((__m256i *)n, g->mn_h);
+        for (unsigned l = 0; l < 16; l++) {
+            size_t gi = (size_t)(c0 + l) * G + gb;
+            memcpy(J->blk + L->off_scales + 2 * gi, &s[l], 2);
+            memcpy(J->blk + L->off_mins + 2 * gi, &n[l], 2);
+        }
+    }
+    if (!J->k) return;
+    __m512i a = _mm512_min_epu32(amx, amn), b = _mm512_max_epu32(amx, amn);
+    __mmask16 amax = _mm512_cmpeq_epi32_mask(a, amx);
+    __m512 va = _mm512_mask_blend_ps(amax, g->mn1, g->mx1), vb = _mm512_mask_blend_ps(amax, g->mx1, g->mn1);
+    __m512i col = _mm512_add_epi32(_mm512_set1_epi32((int)c0),
+                                   _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    __m512i dv = _mm512_set1_epi32((int)L->d);
+    __m512i fa, fb; /* flat in-block indices t*d + c */
+    if (J->key) {
+        fa = _mm512_add_epi32(_mm512_mullo_epi32(a, dv), col);
+        fb = _mm512_add_epi32(_mm512_mullo_epi32(b, dv), col);
+    } else {
+        fa = _mm512_add_epi32(_mm512_mullo_epi32(col, dv), a);
+        fb = _mm512_add_epi32(_mm512_mullo_epi32(col, dv), b);
+    }
+    __m512i idx = _mm512_or_si512(fa, _mm512_slli_epi32(fb, 16));
+    __m512i hv = _mm512_or_si512(
+        _mm512_cvtepu16_epi32(_mm512_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), 16));
+    /* pair j = c*outliers_per_row + 2*gb, outliers_per_row = 2G: dword c*G + gb */
+    __m512i slot = _mm512_add_epi32(_mm512_mullo_epi32(col, _mm512_set1_epi32((int)G)), _mm512_set1_epi32((int)gb));
+    _mm512_i32scatter_epi32(J->blk + L->off_oidx, slot, idx, 4);
+    _mm512_i32scatter_epi32(J->blk + L->off_oval, slot, hv, 4);
+}
+
+/* One strip of 16 columns, one group of rows: both passes and the stores. */
+INLINE void strip(const zjob *J, unsigned c0, unsigned gb, const int we)
+{
+    const unsigned r0 = gb * J->group, W = J->group * J->L->bits / 32;
+    __m512 mx1, mx2, mn1, mn2;
+    strip_stats(J->z + c0, J->nc, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
+    gparams g;
+    g.mx1 = mx1, g.mn1 = mn1;
+    strip_params(J->k ? mn2 : mn1, J->k ? mx2 : mx1, J->levels, &g);
+    __m512i acc[16], amx, amn;
+    int redo;
+    if (!J->k) {
+        redo = strip_codes(J, r0, c0, &g, 0, 0, 0, we, acc, &amx, &amn);
+        if (redo) strip_codes(J, r0, c0, &g, 0, 0, 1, we, acc, &amx, &amn);
+    } else {
+        __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
+        if (!tie) {
+            redo = strip_codes(J, r0, c0, &g, 1, 0, 0, we, acc, &amx, &amn);
+            if (redo) strip_codes(J, r0, c0, &g, 1, 0, 1, we, acc, &amx, &amn);
+        } else {
+            redo = strip_codes(J, r0, c0, &g, 1, 1, 0, we, acc, &amx, &amn);
+            if (redo) strip_codes(J, r0, c0, &g, 1, 1, 1, we, acc, &amx, &amn);
+        }
+    }
+    store_codes(J, c0, gb * W, acc, W);
+    store_group(J, c0, gb, &g, amx, amn);
+}
+
+static void quantize_z(const zjob *J)
+{
+    for (unsigned c0 = 0; c0 < J->nc; c0 += 16)
+        for (unsigned gb = 0; gb < J->G; gb++) {
+            if (J->ez)
+                strip(J, c0, gb, 1);
+            else
+                strip(J, c0, gb, 0);
+        }
+}
+
+/* out (cols x rows, row-major) = in^T for in rows x cols, both multiples of 16. */
+static void transpose(const float *in, unsigned rows, unsigned cols, float *out)
+{
+    for (unsigned i0 = 0; i0 < rows; i0 += 16)
+        for (unsigned j0 = 0; j0 < cols; j0 += 16) {
+            __m512 r[16], t[16];
+            for (unsigned i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + (size_t)(i0 + i) * cols + j0);
+            for (unsigned i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (unsigned i = 0; i < 16; i += 4) {
+                r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            /* r[4b + q], 128-bit lane l: rows 4b..4b+3 of column 4l + q */
+            for (unsigned i = 0; i < 8; i++) {
+                unsigned b = i / 4, q = i % 4; /* pair blocks b and b+2 */
+                t[i] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0x88);
+                t[i + 8] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0xDD);
+            }
+            for (unsigned i = 0; i < 4; i++) {
+                for (unsigned h = 0; h < 2; h++) {
+                    __m512 a = t[8 * h + i], b = t[8 * h + 4 + i];
+                    unsigned col0 = i + 4 * h, col1 = i + 8 + 4 * h;
+                    _mm512_storeu_ps(out + (size_t)(j0 + col0) * rows + i0, _mm512_shuffle_f32x4(a, b, 0x88));
+                    _mm512_storeu_ps(out + (size_t)(j0 + col1) * rows + i0, _mm512_shuffle_f32x4(a, b, 0xDD));
+                }
+            }
+        }
+}
+
+/* ------------------------------------------------------ power iteration */
+
+/* out[k][j] = sum_i ez[i][j] w[k][i]: rank-r axpys over the rows, 64
+ * columns at a time (r constant in each instance). */
+INLINE void mul_cols_r(const float *ez, unsigned nr, unsigned nc, const unsigned r, const float *w, float *out)
+{
+    for (unsigned j0 = 0; j0 < nc; j0 += 64) {
+        unsigned nv = (nc - j0) / 16 < 4 ? (nc - j0) / 16 : 4;
+        __m512 acc[4][4];
+        for (unsigned k = 0; k < r; k++)
+            for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_setzero_ps();
+        const float *p = ez + j0;
+        for (unsigned i = 0; i < nr; i++, p += nc) {
+            __m512 e[4];
+            for (unsigned v = 0; v < 4; v++) e[v] = v < nv ? _mm512_loadu_ps(p + 16 * v) : _mm512_setzero_ps();
+            for (unsigned k = 0; k < r; k++) {
+                __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
+                for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_fmadd_ps(e[v], wk, acc[k][v]);
+            }
+        }
+        for (unsigned k = 0; k < r; k++)
+            for (unsigned v = 0; v < nv; v++) _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, acc[k][v]);
+    }
+}
+
+static void mul_cols(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out)
+{
+    switch (r) {
+    case 1: mul_cols_r(ez, nr, nc, 1, w, out); break;
+    case 2: mul_cols_r(ez, nr, nc, 2, w, out); break;
+    case 3: mul_cols_r(ez, nr, nc, 3, w, out); break;
+    default: mul_cols_r(ez, nr, nc, 4, w, out); break;
+    }
+}
+
+/* s[i] = sum of the lanes of v[i], for 16 vectors. */
+INLINE __m512 hsum16(__m512 *v)
+{
+    __m512 t[8], u[4];
+    for (unsigned m = 0; m < 8; m++)
+        t[m] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * m], v[2 * m + 1]), _mm512_unpackhi_ps(v[2 * m], v[2 * m + 1]));
+    for (unsigned m = 0; m < 4; m++) {
+        __m512d p = _mm512_castps_pd(t[2 * m]), q = _mm512_castps_pd(t[2 * m + 1]);
+        u[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p, q)), _mm512_castpd_ps(_mm512_unpackhi_pd(p, q)));
+    }
+    /* u[m], 128-bit lane l: partial l of rows 4m..4m+3 */
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
+}
+
+/* out[k][i] = sum_j ez[i][j] w[k][j]: lane partials of 16 rows, then
+ * one transposing reduction per 16 rows.  r and nv (= nc/16) are
+ * constants in each instance, so w stays in registers. */
+INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const float *w, float *out,
+                        const unsigned nv)
+{
+    const unsigned nc = 16 * nv;
+    __m512 wr[4][8];
+    for (unsigned k = 0; k < r; k++)
+        for (unsigned v = 0; v < nv && v < 8; v++) wr[k][v] = _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
+    for (unsigned i0 = 0; i0 < nr; i0 += 16) {
+        __m512 part[4][16];
+        for (unsigned i = 0; i < 16; i++) {
+            const float *p = ez + (size_t)(i0 + i) * nc;
+            for (unsigned k = 0; k < r; k++) {
+                __m512 s = _mm512_mul_ps(_mm512_loadu_ps(p), wr[k][0]);
+                for (unsigned v = 1; v < nv; v++) {
+                    __m512 wv = v < 8 ? wr[k][v] : _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
+                    s = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * v), wv, s);
+                }
+                part[k][i] = s;
+            }
+        }
+        for (unsigned k = 0; k < r; k++) _mm512_storeu_ps(out + (size_t)k * nr + i0, hsum16(part[k]));
+    }
+}
+
+#define MUL_ROWS_R(NV)                                                                             \
+    switch (r) {                                                                                   \
+    case 1: mul_rows_rv(ez, nr, 1, w, out, NV); break;                                             \
+    case 2: mul_rows_rv(ez, nr, 2, w, out, NV); break;                                             \
+    case 3: mul_rows_rv(ez, nr, 3, w, out, NV); break;                                             \
+    default: mul_rows_rv(ez, nr, 4, w, out, NV); break;                                            \
+    }
+
+static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out)
+{
+    if (nc == 64) {
+        MUL_ROWS_R(4)
+    } else if (nc == 128) {
+        MUL_ROWS_R(8)
+    } else {
+        MUL_ROWS_R(nc / 16)
+    }
+}
+
+/* sum a[i] b[i] in double, len a multiple of 16 */
+static double dot_d(const float *a, const float *b, unsigned len)
+{
+    __m512d s = _mm512_setzero_pd();
+    for (unsigned i = 0; i < len; i += 8)
+        s = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), _mm512_cvtps_pd(_mm256_loadu_ps(b + i)), s);
+    return _mm512_reduce_add_pd(s);
+}
+
+/* Modified Gram-Schmidt on the r rows of yt (r x len), as cpu_compress.c's
+ * orthonormalize on the columns of y. */
+static void orthonormalize_t(float *yt, unsigned len, unsigned r)
+{
+    for (unsigned c = 0; c < r; c++) {
+        float *yc = yt + (size_t)c * len;
+        double orig = dot_d(yc, yc, len);
+        for (unsigned p = 0; p < c; p++) {
+            const float *yp = yt + (size_t)p * len;
+            __m512 dv = _mm512_set1_ps((float)dot_d(yp, yc, len));
+            for (unsigned i = 0; i < len; i += 16)
+                _mm512_storeu_ps(yc + i, _mm512_fnmadd_ps(dv, _mm512_loadu_ps(yp + i), _mm512_loadu_ps(yc + i)));
+        }
+        double nrm = dot_d(yc, yc, len);
+        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-12;
+        __m512 inv = _mm512_set1_ps(dead ? 0.0f : (float)(1.0 / sqrt(nrm)));
+        for (unsigned i = 0; i < len; i += 16) _mm512_storeu_ps(yc + i, _mm512_mul_ps(_mm512_loadu_ps(yc + i), inv));
+    }
+}
+
+/* dst[i*r + k] = half_sat(src[k][i]) for i < len (len a multiple of 16). */
+static void put_factor(const float *src, unsigned len, unsigned r, uint8_t *dst)
+{
+    const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
+    for (unsigned i = 0; i < len; i += 16) {
+        __m512i h[4];
+        for (unsigned k = 0; k < r; k++) {
+            __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(src + (size_t)k * len + i), lo), hi);
+            h[k] = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        if (r == 1) {
+            _mm256_storeu_si256((__m256i *)(dst + 2 * (size_t)i), _mm512_cvtepi32_epi16(h[0]));
+        } else if (r == 2) {
+            _mm512_storeu_si512(dst + 4 * (size_t)i, _mm512_or_si512(h[0], _mm512_slli_epi32(h[1], 16)));
+        } else {
+            uint32_t t[4][16];
+            for (unsigned k = 0; k < r; k++) _mm512_storeu_si512(t[k], h[k]);
+            for (unsigned l = 0; l < 16; l++)
+                for (unsigned k = 0; k < r; k++) cpu_put_u16(dst + 2 * ((size_t)(i + l) * r + k), (uint16_t)t[k][l]);
+        }
+    }
+}
+
+/* pt[k][c] = gear_rng_uniform(key, c*r + k), 8 at a time (the SplitMix64
+ * finalizer in 64-bit lanes). */
+static void start_matrix(uint64_t key, unsigned d, unsigned r, float *pt)
+{
+    const __m512i K = _mm512_set1_epi64((long long)key), G = _mm512_set1_epi64((long long)0x9e3779b97f4a7c15ull);
+    const __m512i M1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ull);
+    const __m512i M2 = _mm512_set1_epi64((long long)0x94d049bb133111ebull);
+    const __m512i C = _mm512_set1_epi64((long long)0xd1b54a32d192ed03ull);
+    for (unsigned k = 0; k < r; k++)
+        for (unsigned c = 0; c < d; c += 8) {
+            __m512i i = _mm512_add_epi64(_mm512_mullo_epi64(_mm512_add_epi64(_mm512_set1_epi64(c), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)),
+                                                            _mm512_set1_epi64(r)),
+                                         _mm512_set1_epi64(k + 1)); /* index + 1 */
+            __m512i z = _mm512_add_epi64(_mm512_xor_si512(K, _mm512_mullo_epi64(C, i)), G);
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), M1);
+            z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), M2);
+            z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+            __m256 f = _mm512_cvtepi64_ps(_mm512_srli_epi64(z, 40));
+            _mm256_storeu_ps(pt + (size_t)k * d + c, _mm256_mul_ps(f, _mm256_set1_ps(1.0f / 16777216.0f)));
+        }
+}
+
+/* Power iteration on E (n x d) held as ez = Z-layout (keys: E; values: E^T);
+ * yt: r x n, pt: r x d. */
+static void lowrank(const gear_block_layout *L, const gear_block_id *id, const zjob *J, float *yt,
+                    float *pt)
+{
+    unsigned n = L->n, d = L->d, r = L->rank;
+    uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
+    start_matrix(key, d, r, pt);
+    for (unsigned it = 0; it < L->iters; it++) {
+        if (J->key) mul_rows(J->ez, J->nr, J->nc, r, pt, yt); /* Y = E P */
+        else mul_cols(J->ez, J->nr, J->nc, r, pt, yt);
+        orthonormalize_t(yt, n, r);
+        if (J->key) mul_cols(J->ez, J->nr, J->nc, r, yt, pt); /* P = E^T Y */
+        else mul_rows(J->ez, J->nr, J->nc, r, yt, pt);
+    }
+    put_factor(yt, n, r, J->blk + L->off_a);
+    put_factor(pt, d, r, J->blk + L->off_b);
+}
+
+void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,
+                              uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt)
+{
+    zjob J;
+    J.L = L;
+    J.blk = blk;
+    J.key = L->kind == GEAR_KEY;
+    J.nr = J.key ? L->n : L->d;
+    J.nc = J.key ? L->d : L->n;
+    if (!J.key) transpose(x, L->n, L->d, zbuf);
+    J.z = J.key ? x : zbuf;
+    J.ez = L->rank ? ez : NULL;
+    J.group = L->group;
+    J.G = L->groups_per_row;
+    J.levels = (1u << L->bits) - 1u;
+    J.k = L->k_full;
+    /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
+    J.thr = 0.5f - (float)(J.levels + 1) * 0x1p-21f;
+    quantize_z(&J);
+    if (L->rank) lowrank(L, id, &J, yt, pt);
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
