@@ -18,22 +18,26 @@ static void fma_row(float *y, const float *x, float a, float b, unsigned n)
     for (unsigned i = 0; i < n; i++) y[i] = fmaf(x[i], a, b);
 }
 
-/* out[t][j] += sum_c a[t][c] bt[c][j] (fmaf chain over c from 0) */
+/* out[t][j] += sum_c a[t][c] bt[c][j] (fmaf chain over c from 0, as ref),
+ * the chain advanced for a whole row at once so that it vectorizes over j */
 GEAR_CLONES
-static void lowrank_add(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r)
+static void lowrank_add(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r,
+                        float *s)
 {
     for (unsigned t = 0; t < n; t++) {
         float *o = out + (size_t)t * d;
         const float *at = a + (size_t)t * r;
-        for (unsigned j = 0; j < d; j++) {
-            float s = 0.0f;
-            for (unsigned c = 0; c < r; c++) s = fmaf(at[c], bt[(size_t)c * d + j], s);
-            o[j] += s;
+        for (unsigned j = 0; j < d; j++) s[j] = 0.0f;
+        for (unsigned c = 0; c < r; c++) {
+            const float *b = bt + (size_t)c * d;
+            for (unsigned j = 0; j < d; j++) s[j] = fmaf(at[c], b[j], s[j]);
         }
+        for (unsigned j = 0; j < d; j++) o[j] += s[j];
     }
 }
 
 /* dst (cols x rows) = transpose of src (rows x cols), in 16x16 tiles */
+GEAR_CLONES
 static void transpose(const float *src, unsigned rows, unsigned cols, float *dst)
 {
     for (unsigned r0 = 0; r0 < rows; r0 += 16)
@@ -89,13 +93,14 @@ gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const 
     for (unsigned j = 0; j < L->n_outliers; j++)
         out[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
     if (!r) return GEAR_OK;
-    float *a = malloc(sizeof(float) * ((size_t)n * r + (size_t)d * r)), *bt = a ? a + (size_t)n * r : NULL;
+    float *a = malloc(sizeof(float) * ((size_t)n * r + (size_t)d * r + d));
     if (!a) return GEAR_ERR_NO_MEMORY;
+    float *bt = a + (size_t)n * r, *row = bt + (size_t)d * r;
     for (size_t i = 0; i < (size_t)n * r; i++) a[i] = gear_half_to_float(cpu_u16(blk + L->off_a + 2 * i));
     for (unsigned j = 0; j < d; j++)
         for (unsigned c = 0; c < r; c++)
             bt[(size_t)c * d + j] = gear_half_to_float(cpu_u16(blk + L->off_b + 2 * ((size_t)j * r + c)));
-    lowrank_add(out, a, bt, n, d, r);
+    lowrank_add(out, a, bt, n, d, r, row);
     free(a);
     return GEAR_OK;
 }
