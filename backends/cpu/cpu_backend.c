@@ -68,6 +68,13 @@ static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d
     return ok;
 }
 
+/* Ask for every cache line of a block's fp16 rows. */
+static void prefetch_rows(const uint16_t *x, size_t ld, unsigned n, unsigned d)
+{
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned c = 0; c < d; c += 32) __builtin_prefetch(x + t * ld + c, 0, 3);
+}
+
 /* Blocks from fp32 rows (x32) or fp16 rows ld apart (x16), spread over
  * the threads; each thread converts its own fp16 blocks, so conversion
  * and compression overlap across threads and the rows are read once. */
@@ -95,6 +102,8 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
             gear_status st = GEAR_OK;
             if (x16 && !xf) st = GEAR_ERR_NO_MEMORY;
             else if (x16 && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
+            if (x16 && i + 1 < count) /* the next block's rows arrive while this one computes */
+                prefetch_rows(x16[i + 1], ld, L->n, L->d);
             if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], &sc);
             if (st) {
 #pragma omp atomic write
