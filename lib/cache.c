@@ -430,16 +430,25 @@ static gear_status decompress_stored(gear_cache *c, unsigned layer, gear_tensor 
     for (int kv = 0; kv < 2 && !st; kv++)
         if (dst[kv]) st = gear_view_check(dst[kv], kv ? "v" : "k", &H, &T, &D);
     if (st) return st;
-    float *x = malloc(sizeof(float) * c->block * c->d);
+    /* a head's blocks in batches of up to 64 (the backend may spread them
+     * over its threads) */
+    enum { BATCH = 64 };
+    size_t nd = (size_t)c->block * c->d;
+    float *x = malloc(sizeof(float) * nd * BATCH);
     if (!x) return gear_fail(GEAR_ERR_NO_MEMORY, "decompress scratch");
+    const uint8_t *blk[BATCH];
     unsigned nbuf = ly->tokens % c->block;
     for (int kv = 0; kv < 2 && !st; kv++) {
         if (!dst[kv]) continue;
         for (unsigned h = 0; h < c->n_head && !st; h++) {
             gear_block_layout L = gear_cache_layout(c, kv, layer, h);
-            for (unsigned b = 0; b < ly->n_blocks && !st; b++) {
-                st = gear_pipeline_reconstruct(c->ctx, &L, gear_cache_block(c, ly, kv, b, h), x);
-                if (!st) gear_view_write(dst[kv], h, (int64_t)b * c->block, c->block, c->d, x);
+            for (unsigned b0 = 0; b0 < ly->n_blocks && !st; b0 += BATCH) {
+                unsigned m = ly->n_blocks - b0 < BATCH ? ly->n_blocks - b0 : BATCH;
+                for (unsigned i = 0; i < m; i++) blk[i] = gear_cache_block(c, ly, kv, b0 + i, h);
+                st = gear_pipeline_reconstruct_batch(c->ctx, &L, m, blk, x);
+                for (unsigned i = 0; i < m && !st; i++)
+                    gear_view_write(dst[kv], h, (int64_t)(b0 + i) * c->block, c->block, c->d,
+                                    x + i * nd);
             }
             if (!st && nbuf)
                 gear_view_write(dst[kv], h, (int64_t)ly->n_blocks * c->block, nbuf, c->d,

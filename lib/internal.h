@@ -201,6 +201,11 @@ gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L
 gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
                                          unsigned count, const gear_block_id *ids,
                                          const float *const *x, uint8_t *const *blk);
+/* Reconstruct count blocks (backend memory) into host fp32, block i at
+ * out + i*n*d: through the backend's reconstruct_blocks where a host
+ * backend has it, else one block at a time. */
+gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
+                                            unsigned count, const uint8_t *const *blk, float *out);
 /* Reconstruct a block (backend memory) into host fp32 n x d. */
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out);

@@ -234,6 +234,26 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
     return st;
 }
 
+gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
+                                            unsigned count, const uint8_t *const *blk, float *out)
+{
+    const struct gear_backend_i *be = ctx->be;
+    size_t nd = (size_t)L->n * L->d;
+    if (be->on_device || !be->reconstruct_blocks || !L->bits || (L->cq_dim && !L->codebook)) {
+        gear_status st = GEAR_OK;
+        for (unsigned i = 0; i < count && !st; i++)
+            st = gear_pipeline_reconstruct(ctx, L, blk[i], out + i * nd);
+        return st;
+    }
+    float **outs = malloc(sizeof *outs * (count ? count : 1));
+    if (!outs) return gear_fail(GEAR_ERR_NO_MEMORY, "reconstruct batch");
+    for (unsigned i = 0; i < count; i++) outs[i] = out + i * nd;
+    gear_status st = gear_backend_failed(ctx, be->reconstruct_blocks(ctx->state, L, count, blk, outs),
+                                         "reconstructing blocks");
+    free(outs);
+    return st;
+}
+
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
                                         unsigned count, const gear_block_id *ids,
                                         const float *const *x, uint8_t *hblk)

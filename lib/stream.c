@@ -72,6 +72,15 @@ gear_status gear_compress_bound(const gear_config *cfg, const gear_tensor *x, si
     return st;
 }
 
+/* Blocks go to and from the backend in batches, so that a threaded
+ * backend spreads them over its threads; a batch of fp32 rows (nd floats
+ * per block) stays in L2. */
+static unsigned batch_blocks(size_t nd)
+{
+    size_t b = STREAM_BATCH_BYTES / (nd * sizeof(float));
+    return b < 1 ? 1 : b > STREAM_BATCH_MAX ? STREAM_BATCH_MAX : (unsigned)b;
+}
+
 /* m blocks of head h from token t0 straight from fp16 rows, where the
  * backend can; anything else (including an error) makes the caller stage
  * fp32 rows, which also reports a bad value precisely. */
@@ -117,10 +126,7 @@ gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_
 
     unsigned n = cfg->block;
     size_t nd = (size_t)n * p.d;
-    /* Blocks go to the backend in batches, so that a threaded backend
-     * spreads them over its threads; a batch of fp32 rows stays in L2. */
-    unsigned batch = (unsigned)(STREAM_BATCH_BYTES / (nd * sizeof(float)));
-    batch = batch < 1 ? 1 : batch > STREAM_BATCH_MAX ? STREAM_BATCH_MAX : batch;
+    unsigned batch = batch_blocks(nd);
     float *buf = malloc(sizeof(float) * nd * batch);
     const float *xs[STREAM_BATCH_MAX];
     gear_block_id ids[STREAM_BATCH_MAX];
@@ -230,14 +236,24 @@ gear_status gear_decompress(gear_context *ctx, const void *src, size_t len, gear
     int64_t h = (int64_t)p.H, t = (int64_t)p.T, d = (int64_t)p.d;
     st = gear_view_check(out, "out", &h, &t, &d);
     if (st) return st;
-    unsigned n = p.cfg.block;
-    float *buf = malloc(sizeof(float) * n * p.d);
+    unsigned n = p.cfg.block, batch = batch_blocks((size_t)n * p.d);
+    size_t nd = (size_t)n * p.d;
+    float *buf = malloc(sizeof(float) * nd * batch);
     if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_decompress scratch");
-    const uint8_t *r = (const uint8_t *)src + STREAM_HEADER;
+    const uint8_t *r = (const uint8_t *)src + STREAM_HEADER, *blk[STREAM_BATCH_MAX];
     for (uint64_t hh = 0; hh < p.H && !st; hh++)
-        for (uint64_t b = 0; b < p.nfull && !st; b++, r += p.L.bytes) {
-            st = gear_pipeline_reconstruct_host(ctx, &p.L, r, buf);
-            if (!st) gear_view_write(out, (int64_t)hh, (int64_t)(b * n), n, d, buf);
+        for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {
+            unsigned m = p.nfull - b0 < batch ? (unsigned)(p.nfull - b0) : batch;
+            if (ctx->be->on_device) { /* the blocks are on the host: one at a time */
+                for (unsigned i = 0; i < m && !st; i++)
+                    st = gear_pipeline_reconstruct_host(ctx, &p.L, r + i * p.L.bytes, buf + i * nd);
+            } else {
+                for (unsigned i = 0; i < m; i++) blk[i] = r + i * p.L.bytes;
+                st = gear_pipeline_reconstruct_batch(ctx, &p.L, m, blk, buf);
+            }
+            for (unsigned i = 0; i < m && !st; i++)
+                gear_view_write(out, (int64_t)hh, (int64_t)((b0 + i) * n), n, d, buf + i * nd);
+            r += (size_t)m * p.L.bytes;
         }
     for (uint64_t hh = 0; hh < p.H && p.tail && !st; hh++, r += p.Lt.bytes) {
         gear_block_unpack_raw(&p.Lt, r, buf);

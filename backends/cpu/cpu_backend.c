@@ -132,6 +132,23 @@ static gear_status cpu_compress_blocks_f16(void *state, const gear_block_layout 
     return compress_many(state, L, count, ids, NULL, x, ld, blk);
 }
 
+static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *L, unsigned count,
+                                          const uint8_t *const *blk, float *const *out)
+{
+    cpu_state *s = state;
+    gear_status err = GEAR_OK;
+    int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
+#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
+    for (unsigned i = 0; i < count; i++) {
+        gear_status st = gear_cpu_reconstruct(state, L, blk[i], out[i]);
+        if (st) {
+#pragma omp atomic write
+            err = st;
+        }
+    }
+    return err;
+}
+
 static struct gear_backend_i cpu_backend = {
     .abi_version = GEAR_BACKEND_ABI_VERSION,
     .name = "cpu",
@@ -144,6 +161,7 @@ static struct gear_backend_i cpu_backend = {
     .mem_free = cpu_free,
     .compress_blocks = cpu_compress_blocks,
     .compress_blocks_f16 = cpu_compress_blocks_f16,
+    .reconstruct_blocks = cpu_reconstruct_blocks,
     .attention = gear_cpu_attention,
 };
 

@@ -370,6 +370,12 @@ struct gear_backend_i {
     gear_status (*compress_blocks_f16)(void *state, const gear_block_layout *L, unsigned count,
                                        const gear_block_id *ids, const uint16_t *const *x,
                                        size_t ld, uint8_t *const *blk);
+    /* Reconstruct count blocks of one layout, out[i] = Q^ + S + A B^T of
+     * blk[i] (n x d fp32; both in backend memory), batched so a backend
+     * can spread them over threads (ABI 3).  Without it the core calls
+     * reconstruct once per block. */
+    gear_status (*reconstruct_blocks)(void *state, const gear_block_layout *L, unsigned count,
+                                      const uint8_t *const *blk, float *const *out);
 };
 
 /* The built-in reference backend's table, exported by libgear so that a
