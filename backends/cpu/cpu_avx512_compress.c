@@ -286,8 +286,9 @@ static void quantize_z(const zjob *J)
         }
 }
 
-/* out (cols x rows, row-major) = in^T for in rows x cols, both multiples of 16. */
-static void transpose(const float *in, unsigned rows, unsigned cols, float *out)
+/* out (cols x rows, row-major) = in^T for in rows x cols, both multiples
+ * of 16 (also the key transpose of decompression, cpu_decompress.c). */
+void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, float *out)
 {
     for (unsigned i0 = 0; i0 < rows; i0 += 16)
         for (unsigned j0 = 0; j0 < cols; j0 += 16) {
@@ -519,7 +520,7 @@ void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *i
     J.key = L->kind == GEAR_KEY;
     J.nr = J.key ? L->n : L->d;
     J.nc = J.key ? L->d : L->n;
-    if (!J.key) transpose(x, L->n, L->d, zbuf);
+    if (!J.key) gear_cpu_transpose_avx512(x, L->n, L->d, zbuf);
     J.z = J.key ? x : zbuf;
     J.ez = L->rank ? ez : NULL;
     J.group = L->group;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <math.h>
 #include "cpu.h"
+#include "cpu_simd.h"
 
 /* y[i] = fmaf(x[i], a, b) */
 GEAR_CLONES
@@ -48,6 +49,41 @@ static void transpose(const float *src, unsigned rows, unsigned cols, float *dst
         }
 }
 
+/* dst[j] = fmaf(code j, dl, mn) for `words` 32-bit words of a row of
+ * `bits`-bit codes; bits is a constant where this is inlined, so the
+ * shifts are per-lane constants and a vector of codes comes from one
+ * broadcast word. */
+CPU_INLINE void decode_bits(const uint8_t *row, const unsigned bits, unsigned words, float dl,
+                            float mn, float *restrict dst)
+{
+    static const uint32_t shifts[3][16] = {
+        {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},
+        {0, 4, 8, 12, 16, 20, 24, 28},
+        {0, 8, 16, 24}};
+    const unsigned per = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u, *sh = shifts[bits == 2 ? 0 : bits == 4 ? 1 : 2];
+    for (unsigned w = 0; w < words; w++) {
+        uint32_t v = (uint32_t)row[4 * w] | (uint32_t)row[4 * w + 1] << 8 |
+                     (uint32_t)row[4 * w + 2] << 16 | (uint32_t)row[4 * w + 3] << 24, b[16];
+        for (unsigned j = 0; j < per; j++) b[j] = v;
+        for (unsigned j = 0; j < per; j++) dst[w * per + j] = fmaf((float)((b[j] >> sh[j]) & mask), dl, mn);
+    }
+}
+
+/* The same for len codes of a 2-, 4- or 8-bit row from a word boundary;
+ * 0 if the group does not have that shape. */
+GEAR_CLONES
+static int decode_words(const uint8_t *row, unsigned bits, unsigned len, float dl, float mn,
+                        float *restrict dst)
+{
+    if ((bits != 2 && bits != 4 && bits != 8) || len % (32 / bits)) return 0;
+    unsigned words = len / (32 / bits);
+    if (bits == 2) decode_bits(row, 2, words, dl, mn, dst);
+    else if (bits == 4) decode_bits(row, 4, words, dl, mn, dst);
+    else decode_bits(row, 8, words, dl, mn, dst);
+    return 1;
+}
+
 /* Q^ of a uniform block (outliers not restored). */
 static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk, float *out)
 {
@@ -64,6 +100,9 @@ static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk
             unsigned lo = g * L->group, len = g + 1 == L->groups_per_row ? L->row_len - lo : L->group;
             float dl = gear_half_to_float(cpu_u16(blk + L->off_scales + 2 * gi));
             float mn = gear_half_to_float(cpu_u16(blk + L->off_mins + 2 * gi));
+            if ((size_t)lo * L->bits % 32 == 0 &&
+                decode_words(cr + (size_t)lo * L->bits / 8, L->bits, len, dl, mn, dst + lo))
+                continue;
             for (unsigned p = 0; p < len; p += 1024) {
                 unsigned m = len - p < 1024 ? len - p : 1024;
                 gear_cpu_unpack(cr, L->bits, lo + p, m, codes);
@@ -72,7 +111,12 @@ static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk
         }
     }
     if (L->kind == GEAR_KEY) {
-        transpose(tmp, L->rows, L->row_len, out);
+#ifdef GEAR_CPU_AVX512
+        if (CPU_AVX512_COMPRESS && L->rows % 16 == 0 && L->row_len % 16 == 0)
+            gear_cpu_transpose_avx512(tmp, L->rows, L->row_len, out);
+        else
+#endif
+            transpose(tmp, L->rows, L->row_len, out);
         free(tmp);
     }
     return GEAR_OK;
