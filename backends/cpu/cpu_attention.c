@@ -57,6 +57,35 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
         }
 }
 
+#ifdef GEAR_CPU_AVX512
+/* A chunk of compressed blocks for every KV head through the AVX-512
+ * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
+ * scratch, NULL when the blocks have neither outliers nor low rank. */
+static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, unsigned items, float *acc,
+                         part *parts, float *onat)
+{
+    unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
+    size_t T = (size_t)a->n_blocks * n + a->n_buf, lim[MAX_ROWS];
+    for (unsigned i = 0; i < rows; i++) lim[i] = T - a->n_qtok + i % a->n_qtok;
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned i = 0; i < rows; i++) parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
+    if (onat) memset(onat, 0, sizeof(float) * H * rows * d);
+    unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
+    for (unsigned b = c * per; b < b1; b++)
+        for (unsigned h = 0; h < H; h++) {
+            size_t idx = (size_t)h * items + c;
+            gear_attn2_block x = {a->lk, a->lv, a->kblocks[(size_t)h * a->n_blocks + b],
+                                  a->vblocks[(size_t)h * a->n_blocks + b], a->q + (size_t)h * rows * d, rows,
+                                  a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
+                                  onat ? onat + (size_t)h * rows * d : NULL};
+            gear_cpu_attend2_avx512(&x);
+        }
+    for (unsigned h = 0; h < H; h++)
+        gear_cpu_values_unpermute(acc + ((size_t)h * items + c) * rows * d, onat ? onat + (size_t)h * rows * d : NULL,
+                                  rows, d);
+}
+#endif
+
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 {
     cpu_state *st = state;
@@ -89,20 +118,33 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
         free(parts);
         return GEAR_ERR_NO_MEMORY;
     }
-    int failed = 0;
+    int failed = 0, fast2 = 0, extra = 0;
+#ifdef GEAR_CPU_AVX512
+    fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv);
+    extra = a->lk->rank || a->lv->rank || a->lk->n_outliers || a->lv->n_outliers;
+#endif
 #pragma omp parallel num_threads(threads)
     {
         attn_scratch w;
-        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf))) {
+        float *onat = fast2 && extra ? malloc(sizeof(float) * H * rows * d) : NULL;
+        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
+            (fast2 && extra && !onat)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!w.s) continue;
+            if (!w.s || (fast2 && extra && !onat)) continue;
+#ifdef GEAR_CPU_AVX512
+            if (fast2 && c < chunks) {
+                attend_item2(a, c, per, items, acc, parts, onat);
+                continue;
+            }
+#endif
             attend_item(a, c, chunks, per, items, acc, parts, w.s, w.tmp, &w.f);
         }
         attn_scratch_free(&w);
+        free(onat);
     }
     if (failed) {
         free(acc);
