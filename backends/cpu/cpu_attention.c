@@ -73,9 +73,12 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
     unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h = 0; h < H; h++) {
-            size_t idx = (size_t)h * items + c;
-            gear_attn2_block x = {a->lk, a->lv, a->kblocks[(size_t)h * a->n_blocks + b],
-                                  a->vblocks[(size_t)h * a->n_blocks + b], a->q + (size_t)h * rows * d, rows,
+            size_t idx = (size_t)h * items + c, i = (size_t)h * a->n_blocks + b;
+            /* the next pair in this item's order: head h+1, or head 0 of block b+1 */
+            size_t nx = h + 1 < H ? i + a->n_blocks : b + 1 < b1 ? b + 1 : i;
+            gear_attn2_block x = {a->lk, a->lv, a->kblocks[i], a->vblocks[i],
+                                  nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
+                                  a->q + (size_t)h * rows * d, rows,
                                   a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
                                   onat ? onat + (size_t)h * rows * d : NULL};
             gear_cpu_attend2_avx512(&x);

@@ -182,9 +182,16 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
     }
 }
 
+/* Line i of the next block, spread over a loop: the blocks of one item
+ * are far apart (one per head), beyond the hardware prefetchers' reach. */
+INLINE void prefetch_line(const uint8_t *next, size_t bytes, unsigned i)
+{
+    if (next && 64 * (size_t)i < bytes) _mm_prefetch((const char *)next + 64 * (size_t)i, _MM_HINT_T0);
+}
+
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
 INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                        unsigned R, float *s)
+                        unsigned R, float *s, const uint8_t *next)
 {
     unsigned d = L->d;
     float qs[QUAD * MAXD];
@@ -203,6 +210,7 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
     const uint8_t *codes = blk + L->off_codes;
     for (unsigned c = 0; c < d; c++) {
         __m512 v[4];
+        prefetch_line(next, L->bytes, c);
         decode64(codes + 16 * c, v);
         for (unsigned r = 0; r < R; r++) {
             __m512 w = _mm512_set1_ps(qs[r * d + c]);
@@ -225,7 +233,7 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
  * and low-rank terms. */
 INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                    unsigned R, float *o, float *onat)
+                    unsigned R, float *o, float *onat, const uint8_t *next)
 {
     unsigned d = L->d, G = L->groups_per_row;
     float pw[QUAD * NB];
@@ -245,6 +253,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
         }
         for (unsigned t = 0; t < NB; t++) {
             __m512 v[4];
+            prefetch_line(next, L->bytes, g * NB + t);
             decode64(codes + (size_t)t * L->row_bytes + 16 * g, v);
             for (unsigned r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(pw[r * NB + t]);
@@ -313,9 +322,10 @@ INLINE void block_rows(const gear_attn2_block *a, const blk2 *fk, const blk2 *fv
     float s[QUAD * NB];
     unsigned d = a->lk->d;
     float *onat = a->onat ? a->onat + (size_t)r0 * d : NULL;
-    key_scores2(a->lk, a->kblk, fk, a->q + (size_t)r0 * d, R, s);
+    /* the first row quad prefetches */
+    key_scores2(a->lk, a->kblk, fk, a->q + (size_t)r0 * d, R, s, r0 ? NULL : a->next_k);
     softmax2(s, R, a->scale, a->pos0, a->lim + r0, a->pt + r0, a->o + (size_t)r0 * d, onat, d);
-    values2(a->lv, a->vblk, fv, s, R, a->o + (size_t)r0 * d, onat);
+    values2(a->lv, a->vblk, fv, s, R, a->o + (size_t)r0 * d, onat, r0 ? NULL : a->next_v);
 }
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a)

@@ -37,6 +37,7 @@ void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
 typedef struct gear_attn2_block {
     const gear_block_layout *lk, *lv;
     const uint8_t *kblk, *vblk;
+    const uint8_t *next_k, *next_v; /* the pair after this one (prefetched), or NULL */
     const float *q;      /* rows x d */
     unsigned rows;
     float scale;
