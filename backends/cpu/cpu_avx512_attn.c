@@ -12,6 +12,7 @@
  * of values go to a second, natural-order accumulator (onat).
  */
 #include <immintrin.h>
+#include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
 
@@ -84,6 +85,44 @@ INLINE void unpermute64(const __m512 v[4], float *out)
     _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(p0, _mm512_add_epi32(i2, k8), q0));
     _mm512_storeu_ps(out + 32, _mm512_permutex2var_ps(p1, i2, q1));
     _mm512_storeu_ps(out + 48, _mm512_permutex2var_ps(p1, _mm512_add_epi32(i2, k8), q1));
+}
+
+/* in[4i+j] -> v[j] lane i (64 floats): the inverse of unpermute64. */
+INLINE void permute64(const float *in, __m512 v[4])
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
+    __m512 z0 = _mm512_loadu_ps(in), z1 = _mm512_loadu_ps(in + 16);
+    __m512 z2 = _mm512_loadu_ps(in + 32), z3 = _mm512_loadu_ps(in + 48);
+    __m512 e0 = _mm512_permutex2var_ps(z0, ie, z1), o0 = _mm512_permutex2var_ps(z0, io, z1);
+    __m512 e1 = _mm512_permutex2var_ps(z2, ie, z3), o1 = _mm512_permutex2var_ps(z2, io, z3);
+    v[0] = _mm512_permutex2var_ps(e0, ie, e1);
+    v[2] = _mm512_permutex2var_ps(e0, io, e1);
+    v[1] = _mm512_permutex2var_ps(o0, ie, o1);
+    v[3] = _mm512_permutex2var_ps(o0, io, o1);
+}
+
+/* Rows x[r][0..m) (r < R, the rest zero) interleaved: out[4i + r] = x[r][i]. */
+INLINE void interleave4(const float *x, unsigned stride, unsigned R, unsigned m, float *out)
+{
+    for (unsigned i = 0; i < m; i += 16) {
+        __m512 v[4];
+        for (unsigned r = 0; r < 4; r++) v[r] = r < R ? _mm512_loadu_ps(x + (size_t)r * stride + i) : _mm512_setzero_ps();
+        unpermute64(v, out + 4 * i);
+    }
+}
+
+/* x[r][i] += c[4i + r] for r < R, i < m. */
+INLINE void add_deinterleaved4(float *x, unsigned stride, unsigned R, unsigned m, const float *c)
+{
+    for (unsigned i = 0; i < m; i += 16) {
+        __m512 v[4];
+        permute64(c + 4 * i, v);
+        for (unsigned r = 0; r < R; r++) {
+            float *y = x + (size_t)r * stride + i;
+            _mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(y), v[r]));
+        }
+    }
 }
 
 /* n fp16 (n multiple of 16) to fp32. */
@@ -224,10 +263,20 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
             axpy2(s + r * NB, dot16(qr, f->b, d), f->a, dot16(qr, f->b + d, d), f->a + NB, NB);
         }
     /* outliers: the exact value replaces the minimum that code 0 gave */
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned t = f->ot[j], c = j / 2;
-        for (unsigned r = 0; r < R; r++) s[r * NB + t] += q[(size_t)r * d + c] * f->ov[j];
+    if (!L->n_outliers) return;
+    if (R == 1) {
+        for (unsigned j = 0; j < L->n_outliers; j++) s[f->ot[j]] += q[j / 2] * f->ov[j];
+        return;
     }
+    /* several rows: one 4-row update per outlier, rows interleaved */
+    float qT[4 * MAXD], corr[4 * NB];
+    interleave4(q, d, R, d, qT);
+    memset(corr, 0, sizeof corr);
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        float *y = corr + 4 * f->ot[j];
+        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(qT + 4 * (j / 2)), _mm_loadu_ps(y)));
+    }
+    add_deinterleaved4(s, NB, R, NB, corr);
 }
 
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
@@ -271,10 +320,19 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
             const float *pr = p + r * NB;
             axpy2(onat + (size_t)r * d, dot16(pr, f->a, NB), f->b, dot16(pr, f->a + NB, NB), f->b + d, d);
         }
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        unsigned t = f->ot[j], c = f->oc[j];
-        for (unsigned r = 0; r < R; r++) onat[(size_t)r * d + c] += p[r * NB + t] * f->ov[j];
+    if (!L->n_outliers) return;
+    if (R == 1) {
+        for (unsigned j = 0; j < L->n_outliers; j++) onat[f->oc[j]] += p[f->ot[j]] * f->ov[j];
+        return;
     }
+    float pT[4 * NB], corr[4 * MAXD];
+    interleave4(p, NB, R, NB, pT);
+    memset(corr, 0, sizeof(float) * 4 * d);
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        float *y = corr + 4 * f->oc[j];
+        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(pT + 4 * f->ot[j]), _mm_loadu_ps(y)));
+    }
+    add_deinterleaved4(onat, d, R, d, corr);
 }
 
 /* Scale, mask (positions past lim[r]), fold into the running softmax of
