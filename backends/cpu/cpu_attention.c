@@ -58,6 +58,9 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
 }
 
 #ifdef GEAR_CPU_AVX512
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 1 /* (K, V) pairs: far enough ahead to cover DRAM latency */
+#endif
 /* A chunk of compressed blocks for every KV head through the AVX-512
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
@@ -74,8 +77,9 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h = 0; h < H; h++) {
             size_t idx = (size_t)h * items + c, i = (size_t)h * a->n_blocks + b;
-            /* the next pair in this item's order: head h+1, or head 0 of block b+1 */
-            size_t nx = h + 1 < H ? i + a->n_blocks : b + 1 < b1 ? b + 1 : i;
+            /* the pair PREFETCH_AHEAD steps later in this item's (block, head) order */
+            size_t ahead = (size_t)(b - c * per) * H + h + PREFETCH_AHEAD, nb = c * per + ahead / H;
+            size_t nx = nb < b1 ? (ahead % H) * a->n_blocks + nb : i;
             gear_attn2_block x = {a->lk, a->lv, a->kblocks[i], a->vblocks[i],
                                   nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
                                   a->q + (size_t)h * rows * d, rows,

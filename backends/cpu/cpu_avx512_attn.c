@@ -196,8 +196,8 @@ typedef struct blk2 {
 INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
 {
     unsigned d = L->d, G = L->groups_per_row, ng = L->rows * G, lg = d == 64 ? 6 : d == 128 ? 7 : 8;
-    halves16(blk + L->off_scales, ng, f->dl);
-    halves16(blk + L->off_mins, ng, f->mn);
+    if (L->kind == GEAR_KEY) halves16(blk + L->off_scales, ng, f->dl);
+    if (L->kind == GEAR_KEY || L->n_outliers) halves16(blk + L->off_mins, ng, f->mn);
     if (L->kind == GEAR_VALUE) {
         columns(blk + L->off_scales, NB, G, f->dlT);
         columns(blk + L->off_mins, NB, G, f->mnT);
@@ -359,7 +359,7 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
             for (unsigned j = 0; j < 4; j++) _mm512_storeu_ps(sr + 16 * j, _mm512_setzero_ps());
             continue;
         }
-        float alpha = gear_exp_neg(pt[r].m - m);
+        float alpha = m == pt[r].m ? 1.0f : gear_exp_neg(pt[r].m - m); /* e^0 is 1 exactly */
         if (alpha != 1.0f) {
             scale16(o + (size_t)r * d, alpha, d);
             if (onat) scale16(onat + (size_t)r * d, alpha, d);

@@ -20,5 +20,8 @@ libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512.c \
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
 libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx512.la
+# the portable paths, which the AVX-512 kernels hide on this machine
+TESTS += tests/check_cpu_portable.sh
 endif
+EXTRA_DIST += tests/check_cpu_portable.sh
 endif
