@@ -4,7 +4,9 @@
  * s_t = sum_c (q_c*scale_c) code_ct + sum_c q_c min_c (+ outlier and
  * low-rank terms (q.B).A_t); values through o += p_t * decode(v_t) with the
  * low rank as (p.A).B^T.  Work is split over (KV head, chunk of blocks)
- * with an online softmax per chunk, merged per head at the end.
+ * with an online softmax per chunk, merged per head at the end.  2-bit
+ * blocks with groups of 64 (kivi2, gear2) go to the AVX-512 kernel of
+ * cpu_avx512_attn.c where the CPU has it.
  */
 #include <omp.h>
 #include "cpu_attn.h"
@@ -58,9 +60,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
 }
 
 #ifdef GEAR_CPU_AVX512
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 1 /* (K, V) pairs: far enough ahead to cover DRAM latency */
-#endif
+#define PREFETCH_AHEAD 1 /* (K, V) pairs; 2 and 3 measured no better */
 /* A chunk of compressed blocks for every KV head through the AVX-512
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
