@@ -221,11 +221,13 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
     }
 }
 
-/* Line i of the next block, spread over a loop: the blocks of one item
- * are far apart (one per head), beyond the hardware prefetchers' reach. */
-INLINE void prefetch_line(const uint8_t *next, size_t bytes, unsigned i)
+/* Lines of the next block to fetch, one per iteration of a code loop of
+ * `iters`: the blocks of one item are far apart (one per head), beyond the
+ * hardware prefetchers' reach. */
+INLINE unsigned prefetch_count(const uint8_t *next, size_t bytes, unsigned iters)
 {
-    if (next && 64 * (size_t)i < bytes) _mm_prefetch((const char *)next + 64 * (size_t)i, _MM_HINT_T0);
+    size_t lines = (bytes + 63) / 64;
+    return !next ? 0 : lines < iters ? (unsigned)lines : iters;
 }
 
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
@@ -247,9 +249,10 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
         for (unsigned j = 0; j < 4; j++) acc[r][j] = _mm512_set1_ps(_mm512_reduce_add_ps(b));
     }
     const uint8_t *codes = blk + L->off_codes;
+    unsigned npf = prefetch_count(next, L->bytes, d);
     for (unsigned c = 0; c < d; c++) {
         __m512 v[4];
-        prefetch_line(next, L->bytes, c);
+        if (c < npf) _mm_prefetch((const char *)next + 64 * c, _MM_HINT_T0);
         decode64(codes + 16 * c, v);
         for (unsigned r = 0; r < R; r++) {
             __m512 w = _mm512_set1_ps(qs[r * d + c]);
@@ -287,6 +290,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
     unsigned d = L->d, G = L->groups_per_row;
     float pw[QUAD * NB];
     const uint8_t *codes = blk + L->off_codes;
+    unsigned npf = prefetch_count(next, L->bytes, G * NB);
     for (unsigned g = 0; g < G; g++) {
         __m512 acc[QUAD][4];
         float bias[QUAD];
@@ -302,7 +306,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
         }
         for (unsigned t = 0; t < NB; t++) {
             __m512 v[4];
-            prefetch_line(next, L->bytes, g * NB + t);
+            if (g * NB + t < npf) _mm_prefetch((const char *)next + 64 * (g * NB + t), _MM_HINT_T0);
             decode64(codes + (size_t)t * L->row_bytes + 16 * g, v);
             for (unsigned r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(pw[r * NB + t]);
