@@ -111,7 +111,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     int threads = st->n_threads;
     unsigned per = 0, chunks = 0;
     if (a->n_blocks) {
-        unsigned want = (unsigned)threads * 4;
+        unsigned want = (unsigned)threads * 8;
         per = (a->n_blocks + want - 1) / want;
         if (per < 4) per = 4;
         chunks = (a->n_blocks + per - 1) / per;
