@@ -433,15 +433,17 @@ END_TEST
 /* Attention at the shapes real models use (head_dim 64 and 128, 64-token
  * blocks, 1 and 4 query heads per KV head, 1 and 2 query tokens) where a
  * backend takes its fast paths, for every preset; the context spans many
- * blocks plus a buffer tail. */
+ * blocks plus a buffer tail, or (T = 576, 3 query tokens) ends on a block
+ * boundary, so the causal mask falls inside the last compressed block. */
 static void attention_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const int dims[] = {64, 128}, groups[] = {1, 4};
-    const int hkv = 2, T = 64 * 9 + 5;
+    const int hkv = 2;
     int np = gear_preset_count();
-    for (size_t di = 0; di < 2; di++) {
-        int d = dims[di];
+    for (size_t cs = 0; cs < 4; cs++) {
+        size_t ti = cs / 2, di = cs % 2;
+        const int T = ti ? 64 * 9 : 64 * 9 + 5, nq_max = ti ? 3 : 2, d = dims[di];
         float *k = tu_synth(200 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(210 + di, GEAR_VALUE, hkv, T, d);
         for (int p = 0; p < np; p++) {
             gear_config ck = tu_preset(gear_preset_name(p), GEAR_KEY);
@@ -453,7 +455,7 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
             TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
             TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
             for (size_t gi = 0; gi < 2; gi++)
-                for (int nq = 1; nq <= 2; nq++) {
+                for (int nq = ti ? 3 : 1; nq <= nq_max; nq++) {
                     int hq = hkv * groups[gi];
                     size_t qn = (size_t)hq * nq * d;
                     float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);

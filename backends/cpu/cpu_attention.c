@@ -4,7 +4,9 @@
  * s_t = sum_c (q_c*scale_c) code_ct + sum_c q_c min_c (+ outlier and
  * low-rank terms (q.B).A_t); values through o += p_t * decode(v_t) with the
  * low rank as (p.A).B^T.  Work is split over (KV head, chunk of blocks)
- * with an online softmax per chunk, merged per head at the end.
+ * with an online softmax per chunk, merged per head at the end.  2-bit
+ * blocks with groups of 64 (kivi2, gear2) go to the AVX-512 kernel of
+ * cpu_avx512_attn.c where the CPU has it.
  */
 #include <omp.h>
 #include "cpu_attn.h"
@@ -57,6 +59,40 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
         }
 }
 
+#ifdef GEAR_CPU_AVX512
+#define PREFETCH_AHEAD 1 /* (K, V) pairs; 2 and 3 measured no better */
+/* A chunk of compressed blocks for every KV head through the AVX-512
+ * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
+ * scratch, NULL when the blocks have neither outliers nor low rank. */
+static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, unsigned items, float *acc,
+                         part *parts, float *onat)
+{
+    unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
+    size_t T = (size_t)a->n_blocks * n + a->n_buf, lim[MAX_ROWS];
+    for (unsigned i = 0; i < rows; i++) lim[i] = T - a->n_qtok + i % a->n_qtok;
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned i = 0; i < rows; i++) parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
+    if (onat) memset(onat, 0, sizeof(float) * H * rows * d);
+    unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
+    for (unsigned b = c * per; b < b1; b++)
+        for (unsigned h = 0; h < H; h++) {
+            size_t idx = (size_t)h * items + c, i = (size_t)h * a->n_blocks + b;
+            /* the pair PREFETCH_AHEAD steps later in this item's (block, head) order */
+            size_t ahead = (size_t)(b - c * per) * H + h + PREFETCH_AHEAD, nb = c * per + ahead / H;
+            size_t nx = nb < b1 ? (ahead % H) * a->n_blocks + nb : i;
+            gear_attn2_block x = {a->lk, a->lv, a->kblocks[i], a->vblocks[i],
+                                  nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
+                                  a->q + (size_t)h * rows * d, rows,
+                                  a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
+                                  onat ? onat + (size_t)h * rows * d : NULL};
+            gear_cpu_attend2_avx512(&x);
+        }
+    for (unsigned h = 0; h < H; h++)
+        gear_cpu_values_unpermute(acc + ((size_t)h * items + c) * rows * d, onat ? onat + (size_t)h * rows * d : NULL,
+                                  rows, d);
+}
+#endif
+
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 {
     cpu_state *st = state;
@@ -75,7 +111,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     int threads = st->n_threads;
     unsigned per = 0, chunks = 0;
     if (a->n_blocks) {
-        unsigned want = (unsigned)threads * 4;
+        unsigned want = (unsigned)threads * 8;
         per = (a->n_blocks + want - 1) / want;
         if (per < 4) per = 4;
         chunks = (a->n_blocks + per - 1) / per;
@@ -89,20 +125,33 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
         free(parts);
         return GEAR_ERR_NO_MEMORY;
     }
-    int failed = 0;
+    int failed = 0, fast2 = 0, extra = 0;
+#ifdef GEAR_CPU_AVX512
+    fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv);
+    extra = a->lk->rank || a->lv->rank || a->lk->n_outliers || a->lv->n_outliers;
+#endif
 #pragma omp parallel num_threads(threads)
     {
         attn_scratch w;
-        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf))) {
+        float *onat = fast2 && extra ? malloc(sizeof(float) * H * rows * d) : NULL;
+        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
+            (fast2 && extra && !onat)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!w.s) continue;
+            if (!w.s || (fast2 && extra && !onat)) continue;
+#ifdef GEAR_CPU_AVX512
+            if (fast2 && c < chunks) {
+                attend_item2(a, c, per, items, acc, parts, onat);
+                continue;
+            }
+#endif
             attend_item(a, c, chunks, per, items, acc, parts, w.s, w.tmp, &w.f);
         }
         attn_scratch_free(&w);
+        free(onat);
     }
     if (failed) {
         free(acc);

@@ -13,11 +13,6 @@
 
 #define MAX_ROWS 64 /* query rows per KV head handled in one pass */
 
-/* Partial softmax state of one query row. */
-typedef struct part {
-    float m, l; /* running max, running sum */
-} part;
-
 /* codes [t0, t0+len) of a packed row as floats */
 CPU_INLINE void unpack_codes(const uint8_t *row, unsigned bits, unsigned t0, unsigned len, float *out)
 {

@@ -6,6 +6,11 @@
 #include <stdint.h>
 #include <gear/backend.h>
 
+/* Partial softmax state of one query row. */
+typedef struct part {
+    float m, l; /* running max, running sum */
+} part;
+
 /* GEAR_CPU_AVX512 is defined when cpu_avx512.c is part of the build (an
  * x86-64 compiler that takes AVX-512 flags); gear_cpu_have_avx512 is then
  * set at load time if this CPU runs it. */
@@ -26,6 +31,29 @@ void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
                             float *y);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
+
+/* One compressed (K block, V block) pair of one KV head folded into the
+ * running softmax of every query row: cpu_avx512_attn.c. */
+typedef struct gear_attn2_block {
+    const gear_block_layout *lk, *lv;
+    const uint8_t *kblk, *vblk;
+    const uint8_t *next_k, *next_v; /* the pair after this one (prefetched), or NULL */
+    const float *q;      /* rows x d */
+    unsigned rows;
+    float scale;
+    size_t pos0;         /* position of the block's first token */
+    const size_t *lim;   /* per row: the last position it sees */
+    part *pt;            /* per row */
+    float *o;            /* rows x d, 64-channel groups in permuted order */
+    float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
+} gear_attn2_block;
+/* The layouts gear_cpu_attend2_avx512 takes: 2-bit codes, groups of 64,
+ * 64-token blocks, head dim 64/128/256, rank 0 or 2, 0 or 1+1 outliers
+ * per group. */
+int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv);
+void gear_cpu_attend2_avx512(const gear_attn2_block *a);
+/* o (permuted groups) to natural order, plus onat (may be NULL). */
+void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d);
 #endif
 
 #ifdef GEAR_CPU_AVX512

@@ -16,9 +16,13 @@ if HAVE_AVX512_FLAGS
 # Kernels compiled for AVX-512 only; called after a run-time CPU check.
 noinst_LTLIBRARIES += libgear-cpu-avx512.la
 libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512.c \
-	backends/cpu/cpu_avx512_compress.c
+	backends/cpu/cpu_avx512_compress.c \
+	backends/cpu/cpu_avx512_attn.c
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
 libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx512.la
+# the portable paths, which the AVX-512 kernels hide on this machine
+TESTS += tests/check_cpu_portable.sh
 endif
+EXTRA_DIST += tests/check_cpu_portable.sh
 endif
