@@ -369,7 +369,10 @@ static void usage(FILE *f)
 {
     fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
                "                  [--only bw|codec|attn] [--shape T,d,G] [--llc-mult M]\n"
-               "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n");
+               "                  [--presets P1,P2,...]\n"
+               "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n"
+               "--presets: the compressed caches of the attention bench (default\n"
+               "kivi2,gear2,kivi4,gear4,cq-4c8b); the fp16 baseline always runs.\n");
 }
 
 int main(int argc, char **argv)
@@ -377,6 +380,9 @@ int main(int argc, char **argv)
     int threads = omp_get_max_threads(), quick = 0;
     const char *only = NULL;
     attn_shape one = {0, 0, 0};
+    static const char *ap[8] = {"kivi2", "gear2", "kivi4", "gear4", "cq-4c8b"};
+    int nap = 5;
+    char *plist = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             jf = fopen(argv[++i], "w");
@@ -394,6 +400,21 @@ int main(int argc, char **argv)
             if (sscanf(argv[++i], "%d,%d,%d", &one.T, &one.d, &one.G) != 3 || one.T < 64 || one.d < 8 ||
                 one.G < 1) {
                 fprintf(stderr, "gear-bench: --shape wants T,d,G (e.g. 16384,128,4)\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--presets") && i + 1 < argc) {
+            plist = argv[++i];
+            nap = 0;
+            for (char *t = strtok(plist, ","); t && nap < 8; t = strtok(NULL, ",")) {
+                gear_config c;
+                if (gear_config_preset(t, GEAR_KEY, &c) != GEAR_OK) {
+                    fprintf(stderr, "gear-bench: --presets: unknown preset %s\n", t);
+                    return 2;
+                }
+                ap[nap++] = t;
+            }
+            if (!nap) {
+                usage(stderr);
                 return 2;
             }
         } else if (!strcmp(argv[i], "--quick")) {
@@ -446,7 +467,6 @@ int main(int argc, char **argv)
         free((void *)kv[1]);
     }
     if (!only || !strcmp(only, "attn")) {
-        static const char *ap[] = {"kivi2", "gear2", "kivi4", "gear4", "cq-4c8b"};
         printf("\nattention: one decode step over all layers (8 KV heads, G query heads each), %d threads;\n"
                "  MB = bytes read (compressed blocks + buffer); GB/s = MB/time; /read = fraction of read\n"
                "  bandwidth; speed-up = fp16-cache time / time; err = output rel. error vs the fp16 cache\n",
@@ -454,7 +474,7 @@ int main(int argc, char **argv)
         printf("     T    d  G    L       MB  cache     ms/step   GB/s   /read  speedup  err\n");
         static const int Ts[] = {1024, 4096, 16384, 32768}, ds[] = {64, 128}, Gs[] = {1, 4};
         if (one.T) {
-            bench_attn(&one, ap, 5, threads, bn, llc);
+            bench_attn(&one, ap, nap, threads, bn, llc);
             if (jf) fclose(jf);
             return 0;
         }
@@ -462,7 +482,7 @@ int main(int argc, char **argv)
             for (int di = 0; di < 2; di++)
                 for (int gi = 0; gi < 2; gi++) {
                     attn_shape s = {Ts[ti], ds[di], Gs[gi]};
-                    bench_attn(&s, ap, quick ? 2 : 5, threads, bn, llc);
+                    bench_attn(&s, ap, quick ? (nap < 2 ? nap : 2) : nap, threads, bn, llc);
                     fflush(stdout);
                 }
     }
