@@ -81,23 +81,33 @@ static unsigned batch_blocks(size_t nd)
     return b < 1 ? 1 : b > STREAM_BATCH_MAX ? STREAM_BATCH_MAX : (unsigned)b;
 }
 
-/* m blocks of head h from token t0 straight from fp16 rows, where the
- * backend can; anything else (including an error) makes the caller stage
+/* Every full block straight from fp16 rows in one call, where the backend
+ * can: no staging, so no reason to batch, and one parallel region for the
+ * whole tensor.  Anything else, an error included, makes the caller stage
  * fp32 rows, which also reports a bad value precisely. */
-static gear_status compress_f16(gear_context *ctx, const gear_block_layout *L, const gear_tensor *x,
-                                uint64_t h, uint64_t t0, unsigned m, const gear_block_id *ids,
-                                uint8_t *w)
+static gear_status compress_f16(gear_context *ctx, const plan *p, const gear_tensor *x,
+                                uint32_t layer, uint8_t *w)
 {
-    const uint16_t *rows, *xs[STREAM_BATCH_MAX];
-    uint8_t *blk[STREAM_BATCH_MAX];
-    size_t ld;
-    if (!ctx->be->compress_blocks_f16 || !gear_view_f16_rows(x, (int64_t)h, (int64_t)t0, &rows, &ld))
+    const uint16_t *rows;
+    size_t ld, count = (size_t)(p->H * p->nfull);
+    if (!ctx->be->compress_blocks_f16 || !count || count > UINT32_MAX ||
+        !gear_view_f16_rows(x, 0, 0, &rows, &ld))
         return GEAR_ERR_UNSUPPORTED;
-    for (unsigned i = 0; i < m; i++) {
-        xs[i] = rows + (size_t)i * L->n * ld;
-        blk[i] = w + (size_t)i * L->bytes;
+    gear_block_id *ids = malloc(sizeof *ids * count);
+    const uint16_t **xs = malloc(sizeof *xs * count);
+    uint8_t **blk = malloc(sizeof *blk * count);
+    gear_status st = ids && xs && blk ? GEAR_OK : GEAR_ERR_NO_MEMORY;
+    for (size_t i = 0; i < count && !st; i++) {
+        uint64_t h = i / p->nfull, b = i % p->nfull;
+        ids[i] = (gear_block_id){p->cfg.seed, layer, (uint32_t)h, (uint32_t)b};
+        gear_view_f16_rows(x, (int64_t)h, (int64_t)(b * p->cfg.block), &xs[i], &ld);
+        blk[i] = w + i * p->L.bytes;
     }
-    return gear_pipeline_compress_f16(ctx, L, m, ids, xs, ld, blk);
+    if (!st) st = gear_pipeline_compress_f16(ctx, &p->L, (unsigned)count, ids, xs, ld, blk);
+    free(ids);
+    free(xs);
+    free(blk);
+    return st;
 }
 
 gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_tensor *x,
@@ -132,15 +142,13 @@ gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_
     gear_block_id ids[STREAM_BATCH_MAX];
     if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_compress scratch");
     uint8_t *w = out + STREAM_HEADER;
-    for (uint64_t h = 0; h < p.H && !st; h++) {
+    int direct = compress_f16(ctx, &p, x, layer, w) == GEAR_OK;
+    if (direct) w += (size_t)(p.H * p.nfull) * p.L.bytes;
+    for (uint64_t h = 0; h < p.H && !st && !direct; h++) {
         for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {
             unsigned m = p.nfull - b0 < batch ? (unsigned)(p.nfull - b0) : batch;
             for (unsigned i = 0; i < m; i++)
                 ids[i] = (gear_block_id){cfg->seed, layer, (uint32_t)h, (uint32_t)(b0 + i)};
-            if (compress_f16(ctx, &p.L, x, h, b0 * n, m, ids, w) == GEAR_OK) {
-                w += (size_t)m * p.L.bytes;
-                continue;
-            }
             for (unsigned i = 0; i < m && !st; i++) {
                 uint64_t b = b0 + i;
                 xs[i] = buf + i * nd;

@@ -135,13 +135,6 @@ static int row_in_range(const float *row, int64_t d, float lim)
     return ok;
 }
 
-/* Contiguous fp16 to fp32 and the range check in one pass. */
-GEAR_CLONES
-static int f16_span(const uint16_t *restrict p, size_t m, float *restrict dst)
-{
-    return gear_halves_to_floats_finite(p, m, dst);
-}
-
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld)
 {
@@ -153,19 +146,17 @@ int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16
     return 1;
 }
 
-/* The common case of contiguous fp16 rows; 0 when it does not apply or
- * a value is not finite (the general path then finds and reports it). */
+/* Contiguous fp16 rows converted and range-checked in one pass; 0 when
+ * the view is not such or a value is not finite (the general path then
+ * finds and reports it). */
+GEAR_CLONES
 static int read_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
                          float *dst)
 {
-    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
-    int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
-    if (x->dtype != GEAR_F16 || cs != 1) return 0;
-    const uint16_t *p = (const uint16_t *)x->data + view_offset(x, h, t0, 0);
-    if (ts == d) return f16_span(p, (size_t)(nt * d), dst);
-    int ok = 1;
-    for (int64_t t = 0; t < nt; t++) ok &= f16_span(p + t * ts, (size_t)d, dst + t * d);
-    return ok;
+    const uint16_t *p;
+    size_t ld;
+    return gear_view_f16_rows(x, h, t0, &p, &ld) &&
+           gear_half_rows_to_floats_finite(p, ld, (size_t)nt, (size_t)d, dst);
 }
 
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,

@@ -152,6 +152,16 @@ GEAR_HD int gear_halves_to_floats_finite(const uint16_t *p, size_t m, float *dst
     return !bad;
 }
 
+/* The same for n rows of d halves, rows ld halves apart, into n x d. */
+GEAR_HD int gear_half_rows_to_floats_finite(const uint16_t *p, size_t ld, size_t n, size_t d,
+                                            float *dst)
+{
+    if (ld == d) return gear_halves_to_floats_finite(p, n * d, dst);
+    int ok = 1;
+    for (size_t t = 0; t < n; t++) ok &= gear_halves_to_floats_finite(p + t * ld, d, dst + t * d);
+    return ok;
+}
+
 /* fp16 of v, saturated at +-65504 (low-rank factors never become Inf). */
 GEAR_HD uint16_t gear_half_sat(float v)
 {
