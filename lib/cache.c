@@ -203,74 +203,51 @@ static gear_status check_layer(const gear_cache *c, unsigned layer)
     return GEAR_OK;
 }
 
-/* Compress the new full blocks of both kinds, all heads in one batch each.
- * rows[kv] holds per head `total` staged rows. */
-static gear_status compress_new_blocks(gear_cache *c, gear_layer *ly, unsigned layer,
-                                       unsigned new_blocks, unsigned total, float *const rows[2])
+/* Compress blocks [first, first+count) of both kinds, all heads in one
+ * batch each (CQ blocks of one call share a codebook: one batch per head).
+ * Block b of head h comes from the staged rows[kv] (per head `total` rows,
+ * the block at row b*n) or, when rows is NULL, straight from the fp16 rows
+ * of src[kv] at token t0 + b*n through the backend's fp16 slot; that way
+ * gives GEAR_ERR_UNSUPPORTED / _NONFINITE without a message where the
+ * caller must stage instead. */
+static gear_status compress_blocks(gear_cache *c, gear_layer *ly, unsigned layer, unsigned first,
+                                   unsigned count, float *const *rows, unsigned total,
+                                   const gear_tensor *const *src, unsigned t0)
 {
-    if ((uint64_t)new_blocks * c->n_head > UINT32_MAX / sizeof(gear_block_id))
-        return gear_fail(GEAR_ERR_OVERFLOW, "append of %u blocks x %u heads is too large",
-                         new_blocks, c->n_head);
-    unsigned count = new_blocks * c->n_head, n = c->block, d = c->d;
-    gear_block_id *ids = malloc(sizeof *ids * count);
-    const float **xs = malloc(sizeof *xs * count);
-    uint8_t **blks = malloc(sizeof *blks * count);
+    if ((uint64_t)count * c->n_head > UINT32_MAX / sizeof(gear_block_id))
+        return gear_fail(GEAR_ERR_OVERFLOW, "append of %u blocks x %u heads is too large", count,
+                         c->n_head);
+    unsigned all = count * c->n_head, n = c->block, d = c->d;
+    gear_block_id *ids = malloc(sizeof *ids * all);
+    const float **x32 = rows ? malloc(sizeof *x32 * all) : NULL;
+    const uint16_t **x16 = rows ? NULL : malloc(sizeof *x16 * all);
+    uint8_t **blks = malloc(sizeof *blks * all);
     gear_status st = GEAR_OK;
-    if (!ids || !xs || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+    if (!ids || !(x32 || x16) || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
     for (int kv = 0; kv < 2 && !st; kv++) {
-        /* CQ blocks of one call share a codebook: one batch per head */
         int per_head = c->L[kv].cq_dim != 0;
         for (unsigned h0 = 0; h0 < (per_head ? c->n_head : 1) && !st; h0++) {
             unsigned i = 0;
-            for (unsigned b = 0; b < new_blocks; b++)
-                for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : c->n_head); h++, i++) {
-                    unsigned bi = ly->n_blocks + b;
-                    ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, bi};
-                    xs[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
-                    blks[i] = gear_cache_block(c, ly, kv, bi, h);
-                }
-            gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
-            st = gear_pipeline_compress_batch(c->ctx, &L, i, ids, xs, blks);
-        }
-    }
-    free(ids);
-    free(xs);
-    free(blks);
-    return st;
-}
-
-/* Blocks [first, first+count) of every head, each from fp16 input rows
- * starting at token t0 + (b - first) * n, straight through the backend's
- * fp16 slot (GEAR_ERR_UNSUPPORTED / _NONFINITE: stage instead). */
-static gear_status compress_f16_blocks(gear_cache *c, gear_layer *ly, unsigned layer,
-                                       const gear_tensor *src[2], unsigned first, unsigned count,
-                                       unsigned t0)
-{
-    unsigned H = c->n_head, n = c->block, total = count * H;
-    gear_block_id *ids = malloc(sizeof *ids * total);
-    const uint16_t **xs = malloc(sizeof *xs * total);
-    uint8_t **blks = malloc(sizeof *blks * total);
-    gear_status st = ids && xs && blks ? GEAR_OK : gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
-    for (int kv = 0; kv < 2 && !st; kv++) {
-        int per_head = c->L[kv].cq_dim != 0; /* CQ: one codebook, so one call, per head */
-        for (unsigned h0 = 0; h0 < (per_head ? H : 1) && !st; h0++) {
-            unsigned i = 0;
             size_t ld = 0;
-            for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : H) && !st; h++) {
-                const uint16_t *rows;
-                if (!gear_view_f16_rows(src[kv], h, t0, &rows, &ld)) st = GEAR_ERR_UNSUPPORTED;
-                for (unsigned b = 0; b < count && !st; b++, i++) {
+            for (unsigned b = 0; b < count && !st; b++)
+                for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : c->n_head) && !st;
+                     h++, i++) {
                     ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, first + b};
-                    xs[i] = rows + (size_t)b * n * ld;
                     blks[i] = gear_cache_block(c, ly, kv, first + b, h);
+                    if (rows)
+                        x32[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
+                    else if (!gear_view_f16_rows(src[kv], h, t0 + b * n, &x16[i], &ld))
+                        st = GEAR_ERR_UNSUPPORTED;
                 }
-            }
             gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
-            if (!st) st = gear_pipeline_compress_f16(c->ctx, &L, i, ids, xs, ld, blks);
+            if (!st)
+                st = rows ? gear_pipeline_compress_batch(c->ctx, &L, i, ids, x32, blks)
+                          : gear_pipeline_compress_f16(c->ctx, &L, i, ids, x16, ld, blks);
         }
     }
     free(ids);
-    free(xs);
+    free(x32);
+    free(x16);
     free(blks);
     return st;
 }
@@ -300,7 +277,7 @@ static gear_status append_staged(gear_cache *c, gear_layer *ly, unsigned layer,
             r += (size_t)(rg[1] - rg[0]) * d;
             if (!st) st = gear_view_read(src[kv], h, rg[2], rg[3] - rg[2], d, r, 1);
         }
-    if (!st && nb) st = compress_new_blocks(c, ly, layer, nb, total, rows);
+    if (!st && nb) st = compress_blocks(c, ly, layer, ly->n_blocks, nb, rows, total, NULL, 0);
     if (!st) /* commit: nothing below can fail */
         for (int kv = 0; kv < 2; kv++)
             for (unsigned h = 0; h < H; h++)
@@ -338,7 +315,7 @@ static gear_status append_stored(gear_cache *c, unsigned layer, const gear_tenso
     unsigned lead = nbuf ? n - nbuf : 0, direct = new_blocks - (nbuf && new_blocks ? 1 : 0);
     unsigned rg[4] = {0, t, t, t};
     if (direct && c->L[0].bits && c->L[1].bits &&
-        compress_f16_blocks(c, ly, layer, src, ly->n_blocks + (nbuf ? 1 : 0), direct, lead) ==
+        compress_blocks(c, ly, layer, ly->n_blocks + (nbuf ? 1 : 0), direct, NULL, 0, src, lead) ==
             GEAR_OK) {
         rg[1] = lead;
         rg[2] = t - rem;
