@@ -2,9 +2,11 @@
 #ifndef GEAR_CPU_H
 #define GEAR_CPU_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <gear/backend.h>
+#include "cpu_workspace.h"
 
 /* Hot loops carry GEAR_CLONES (gear/backend.h): compiled for several
  * instruction sets and picked at load time, so the module runs on any
@@ -16,7 +18,9 @@
 #define CPU_INLINE static inline __attribute__((always_inline))
 
 typedef struct cpu_state {
-    int n_threads; /* OpenMP threads used by this context */
+    int n_threads;           /* OpenMP threads used by this context */
+    pthread_mutex_t ws_lock; /* guards ws_pool */
+    cpu_ws *ws_pool;         /* idle workspaces (cpu_workspace.h) */
 } cpu_state;
 
 /* Little-endian fields of a block (the module does not link the core's
@@ -56,6 +60,8 @@ void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned le
  * arithmetic as ref (codes decode bit-identically), vectorized. */
 gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
                                  float *out);
+/* The same with the scratch in buf (a workspace buffer). */
+gear_status gear_cpu_reconstruct_buf(const gear_block_layout *L, const uint8_t *blk, float *out, cpu_buf *buf);
 /* Code j of a packed row of `bits`-bit codes (bits <= 8). */
 static inline unsigned cpu_code_get(const uint8_t *row, unsigned bits, unsigned j)
 {

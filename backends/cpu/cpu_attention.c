@@ -28,9 +28,6 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     blockf f = *fp;
-    for (unsigned h = 0; h < H; h++)
-        for (unsigned i = 0; i < rows; i++)
-            parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
     if (c == chunks) { /* the full-precision buffer */
         for (unsigned h = 0; h < H; h++) {
             size_t idx = (size_t)h * items + c;
@@ -70,8 +67,6 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
     unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf, lim[MAX_ROWS];
     for (unsigned i = 0; i < rows; i++) lim[i] = T - a->n_qtok + i % a->n_qtok;
-    for (unsigned h = 0; h < H; h++)
-        for (unsigned i = 0; i < rows; i++) parts[((size_t)h * items + c) * rows + i] = (part){-INFINITY, 0.0f};
     if (onat) memset(onat, 0, sizeof(float) * H * rows * d);
     unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
     for (unsigned b = c * per; b < b1; b++)
@@ -92,6 +87,18 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
                                   rows, d);
 }
 #endif
+
+/* Item c's partial results emptied: its running softmax and the output
+ * rows it accumulates into, for every head (by the thread that fills
+ * them, so they are in its cache). */
+static void item_reset(float *acc, part *parts, unsigned H, unsigned items, unsigned c, unsigned rows, unsigned d)
+{
+    for (unsigned h = 0; h < H; h++) {
+        size_t idx = (size_t)h * items + c;
+        for (unsigned i = 0; i < rows; i++) parts[idx * rows + i] = (part){-INFINITY, 0.0f};
+        memset(acc + idx * rows * d, 0, sizeof(float) * rows * d);
+    }
+}
 
 gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 {
@@ -118,23 +125,26 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     }
     unsigned items = chunks + (a->n_buf ? 1u : 0u);
     size_t nitems = (size_t)H * items; /* partial results, [head][item] */
-    float *acc = calloc(nitems * rows * d, sizeof(float));
-    part *parts = malloc(nitems * rows * sizeof(part));
-    if (!acc || !parts) {
-        free(acc);
-        free(parts);
-        return GEAR_ERR_NO_MEMORY;
-    }
     int failed = 0, fast2 = 0, extra = 0;
 #ifdef GEAR_CPU_AVX512
     fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv);
     extra = a->lk->rank || a->lv->rank || a->lk->n_outliers || a->lv->n_outliers;
 #endif
+    cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
+    size_t sz[2] = {sizeof(float) * nitems * rows * d, sizeof(part) * nitems * rows};
+    void *p[2];
+    if (!ws || !gear_cpu_carve(&ws->shared[0], 2, sz, p)) {
+        gear_cpu_ws_put(st, ws);
+        return GEAR_ERR_NO_MEMORY;
+    }
+    float *acc = p[0];
+    part *parts = p[1];
 #pragma omp parallel num_threads(threads)
     {
         attn_scratch w;
-        float *onat = fast2 && extra ? malloc(sizeof(float) * H * rows * d) : NULL;
-        if (!attn_scratch_alloc(&w, n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
+        cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
+        float *onat = fast2 && extra ? gear_cpu_buf(&tw->b[1], sizeof(float) * H * rows * d) : NULL;
+        if (!attn_scratch_alloc(&w, &tw->b[0], n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
             (fast2 && extra && !onat)) {
 #pragma omp atomic write
             failed = 1;
@@ -142,6 +152,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
             if (!w.s || (fast2 && extra && !onat)) continue;
+            item_reset(acc, parts, H, items, c, rows, d);
 #ifdef GEAR_CPU_AVX512
             if (fast2 && c < chunks) {
                 attend_item2(a, c, per, items, acc, parts, onat);
@@ -150,12 +161,9 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 #endif
             attend_item(a, c, chunks, per, items, acc, parts, w.s, w.tmp, &w.f);
         }
-        attn_scratch_free(&w);
-        free(onat);
     }
     if (failed) {
-        free(acc);
-        free(parts);
+        gear_cpu_ws_put(st, ws);
         return GEAR_ERR_NO_MEMORY;
     }
     /* merge the items of each head */
@@ -177,7 +185,6 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
             }
             for (unsigned x = 0; x < d; x++) out[x] /= l;
         }
-    free(acc);
-    free(parts);
+    gear_cpu_ws_put(st, ws);
     return GEAR_OK;
 }

@@ -236,21 +236,26 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     P.lut_row = lk->cq_dim ? (size_t)lk->cq_groups << lk->bits : 0;
     P.hist_row = lv->cq_dim ? (size_t)lv->cq_groups << lv->bits : 0;
     size_t G = lk->cq_groups > lv->cq_groups ? lk->cq_groups : lv->cq_groups;
-    P.S = malloc(sizeof(float) * H * rows * (P.T ? P.T : 1));
-    P.lut = malloc(sizeof(float) * (H * rows * P.lut_row + 1));
-    P.hist = malloc(sizeof(float) * ((size_t)H * P.chunks * rows * P.hist_row + 1));
-    P.acc = malloc(sizeof(float) * H * items * rows * P.d);
-    P.l = malloc(sizeof(float) * H * rows);
-    int failed = !P.S || !P.lut || !P.hist || !P.acc || !P.l;
+    cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
+    size_t sz[5] = {sizeof(float) * H * rows * (P.T ? P.T : 1), sizeof(float) * (H * rows * P.lut_row + 1),
+                    sizeof(float) * ((size_t)H * P.chunks * rows * P.hist_row + 1),
+                    sizeof(float) * H * items * rows * P.d, sizeof(float) * H * rows};
+    void *p[5];
+    int failed = !ws || !gear_cpu_carve(&ws->shared[0], 5, sz, p);
+    if (!failed) P.S = p[0], P.lut = p[1], P.hist = p[2], P.acc = p[3], P.l = p[4];
     unsigned nwork = H * items;
 #pragma omp parallel num_threads(threads) if (!failed)
     {
         attn_scratch w;
-        unsigned *codes = malloc(sizeof(unsigned) * (G + 1));
+        unsigned *codes = NULL;
         size_t smax = (size_t)rows * (P.n > a->n_buf ? P.n : a->n_buf);
-        if (!attn_scratch_alloc(&w, P.n, P.d, rows, smax) || !codes) {
+        if (!failed) {
+            cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
+            codes = gear_cpu_buf(&tw->b[1], sizeof(unsigned) * (G + 1));
+            if (!attn_scratch_alloc(&w, &tw->b[0], P.n, P.d, rows, smax) || !codes) {
 #pragma omp atomic write
-            failed = 1;
+                failed = 1;
+            }
         }
 #pragma omp barrier
         if (!failed) {
@@ -271,13 +276,7 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
 #pragma omp for schedule(static)
             for (unsigned h = 0; h < H; h++) cq_merge_head(&P, h);
         }
-        attn_scratch_free(&w);
-        free(codes);
     }
-    free(P.S);
-    free(P.lut);
-    free(P.hist);
-    free(P.acc);
-    free(P.l);
+    gear_cpu_ws_put(st, ws);
     return failed ? GEAR_ERR_NO_MEMORY : GEAR_OK;
 }

@@ -317,37 +317,31 @@ CPU_INLINE void raw_scores(const float *k, unsigned n, unsigned d, const float *
 
 /* Per-thread scratch of the attention kernels: scores s (smax floats), a
  * row tmp, and the float copies of a block's small sections (blockf:
- * scales/minima (<= n*d groups), factors, weights and outlier values). */
+ * scales/minima (<= n*d groups), factors, weights and outlier values),
+ * carved from a buffer of the thread's workspace. */
 typedef struct attn_scratch {
-    float *s, *tmp, *fbuf;
-    unsigned *obuf;
+    float *s, *tmp;
     blockf f;
 } attn_scratch;
 
-static inline void attn_scratch_free(attn_scratch *w)
-{
-    free(w->s);
-    free(w->tmp);
-    free(w->fbuf);
-    free(w->obuf);
-    memset(w, 0, sizeof *w);
-}
-
-/* 0 (and everything NULL) when out of memory. */
-static inline int attn_scratch_alloc(attn_scratch *w, unsigned n, unsigned d, unsigned rows, size_t smax)
+/* 0 when out of memory. */
+static inline int attn_scratch_alloc(attn_scratch *w, cpu_buf *buf, unsigned n, unsigned d, unsigned rows,
+                                     size_t smax)
 {
     size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
-    w->s = malloc(sizeof(float) * (smax ? smax : 1));
-    w->tmp = malloc(sizeof(float) * (n > d ? n : d));
-    w->fbuf = malloc(sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d));
-    w->obuf = malloc(sizeof(unsigned) * 2 * nd);
-    if (!w->s || !w->tmp || !w->fbuf || !w->obuf) {
-        attn_scratch_free(w);
+    size_t sz[4] = {sizeof(float) * (smax ? smax : 1), sizeof(float) * (n > d ? n : d),
+                    sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d), sizeof(unsigned) * 2 * nd};
+    void *p[4];
+    if (!gear_cpu_carve(buf, 4, sz, p)) {
+        memset(w, 0, sizeof *w);
         return 0;
     }
-    float *b = w->fbuf;
+    float *b = p[2];
+    unsigned *ob = p[3];
+    w->s = p[0];
+    w->tmp = p[1];
     w->f = (blockf){b, b + nd, b + 2 * nd, b + 2 * nd + nr, b + 2 * nd + 2 * nr,
-                    b + 2 * nd + 2 * nr + (size_t)rows * d, w->obuf, w->obuf + nd};
+                    b + 2 * nd + 2 * nr + (size_t)rows * d, ob, ob + nd};
     return 1;
 }
 

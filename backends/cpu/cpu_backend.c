@@ -31,11 +31,22 @@ static gear_status cpu_init(const gear_backend_params *p, void **state)
     cpu_state *s = calloc(1, sizeof *s);
     if (!s) return GEAR_ERR_NO_MEMORY;
     s->n_threads = p && p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    if (pthread_mutex_init(&s->ws_lock, NULL)) {
+        free(s);
+        return GEAR_ERR_NO_MEMORY;
+    }
     *state = s;
     return GEAR_OK;
 }
 
-static void cpu_shutdown(void *state) { free(state); }
+static void cpu_shutdown(void *state)
+{
+    cpu_state *s = state;
+    if (!s) return;
+    gear_cpu_ws_pool_free(s);
+    pthread_mutex_destroy(&s->ws_lock);
+    free(s);
+}
 
 static gear_status cpu_alloc(void *state, size_t bytes, void **ptr)
 {
@@ -87,28 +98,35 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
     }
     gear_status err = GEAR_OK;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+    if (threads < 1) threads = 1;
+    cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
+    if (!ws) {
+        free(cbt);
+        return GEAR_ERR_NO_MEMORY;
+    }
+#pragma omp parallel num_threads(threads)
     {
-        cpu_scratch sc;
-        memset(&sc, 0, sizeof sc);
-        sc.cbt = cbt;
-        float *xf = x16 ? malloc(sizeof(float) * L->n * L->d) : NULL;
+        cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
+        if (!tw->sc) tw->sc = calloc(1, sizeof(cpu_scratch));
+        cpu_scratch *sc = tw->sc;
+        if (sc) sc->cbt = cbt;
+        float *xf = x16 ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
             gear_status st = GEAR_OK;
-            if (x16 && !xf) st = GEAR_ERR_NO_MEMORY;
+            if (!sc || (x16 && !xf)) st = GEAR_ERR_NO_MEMORY;
             else if (x16 && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
             if (x16 && i + 1 < count) /* the next block's rows arrive while this one computes */
                 prefetch_rows(x16[i + 1], ld, L->n, L->d);
-            if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], &sc);
+            if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], sc);
             if (st) {
 #pragma omp atomic write
                 err = st;
             }
         }
-        free(xf);
-        gear_cpu_scratch_free(&sc);
+        if (sc) sc->cbt = NULL;
     }
+    gear_cpu_ws_put(s, ws);
     free(cbt);
     return err;
 }
@@ -134,14 +152,22 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
     cpu_state *s = state;
     gear_status err = GEAR_OK;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
-#pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1)
-    for (unsigned i = 0; i < count; i++) {
-        gear_status st = gear_cpu_reconstruct(state, L, blk[i], out[i]);
-        if (st) {
+    if (threads < 1) threads = 1;
+    cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
+    if (!ws) return GEAR_ERR_NO_MEMORY;
+#pragma omp parallel num_threads(threads)
+    {
+        cpu_buf *b = &ws->thr[omp_get_thread_num()].b[0];
+#pragma omp for schedule(static)
+        for (unsigned i = 0; i < count; i++) {
+            gear_status st = gear_cpu_reconstruct_buf(L, blk[i], out[i], b);
+            if (st) {
 #pragma omp atomic write
-            err = st;
+                err = st;
+            }
         }
     }
+    gear_cpu_ws_put(s, ws);
     return err;
 }
 

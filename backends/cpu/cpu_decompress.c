@@ -84,13 +84,12 @@ static int decode_words(const uint8_t *row, unsigned bits, unsigned len, float d
     return 1;
 }
 
-/* Q^ of a uniform block (outliers not restored). */
-static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk, float *out)
+/* Q^ of a uniform block (outliers not restored); tmp: n*d floats of
+ * scratch for keys. */
+static void decode_uniform(const gear_block_layout *L, const uint8_t *blk, float *out, float *tmp)
 {
-    size_t nd = (size_t)L->n * L->d;
     /* keys decode along their rows (channels) into tmp, then transpose */
-    float *tmp = L->kind == GEAR_KEY ? malloc((nd + 16) * sizeof(float)) : out;
-    if (!tmp) return GEAR_ERR_NO_MEMORY;
+    if (L->kind != GEAR_KEY) tmp = out;
     float codes[1024]; /* one group's codes at a time */
     for (unsigned row = 0; row < L->rows; row++) {
         const uint8_t *cr = blk + L->off_codes + (size_t)row * L->row_bytes;
@@ -117,34 +116,40 @@ static gear_status decode_uniform(const gear_block_layout *L, const uint8_t *blk
         else
 #endif
             transpose(tmp, L->rows, L->row_len, out);
-        free(tmp);
     }
-    return GEAR_OK;
 }
 
-gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
-                                 float *out)
+gear_status gear_cpu_reconstruct_buf(const gear_block_layout *L, const uint8_t *blk, float *out, cpu_buf *buf)
 {
-    (void)state;
     unsigned n = L->n, d = L->d, r = L->rank;
+    size_t sz[2] = {sizeof(float) * ((size_t)n * d + 16), sizeof(float) * ((size_t)n * r + (size_t)d * r + d)};
+    void *p[2];
+    if (!gear_cpu_carve(buf, 2, sz, p)) return GEAR_ERR_NO_MEMORY;
     if (L->cq_dim) {
         if (!L->codebook) return GEAR_ERR_INVALID_ARG;
         gear_cpu_cq_decode(L, blk, out);
     } else {
-        gear_status st = decode_uniform(L, blk, out);
-        if (st) return st;
+        decode_uniform(L, blk, out, p[0]);
     }
     for (unsigned j = 0; j < L->n_outliers; j++)
         out[cpu_u16(blk + L->off_oidx + 2 * j)] = gear_half_to_float(cpu_u16(blk + L->off_oval + 2 * j));
     if (!r) return GEAR_OK;
-    float *a = malloc(sizeof(float) * ((size_t)n * r + (size_t)d * r + d));
-    if (!a) return GEAR_ERR_NO_MEMORY;
+    float *a = p[1];
     float *bt = a + (size_t)n * r, *row = bt + (size_t)d * r;
     for (size_t i = 0; i < (size_t)n * r; i++) a[i] = gear_half_to_float(cpu_u16(blk + L->off_a + 2 * i));
     for (unsigned j = 0; j < d; j++)
         for (unsigned c = 0; c < r; c++)
             bt[(size_t)c * d + j] = gear_half_to_float(cpu_u16(blk + L->off_b + 2 * ((size_t)j * r + c)));
     lowrank_add(out, a, bt, n, d, r, row);
-    free(a);
     return GEAR_OK;
+}
+
+gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
+                                 float *out)
+{
+    cpu_ws *ws = gear_cpu_ws_get(state, 1);
+    if (!ws) return GEAR_ERR_NO_MEMORY;
+    gear_status st = gear_cpu_reconstruct_buf(L, blk, out, &ws->thr[0].b[0]);
+    gear_cpu_ws_put(state, ws);
+    return st;
 }

@@ -1,0 +1,56 @@
+/*
+ * cpu_workspace.h - scratch memory kept by a cpu context between calls.
+ *
+ * Why: a call that mallocs its scratch and frees it at the end touches
+ * fresh pages every time (glibc gives large blocks back to the kernel).
+ * The first access maps the shared zero page and the first write then
+ * replaces it, which flushes the TLB of every core running the process:
+ * with two OpenMP threads that IPI storm took 45% of a decode attention
+ * call (perf, 2-thread kivi2, G = 4).  A workspace is reused, so its
+ * pages stay mapped.
+ *
+ * A context may be used from several threads at once (gear.h), so the
+ * workspaces form a pool: a call takes one (a new one when all are in
+ * use) and gives it back.
+ */
+#ifndef GEAR_CPU_WORKSPACE_H
+#define GEAR_CPU_WORKSPACE_H
+
+#include <stddef.h>
+
+/* A growable, 64-byte aligned buffer. */
+typedef struct cpu_buf {
+    void *p;
+    size_t cap;
+} cpu_buf;
+
+#define CPU_WS_BUFS 4
+
+/* The buffers of one OpenMP thread of a call. */
+typedef struct cpu_thread_ws {
+    cpu_buf b[CPU_WS_BUFS];
+    struct cpu_scratch *sc; /* block compression scratch (cpu.h), lazily made */
+} cpu_thread_ws;
+
+typedef struct cpu_ws {
+    struct cpu_ws *next;
+    cpu_buf shared[CPU_WS_BUFS]; /* buffers of the calling thread, shared by the team */
+    unsigned n_thr;
+    cpu_thread_ws *thr;          /* n_thr entries, by omp_get_thread_num() */
+} cpu_ws;
+
+struct cpu_state;
+
+/* A workspace with room for n_thr team threads; NULL when out of memory. */
+cpu_ws *gear_cpu_ws_get(struct cpu_state *s, unsigned n_thr);
+/* Back to the pool of s (NULL is ignored). */
+void gear_cpu_ws_put(struct cpu_state *s, cpu_ws *w);
+/* Every pooled workspace freed (the context is going away). */
+void gear_cpu_ws_pool_free(struct cpu_state *s);
+/* b grown to at least `bytes` (contents not kept); NULL when out of memory. */
+void *gear_cpu_buf(cpu_buf *b, size_t bytes);
+/* n pieces of b, sizes[i] bytes each, every one 64-byte aligned, into
+ * ptrs[i]; 0 (ptrs untouched) when out of memory or the sizes overflow. */
+int gear_cpu_carve(cpu_buf *b, unsigned n, const size_t *sizes, void **ptrs);
+
+#endif
