@@ -155,6 +155,30 @@ void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst)
     for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
 }
 
+/* n rows of d halves (rows ld apart) into n x d floats, 0 if any is Inf
+ * or NaN: gear_half_rows_to_floats_finite with vcvtph2ps (exact for every
+ * finite half, as gear_half_to_float); the generic loop vectorizes into
+ * bit manipulation, several times slower. */
+int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst)
+{
+    __m256i mag = _mm256_setzero_si256(); /* largest |half| bit pattern */
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    unsigned d16 = d / 16 * 16;
+    int ok = 1;
+    for (unsigned t = 0; t < n; t++) {
+        const uint16_t *row = x + (size_t)t * ld;
+        float *out = dst + (size_t)t * d;
+        for (unsigned c = 0; c < d16; c += 16) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(row + c));
+            mag = _mm256_max_epu16(mag, _mm256_and_si256(h, abs));
+            _mm512_storeu_ps(out + c, _mm512_cvtph_ps(h));
+        }
+        if (d16 < d) ok &= gear_halves_to_floats_finite(row + d16, d - d16, out + d16);
+    }
+    /* exponent all ones: Inf (mantissa 0) or NaN */
+    return ok && !_mm256_cmpge_epu16_mask(mag, _mm256_set1_epi16(0x7c00));
+}
+
 /* Max (first position), second max, min (first position), second min of
  * 64 contiguous floats; the same answer as the scalar scan in
  * cpu_compress.c.  out: {mx1, mx2, mn1, mn2}, pos: {amx, amn}. */

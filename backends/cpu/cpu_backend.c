@@ -9,6 +9,7 @@
 #include <string.h>
 #include <omp.h>
 #include "cpu.h"
+#include "cpu_simd.h"
 
 int gear_cpu_have_avx512;
 #ifdef GEAR_CPU_AVX512
@@ -70,9 +71,17 @@ static void cpu_free(void *state, void *ptr)
 /* Block i to fp32 (the thread's scratch xf) from its fp16 rows; 0 if a
  * value is Inf or NaN.  Cloned so the conversion vectorizes. */
 GEAR_CLONES
-static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *xf)
+static int rows_from_halves_generic(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *xf)
 {
     return gear_half_rows_to_floats_finite(x, ld, n, d, xf);
+}
+
+static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *xf)
+{
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX512) return gear_cpu_half_rows_avx512(x, ld, n, d, xf);
+#endif
+    return rows_from_halves_generic(x, ld, n, d, xf);
 }
 
 /* Ask for every cache line of a block's fp16 rows. */

@@ -31,6 +31,7 @@ void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
                             float *y);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
+int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
  * running softmax of every query row: cpu_avx512_attn.c. */
