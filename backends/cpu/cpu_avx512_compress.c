@@ -323,27 +323,38 @@ void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, fl
 
 /* ------------------------------------------------------ power iteration */
 
-/* out[k][j] = sum_i ez[i][j] w[k][i]: rank-r axpys over the rows, 64
- * columns at a time (r constant in each instance). */
+/* Loops over register arrays fully unrolled: without it GCC kept the
+ * accumulators of some instances in memory (a store-forwarding chain per
+ * FMA, 7-10 cycles a vector instead of 1). */
+#define UNROLL _Pragma("GCC unroll 16")
+
+/* out[k][j] = sum_i ez[i][j] w[k][i] for the NV*16 columns from j0:
+ * rank-r axpys over the rows (r and NV constant in each instance). */
+INLINE void mul_cols_chunk(const float *ez, unsigned nr, unsigned nc, unsigned j0, const unsigned r,
+                           const unsigned NV, const float *w, float *out)
+{
+    __m512 acc[4][4];
+    UNROLL for (unsigned k = 0; k < r; k++)
+        UNROLL for (unsigned v = 0; v < NV; v++) acc[k][v] = _mm512_setzero_ps();
+    const float *p = ez + j0;
+    for (unsigned i = 0; i < nr; i++, p += nc) {
+        __m512 e[4];
+        UNROLL for (unsigned v = 0; v < NV; v++) e[v] = _mm512_loadu_ps(p + 16 * v);
+        UNROLL for (unsigned k = 0; k < r; k++) {
+            __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
+            UNROLL for (unsigned v = 0; v < NV; v++) acc[k][v] = _mm512_fmadd_ps(e[v], wk, acc[k][v]);
+        }
+    }
+    UNROLL for (unsigned k = 0; k < r; k++)
+        UNROLL for (unsigned v = 0; v < NV; v++) _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, acc[k][v]);
+}
+
+/* out[k][j] = sum_i ez[i][j] w[k][i], 64 columns at a time. */
 INLINE void mul_cols_r(const float *ez, unsigned nr, unsigned nc, const unsigned r, const float *w, float *out)
 {
-    for (unsigned j0 = 0; j0 < nc; j0 += 64) {
-        unsigned nv = (nc - j0) / 16 < 4 ? (nc - j0) / 16 : 4;
-        __m512 acc[4][4];
-        for (unsigned k = 0; k < r; k++)
-            for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_setzero_ps();
-        const float *p = ez + j0;
-        for (unsigned i = 0; i < nr; i++, p += nc) {
-            __m512 e[4];
-            for (unsigned v = 0; v < 4; v++) e[v] = v < nv ? _mm512_loadu_ps(p + 16 * v) : _mm512_setzero_ps();
-            for (unsigned k = 0; k < r; k++) {
-                __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
-                for (unsigned v = 0; v < 4; v++) acc[k][v] = _mm512_fmadd_ps(e[v], wk, acc[k][v]);
-            }
-        }
-        for (unsigned k = 0; k < r; k++)
-            for (unsigned v = 0; v < nv; v++) _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, acc[k][v]);
-    }
+    unsigned j0 = 0;
+    for (; j0 + 64 <= nc; j0 += 64) mul_cols_chunk(ez, nr, nc, j0, r, 4, w, out);
+    for (; j0 < nc; j0 += 16) mul_cols_chunk(ez, nr, nc, j0, r, 1, w, out);
 }
 
 static void mul_cols(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out)
@@ -380,19 +391,22 @@ INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const fl
 {
     const unsigned nc = 16 * nv;
     __m512 wr[4][8];
-    for (unsigned k = 0; k < r; k++)
-        for (unsigned v = 0; v < nv && v < 8; v++) wr[k][v] = _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
+    UNROLL for (unsigned k = 0; k < r; k++)
+        UNROLL for (unsigned v = 0; v < 8; v++) wr[k][v] = v < nv ? _mm512_loadu_ps(w + (size_t)k * nc + 16 * v) : _mm512_setzero_ps();
     for (unsigned i0 = 0; i0 < nr; i0 += 16) {
         __m512 part[4][16];
-        for (unsigned i = 0; i < 16; i++) {
+        /* four rows at a time: 4r independent chains hide the FMA latency */
+        for (unsigned i = 0; i < 16; i += 4) {
             const float *p = ez + (size_t)(i0 + i) * nc;
-            for (unsigned k = 0; k < r; k++) {
-                __m512 s = _mm512_mul_ps(_mm512_loadu_ps(p), wr[k][0]);
-                for (unsigned v = 1; v < nv; v++) {
+            UNROLL for (unsigned k = 0; k < r; k++) {
+                __m512 s[4];
+                UNROLL for (unsigned q = 0; q < 4; q++) s[q] = _mm512_mul_ps(_mm512_loadu_ps(p + q * nc), wr[k][0]);
+                UNROLL for (unsigned v = 1; v < nv; v++) {
                     __m512 wv = v < 8 ? wr[k][v] : _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
-                    s = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * v), wv, s);
+                    UNROLL for (unsigned q = 0; q < 4; q++)
+                        s[q] = _mm512_fmadd_ps(_mm512_loadu_ps(p + q * nc + 16 * v), wv, s[q]);
                 }
-                part[k][i] = s;
+                UNROLL for (unsigned q = 0; q < 4; q++) part[k][i + q] = s[q];
             }
         }
         for (unsigned k = 0; k < r; k++) _mm512_storeu_ps(out + (size_t)k * nr + i0, hsum16(part[k]));
