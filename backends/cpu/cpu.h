@@ -52,6 +52,13 @@ typedef struct cpu_scratch {
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
                                   const float *x, uint8_t *blk, cpu_scratch *s);
 void gear_cpu_scratch_free(cpu_scratch *s);
+/* Whether gear_cpu_compress_one_f16 takes blocks of this layout (the
+ * fused AVX-512 compressor runs here and fits it). */
+int gear_cpu_compress_f16_direct(const gear_block_layout *L);
+/* One block straight from fp16 rows ld apart: GEAR_ERR_NONFINITE on an
+ * Inf or NaN (blk then unfinished). */
+gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_block_id *id,
+                                      const uint16_t *x, size_t ld, uint8_t *blk, cpu_scratch *s);
 /* Set at module load: the AVX-512 kernels may be used. */
 extern int gear_cpu_have_avx512;
 /* Codes [p0, p0+len) of a packed row of `bits`-bit codes, as floats. */

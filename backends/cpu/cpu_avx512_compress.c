@@ -33,6 +33,8 @@
 typedef struct zjob {
     const gear_block_layout *L;
     const float *z;     /* nr x nc */
+    const uint16_t *z16;/* keys from fp16 rows (z NULL): row i at z16 + i*ld16 */
+    size_t ld16;
     float *ez;          /* residual, nr x nc (NULL: no low rank) */
     uint8_t *blk;
     unsigned nr, nc, group, G, levels, k, key;
@@ -46,26 +48,34 @@ typedef struct gparams {
     __m256i mn_h, dl_h;
 } gparams;
 
+/* 16 entries of Z at row i, column c: fp32, or fp16 (h) converted on
+ * the fly (vcvtph2ps is exact, so the codes are the same either way). */
+#define ZROW(J, h, i) ((h) ? (const void *)((J)->z16 + (size_t)(i) * (J)->ld16) : (const void *)((J)->z + (size_t)(i) * (J)->nc))
+INLINE __m512 zload(const void *row, unsigned c, const int h)
+{
+    if (h) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + c)));
+    return _mm512_loadu_ps((const float *)row + c);
+}
+
 /* Pass 1: maximum, second maximum, minimum, second minimum of each column
  * over rows [r0, r0+m) (m a multiple of 4), two rows at a time (a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice). */
-INLINE void strip_stats(const float *z, unsigned nc, unsigned r0, unsigned m, unsigned k, __m512 *mx1,
-                        __m512 *mx2, __m512 *mn1, __m512 *mn2)
+INLINE void strip_stats(const zjob *J, const int h, unsigned c0, unsigned r0, unsigned m, unsigned k,
+                        __m512 *mx1, __m512 *mx2, __m512 *mn1, __m512 *mn2)
 {
     __m512 a1 = _mm512_set1_ps(-INFINITY), a2 = a1, b1 = _mm512_set1_ps(INFINITY), b2 = b1;
-    const float *p = z + (size_t)r0 * nc;
     if (k) {
         /* two streams (rows 4j, 4j+1 and 4j+2, 4j+3) so that each chain
          * carries one max or min per step; merged at the end */
         __m512 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
-        for (unsigned i = 0; i < m; i += 4, p += 4 * nc) {
-            __m512 u = _mm512_loadu_ps(p), v = _mm512_loadu_ps(p + nc);
+        for (unsigned i = r0; i < r0 + m; i += 4) {
+            __m512 u = zload(ZROW(J, h, i), c0, h), v = zload(ZROW(J, h, i + 1), c0, h);
             __m512 hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
             a2 = _mm512_max_ps(a2, _mm512_max_ps(lo, _mm512_min_ps(a1, hi)));
             a1 = _mm512_max_ps(a1, hi);
             b2 = _mm512_min_ps(b2, _mm512_min_ps(hi, _mm512_max_ps(b1, lo)));
             b1 = _mm512_min_ps(b1, lo);
-            u = _mm512_loadu_ps(p + 2 * nc), v = _mm512_loadu_ps(p + 3 * nc);
+            u = zload(ZROW(J, h, i + 2), c0, h), v = zload(ZROW(J, h, i + 3), c0, h);
             hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
             c2 = _mm512_max_ps(c2, _mm512_max_ps(lo, _mm512_min_ps(c1, hi)));
             c1 = _mm512_max_ps(c1, hi);
@@ -78,8 +88,8 @@ INLINE void strip_stats(const float *z, unsigned nc, unsigned r0, unsigned m, un
         b1 = _mm512_min_ps(b1, d1);
     } else {
         __m512 c1 = a1, d1 = b1;
-        for (unsigned i = 0; i < m; i += 2, p += 2 * nc) {
-            __m512 u = _mm512_loadu_ps(p), v = _mm512_loadu_ps(p + nc);
+        for (unsigned i = r0; i < r0 + m; i += 2) {
+            __m512 u = zload(ZROW(J, h, i), c0, h), v = zload(ZROW(J, h, i + 1), c0, h);
             a1 = _mm512_max_ps(a1, u);
             b1 = _mm512_min_ps(b1, u);
             c1 = _mm512_max_ps(c1, v);
@@ -117,7 +127,7 @@ INLINE void strip_params(__m512 lo, __m512 hi, unsigned levels, gparams *g)
  * the true division of ref).  tie: a maximum or minimum occurs more than
  * once in some column; the first occurrence is the outlier (ref's order),
  * and the minimum is taken among the rest (constant groups). */
-INLINE int strip_codes(const zjob *J, unsigned r0, unsigned c0, const gparams *g, const int k,
+INLINE int strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, const gparams *g, const int k,
                        const int tie, const int exact, const int we, __m512i *acc, __m512i *amx,
                        __m512i *amn)
 {
@@ -127,13 +137,12 @@ INLINE int strip_codes(const zjob *J, unsigned r0, unsigned c0, const gparams *g
     __m512 facc = _mm512_setzero_ps();
     __mmask16 fm = 0, fn = 0;
     __m512i am = _mm512_setzero_si512(), an = am;
-    const float *p = J->z + (size_t)r0 * nc + c0;
     float *e = we ? J->ez + (size_t)r0 * nc + c0 : NULL;
     for (unsigned w = 0; w * cpd < m; w++) {
         __m512i a = _mm512_setzero_si512();
-        for (unsigned j = 0; j < cpd; j++, p += nc) {
+        for (unsigned j = 0; j < cpd; j++) {
             unsigned i = w * cpd + j;
-            __m512 x = _mm512_loadu_ps(p);
+            __m512 x = zload(ZROW(J, h, r0 + i), c0, h);
             __m512 v = _mm512_sub_ps(x, g->mnf), q;
             if (exact) {
                 q = _mm512_maskz_div_ps(g->nz, v, g->dlf);
@@ -248,27 +257,27 @@ INLINE void store_group(const zjob *J, unsigned c0, unsigned gb, const gparams *
 }
 
 /* One strip of 16 columns, one group of rows: both passes and the stores. */
-INLINE void strip(const zjob *J, unsigned c0, unsigned gb, const int we)
+INLINE void strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int we)
 {
     const unsigned r0 = gb * J->group, W = J->group * J->L->bits / 32;
     __m512 mx1, mx2, mn1, mn2;
-    strip_stats(J->z + c0, J->nc, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
+    strip_stats(J, h, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
     gparams g;
     g.mx1 = mx1, g.mn1 = mn1;
     strip_params(J->k ? mn2 : mn1, J->k ? mx2 : mx1, J->levels, &g);
     __m512i acc[16], amx, amn;
     int redo;
     if (!J->k) {
-        redo = strip_codes(J, r0, c0, &g, 0, 0, 0, we, acc, &amx, &amn);
-        if (redo) strip_codes(J, r0, c0, &g, 0, 0, 1, we, acc, &amx, &amn);
+        redo = strip_codes(J, h, r0, c0, &g, 0, 0, 0, we, acc, &amx, &amn);
+        if (redo) strip_codes(J, h, r0, c0, &g, 0, 0, 1, we, acc, &amx, &amn);
     } else {
         __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
         if (!tie) {
-            redo = strip_codes(J, r0, c0, &g, 1, 0, 0, we, acc, &amx, &amn);
-            if (redo) strip_codes(J, r0, c0, &g, 1, 0, 1, we, acc, &amx, &amn);
+            redo = strip_codes(J, h, r0, c0, &g, 1, 0, 0, we, acc, &amx, &amn);
+            if (redo) strip_codes(J, h, r0, c0, &g, 1, 0, 1, we, acc, &amx, &amn);
         } else {
-            redo = strip_codes(J, r0, c0, &g, 1, 1, 0, we, acc, &amx, &amn);
-            if (redo) strip_codes(J, r0, c0, &g, 1, 1, 1, we, acc, &amx, &amn);
+            redo = strip_codes(J, h, r0, c0, &g, 1, 1, 0, we, acc, &amx, &amn);
+            if (redo) strip_codes(J, h, r0, c0, &g, 1, 1, 1, we, acc, &amx, &amn);
         }
     }
     store_codes(J, c0, gb * W, acc, W);
@@ -279,11 +288,34 @@ static void quantize_z(const zjob *J)
 {
     for (unsigned c0 = 0; c0 < J->nc; c0 += 16)
         for (unsigned gb = 0; gb < J->G; gb++) {
-            if (J->ez)
-                strip(J, c0, gb, 1);
-            else
-                strip(J, c0, gb, 0);
+            if (J->z16) {
+                if (J->ez) strip(J, 1, c0, gb, 1);
+                else strip(J, 1, c0, gb, 0);
+            } else {
+                if (J->ez) strip(J, 0, c0, gb, 1);
+                else strip(J, 0, c0, gb, 0);
+            }
         }
+}
+
+/* The largest of 16 u16 lanes: minpos (value in bits 0-15, its index
+ * above) of the complement. */
+INLINE unsigned max_u16(__m256i v)
+{
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return 0xffffu - ((unsigned)_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi16(-1)))) & 0xffffu);
+}
+
+/* Largest |half| bit pattern of n rows of d halves (d a multiple of 16):
+ * at or above 0x7c00 there is an Inf or NaN. */
+static unsigned halves_mag(const uint16_t *x, size_t ld, unsigned n, unsigned d)
+{
+    __m256i mag = _mm256_setzero_si256();
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned c = 0; c < d; c += 16)
+            mag = _mm256_max_epu16(mag, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)), abs));
+    return max_u16(mag);
 }
 
 /* out (cols x rows, row-major) = in^T for in rows x cols, both multiples
@@ -319,6 +351,28 @@ void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, fl
                 }
             }
         }
+}
+
+/* out (cols x rows) = in^T for in: rows of fp16 ld apart (rows, cols
+ * multiples of 16), converted on the way; returns the largest |half| bit
+ * pattern seen (Inf/NaN check). */
+static unsigned transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsigned cols, float *out)
+{
+    __m256i mag = _mm256_setzero_si256();
+    const __m256i abs = _mm256_set1_epi16(0x7fff);
+    float tile[16 * 16];
+    for (unsigned i0 = 0; i0 < rows; i0 += 16)
+        for (unsigned j0 = 0; j0 < cols; j0 += 16) {
+            for (unsigned i = 0; i < 16; i++) {
+                __m256i h = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
+                mag = _mm256_max_epu16(mag, _mm256_and_si256(h, abs));
+                _mm512_storeu_ps(tile + 16 * i, _mm512_cvtph_ps(h));
+            }
+            float t[16 * 16];
+            gear_cpu_transpose_avx512(tile, 16, 16, t);
+            for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, _mm512_loadu_ps(t + 16 * j));
+        }
+    return max_u16(mag);
 }
 
 /* ------------------------------------------------------ power iteration */
@@ -525,26 +579,52 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
     put_factor(pt, d, r, J->blk + L->off_b);
 }
 
+static void run(const gear_block_layout *L, const gear_block_id *id, zjob *J, uint8_t *blk, float *ez,
+                float *yt, float *pt)
+{
+    J->L = L;
+    J->blk = blk;
+    J->key = L->kind == GEAR_KEY;
+    J->nr = J->key ? L->n : L->d;
+    J->nc = J->key ? L->d : L->n;
+    J->ez = L->rank ? ez : NULL;
+    J->group = L->group;
+    J->G = L->groups_per_row;
+    J->levels = (1u << L->bits) - 1u;
+    J->k = L->k_full;
+    /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
+    J->thr = 0.5f - (float)(J->levels + 1) * 0x1p-21f;
+    quantize_z(J);
+    if (L->rank) lowrank(L, id, J, yt, pt);
+}
+
 void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,
                               uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt)
 {
     zjob J;
-    J.L = L;
-    J.blk = blk;
-    J.key = L->kind == GEAR_KEY;
-    J.nr = J.key ? L->n : L->d;
-    J.nc = J.key ? L->d : L->n;
-    if (!J.key) gear_cpu_transpose_avx512(x, L->n, L->d, zbuf);
-    J.z = J.key ? x : zbuf;
-    J.ez = L->rank ? ez : NULL;
-    J.group = L->group;
-    J.G = L->groups_per_row;
-    J.levels = (1u << L->bits) - 1u;
-    J.k = L->k_full;
-    /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
-    J.thr = 0.5f - (float)(J.levels + 1) * 0x1p-21f;
-    quantize_z(&J);
-    if (L->rank) lowrank(L, id, &J, yt, pt);
+    memset(&J, 0, sizeof J);
+    if (L->kind != GEAR_KEY) gear_cpu_transpose_avx512(x, L->n, L->d, zbuf);
+    J.z = L->kind == GEAR_KEY ? x : zbuf;
+    run(L, id, &J, blk, ez, yt, pt);
+}
+
+int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id *id, const uint16_t *x,
+                                 size_t ld, uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt)
+{
+    zjob J;
+    memset(&J, 0, sizeof J);
+    if (L->kind == GEAR_KEY) {
+        /* keys are quantized straight from the halves: no fp32 copy of the
+         * block, so it and the residual stay in L1 */
+        if (halves_mag(x, ld, L->n, L->d) >= 0x7c00u) return 0;
+        J.z16 = x;
+        J.ld16 = ld;
+    } else {
+        if (transpose_halves(x, ld, L->n, L->d, zbuf) >= 0x7c00u) return 0;
+        J.z = zbuf;
+    }
+    run(L, id, &J, blk, ez, yt, pt);
+    return 1;
 }
 
 #if defined(__clang__)

@@ -108,6 +108,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
     gear_status err = GEAR_OK;
     int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
     if (threads < 1) threads = 1;
+    int direct = x16 && gear_cpu_compress_f16_direct(L);
     cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
     if (!ws) {
         free(cbt);
@@ -119,15 +120,18 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
         if (!tw->sc) tw->sc = calloc(1, sizeof(cpu_scratch));
         cpu_scratch *sc = tw->sc;
         if (sc) sc->cbt = cbt;
-        float *xf = x16 ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
+        /* fp16 blocks go straight to the fused compressor where it fits
+         * them, else through an fp32 copy */
+        float *xf = x16 && !direct ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
             gear_status st = GEAR_OK;
-            if (!sc || (x16 && !xf)) st = GEAR_ERR_NO_MEMORY;
-            else if (x16 && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
+            if (!sc || (x16 && !direct && !xf)) st = GEAR_ERR_NO_MEMORY;
+            else if (x16 && !direct && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
             if (x16 && i + 1 < count) /* the next block's rows arrive while this one computes */
                 prefetch_rows(x16[i + 1], ld, L->n, L->d);
-            if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], sc);
+            if (!st && x16 && direct) st = gear_cpu_compress_one_f16(L, &ids[i], x16[i], ld, blk[i], sc);
+            else if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], sc);
             if (st) {
 #pragma omp atomic write
                 err = st;

@@ -445,6 +445,30 @@ static int avx512_fits(const gear_block_layout *L)
            L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 4;
 }
 
+int gear_cpu_compress_f16_direct(const gear_block_layout *L)
+{
+#ifdef GEAR_CPU_AVX512
+    return avx512_fits(L);
+#else
+    (void)L;
+    return 0;
+#endif
+}
+
+gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_block_id *id,
+                                      const uint16_t *x, size_t ld, uint8_t *blk, cpu_scratch *s)
+{
+    if (!scratch_reserve(s, L)) return GEAR_ERR_NO_MEMORY;
+#ifdef GEAR_CPU_AVX512
+    if (avx512_fits(L))
+        return gear_cpu_compress_avx512_f16(L, id, x, ld, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
+                                                                                          : GEAR_ERR_NONFINITE;
+#else
+    (void)id, (void)x, (void)ld, (void)blk;
+#endif
+    return GEAR_ERR_UNSUPPORTED;
+}
+
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,
                                   const float *x, uint8_t *blk, cpu_scratch *s)
 {
