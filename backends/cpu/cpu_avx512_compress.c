@@ -318,38 +318,45 @@ static unsigned halves_mag(const uint16_t *x, size_t ld, unsigned n, unsigned d)
     return max_u16(mag);
 }
 
+/* 16 rows r[i] of a 16x16 tile transposed in registers: r[j] becomes
+ * column j. */
+INLINE void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (unsigned i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (unsigned i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4b + q], 128-bit lane l: rows 4b..4b+3 of column 4l + q */
+    for (unsigned i = 0; i < 8; i++) {
+        unsigned b = i / 4, q = i % 4; /* pair blocks b and b+2 */
+        t[i] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0x88);
+        t[i + 8] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0xDD);
+    }
+    for (unsigned i = 0; i < 4; i++)
+        for (unsigned h = 0; h < 2; h++) {
+            __m512 a = t[8 * h + i], b = t[8 * h + 4 + i];
+            r[i + 4 * h] = _mm512_shuffle_f32x4(a, b, 0x88);
+            r[i + 8 + 4 * h] = _mm512_shuffle_f32x4(a, b, 0xDD);
+        }
+}
+
 /* out (cols x rows, row-major) = in^T for in rows x cols, both multiples
  * of 16 (also the key transpose of decompression, cpu_decompress.c). */
 void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, float *out)
 {
     for (unsigned i0 = 0; i0 < rows; i0 += 16)
         for (unsigned j0 = 0; j0 < cols; j0 += 16) {
-            __m512 r[16], t[16];
+            __m512 r[16];
             for (unsigned i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(in + (size_t)(i0 + i) * cols + j0);
-            for (unsigned i = 0; i < 16; i += 2) {
-                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-            }
-            for (unsigned i = 0; i < 16; i += 4) {
-                r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-                r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-                r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-                r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-            }
-            /* r[4b + q], 128-bit lane l: rows 4b..4b+3 of column 4l + q */
-            for (unsigned i = 0; i < 8; i++) {
-                unsigned b = i / 4, q = i % 4; /* pair blocks b and b+2 */
-                t[i] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0x88);
-                t[i + 8] = _mm512_shuffle_f32x4(r[4 * (2 * b) + q], r[4 * (2 * b + 1) + q], 0xDD);
-            }
-            for (unsigned i = 0; i < 4; i++) {
-                for (unsigned h = 0; h < 2; h++) {
-                    __m512 a = t[8 * h + i], b = t[8 * h + 4 + i];
-                    unsigned col0 = i + 4 * h, col1 = i + 8 + 4 * h;
-                    _mm512_storeu_ps(out + (size_t)(j0 + col0) * rows + i0, _mm512_shuffle_f32x4(a, b, 0x88));
-                    _mm512_storeu_ps(out + (size_t)(j0 + col1) * rows + i0, _mm512_shuffle_f32x4(a, b, 0xDD));
-                }
-            }
+            transpose16(r);
+            for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, r[j]);
         }
 }
 
@@ -360,17 +367,16 @@ static unsigned transpose_halves(const uint16_t *in, size_t ld, unsigned rows, u
 {
     __m256i mag = _mm256_setzero_si256();
     const __m256i abs = _mm256_set1_epi16(0x7fff);
-    float tile[16 * 16];
     for (unsigned i0 = 0; i0 < rows; i0 += 16)
         for (unsigned j0 = 0; j0 < cols; j0 += 16) {
+            __m512 r[16];
             for (unsigned i = 0; i < 16; i++) {
                 __m256i h = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
                 mag = _mm256_max_epu16(mag, _mm256_and_si256(h, abs));
-                _mm512_storeu_ps(tile + 16 * i, _mm512_cvtph_ps(h));
+                r[i] = _mm512_cvtph_ps(h);
             }
-            float t[16 * 16];
-            gear_cpu_transpose_avx512(tile, 16, 16, t);
-            for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, _mm512_loadu_ps(t + 16 * j));
+            transpose16(r);
+            for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, r[j]);
         }
     return max_u16(mag);
 }
