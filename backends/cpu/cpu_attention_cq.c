@@ -244,12 +244,13 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     int failed = !ws || !gear_cpu_carve(&ws->shared[0], 5, sz, p);
     if (!failed) P.S = p[0], P.lut = p[1], P.hist = p[2], P.acc = p[3], P.l = p[4];
     unsigned nwork = H * items;
-#pragma omp parallel num_threads(threads) if (!failed)
+    const int have_ws = !failed; /* read before the team starts: threads set failed */
+#pragma omp parallel num_threads(threads) if (have_ws)
     {
         attn_scratch w;
         unsigned *codes = NULL;
         size_t smax = (size_t)rows * (P.n > a->n_buf ? P.n : a->n_buf);
-        if (!failed) {
+        if (have_ws) {
             cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
             codes = gear_cpu_buf(&tw->b[1], sizeof(unsigned) * (G + 1));
             if (!attn_scratch_alloc(&w, &tw->b[0], P.n, P.d, rows, smax) || !codes) {

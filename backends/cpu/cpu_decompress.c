@@ -147,6 +147,12 @@ gear_status gear_cpu_reconstruct_buf(const gear_block_layout *L, const uint8_t *
 gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const uint8_t *blk,
                                  float *out)
 {
+    if (!state) { /* called like ref's slot, without a context: scratch of its own */
+        cpu_buf b = {NULL, 0};
+        gear_status st = gear_cpu_reconstruct_buf(L, blk, out, &b);
+        free(b.p);
+        return st;
+    }
     cpu_ws *ws = gear_cpu_ws_get(state, 1);
     if (!ws) return GEAR_ERR_NO_MEMORY;
     gear_status st = gear_cpu_reconstruct_buf(L, blk, out, &ws->thr[0].b[0]);

@@ -81,9 +81,25 @@ cpu_ws *gear_cpu_ws_get(cpu_state *s, unsigned n_thr)
     return w;
 }
 
+/* Buffers above this go back to the system when a call ends: one
+ * long-context call should not pin its scratch for the context's life. */
+#define KEEP_MAX ((size_t)64 << 20)
+
+static void bufs_trim(cpu_buf *b)
+{
+    for (unsigned i = 0; i < CPU_WS_BUFS; i++)
+        if (b[i].cap > KEEP_MAX) {
+            free(b[i].p);
+            b[i].p = NULL;
+            b[i].cap = 0;
+        }
+}
+
 void gear_cpu_ws_put(cpu_state *s, cpu_ws *w)
 {
     if (!w) return;
+    bufs_trim(w->shared);
+    for (unsigned t = 0; t < w->n_thr; t++) bufs_trim(w->thr[t].b);
     pthread_mutex_lock(&s->ws_lock);
     w->next = s->ws_pool;
     s->ws_pool = w;

@@ -43,7 +43,7 @@ struct cpu_state;
 
 /* A workspace with room for n_thr team threads; NULL when out of memory. */
 cpu_ws *gear_cpu_ws_get(struct cpu_state *s, unsigned n_thr);
-/* Back to the pool of s (NULL is ignored). */
+/* Back to the pool of s (NULL is ignored); buffers over 64 MiB are freed. */
 void gear_cpu_ws_put(struct cpu_state *s, cpu_ws *w);
 /* Every pooled workspace freed (the context is going away). */
 void gear_cpu_ws_pool_free(struct cpu_state *s);
