@@ -76,3 +76,16 @@ void gear_floats_store_le(const float *src, size_t n, uint8_t *dst)
     for (size_t i = 0; i < n; i++) gear_put_u32(dst + 4 * i, gear_f32_bits(src[i]));
 #endif
 }
+
+GEAR_CLONES
+int gear_halves_store_finite(const uint16_t *src, size_t n, uint8_t *dst)
+{
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        unsigned bad = 0;
+        for (size_t i = 0; i < m; i++) bad |= (src[i0 + i] & 0x7c00u) == 0x7c00u;
+        if (bad) return 0;
+        store_chunk(src + i0, m, dst + 2 * i0);
+    }
+    return 1;
+}

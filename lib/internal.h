@@ -94,6 +94,9 @@ void gear_floats_to_halves(const float *src, size_t n, int bf16, uint8_t *dst);
 /* n fp32 little-endian fields from and to floats. */
 void gear_floats_load_le(const uint8_t *src, size_t n, float *dst);
 void gear_floats_store_le(const float *src, size_t n, uint8_t *dst);
+/* n native fp16 values as little-endian fields, unchanged; 0 (dst partly
+ * written) if one is Inf or NaN. */
+int gear_halves_store_finite(const uint16_t *src, size_t n, uint8_t *dst);
 
 /* ---- crc32c.c */
 uint32_t gear_crc32c(uint32_t crc, const void *data, size_t len);
@@ -217,7 +220,8 @@ gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layo
                                         const float *const *x, uint8_t *hblk);
 /* Compress count blocks straight from fp16 rows (x[i], ld halves apart)
  * through the backend's compress_blocks_f16, host backends only (blk[i]
- * in host memory); GEAR_ERR_UNSUPPORTED (no message) where that slot is
+ * in host memory); raw fp16 blocks are the halves themselves, copied by
+ * the core for any host backend.  GEAR_ERR_UNSUPPORTED (no message) where that slot is
  * missing or declines, GEAR_ERR_NONFINITE (no message) where an input is
  * not finite: the caller then stages fp32 rows, which reports it. */
 gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,

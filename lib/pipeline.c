@@ -278,6 +278,16 @@ gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layou
                                        const uint16_t *const *x, size_t ld, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
+    if (!be->on_device && !L->bits && L->raw_dtype == GEAR_F16) { /* fp16 kept as it is */
+        for (unsigned i = 0; i < count; i++) {
+            memset(blk[i], 0, L->bytes);
+            for (unsigned t = 0; t < L->n; t++)
+                if (!gear_halves_store_finite(x[i] + (size_t)t * ld, L->d, blk[i] + L->off_raw + 2 * (size_t)t * L->d))
+                    return GEAR_ERR_NONFINITE; /* the caller stages and reports the position */
+            gear_block_seal(L, blk[i]);
+        }
+        return GEAR_OK;
+    }
     if (be->on_device || !be->compress_blocks_f16 || !L->bits || (L->cq_dim && !L->codebook))
         return GEAR_ERR_UNSUPPORTED;
     for (unsigned i = 0; i < count; i++) memset(blk[i], 0, L->bytes); /* same padding everywhere */

@@ -90,7 +90,7 @@ static gear_status compress_f16(gear_context *ctx, const plan *p, const gear_ten
 {
     const uint16_t *rows;
     size_t ld, count = (size_t)(p->H * p->nfull);
-    if (!ctx->be->compress_blocks_f16 || !count || count > UINT32_MAX ||
+    if (!count || count > UINT32_MAX ||
         !gear_view_f16_rows(x, 0, 0, &rows, &ld))
         return GEAR_ERR_UNSUPPORTED;
     gear_block_id *ids = malloc(sizeof *ids * count);

@@ -99,8 +99,9 @@ START_TEST(test_nonfinite_kv)
     float *k = tu_synth(11, GEAR_KEY, H, T, D), *v = tu_synth(12, GEAR_VALUE, H, T, D);
     const float bads[4] = {NAN, INFINITY, -INFINITY, 1e6f};
     const int where[3] = {0, 13, T - 1};
-    for (int ci = 0; ci < n_ctx; ci++) {
-        gear_cache *c = new_cache(ctxs[ci], "gear2", MAXT);
+    /* a compressed preset, and raw fp16 blocks (copied by the core) */
+    for (int ci = 0; ci < 2 * n_ctx; ci++) {
+        gear_cache *c = new_cache(ctxs[ci / 2], ci % 2 ? "fp16" : "gear2", MAXT);
         TU_OK(tu_cache_append(c, 0, k, v, H, 5, D));
         TU_OK(tu_cache_append(c, 1, k, v, H, 3, D));
         size_t len;
@@ -125,13 +126,13 @@ START_TEST(test_nonfinite_kv)
                         else TU_STATUS(gear_cache_append(c, 0, &tb, &tg), want);
                         TU_ASSERT(same_cache(c, before, len),
                                   "%s: failed append changed the cache (kv %d bad %d dtype %d at %d)",
-                                  gear_context_backend_name(ctxs[ci]), kv, bi, (int)dt, wi);
+                                  gear_context_backend_name(ctxs[ci / 2]), kv, bi, (int)dt, wi);
                         free(x);
                         free(bad);
                         free(good);
                     }
         /* after all that, an append works and gives what a fresh cache gives */
-        gear_cache *twin = new_cache(ctxs[ci], "gear2", MAXT);
+        gear_cache *twin = new_cache(ctxs[ci / 2], ci % 2 ? "fp16" : "gear2", MAXT);
         TU_OK(tu_cache_append(twin, 0, k, v, H, 5, D));
         TU_OK(tu_cache_append(twin, 1, k, v, H, 3, D));
         TU_OK(tu_cache_append(c, 0, k, v, H, T, D));

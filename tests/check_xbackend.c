@@ -546,18 +546,19 @@ static void f16_case(gear_context *be, gear_context *ref, const char *name, int 
                 free(b);
                 free(c);
             }
-            /* a NaN, then an Inf, inside the second block of head 1 */
-            gear_config cfg = tu_preset("gear2", (gear_kind)kind);
+            /* a NaN, then an Inf, inside the second block of head 1, for a
+             * compressed and a raw fp16 preset (the core copies those) */
             static const uint16_t bad[] = {0x7e00u, 0xfc00u};
-            for (int j = 0; j < 2; j++) {
+            for (int j = 0; j < 4; j++) {
+                gear_config cfg = tu_preset(j < 2 ? "gear2" : "fp16", (gear_kind)kind);
                 size_t at = ((size_t)1 * T + 70) * (size_t)ld + 5;
                 uint16_t keep = x16[at];
-                x16[at] = bad[j];
+                x16[at] = bad[j % 2];
                 uint8_t *o;
                 size_t lo = 0;
                 gear_status st = compress_f16_view(be, &cfg, x16, H, T, d, ld, &o, &lo);
-                TU_ASSERT(st == GEAR_ERR_NONFINITE, "%s: %s in fp16 input gives %s", name,
-                          j ? "-Inf" : "NaN", gear_status_string(st));
+                TU_ASSERT(st == GEAR_ERR_NONFINITE, "%s: %s in fp16 input (%s) gives %s", name,
+                          j % 2 ? "-Inf" : "NaN", j < 2 ? "gear2" : "fp16", gear_status_string(st));
                 TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 70 channel 5") != NULL,
                           "%s: message '%s' does not name the position", name, gear_last_error_message());
                 TU_EQ(lo, (size_t)0);
