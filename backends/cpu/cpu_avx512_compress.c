@@ -298,24 +298,22 @@ static void quantize_z(const zjob *J)
         }
 }
 
-/* The largest of 16 u16 lanes: minpos (value in bits 0-15, its index
- * above) of the complement. */
-INLINE unsigned max_u16(__m256i v)
+/* Largest |half| bit pattern of a lane: at or above 0x7c00 it is an Inf
+ * or NaN (the check of gear_cpu_half_rows_avx512). */
+INLINE __m256i mag_max(__m256i mag, __m256i h)
 {
-    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    return 0xffffu - ((unsigned)_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(m, _mm_set1_epi16(-1)))) & 0xffffu);
+    return _mm256_max_epu16(mag, _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
 }
+INLINE int mag_finite(__m256i mag) { return !_mm256_cmpge_epu16_mask(mag, _mm256_set1_epi16(0x7c00)); }
 
-/* Largest |half| bit pattern of n rows of d halves (d a multiple of 16):
- * at or above 0x7c00 there is an Inf or NaN. */
-static unsigned halves_mag(const uint16_t *x, size_t ld, unsigned n, unsigned d)
+/* Whether n rows of d halves (d a multiple of 16) are all finite. */
+static int halves_finite(const uint16_t *x, size_t ld, unsigned n, unsigned d)
 {
     __m256i mag = _mm256_setzero_si256();
-    const __m256i abs = _mm256_set1_epi16(0x7fff);
     for (unsigned t = 0; t < n; t++)
         for (unsigned c = 0; c < d; c += 16)
-            mag = _mm256_max_epu16(mag, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)), abs));
-    return max_u16(mag);
+            mag = mag_max(mag, _mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)));
+    return mag_finite(mag);
 }
 
 /* 16 rows r[i] of a 16x16 tile transposed in registers: r[j] becomes
@@ -361,24 +359,22 @@ void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, fl
 }
 
 /* out (cols x rows) = in^T for in: rows of fp16 ld apart (rows, cols
- * multiples of 16), converted on the way; returns the largest |half| bit
- * pattern seen (Inf/NaN check). */
-static unsigned transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsigned cols, float *out)
+ * multiples of 16), converted on the way; 0 if a half is Inf or NaN. */
+static int transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsigned cols, float *out)
 {
     __m256i mag = _mm256_setzero_si256();
-    const __m256i abs = _mm256_set1_epi16(0x7fff);
     for (unsigned i0 = 0; i0 < rows; i0 += 16)
         for (unsigned j0 = 0; j0 < cols; j0 += 16) {
             __m512 r[16];
             for (unsigned i = 0; i < 16; i++) {
                 __m256i h = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
-                mag = _mm256_max_epu16(mag, _mm256_and_si256(h, abs));
+                mag = mag_max(mag, h);
                 r[i] = _mm512_cvtph_ps(h);
             }
             transpose16(r);
             for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, r[j]);
         }
-    return max_u16(mag);
+    return mag_finite(mag);
 }
 
 /* ------------------------------------------------------ power iteration */
@@ -622,11 +618,11 @@ int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id
     if (L->kind == GEAR_KEY) {
         /* keys are quantized straight from the halves: no fp32 copy of the
          * block, so it and the residual stay in L1 */
-        if (halves_mag(x, ld, L->n, L->d) >= 0x7c00u) return 0;
+        if (!halves_finite(x, ld, L->n, L->d)) return 0;
         J.z16 = x;
         J.ld16 = ld;
     } else {
-        if (transpose_halves(x, ld, L->n, L->d, zbuf) >= 0x7c00u) return 0;
+        if (!transpose_halves(x, ld, L->n, L->d, zbuf)) return 0;
         J.z = zbuf;
     }
     run(L, id, &J, blk, ez, yt, pt);
