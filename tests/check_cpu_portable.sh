@@ -1,13 +1,16 @@
 #!/bin/sh
-# check_cpu_portable.sh - tests/check_xbackend with the cpu module's AVX-512
-# kernels turned off (GEAR_CPU_NO_AVX512=1), so that on an AVX-512 machine
-# the portable (GEAR_CLONES) paths are compared with ref too.
+# check_cpu_portable.sh - tests/check_xbackend with the cpu module's faster
+# paths turned off one level at a time, so that on a machine that has them
+# the paths other CPUs take are compared with ref too:
+#   GEAR_CPU_NO_VNNI=1    the fp32 AVX-512 attention kernel (no VBMI/VNNI)
+#   GEAR_CPU_NO_AVX512=1  the portable (GEAR_CLONES) paths
 set -e
 : "${top_builddir:=.}"
 if [ ! -x "$top_builddir/tests/check_xbackend" ]; then
     echo "SKIP: tests/check_xbackend was not built"
     exit 77
 fi
-GEAR_CPU_NO_AVX512=1
-export GEAR_CPU_NO_AVX512
-"$top_builddir/tests/check_xbackend"
+echo "== GEAR_CPU_NO_VNNI=1"
+GEAR_CPU_NO_VNNI=1 "$top_builddir/tests/check_xbackend"
+echo "== GEAR_CPU_NO_AVX512=1"
+GEAR_CPU_NO_AVX512=1 "$top_builddir/tests/check_xbackend"

@@ -10,6 +10,10 @@
  * in token order once per row (8 permutes); value sums stay permuted in the
  * output rows until gear_cpu_values_unpermute.  Outlier and low-rank terms
  * of values go to a second, natural-order accumulator (onat).
+ *
+ * Where the CPU has VBMI and VNNI (head dim 64 or 128), the codes enter
+ * through int8 dot products against 16-bit fixed-point weights instead
+ * (key_scores_fix, values_fix below): same layout, same permuted order.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -230,6 +234,56 @@ INLINE unsigned prefetch_count(const uint8_t *next, size_t bytes, unsigned iters
     return !next ? 0 : lines < iters ? (unsigned)lines : iters;
 }
 
+/* Low-rank and outlier terms of R rows of key scores s (natural order). */
+INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s)
+{
+    unsigned d = L->d;
+    if (L->rank) /* (q.B_k) A_k */
+        for (unsigned r = 0; r < R; r++) {
+            const float *qr = q + (size_t)r * d;
+            axpy2(s + r * NB, dot16(qr, f->b, d), f->a, dot16(qr, f->b + d, d), f->a + NB, NB);
+        }
+    /* outliers: the exact value replaces the minimum that code 0 gave */
+    if (!L->n_outliers) return;
+    if (R == 1) {
+        for (unsigned j = 0; j < L->n_outliers; j++) s[f->ot[j]] += q[j / 2] * f->ov[j];
+        return;
+    }
+    /* several rows: one 4-row update per outlier, rows interleaved */
+    float qT[4 * MAXD], corr[4 * NB];
+    interleave4(q, d, R, d, qT);
+    memset(corr, 0, sizeof corr);
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        float *y = corr + 4 * f->ot[j];
+        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(qT + 4 * (j / 2)), _mm_loadu_ps(y)));
+    }
+    add_deinterleaved4(s, NB, R, NB, corr);
+}
+
+/* Low-rank and outlier terms of R value rows, into onat (natural order). */
+INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float *p, unsigned R, float *onat)
+{
+    unsigned d = L->d;
+    if (L->rank) /* (p.A_k) B_k */
+        for (unsigned r = 0; r < R; r++) {
+            const float *pr = p + r * NB;
+            axpy2(onat + (size_t)r * d, dot16(pr, f->a, NB), f->b, dot16(pr, f->a + NB, NB), f->b + d, d);
+        }
+    if (!L->n_outliers) return;
+    if (R == 1) {
+        for (unsigned j = 0; j < L->n_outliers; j++) onat[f->oc[j]] += p[f->ot[j]] * f->ov[j];
+        return;
+    }
+    float pT[4 * NB], corr[4 * MAXD];
+    interleave4(p, NB, R, NB, pT);
+    memset(corr, 0, sizeof(float) * 4 * d);
+    for (unsigned j = 0; j < L->n_outliers; j++) {
+        float *y = corr + 4 * f->oc[j];
+        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(pT + 4 * f->ot[j]), _mm_loadu_ps(y)));
+    }
+    add_deinterleaved4(onat, d, R, d, corr);
+}
+
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
 INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
                         unsigned R, float *s, const uint8_t *next)
@@ -260,26 +314,7 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
         }
     }
     for (unsigned r = 0; r < R; r++) unpermute64(acc[r], s + r * NB);
-    if (L->rank) /* (q.B_k) A_k */
-        for (unsigned r = 0; r < R; r++) {
-            const float *qr = q + (size_t)r * d;
-            axpy2(s + r * NB, dot16(qr, f->b, d), f->a, dot16(qr, f->b + d, d), f->a + NB, NB);
-        }
-    /* outliers: the exact value replaces the minimum that code 0 gave */
-    if (!L->n_outliers) return;
-    if (R == 1) {
-        for (unsigned j = 0; j < L->n_outliers; j++) s[f->ot[j]] += q[j / 2] * f->ov[j];
-        return;
-    }
-    /* several rows: one 4-row update per outlier, rows interleaved */
-    float qT[4 * MAXD], corr[4 * NB];
-    interleave4(q, d, R, d, qT);
-    memset(corr, 0, sizeof corr);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        float *y = corr + 4 * f->ot[j];
-        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(qT + 4 * (j / 2)), _mm_loadu_ps(y)));
-    }
-    add_deinterleaved4(s, NB, R, NB, corr);
+    key_extras(L, f, q, R, s);
 }
 
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
@@ -319,24 +354,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
                 _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), _mm512_add_ps(acc[r][j], _mm512_set1_ps(bias[r]))));
             }
     }
-    if (L->rank) /* (p.A_k) B_k */
-        for (unsigned r = 0; r < R; r++) {
-            const float *pr = p + r * NB;
-            axpy2(onat + (size_t)r * d, dot16(pr, f->a, NB), f->b, dot16(pr, f->a + NB, NB), f->b + d, d);
-        }
-    if (!L->n_outliers) return;
-    if (R == 1) {
-        for (unsigned j = 0; j < L->n_outliers; j++) onat[f->oc[j]] += p[f->ot[j]] * f->ov[j];
-        return;
-    }
-    float pT[4 * NB], corr[4 * MAXD];
-    interleave4(p, NB, R, NB, pT);
-    memset(corr, 0, sizeof(float) * 4 * d);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        float *y = corr + 4 * f->oc[j];
-        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(pT + 4 * f->ot[j]), _mm_loadu_ps(y)));
-    }
-    add_deinterleaved4(onat, d, R, d, corr);
+    value_extras(L, f, p, R, onat);
 }
 
 /* Scale, mask (positions past lim[r]), fold into the running softmax of
@@ -379,30 +397,229 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
     }
 }
 
-INLINE void block_rows(const gear_attn2_block *a, const blk2 *fk, const blk2 *fv, unsigned r0, unsigned R)
+/*
+ * Fixed-point variant (AVX-512 VBMI + VNNI, head dim 64 or 128): the
+ * weights that multiply the codes (q_c*scale_c for keys, p_t*scale_t for
+ * values) become 16-bit fixed point per (block, row) and every code enters
+ * through vpdpbusd, which sums four u8 x s8 products per lane exactly in
+ * int32.  A weight w = al*(256*hi + lo) with hi, lo bytes, so a code costs
+ * two vpdpbusd per row where the float kernel above spends four FMAs.
+ * Rounding the weights (at most max|w|*2^-15) is the only difference from
+ * fp32, well below the fp16 rounding of the stored scales.  Minima,
+ * outliers and the low rank stay in fp32 as above.
+ */
+#define VINLINE static inline __attribute__((always_inline, target("avx512vbmi,avx512vnni")))
+
+/* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi
+ * signed, lo unsigned (the two bytes of an int16). */
+typedef struct fixw {
+    int8_t hi[QUAD][MAXD];
+    uint8_t lo[QUAD][MAXD];
+    float al[QUAD];
+} fixw;
+
+/* rows4[x]: byte 4i+k = byte rb*k + off + i (lane i gathers byte i of four
+ * code rows): rb = 16 (x = 0), rb = 32 with off 0 and 16 (x = 1, 2). */
+static const uint8_t rows4[3][64] __attribute__((aligned(64))) = {
+    {0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55,
+     8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63},
+    {0, 32, 64, 96, 1, 33, 65, 97, 2, 34, 66, 98, 3, 35, 67, 99, 4, 36, 68, 100, 5, 37, 69, 101, 6, 38, 70, 102, 7, 39, 71, 103,
+     8, 40, 72, 104, 9, 41, 73, 105, 10, 42, 74, 106, 11, 43, 75, 107, 12, 44, 76, 108, 13, 45, 77, 109, 14, 46, 78, 110, 15, 47, 79, 111},
+    {16, 48, 80, 112, 17, 49, 81, 113, 18, 50, 82, 114, 19, 51, 83, 115, 20, 52, 84, 116, 21, 53, 85, 117, 22, 54, 86, 118, 23, 55, 87, 119,
+     24, 56, 88, 120, 25, 57, 89, 121, 26, 58, 90, 122, 27, 59, 91, 123, 28, 60, 92, 124, 29, 61, 93, 125, 30, 62, 94, 126, 31, 63, 95, 127},
+};
+/* The high byte of int16 e in packs_epi32(q0, q1) : packs_epi32(q2, q3),
+ * where q0..q3 hold e = 0..63 in order (the low byte is one before). */
+static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
+    1, 3, 5, 7, 17, 19, 21, 23, 33, 35, 37, 39, 49, 51, 53, 55,
+    9, 11, 13, 15, 25, 27, 29, 31, 41, 43, 45, 47, 57, 59, 61, 63,
+    65, 67, 69, 71, 81, 83, 85, 87, 97, 99, 101, 103, 113, 115, 117, 119,
+    73, 75, 77, 79, 89, 91, 93, 95, 105, 107, 109, 111, 121, 123, 125, 127,
+};
+
+
+/* x[i]*w[i] (w NULL: x[i]) for i < m, m a multiple of 64, as int16
+ * al*(256*hi[i] + lo[i]) within +-32512; returns al.  NaN when an entry is
+ * not finite (it then reaches the output as it would in fp32); 0 when all
+ * are below 2^-100 in magnitude (what they would add is below fp32's
+ * resolution of any other term). */
+VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint8_t *lo)
 {
-    float s[QUAD * NB];
-    unsigned d = a->lk->d;
-    float *onat = a->onat ? a->onat + (size_t)r0 * d : NULL;
-    /* the first row quad prefetches */
-    key_scores2(a->lk, a->kblk, fk, a->q + (size_t)r0 * d, R, s, r0 ? NULL : a->next_k);
-    softmax2(s, R, a->scale, a->pos0, a->lim + r0, a->pt + r0, a->o + (size_t)r0 * d, onat, d);
-    values2(a->lv, a->vblk, fv, s, R, a->o + (size_t)r0 * d, onat, r0 ? NULL : a->next_v);
+    /* largest magnitude as bits: Inf and NaN patterns are the largest */
+    __m512i mx = _mm512_setzero_si512();
+    for (unsigned i = 0; i < m; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        if (w) v = _mm512_mul_ps(v, _mm512_loadu_ps(w + i));
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+    }
+    uint32_t tb = _mm512_reduce_max_epu32(mx);
+    if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
+        memset(hi, 0, m);
+        memset(lo, 0, m);
+        return tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
+    }
+    float top;
+    memcpy(&top, &tb, 4);
+    __m512 k = _mm512_set1_ps(32512.0f / top);
+    __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
+    for (unsigned i = 0; i < m; i += 64) {
+        __m512i q[4];
+        for (unsigned j = 0; j < 4; j++) {
+            __m512 v = _mm512_loadu_ps(x + i + 16 * j);
+            if (w) v = _mm512_mul_ps(v, _mm512_loadu_ps(w + i + 16 * j));
+            q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v, k));
+        }
+        __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
+        _mm512_storeu_si512(hi + i, _mm512_permutex2var_epi8(p0, hs, p1));
+        _mm512_storeu_si512(lo + i, _mm512_permutex2var_epi8(p0, ls, p1));
+    }
+    return top / 32512.0f;
+}
+
+#define UNROLL4 _Pragma("GCC unroll 4") /* GCC 12 otherwise keeps some accumulators in memory */
+
+/* Step st reads four code rows (64 bytes at src + st*stride, through idx;
+ * two: 128 bytes, of which idx picks 64) so that lane i holds byte i of
+ * each row, four codes a byte.  Plane j = the codes at bits 2j, which
+ * meet the weights' dword st: acc[r][j] (int32) = sum of code x
+ * (256*hi + lo) over the steps, for planes j0 .. j0+JP.  Exact: below 2^24.
+ * The steps also prefetch the next block's lines [pf0, pf0 + steps*per). */
+VINLINE void dot_planes(const uint8_t *src, unsigned stride, int two, __m512i idx, unsigned steps,
+                        const fixw *w, unsigned R, unsigned j0, unsigned JP, __m512i acc[QUAD][4],
+                        const uint8_t *next, unsigned pf0, unsigned per, unsigned lines)
+{
+    __m512i ah[QUAD][4], al[QUAD][4];
+    UNROLL4 for (unsigned r = 0; r < R; r++)
+        UNROLL4 for (unsigned j = 0; j < JP; j++) ah[r][j] = al[r][j] = _mm512_setzero_si512();
+    for (unsigned st = 0; st < steps; st++) {
+        if (next)
+            for (unsigned l = pf0 + st * per; l < pf0 + (st + 1) * per && l < lines; l++)
+                _mm_prefetch((const char *)next + 64 * l, _MM_HINT_T0);
+        const uint8_t *p = src + (size_t)st * stride;
+        __m512i x = two ? _mm512_permutex2var_epi8(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p + 64))
+                        : _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(p));
+        __m512i v[4];
+        UNROLL4 for (unsigned j = 0; j < JP; j++)
+            v[j] = _mm512_and_si512(_mm512_srli_epi16(x, 2 * (j0 + j)), _mm512_set1_epi8(3));
+        UNROLL4 for (unsigned r = 0; r < R; r++) {
+            int32_t h, l;
+            memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8; lo u8 x codes (s8, 0..3) */
+            memcpy(&l, w->lo[r] + 4 * st, 4);
+            UNROLL4 for (unsigned j = 0; j < JP; j++) {
+                ah[r][j] = _mm512_dpbusd_epi32(ah[r][j], v[j], _mm512_set1_epi32(h));
+                al[r][j] = _mm512_dpbusd_epi32(al[r][j], _mm512_set1_epi32(l), v[j]);
+            }
+        }
+    }
+    UNROLL4 for (unsigned r = 0; r < R; r++)
+        UNROLL4 for (unsigned j = 0; j < JP; j++) acc[r][j0 + j] = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
+}
+
+/* All planes of R rows: in one pass for one or two rows, else in two
+ * (32 accumulators would spill); the first pass prefetches. */
+VINLINE void dot_codes(const uint8_t *src, unsigned stride, int two, __m512i idx, unsigned steps, const fixw *w,
+                       unsigned R, __m512i acc[QUAD][4], const uint8_t *next, unsigned pf0, unsigned per,
+                       unsigned lines)
+{
+    if (R <= 2) {
+        dot_planes(src, stride, two, idx, steps, w, R, 0, 4, acc, next, pf0, per, lines);
+        return;
+    }
+    dot_planes(src, stride, two, idx, steps, w, R, 0, 2, acc, next, pf0, per, lines);
+    dot_planes(src, stride, two, idx, steps, w, R, 2, 2, acc, NULL, 0, 0, 0);
+}
+
+/* key_scores2 in fixed point. */
+VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
+                            unsigned R, float *s, const uint8_t *next)
+{
+    unsigned d = L->d, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0;
+    fixw w;
+    float bias[QUAD];
+    for (unsigned r = 0; r < R; r++) {
+        w.al[r] = fix16(q + (size_t)r * d, f->dl, d, w.hi[r], w.lo[r]);
+        bias[r] = dot16(q + (size_t)r * d, f->mn, d); /* the minima enter once per token */
+    }
+    __m512i acc[QUAD][4]; /* key rows are channels: 16 bytes of 64 tokens */
+    dot_codes(blk + L->off_codes, 64, 0, _mm512_load_si512(rows4[0]), d / 4, &w, R, acc, next, 0,
+              (lines + d / 4 - 1) / (d / 4), lines);
+    for (unsigned r = 0; r < R; r++) {
+        __m512 v[4];
+        for (unsigned j = 0; j < 4; j++)
+            v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+        unpermute64(v, s + r * NB);
+    }
+    key_extras(L, f, q, R, s);
+}
+
+/* values2 in fixed point. */
+VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
+                        unsigned R, float *o, float *onat, const uint8_t *next)
+{
+    unsigned d = L->d, G = L->groups_per_row, rb = L->row_bytes;
+    unsigned lines = next ? (unsigned)((L->bytes + 63) / 64) : 0, per = (lines + G * NB / 4 - 1) / (G * NB / 4);
+    for (unsigned g = 0; g < G; g++) {
+        fixw w;
+        float bias[QUAD];
+        for (unsigned r = 0; r < R; r++) {
+            w.al[r] = fix16(p + r * NB, f->dlT + g * NB, NB, w.hi[r], w.lo[r]);
+            bias[r] = dot16(p + r * NB, f->mnT + g * NB, NB);
+        }
+        __m512i acc[QUAD][4];
+        /* value rows are tokens: four rows of group g are 16 bytes each, rb apart */
+        dot_codes(blk + L->off_codes, 4 * rb, rb > 16, _mm512_load_si512(rows4[rb == 16 ? 0 : 1 + g]), NB / 4, &w, R, acc, next,
+                  g * per * (NB / 4), per, lines);
+        for (unsigned r = 0; r < R; r++)
+            for (unsigned j = 0; j < 4; j++) {
+                float *dst = o + (size_t)r * d + 64 * g + 16 * j;
+                __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), v));
+            }
+    }
+    value_extras(L, f, p, R, onat);
+}
+
+/* One (K, V) block pair for R rows (a compile-time count) starting at r0:
+ * scores, softmax, values, through the float (KEYS = key_scores2, VALS =
+ * values2) or the fixed-point kernels.  The first row quad prefetches. */
+#define BLOCK_ROWS(a, fk, fv, r0, R, KEYS, VALS)                                                           \
+    do {                                                                                                  \
+        float s_[QUAD * NB];                                                                              \
+        unsigned d_ = (a)->lk->d;                                                                         \
+        float *onat_ = (a)->onat ? (a)->onat + (size_t)(r0) * d_ : NULL, *o_ = (a)->o + (size_t)(r0) * d_; \
+        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k);        \
+        softmax2(s_, R, (a)->scale, (a)->pos0, (a)->lim + (r0), (a)->pt + (r0), o_, onat_, d_);           \
+        VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v);                        \
+    } while (0)
+
+/* Every row of a block pair, four at a time. */
+#define ALL_ROWS(a, KEYS, VALS)                                                              \
+    do {                                                                                     \
+        blk2 fk_, fv_;                                                                       \
+        block_prep((a)->lk, (a)->kblk, &fk_);                                                \
+        block_prep((a)->lv, (a)->vblk, &fv_);                                                \
+        for (unsigned r0_ = 0; r0_ < (a)->rows; r0_ += QUAD) {                               \
+            switch ((a)->rows - r0_) {                                                       \
+            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS); break;                    \
+            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS); break;                    \
+            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS); break;                    \
+            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS); break;                   \
+            }                                                                                \
+        }                                                                                    \
+    } while (0)
+
+__attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix(const gear_attn2_block *a)
+{
+    ALL_ROWS(a, key_scores_fix, values_fix);
 }
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a)
 {
-    blk2 fk, fv;
-    block_prep(a->lk, a->kblk, &fk);
-    block_prep(a->lv, a->vblk, &fv);
-    for (unsigned r0 = 0; r0 < a->rows; r0 += QUAD) {
-        switch (a->rows - r0) {
-        case 1: block_rows(a, &fk, &fv, r0, 1); break;
-        case 2: block_rows(a, &fk, &fv, r0, 2); break;
-        case 3: block_rows(a, &fk, &fv, r0, 3); break;
-        default: block_rows(a, &fk, &fv, r0, 4); break;
-        }
+    if (gear_cpu_have_avx512_vnni && a->lk->d <= 128) {
+        attend_fix(a);
+        return;
     }
+    ALL_ROWS(a, key_scores2, values2);
 }
 
 /* o[r] (permuted 64-channel groups) = natural order + onat[r]. */

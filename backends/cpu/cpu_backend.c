@@ -14,6 +14,7 @@
 int gear_cpu_have_avx512;
 #ifdef GEAR_CPU_AVX512
 int gear_cpu_have_avx512_compress;
+int gear_cpu_have_avx512_vnni;
 #endif
 
 static int cpu_score(const char **why)
@@ -210,6 +211,8 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
                            __builtin_cpu_supports("avx512vl") && getenv("GEAR_CPU_NO_AVX512") == NULL;
     gear_cpu_have_avx512_compress = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512dq") &&
                                     __builtin_cpu_supports("avx512vbmi2");
+    gear_cpu_have_avx512_vnni = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512vbmi") &&
+                                __builtin_cpu_supports("avx512vnni") && getenv("GEAR_CPU_NO_VNNI") == NULL;
 #endif
     /* host memory like ref: its copy, sync and error slots serve as they are */
     cpu_backend.last_error = ref->last_error;

@@ -52,6 +52,9 @@ typedef struct gear_attn2_block {
  * 64-token blocks, head dim 64/128/256, rank 0 or 2, 0 or 1+1 outliers
  * per group. */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv);
+/* Head dims 64 and 128 go through the fixed-point (VNNI) kernel when the
+ * CPU has AVX-512 VBMI and VNNI and GEAR_CPU_NO_VNNI is unset. */
+extern int gear_cpu_have_avx512_vnni;
 void gear_cpu_attend2_avx512(const gear_attn2_block *a);
 /* o (permuted groups) to natural order, plus onat (may be NULL). */
 void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d);
