@@ -476,7 +476,14 @@ VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint
     return top / 32512.0f;
 }
 
-#define UNROLL4 _Pragma("GCC unroll 4") /* GCC 12 otherwise keeps some accumulators in memory */
+/* Full unrolling of the short row and plane loops, so that accumulators
+ * stay in registers: GCC 12 otherwise keeps some in memory, and clang reads
+ * "GCC unroll 4" as a factor rather than a full unroll. */
+#ifdef __clang__
+#define UNROLL4 _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL4 _Pragma("GCC unroll 4")
+#endif
 
 /* Step st reads four code rows (64 bytes at src + st*stride, through idx;
  * two: 128 bytes, of which idx picks 64) so that lane i holds byte i of
@@ -615,7 +622,7 @@ __attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix(const ge
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a)
 {
-    if (gear_cpu_have_avx512_vnni && a->lk->d <= 128) {
+    if (gear_cpu_have_avx512_vnni && (a->lk->d == 64 || a->lk->d == 128)) {
         attend_fix(a);
         return;
     }
