@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include "cpu.h"
 #include "cpu_simd.h"
+#include "cpu_avx512_half.h"
 
 /* 16 codes starting at code index 16*j of a row, as floats. */
 static inline __attribute__((always_inline)) __m512 codes16(const uint8_t *row, unsigned bits, unsigned j)
@@ -162,7 +163,6 @@ void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst)
 int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst)
 {
     __m256i mag = _mm256_setzero_si256(); /* largest |half| bit pattern */
-    const __m256i abs = _mm256_set1_epi16(0x7fff);
     unsigned d16 = d / 16 * 16;
     int ok = 1;
     for (unsigned t = 0; t < n; t++) {
@@ -170,13 +170,12 @@ int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned
         float *out = dst + (size_t)t * d;
         for (unsigned c = 0; c < d16; c += 16) {
             __m256i h = _mm256_loadu_si256((const __m256i *)(row + c));
-            mag = _mm256_max_epu16(mag, _mm256_and_si256(h, abs));
+            mag = gear_half_mag_max(mag, h);
             _mm512_storeu_ps(out + c, _mm512_cvtph_ps(h));
         }
         if (d16 < d) ok &= gear_halves_to_floats_finite(row + d16, d - d16, out + d16);
     }
-    /* exponent all ones: Inf (mantissa 0) or NaN */
-    return ok && !_mm256_cmpge_epu16_mask(mag, _mm256_set1_epi16(0x7c00));
+    return ok && gear_half_mag_finite(mag);
 }
 
 /* Max (first position), second max, min (first position), second min of

@@ -23,6 +23,7 @@
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
+#include "cpu_avx512_half.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -298,22 +299,14 @@ static void quantize_z(const zjob *J)
         }
 }
 
-/* Largest |half| bit pattern of a lane: at or above 0x7c00 it is an Inf
- * or NaN (the check of gear_cpu_half_rows_avx512). */
-INLINE __m256i mag_max(__m256i mag, __m256i h)
-{
-    return _mm256_max_epu16(mag, _mm256_and_si256(h, _mm256_set1_epi16(0x7fff)));
-}
-INLINE int mag_finite(__m256i mag) { return !_mm256_cmpge_epu16_mask(mag, _mm256_set1_epi16(0x7c00)); }
-
 /* Whether n rows of d halves (d a multiple of 16) are all finite. */
 static int halves_finite(const uint16_t *x, size_t ld, unsigned n, unsigned d)
 {
     __m256i mag = _mm256_setzero_si256();
     for (unsigned t = 0; t < n; t++)
         for (unsigned c = 0; c < d; c += 16)
-            mag = mag_max(mag, _mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)));
-    return mag_finite(mag);
+            mag = gear_half_mag_max(mag, _mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)));
+    return gear_half_mag_finite(mag);
 }
 
 /* 16 rows r[i] of a 16x16 tile transposed in registers: r[j] becomes
@@ -368,13 +361,13 @@ static int transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsign
             __m512 r[16];
             for (unsigned i = 0; i < 16; i++) {
                 __m256i h = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
-                mag = mag_max(mag, h);
+                mag = gear_half_mag_max(mag, h);
                 r[i] = _mm512_cvtph_ps(h);
             }
             transpose16(r);
             for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, r[j]);
         }
-    return mag_finite(mag);
+    return gear_half_mag_finite(mag);
 }
 
 /* ------------------------------------------------------ power iteration */

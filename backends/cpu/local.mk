@@ -15,7 +15,7 @@ gear_cpu_la_LIBADD = libgear.la -lm
 if HAVE_AVX512_FLAGS
 # Kernels compiled for AVX-512 only; called after a run-time CPU check.
 noinst_LTLIBRARIES += libgear-cpu-avx512.la
-libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512.c \
+libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512_half.h backends/cpu/cpu_avx512.c \
 	backends/cpu/cpu_avx512_compress.c \
 	backends/cpu/cpu_avx512_attn.c
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
