@@ -77,8 +77,35 @@ static void check(gear_status st, const char *what)
 
 /* ------------------------------------------------------------ bandwidth */
 
+/* The largest cache of CPU 0 from sysfs: the cache its cores can use.
+ * glibc's _SC_LEVEL3_CACHE_SIZE is only the fallback, because on AMD
+ * EPYC it reports the L3 of the whole package (384 MiB on a 12-CCD Zen 5
+ * part, while one core reaches its CCD's 32 MiB). */
+static size_t sysfs_llc_bytes(void)
+{
+    size_t best = 0;
+    for (int i = 0; i < 8; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        unsigned long v = 0;
+        char unit = 0;
+        int got = fscanf(f, "%lu%c", &v, &unit);
+        fclose(f);
+        if (got < 1) continue;
+        size_t bytes = v;
+        if (got == 2 && (unit == 'K' || unit == 'k')) bytes = (size_t)v << 10;
+        else if (got == 2 && unit == 'M') bytes = (size_t)v << 20;
+        if (bytes > best) best = bytes;
+    }
+    return best;
+}
+
 static size_t llc_bytes(void)
 {
+    size_t s = sysfs_llc_bytes();
+    if (s >= ((size_t)1 << 20)) return s;
     long v = -1;
 #ifdef _SC_LEVEL3_CACHE_SIZE
     v = sysconf(_SC_LEVEL3_CACHE_SIZE);

@@ -234,6 +234,53 @@ INLINE unsigned prefetch_count(const uint8_t *next, size_t bytes, unsigned iters
     return !next ? 0 : lines < iters ? (unsigned)lines : iters;
 }
 
+/* dst[idx[j]] += x[j] for j < n (n a multiple of 4; dst of len floats, a
+ * multiple of 16).  Outliers often share a token or channel; four partial
+ * copies keep one read-modify-write from waiting on the last through
+ * memory (store forwarding plus the add, for every repeat). */
+INLINE void scatter_add1(const float *x, const unsigned *idx, unsigned n, float *dst, unsigned len)
+{
+    float part[4][MAXD];
+    for (unsigned k = 0; k < 4; k++)
+        for (unsigned i = 0; i < len; i += 16) _mm512_storeu_ps(part[k] + i, _mm512_setzero_ps());
+    for (unsigned j = 0; j < n; j += 4) {
+        part[0][idx[j]] += x[j];
+        part[1][idx[j + 1]] += x[j + 1];
+        part[2][idx[j + 2]] += x[j + 2];
+        part[3][idx[j + 3]] += x[j + 3];
+    }
+    for (unsigned i = 0; i < len; i += 16) {
+        __m512 a = _mm512_add_ps(_mm512_loadu_ps(part[0] + i), _mm512_loadu_ps(part[1] + i));
+        __m512 b = _mm512_add_ps(_mm512_loadu_ps(part[2] + i), _mm512_loadu_ps(part[3] + i));
+        _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(dst + i), _mm512_add_ps(a, b)));
+    }
+}
+
+/* corr (len x 4 interleaved rows) = sum over j < n of ov[j] * xT[4*src[j]
+ * .. +4] (src NULL: 4*(j/2)) at corr[4*idx[j] ..]: the 4-row form of scatter_add1, with two
+ * partial copies (the two outliers of a group never share an index). */
+INLINE void scatter_fma4(const float *ov, const float *xT, const unsigned *src, const unsigned *idx, unsigned n,
+                         float *corr, unsigned len)
+{
+    float part[4 * MAXD];
+    for (unsigned i = 0; i < 4 * len; i += 16) {
+        _mm512_storeu_ps(corr + i, _mm512_setzero_ps());
+        _mm512_storeu_ps(part + i, _mm512_setzero_ps());
+    }
+#define SCATTER_FMA4(dst, j)                                                                                   \
+    do {                                                                                                      \
+        float *y_ = (dst) + 4 * idx[j];                                                                       \
+        _mm_storeu_ps(y_, _mm_fmadd_ps(_mm_set1_ps(ov[j]), _mm_loadu_ps(xT + 4 * (src ? src[j] : (j) / 2)), _mm_loadu_ps(y_))); \
+    } while (0)
+    for (unsigned j = 0; j < n; j += 2) {
+        SCATTER_FMA4(corr, j);
+        SCATTER_FMA4(part, j + 1);
+    }
+#undef SCATTER_FMA4
+    for (unsigned i = 0; i < 4 * len; i += 16)
+        _mm512_storeu_ps(corr + i, _mm512_add_ps(_mm512_loadu_ps(corr + i), _mm512_loadu_ps(part + i)));
+}
+
 /* Low-rank and outlier terms of R rows of key scores s (natural order). */
 INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s)
 {
@@ -243,20 +290,23 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
             const float *qr = q + (size_t)r * d;
             axpy2(s + r * NB, dot16(qr, f->b, d), f->a, dot16(qr, f->b + d, d), f->a + NB, NB);
         }
-    /* outliers: the exact value replaces the minimum that code 0 gave */
-    if (!L->n_outliers) return;
+    /* outliers: the exact value replaces the minimum that code 0 gave;
+     * outlier j lies in channel j/2 */
+    unsigned n = L->n_outliers;
+    if (!n) return;
     if (R == 1) {
-        for (unsigned j = 0; j < L->n_outliers; j++) s[f->ot[j]] += q[j / 2] * f->ov[j];
+        float x[2 * MAXD];
+        const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        for (unsigned j = 0; j < n; j += 16)
+            _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)),
+                                                  _mm512_loadu_ps(f->ov + j)));
+        scatter_add1(x, f->ot, n, s, NB);
         return;
     }
     /* several rows: one 4-row update per outlier, rows interleaved */
     float qT[4 * MAXD], corr[4 * NB];
     interleave4(q, d, R, d, qT);
-    memset(corr, 0, sizeof corr);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        float *y = corr + 4 * f->ot[j];
-        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(qT + 4 * (j / 2)), _mm_loadu_ps(y)));
-    }
+    scatter_fma4(f->ov, qT, NULL, f->ot, n, corr, NB);
     add_deinterleaved4(s, NB, R, NB, corr);
 }
 
@@ -269,18 +319,23 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
             const float *pr = p + r * NB;
             axpy2(onat + (size_t)r * d, dot16(pr, f->a, NB), f->b, dot16(pr, f->a + NB, NB), f->b + d, d);
         }
-    if (!L->n_outliers) return;
+    unsigned n = L->n_outliers;
+    if (!n) return;
     if (R == 1) {
-        for (unsigned j = 0; j < L->n_outliers; j++) onat[f->oc[j]] += p[f->ot[j]] * f->ov[j];
+        float x[2 * MAXD];
+        __m512 p0 = _mm512_loadu_ps(p), p1 = _mm512_loadu_ps(p + 16), p2 = _mm512_loadu_ps(p + 32), p3 = _mm512_loadu_ps(p + 48);
+        for (unsigned j = 0; j < n; j += 16) {
+            __m512i t = _mm512_loadu_si512(f->ot + j);
+            __m512 lo = _mm512_permutex2var_ps(p0, t, p1), hi = _mm512_permutex2var_ps(p2, t, p3);
+            __mmask16 up = _mm512_test_epi32_mask(t, _mm512_set1_epi32(32));
+            _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_mask_blend_ps(up, lo, hi), _mm512_loadu_ps(f->ov + j)));
+        }
+        scatter_add1(x, f->oc, n, onat, d);
         return;
     }
     float pT[4 * NB], corr[4 * MAXD];
     interleave4(p, NB, R, NB, pT);
-    memset(corr, 0, sizeof(float) * 4 * d);
-    for (unsigned j = 0; j < L->n_outliers; j++) {
-        float *y = corr + 4 * f->oc[j];
-        _mm_storeu_ps(y, _mm_fmadd_ps(_mm_set1_ps(f->ov[j]), _mm_loadu_ps(pT + 4 * f->ot[j]), _mm_loadu_ps(y)));
-    }
+    scatter_fma4(f->ov, pT, f->ot, f->oc, n, corr, d);
     add_deinterleaved4(onat, d, R, d, corr);
 }
 
