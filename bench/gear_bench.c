@@ -5,7 +5,8 @@
  *   bw     memcpy and read bandwidth (1 thread and all threads);
  *   codec  gear_compress / gear_decompress throughput per preset, backend
  *          and thread count, in GB/s of fp16 KV, and as a ratio to memcpy
- *          and read bandwidth;
+ *          and read bandwidth, and compression per thread against
+ *          llama.cpp's q4_0 quantizer on one thread (bench/q4_0_baseline.c);
  *   attn   one decode step (attention of one query token in every layer)
  *          over a compressed cache vs over an fp16 cache (bench/
  *          fp16_attention.c), 8 KV heads, head_dim 64/128, 1 and 4 query
@@ -29,6 +30,7 @@
 #include <gear.h>
 #include <gear/backend.h>
 #include "fp16_attention.h"
+#include "q4_0_baseline.h"
 #include "../tools/gear/synth.h"
 
 #define MAX_REP 15
@@ -36,6 +38,7 @@
 static FILE *jf; /* JSON lines, or NULL */
 static int reps = 7;
 static double llc_mult = 3.0; /* the kivi2 cache is this many times the LLC */
+static double q4_gbs;         /* the q4_0 baseline of this run, GB/s of fp32 */
 
 static double now(void)
 {
@@ -226,24 +229,68 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
             td[r] = now() - t0;
         }
         double cg = in / median(tc, reps) / 1e9, dg = in / median(td, reps) / 1e9;
-        printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f   %8.3f %7.3f %7.3f\n", backend, preset,
-               kind ? "V" : "K", threads, cg, cg / threads, cg / base.memcpy_gbs, dg, dg / base.memcpy_gbs,
-               dg / base.read_gbs);
+        printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", backend, preset,
+               kind ? "V" : "K", threads, cg, cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg,
+               dg / base.memcpy_gbs, dg / base.read_gbs);
         if (jf)
             fprintf(jf,
                     "{\"bench\":\"codec\",\"backend\":\"%s\",\"preset\":\"%s\",\"kind\":\"%s\","
                     "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
                     "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
-                    "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,"
+                    "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,\"compress_per_thread_over_q4_0\":%.4f,"
                     "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
                     backend, preset, kind ? "value" : "key", threads, H, T, d, in, len, cg, cg / threads, dg,
-                    cg / base.memcpy_gbs, cg / base.read_gbs, dg / base.memcpy_gbs, dg / base.read_gbs);
+                    cg / base.memcpy_gbs, cg / base.read_gbs, cg / threads / q4_gbs, dg / base.memcpy_gbs,
+                    dg / base.read_gbs);
         free(dst);
         free(out);
         for (int i = 0; i < ncopies; i++) free(copies[i]);
         free(copies);
     }
     gear_context_free(ctx);
+}
+
+/* The compress target's baseline: llama.cpp's q4_0 quantizer (ggml's CPU
+ * reference, bench/q4_0_baseline.c) on one thread over the same key
+ * tensor as fp32, each repeat on its own copy from DRAM.  Returns GB/s of
+ * fp32 input; prints it with the reconstruction error (the check that the
+ * work was done). */
+static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
+{
+    size_t n = (size_t)H * T * d, in = n * sizeof(float);
+    float *x = xmalloc(in);
+    for (size_t i = 0; i < n; i++) x[i] = gear_half_to_float(k16[i]);
+    size_t want = (2 * llc + in - 1) / in;
+    int ncopies = want > (size_t)reps ? (int)want : reps;
+    float **copies = xmalloc(sizeof(*copies) * (size_t)ncopies);
+    for (int i = 0; i < ncopies; i++) {
+        copies[i] = xmalloc(in);
+        memcpy(copies[i], x, in);
+    }
+    uint8_t *q = xmalloc(n / Q4_0_BLOCK * Q4_0_BYTES);
+    double t[MAX_REP];
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        q4_0_quantize(copies[r], n, q);
+        t[r] = now() - t0;
+    }
+    double e2 = 0, x2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)x[i] - q4_0_value(q + i / Q4_0_BLOCK * Q4_0_BYTES, (unsigned)(i % Q4_0_BLOCK));
+        e2 += e * e;
+        x2 += (double)x[i] * x[i];
+    }
+    double g = in / median(t, reps) / 1e9;
+    printf("baseline: llama.cpp q4_0 quantizer (ggml CPU reference), 1 thread: %.3f GB/s of fp32 "
+           "(rel. error %.3f)\n", g, sqrt(e2 / x2));
+    if (jf)
+        fprintf(jf, "{\"bench\":\"q4_0\",\"threads\":1,\"H\":%d,\"T\":%d,\"d\":%d,\"fp32_bytes\":%zu,"
+                    "\"quantize_gbs\":%.4f,\"rel_error\":%.4f}\n", H, T, d, in, g, sqrt(e2 / x2));
+    for (int i = 0; i < ncopies; i++) free(copies[i]);
+    free(copies);
+    free(q);
+    free(x);
+    return g;
 }
 
 /* ------------------------------------------------------------ attention */
@@ -482,8 +529,10 @@ int main(int argc, char **argv)
         const int H = 8, T = quick ? 1024 : 4096, d = 128;
         const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};
         printf("\ncodec: [%d,%d,%d] fp16 in/out; GB/s of fp16 KV; ratios to memcpy / read bandwidth "
-               "at the same thread count\n", H, T, d);
-        printf("backend preset kv th   comp GB/s /thread /memcpy   dec GB/s /memcpy   /read\n");
+               "at the same thread count;\n  /q4_0 = compress GB/s (fp16 in) per thread over the q4_0 "
+               "baseline's GB/s (fp32 in), the units of the compress target\n", H, T, d);
+        q4_gbs = bench_q4_0(kv[0], H, T, d, llc);
+        printf("backend preset kv th   comp GB/s /thread /memcpy  /q4_0   dec GB/s /memcpy   /read\n");
         for (int p = 0; p < 8; p++) {
             bench_codec("cpu", 1, all[p], kv, H, T, d, b1, llc);
             if (threads > 1) bench_codec("cpu", threads, all[p], kv, H, T, d, bn, llc);
