@@ -188,17 +188,23 @@ static gear_context *make_ctx(const char *backend, int threads)
 /* Each repeat compresses its own copy of the input, and the copies
  * together exceed twice the LLC, written oldest first: the input of every
  * repeat comes from DRAM, like the bandwidth baselines it is compared with. */
-static uint16_t **input_copies(const uint16_t *src, size_t bytes, size_t llc, int *ncopies)
+static void **input_copies(const void *src, size_t bytes, size_t llc, int *ncopies)
 {
     size_t want = (2 * llc + bytes - 1) / bytes;
     int n = want > (size_t)reps ? (int)want : reps;
-    uint16_t **c = xmalloc(sizeof(*c) * (size_t)n);
+    void **c = xmalloc(sizeof(*c) * (size_t)n);
     for (int i = 0; i < n; i++) {
         c[i] = xmalloc(bytes);
         memcpy(c[i], src, bytes);
     }
     *ncopies = n;
     return c;
+}
+
+static void free_copies(void **c, int n)
+{
+    for (int i = 0; i < n; i++) free(c[i]);
+    free(c);
 }
 
 static void bench_codec(const char *backend, int threads, const char *preset, const uint16_t *kv[2],
@@ -212,7 +218,7 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
         gear_tensor x, y;
         size_t cap, len = 0, in = (size_t)H * T * d * 2;
         int ncopies;
-        uint16_t **copies = input_copies(kv[kind], in, llc, &ncopies);
+        void **copies = input_copies(kv[kind], in, llc, &ncopies);
         check(gear_tensor_init(&x, copies[0], GEAR_F16, 3, H, T, d, 0), "tensor");
         check(gear_compress_bound(&cfg, &x, &cap), "bound");
         void *dst = xmalloc(cap);
@@ -244,8 +250,7 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
                     dg / base.read_gbs);
         free(dst);
         free(out);
-        for (int i = 0; i < ncopies; i++) free(copies[i]);
-        free(copies);
+        free_copies(copies, ncopies);
     }
     gear_context_free(ctx);
 }
@@ -260,13 +265,8 @@ static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
     size_t n = (size_t)H * T * d, in = n * sizeof(float);
     float *x = xmalloc(in);
     for (size_t i = 0; i < n; i++) x[i] = gear_half_to_float(k16[i]);
-    size_t want = (2 * llc + in - 1) / in;
-    int ncopies = want > (size_t)reps ? (int)want : reps;
-    float **copies = xmalloc(sizeof(*copies) * (size_t)ncopies);
-    for (int i = 0; i < ncopies; i++) {
-        copies[i] = xmalloc(in);
-        memcpy(copies[i], x, in);
-    }
+    int ncopies;
+    void **copies = input_copies(x, in, llc, &ncopies);
     uint8_t *q = xmalloc(n / Q4_0_BLOCK * Q4_0_BYTES);
     double t[MAX_REP];
     for (int r = 0; r < reps; r++) {
@@ -286,8 +286,7 @@ static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
     if (jf)
         fprintf(jf, "{\"bench\":\"q4_0\",\"threads\":1,\"H\":%d,\"T\":%d,\"d\":%d,\"fp32_bytes\":%zu,"
                     "\"quantize_gbs\":%.4f,\"rel_error\":%.4f}\n", H, T, d, in, g, sqrt(e2 / x2));
-    for (int i = 0; i < ncopies; i++) free(copies[i]);
-    free(copies);
+    free_copies(copies, ncopies);
     free(q);
     free(x);
     return g;
