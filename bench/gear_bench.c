@@ -80,26 +80,38 @@ static void check(gear_status st, const char *what)
 
 /* ------------------------------------------------------------ bandwidth */
 
-/* The largest cache of CPU 0 from sysfs: the cache its cores can use.
- * glibc's _SC_LEVEL3_CACHE_SIZE is only the fallback, because on AMD
- * EPYC it reports the L3 of the whole package (384 MiB on a 12-CCD Zen 5
- * part, while one core reaches its CCD's 32 MiB). */
+/* Read one small sysfs file of CPU 0's cache index i; 0 if absent. */
+static int cache_attr(int i, const char *name, char *buf, size_t len)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s", i, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fgets(buf, (int)len, f) != NULL;
+    fclose(f);
+    return ok;
+}
+
+/* The largest unified cache of level 3 or more that CPU 0 reports in
+ * sysfs: the cache its cores can use; 0 when there is none (an L2 is not
+ * taken for the LLC, or the baselines would fit in a real L3).  glibc's
+ * _SC_LEVEL3_CACHE_SIZE is only the fallback, because on AMD EPYC it
+ * reports the L3 of the whole package (384 MiB on a 12-CCD Zen 5 part,
+ * while one core reaches its CCD's 32 MiB). */
 static size_t sysfs_llc_bytes(void)
 {
     size_t best = 0;
-    for (int i = 0; i < 8; i++) {
-        char path[96];
-        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
-        FILE *f = fopen(path, "r");
-        if (!f) continue;
-        unsigned long v = 0;
-        char unit = 0;
-        int got = fscanf(f, "%lu%c", &v, &unit);
-        fclose(f);
-        if (got < 1) continue;
+    for (int i = 0; i < 16; i++) {
+        char level[16], type[32], size[32];
+        if (!cache_attr(i, "level", level, sizeof level) || atoi(level) < 3) continue;
+        if (!cache_attr(i, "type", type, sizeof type) || strncmp(type, "Unified", 7)) continue;
+        if (!cache_attr(i, "size", size, sizeof size)) continue;
+        char *end;
+        unsigned long v = strtoul(size, &end, 10);
         size_t bytes = v;
-        if (got == 2 && (unit == 'K' || unit == 'k')) bytes = (size_t)v << 10;
-        else if (got == 2 && unit == 'M') bytes = (size_t)v << 20;
+        if (*end == 'K' || *end == 'k') bytes = (size_t)v << 10;
+        else if (*end == 'M') bytes = (size_t)v << 20;
+        else if (*end == 'G') bytes = (size_t)v << 30;
         if (bytes > best) best = bytes;
     }
     return best;

@@ -1,9 +1,9 @@
 /* q4_0_baseline.c - see q4_0_baseline.h.  Per block: the entry of largest
  * magnitude m (its sign kept) sets the scale d = m / -8; codes are
  * min(15, trunc(x/d + 8.5)), two per byte (entry j low nibble, j+16 high).
- * One clone per x86-64 level (GEAR_CLONES), as ggml is usually built for
- * the host (-march=native): the baseline gets the same vector units as
- * the library. */
+ * One clone per x86-64 level (GEAR_CLONES): the baseline may use every
+ * vector unit the library uses, which is at least what llama.cpp's build
+ * of this code gets, so any error in the comparison favours q4_0. */
 #include "q4_0_baseline.h"
 #include <math.h>
 #include <string.h>
