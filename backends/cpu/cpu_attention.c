@@ -5,8 +5,9 @@
  * low-rank terms (q.B).A_t); values through o += p_t * decode(v_t) with the
  * low rank as (p.A).B^T.  Work is split over (KV head, chunk of blocks)
  * with an online softmax per chunk, merged per head at the end.  2-bit
- * blocks with groups of 64 (kivi2, gear2) go to the AVX-512 kernel of
- * cpu_avx512_attn.c where the CPU has it.
+ * blocks with groups of 64 (kivi2, gear2), and 4-bit ones (kivi4, kcvt4,
+ * gear4) where the CPU has VNNI, go to the AVX-512 kernels of
+ * cpu_avx512_attn.c.
  */
 #include <omp.h>
 #include "cpu_attn.h"
@@ -84,7 +85,7 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
         }
     for (unsigned h = 0; h < H; h++)
         gear_cpu_values_unpermute(acc + ((size_t)h * items + c) * rows * d, onat ? onat + (size_t)h * rows * d : NULL,
-                                  rows, d);
+                                  rows, d, a->lv->bits);
 }
 #endif
 

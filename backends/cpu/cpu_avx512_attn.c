@@ -14,6 +14,9 @@
  * Where the CPU has VBMI and VNNI (head dim 64 or 128), the codes enter
  * through int8 dot products against 16-bit fixed-point weights instead
  * (key_scores_fix, values_fix below): same layout, same permuted order.
+ * That kernel also takes 4-bit codes (kivi4, kcvt4, gear4): 16 bytes hold
+ * 32 codes, so 64 are two slices of two nibble planes, and vector 2h+j
+ * holds code 32h+2i+j in lane i; and value groups of a whole row.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -25,19 +28,25 @@
 #define MAXD 256    /* largest head dim taken (gear_cpu_attn2_fits) */
 #define QUAD 4      /* query rows per pass: 16 accumulators */
 
+/* The float kernel: 2-bit codes, groups of 64; the fixed-point kernel
+ * also 4-bit codes and value groups of a whole row, at head dim 64/128. */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv)
 {
     unsigned d = lk->d;
+    int fixed = gear_cpu_have_avx512_vnni && (d == 64 || d == 128), flt = 1;
     if ((d != 64 && d != 128 && d != MAXD) || lv->d != d || lk->n != NB || lv->n != NB) return 0;
     const gear_block_layout *L[2] = {lk, lv};
     for (int i = 0; i < 2; i++) {
         const gear_block_layout *x = L[i];
-        if (x->bits != 2 || x->cq_dim || x->group != 64 || x->row_bytes != x->row_len / 4) return 0;
+        if ((x->bits != 2 && x->bits != 4) || x->cq_dim || x->row_bytes != x->row_len * x->bits / 8) return 0;
+        /* keys: one group per channel row; values: 64 channels or the row */
+        if (x->group != 64 && !(i == 1 && x->group == d)) return 0;
         if (x->rank != 0 && x->rank != 2) return 0;
         /* outliers: none, or one max and one min per group, group by group */
         if (x->n_outliers && (x->k_full != 1 || x->outliers_per_row != 2 * x->groups_per_row)) return 0;
+        flt &= x->bits == 2 && x->group == 64;
     }
-    return 1;
+    return flt || fixed;
 }
 
 /* e^x for x <= 0: gear_exp_neg (include/gear/backend.h), 16 lanes, the
@@ -89,6 +98,18 @@ INLINE void unpermute64(const __m512 v[4], float *out)
     _mm512_storeu_ps(out + 16, _mm512_permutex2var_ps(p0, _mm512_add_epi32(i2, k8), q0));
     _mm512_storeu_ps(out + 32, _mm512_permutex2var_ps(p1, i2, q1));
     _mm512_storeu_ps(out + 48, _mm512_permutex2var_ps(p1, _mm512_add_epi32(i2, k8), q1));
+}
+
+/* The 4-bit kernel's order back to natural: v[2h+j] lane i -> out[32h+2i+j]
+ * (half h of the 64 codes, low or high nibble j). */
+INLINE void unpermute64_b4(const __m512 v[4], float *out)
+{
+    const __m512i i1 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i i2 = _mm512_add_epi32(i1, _mm512_set1_epi32(8));
+    for (unsigned h = 0; h < 2; h++) {
+        _mm512_storeu_ps(out + 32 * h, _mm512_permutex2var_ps(v[2 * h], i1, v[2 * h + 1]));
+        _mm512_storeu_ps(out + 32 * h + 16, _mm512_permutex2var_ps(v[2 * h], i2, v[2 * h + 1]));
+    }
 }
 
 /* in[4i+j] -> v[j] lane i (64 floats): the inverse of unpermute64. */
@@ -540,15 +561,33 @@ VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint
 #define UNROLL4 _Pragma("GCC unroll 4")
 #endif
 
-/* Step st reads four code rows (64 bytes at src + st*stride, through idx;
- * two: 128 bytes, of which idx picks 64) so that lane i holds byte i of
- * each row, four codes a byte.  Plane j = the codes at bits 2j, which
- * meet the weights' dword st: acc[r][j] (int32) = sum of code x
- * (256*hi + lo) over the steps, for planes j0 .. j0+JP.  Exact: below 2^24.
- * The steps also prefetch the next block's lines [pf0, pf0 + steps*per). */
-VINLINE void dot_planes(const uint8_t *src, unsigned stride, int two, __m512i idx, unsigned steps,
-                        const fixw *w, unsigned R, unsigned j0, unsigned JP, __m512i acc[QUAD][4],
-                        const uint8_t *next, unsigned pf0, unsigned per, unsigned lines)
+/* Lane i of the result holds byte off+i of four code rows rs bytes apart
+ * (byte k of the lane from row k), for off + 16 <= rs, reading no byte
+ * outside the four rows. */
+VINLINE __m512i code_rows(const uint8_t *p, unsigned rs, unsigned off)
+{
+    if (rs == 16)
+        return _mm512_permutexvar_epi8(_mm512_load_si512(rows4[0]), _mm512_loadu_si512(p));
+    if (rs == 32)
+        return _mm512_permutex2var_epi8(_mm512_loadu_si512(p), _mm512_load_si512(rows4[1 + (off >> 4)]),
+                                        _mm512_loadu_si512(p + 64));
+    p += off;
+    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+    x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(p + rs)), 1);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(p + 2 * rs)), 2);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128((const __m128i *)(p + 3 * rs)), 3);
+    return _mm512_permutexvar_epi8(_mm512_load_si512(rows4[0]), x);
+}
+
+/* Step st reads bytes [off, off+16) of four code rows (src + st*stride +
+ * k*rs, k < 4) so that lane i holds byte off+i of each row.  Plane j = the
+ * codes at bits `bits`*(p0+j) of every byte, which meet the weights' dword
+ * st: acc[r][a0+j] (int32) = sum of code x (256*hi + lo) over the steps.
+ * Exact: at most 15*255*256*128 < 2^31.  The steps also prefetch the next
+ * block's lines [pf0, pf0 + steps*per). */
+VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsigned off, unsigned steps,
+                        const fixw *w, unsigned R, unsigned bits, unsigned p0, unsigned JP, unsigned a0,
+                        __m512i acc[QUAD][4], const uint8_t *next, unsigned pf0, unsigned per, unsigned lines)
 {
     __m512i ah[QUAD][4], al[QUAD][4];
     UNROLL4 for (unsigned r = 0; r < R; r++)
@@ -557,15 +596,13 @@ VINLINE void dot_planes(const uint8_t *src, unsigned stride, int two, __m512i id
         if (next)
             for (unsigned l = pf0 + st * per; l < pf0 + (st + 1) * per && l < lines; l++)
                 _mm_prefetch((const char *)next + 64 * l, _MM_HINT_T0);
-        const uint8_t *p = src + (size_t)st * stride;
-        __m512i x = two ? _mm512_permutex2var_epi8(_mm512_loadu_si512(p), idx, _mm512_loadu_si512(p + 64))
-                        : _mm512_permutexvar_epi8(idx, _mm512_loadu_si512(p));
+        __m512i x = code_rows(src + (size_t)st * stride, rs, off);
         __m512i v[4];
         UNROLL4 for (unsigned j = 0; j < JP; j++)
-            v[j] = _mm512_and_si512(_mm512_srli_epi16(x, 2 * (j0 + j)), _mm512_set1_epi8(3));
+            v[j] = _mm512_and_si512(_mm512_srli_epi16(x, bits * (p0 + j)), _mm512_set1_epi8((char)((1 << bits) - 1)));
         UNROLL4 for (unsigned r = 0; r < R; r++) {
             int32_t h, l;
-            memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8; lo u8 x codes (s8, 0..3) */
+            memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8; lo u8 x codes (s8, 0..15) */
             memcpy(&l, w->lo[r] + 4 * st, 4);
             UNROLL4 for (unsigned j = 0; j < JP; j++) {
                 ah[r][j] = _mm512_dpbusd_epi32(ah[r][j], v[j], _mm512_set1_epi32(h));
@@ -574,71 +611,105 @@ VINLINE void dot_planes(const uint8_t *src, unsigned stride, int two, __m512i id
         }
     }
     UNROLL4 for (unsigned r = 0; r < R; r++)
-        UNROLL4 for (unsigned j = 0; j < JP; j++) acc[r][j0 + j] = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
+        UNROLL4 for (unsigned j = 0; j < JP; j++) acc[r][a0 + j] = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
 }
 
-/* All planes of R rows: in one pass for one or two rows, else in two
- * (32 accumulators would spill); the first pass prefetches. */
-VINLINE void dot_codes(const uint8_t *src, unsigned stride, int two, __m512i idx, unsigned steps, const fixw *w,
-                       unsigned R, __m512i acc[QUAD][4], const uint8_t *next, unsigned pf0, unsigned per,
+/* The 64 codes of R rows at byte off of rows rs apart, four accumulators
+ * a row: 2-bit, one 16-byte slice of four planes, in one pass for one or
+ * two rows, else in two (32 accumulators would spill); 4-bit, two slices
+ * of two planes.  The first pass prefetches. */
+VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigned off, unsigned bits, unsigned steps,
+                       const fixw *w, unsigned R, __m512i acc[QUAD][4], const uint8_t *next, unsigned pf0, unsigned per,
                        unsigned lines)
 {
-    if (R <= 2) {
-        dot_planes(src, stride, two, idx, steps, w, R, 0, 4, acc, next, pf0, per, lines);
-        return;
+    if (bits == 4) {
+        dot_planes(src, stride, rs, off, steps, w, R, 4, 0, 2, 0, acc, next, pf0, per, lines);
+        dot_planes(src, stride, rs, off + 16, steps, w, R, 4, 0, 2, 2, acc, NULL, 0, 0, 0);
+    } else if (R <= 2) {
+        dot_planes(src, stride, rs, off, steps, w, R, 2, 0, 4, 0, acc, next, pf0, per, lines);
+    } else {
+        dot_planes(src, stride, rs, off, steps, w, R, 2, 0, 2, 0, acc, next, pf0, per, lines);
+        dot_planes(src, stride, rs, off, steps, w, R, 2, 2, 2, 2, acc, NULL, 0, 0, 0);
     }
-    dot_planes(src, stride, two, idx, steps, w, R, 0, 2, acc, next, pf0, per, lines);
-    dot_planes(src, stride, two, idx, steps, w, R, 2, 2, acc, NULL, 0, 0, 0);
 }
 
-/* key_scores2 in fixed point. */
-VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                            unsigned R, float *s, const uint8_t *next)
+/* key_scores2 in fixed point, for `bits` (2 or 4: a constant after
+ * inlining) bits a code. */
+VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
+                              unsigned R, float *s, const uint8_t *next, unsigned bits)
 {
-    unsigned d = L->d, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0;
+    unsigned d = L->d, rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w;
     float bias[QUAD];
     for (unsigned r = 0; r < R; r++) {
         w.al[r] = fix16(q + (size_t)r * d, f->dl, d, w.hi[r], w.lo[r]);
         bias[r] = dot16(q + (size_t)r * d, f->mn, d); /* the minima enter once per token */
     }
-    __m512i acc[QUAD][4]; /* key rows are channels: 16 bytes of 64 tokens */
-    dot_codes(blk + L->off_codes, 64, 0, _mm512_load_si512(rows4[0]), d / 4, &w, R, acc, next, 0,
-              (lines + d / 4 - 1) / (d / 4), lines);
+    __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
+    dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
     for (unsigned r = 0; r < R; r++) {
         __m512 v[4];
         for (unsigned j = 0; j < 4; j++)
             v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
-        unpermute64(v, s + r * NB);
+        if (bits == 2)
+            unpermute64(v, s + r * NB);
+        else
+            unpermute64_b4(v, s + r * NB);
     }
     key_extras(L, f, q, R, s);
 }
 
-/* values2 in fixed point. */
-VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                        unsigned R, float *o, float *onat, const uint8_t *next)
+VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
+                            unsigned R, float *s, const uint8_t *next)
 {
-    unsigned d = L->d, G = L->groups_per_row, rb = L->row_bytes;
-    unsigned lines = next ? (unsigned)((L->bytes + 63) / 64) : 0, per = (lines + G * NB / 4 - 1) / (G * NB / 4);
-    for (unsigned g = 0; g < G; g++) {
-        fixw w;
-        float bias[QUAD];
-        for (unsigned r = 0; r < R; r++) {
-            w.al[r] = fix16(p + r * NB, f->dlT + g * NB, NB, w.hi[r], w.lo[r]);
-            bias[r] = dot16(p + r * NB, f->mnT + g * NB, NB);
-        }
+    if (L->bits == 2)
+        key_scores_fix_b(L, blk, f, q, R, s, next, 2);
+    else
+        key_scores_fix_b(L, blk, f, q, R, s, next, 4);
+}
+
+/* values2 in fixed point, 64 channels at a time; a group is 64 channels or
+ * the whole row (one set of weights for every chunk).  bits and d are
+ * constants after inlining, so that the code loops know their row stride. */
+VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
+                          unsigned R, float *o, float *onat, const uint8_t *next, unsigned bits, unsigned d)
+{
+    unsigned rb = d * bits / 8, chunks = d / 64, steps = chunks * (NB / 4);
+    unsigned lines = next ? (unsigned)((L->bytes + 63) / 64) : 0, per = (lines + steps - 1) / steps;
+    fixw w;
+    float bias[QUAD] = {0}; /* set with w at chunk 0 */
+    for (unsigned ch = 0; ch < chunks; ch++) {
+        unsigned g = ch * 64 / L->group;
+        if (ch == 0 || g != (ch - 1) * 64 / L->group)
+            for (unsigned r = 0; r < R; r++) {
+                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, NB, w.hi[r], w.lo[r]);
+                bias[r] = dot16(p + r * NB, f->mnT + g * NB, NB);
+            }
         __m512i acc[QUAD][4];
-        /* value rows are tokens: four rows of group g are 16 bytes each, rb apart */
-        dot_codes(blk + L->off_codes, 4 * rb, rb > 16, _mm512_load_si512(rows4[rb == 16 ? 0 : 1 + g]), NB / 4, &w, R, acc, next,
-                  g * per * (NB / 4), per, lines);
+        /* value rows are tokens: a step takes chunk ch of four, rb apart */
+        dot_codes(blk + L->off_codes, 4 * rb, rb, ch * 8 * bits, bits, NB / 4, &w, R, acc, next, ch * per * (NB / 4), per,
+                  lines);
         for (unsigned r = 0; r < R; r++)
             for (unsigned j = 0; j < 4; j++) {
-                float *dst = o + (size_t)r * d + 64 * g + 16 * j;
+                float *dst = o + (size_t)r * d + 64 * ch + 16 * j;
                 __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
                 _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), v));
             }
     }
     value_extras(L, f, p, R, onat);
+}
+
+VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
+                        unsigned R, float *o, float *onat, const uint8_t *next)
+{
+    if (L->bits == 2 && L->d == 64)
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 64);
+    else if (L->bits == 2)
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 128);
+    else if (L->d == 64)
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 64);
+    else
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 128);
 }
 
 /* One (K, V) block pair for R rows (a compile-time count) starting at r0:
@@ -684,14 +755,18 @@ void gear_cpu_attend2_avx512(const gear_attn2_block *a)
     ALL_ROWS(a, key_scores2, values2);
 }
 
-/* o[r] (permuted 64-channel groups) = natural order + onat[r]. */
-void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d)
+/* o[r] (64-channel groups in the permuted order of `bits`-bit codes) =
+ * natural order + onat[r]. */
+void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits)
 {
     for (unsigned r = 0; r < rows; r++)
         for (unsigned g = 0; g < d; g += 64) {
             float *x = o + (size_t)r * d + g;
             __m512 v[4] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x + 32), _mm512_loadu_ps(x + 48)};
-            unpermute64(v, x);
+            if (bits == 2)
+                unpermute64(v, x);
+            else
+                unpermute64_b4(v, x);
             if (onat)
                 for (unsigned j = 0; j < 64; j += 16)
                     _mm512_storeu_ps(x + j, _mm512_add_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(onat + (size_t)r * d + g + j)));

@@ -48,16 +48,17 @@ typedef struct gear_attn2_block {
     float *o;            /* rows x d, 64-channel groups in permuted order */
     float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
 } gear_attn2_block;
-/* The layouts gear_cpu_attend2_avx512 takes: 2-bit codes, groups of 64,
- * 64-token blocks, head dim 64/128/256, rank 0 or 2, 0 or 1+1 outliers
- * per group. */
+/* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 or
+ * 2, 0 or 1+1 outliers per group; 2-bit codes in groups of 64 at head dim
+ * 64/128/256; with the fixed-point kernel (head dim 64/128), also 4-bit
+ * codes and value groups of the whole row (kivi4, kcvt4, gear4). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv);
 /* Head dims 64 and 128 go through the fixed-point (VNNI) kernel when the
  * CPU has AVX-512 VBMI and VNNI and GEAR_CPU_NO_VNNI is unset. */
 extern int gear_cpu_have_avx512_vnni;
 void gear_cpu_attend2_avx512(const gear_attn2_block *a);
 /* o (permuted groups) to natural order, plus onat (may be NULL). */
-void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d);
+void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits);
 #endif
 
 #ifdef GEAR_CPU_AVX512
