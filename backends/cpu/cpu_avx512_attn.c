@@ -1,7 +1,8 @@
 /*
  * cpu_avx512_attn.c - AVX-512 decode attention over 2-bit blocks with
- * groups of 64 (kivi2, and gear2's outliers and rank-2 factors), one
- * (block, KV head) at a time for every query row.  Compiled with AVX-512
+ * groups of 64 (kivi2, and gear2's outliers and rank-2 factors) and, in
+ * the fixed-point kernel, 4-bit ones (kivi4, kcvt4, gear4), one (block,
+ * KV head) at a time for every query row.  Compiled with AVX-512
  * flags, called only after the run-time CPU check (cpu_attention.c).
  *
  * Codes are expanded 64 at a time from 16 bytes: vpmovzxbd puts byte i in
