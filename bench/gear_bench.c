@@ -147,6 +147,20 @@ static void memcpy_par(char *dst, const char *src, size_t n, int threads)
     }
 }
 
+/* One timed read of a buffer on `threads` threads: the read-bandwidth
+ * baseline.  The attention bench runs one over 4x the LLC right before
+ * every timed repeat: on this shared VM the bandwidth drifts by tens of
+ * percent within a run, so each repeat is set against its own pass. */
+typedef struct reader { const uint64_t *p; size_t n; int threads; } reader;
+
+static double read_pass(const reader *rd)
+{
+    double t0 = now();
+    volatile uint64_t sink = read_sum(rd->p, rd->n, rd->threads);
+    (void)sink;
+    return now() - t0;
+}
+
 typedef struct bw { double read_gbs, memcpy_gbs; } bw;
 
 static bw measure_bw(size_t bytes, int threads)
@@ -155,16 +169,13 @@ static bw measure_bw(size_t bytes, int threads)
     memset(a, 1, bytes);
     memset(b, 2, bytes);
     double tr[MAX_REP], tc[MAX_REP];
-    volatile uint64_t sink = 0;
+    const reader rd = {(const uint64_t *)a, bytes / 8, threads};
     for (int r = 0; r < reps; r++) {
+        tr[r] = read_pass(&rd);
         double t0 = now();
-        sink += read_sum((const uint64_t *)a, bytes / 8, threads);
-        tr[r] = now() - t0;
-        t0 = now();
         memcpy_par(b, a, bytes, threads);
         tc[r] = now() - t0;
     }
-    (void)sink;
     free(a);
     free(b);
     /* memcpy: bytes copied per second (each byte is read and written) */
@@ -307,20 +318,6 @@ static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
 /* ------------------------------------------------------------ attention */
 
 typedef struct attn_shape { int T, d, G; } attn_shape;
-
-/* The read-bandwidth baseline of the attention bench: one pass over a
- * buffer 4x the LLC right before every timed repeat.  On this shared VM
- * the bandwidth drifts by tens of percent within a run, so each repeat is
- * set against its own pass, and the ratio's median is reported. */
-typedef struct reader { const uint64_t *p; size_t n; int threads; } reader;
-
-static double read_pass(const reader *rd)
-{
-    double t0 = now();
-    volatile uint64_t sink = read_sum(rd->p, rd->n, rd->threads);
-    (void)sink;
-    return now() - t0;
-}
 
 /* Repeat times t and their read passes tr, for `bytes` read per repeat. */
 typedef struct paced { double t, read_gbs, over_read; } paced;
