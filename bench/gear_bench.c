@@ -13,7 +13,11 @@
  *          heads per KV head, 1k..32k tokens, with as many layers as it
  *          takes for the *compressed* kivi2 cache to exceed the last-level
  *          cache several times over (3x by default, --llc-mult): every
- *          step streams from DRAM.
+ *          step streams from DRAM.  Every timed repeat has a read pass
+ *          (4x the LLC) right before it and, for a compressed cache, an
+ *          fp16 step right after it: /read and the speed-up are medians
+ *          of these per-repeat ratios, since the machine's bandwidth can
+ *          drift within a run.
  *
  * Output: a table on stdout and JSON lines (--json FILE).  Absolute times
  * appear only next to the ratio they feed.
