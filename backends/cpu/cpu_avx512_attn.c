@@ -553,6 +553,16 @@ VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint
     return top / 32512.0f;
 }
 
+/* acc += u8 x s8 dot products (vpdpbusd).  GCC 12 does not keep the
+ * accumulators of the intrinsic in place across the code loop: it copies
+ * each in and out of a scratch register every step, and spills some. */
+VINLINE __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+    return acc;
+}
+
+
 /* Full unrolling of the short row and plane loops, so that accumulators
  * stay in registers: GCC 12 otherwise keeps some in memory, and clang reads
  * "GCC unroll 4" as a factor rather than a full unroll. */
@@ -606,8 +616,8 @@ VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsign
             memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8; lo u8 x codes (s8, 0..15) */
             memcpy(&l, w->lo[r] + 4 * st, 4);
             UNROLL4 for (unsigned j = 0; j < JP; j++) {
-                ah[r][j] = _mm512_dpbusd_epi32(ah[r][j], v[j], _mm512_set1_epi32(h));
-                al[r][j] = _mm512_dpbusd_epi32(al[r][j], _mm512_set1_epi32(l), v[j]);
+                ah[r][j] = dpbusd(ah[r][j], v[j], _mm512_set1_epi32(h));
+                al[r][j] = dpbusd(al[r][j], _mm512_set1_epi32(l), v[j]);
             }
         }
     }
