@@ -515,20 +515,26 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
 };
 
 
-/* x[i]*w[i] (w NULL: x[i]) for i < m, m a multiple of 64, as int16
- * al*(256*hi[i] + lo[i]) within +-32512; returns al.  NaN when an entry is
- * not finite (it then reaches the output as it would in fp32); 0 when all
- * are below 2^-100 in magnitude (what they would add is below fp32's
- * resolution of any other term). */
-VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint8_t *lo)
+/* x[i]*w[i] for i < m (m = 64 or 128, a constant after inlining, so
+ * the products stay in registers between the two passes), as int16
+ * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
+ * of x[i]*mn[i] (the minima's term).  NaN when a product is not finite (it
+ * then reaches the output as it would in fp32); 0 when all are below
+ * 2^-100 in magnitude (what they would add is below fp32's resolution of
+ * any other term). */
+VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
+                    float *bias)
 {
+    __m512 v[MAXD / 16], b = _mm512_setzero_ps();
     /* largest magnitude as bits: Inf and NaN patterns are the largest */
     __m512i mx = _mm512_setzero_si512();
-    for (unsigned i = 0; i < m; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i);
-        if (w) v = _mm512_mul_ps(v, _mm512_loadu_ps(w + i));
-        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+    for (unsigned i = 0; i < m / 16; i++) {
+        __m512 xi = _mm512_loadu_ps(x + 16 * i);
+        v[i] = _mm512_mul_ps(xi, _mm512_loadu_ps(w + 16 * i));
+        b = _mm512_fmadd_ps(xi, _mm512_loadu_ps(mn + 16 * i), b);
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(v[i]), _mm512_set1_epi32(0x7fffffff)));
     }
+    *bias = _mm512_reduce_add_ps(b);
     uint32_t tb = _mm512_reduce_max_epu32(mx);
     if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
         memset(hi, 0, m);
@@ -539,16 +545,12 @@ VINLINE float fix16(const float *x, const float *w, unsigned m, int8_t *hi, uint
     memcpy(&top, &tb, 4);
     __m512 k = _mm512_set1_ps(32512.0f / top);
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
-    for (unsigned i = 0; i < m; i += 64) {
+    for (unsigned i = 0; i < m / 64; i++) {
         __m512i q[4];
-        for (unsigned j = 0; j < 4; j++) {
-            __m512 v = _mm512_loadu_ps(x + i + 16 * j);
-            if (w) v = _mm512_mul_ps(v, _mm512_loadu_ps(w + i + 16 * j));
-            q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v, k));
-        }
+        for (unsigned j = 0; j < 4; j++) q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * i + j], k));
         __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
-        _mm512_storeu_si512(hi + i, _mm512_permutex2var_epi8(p0, hs, p1));
-        _mm512_storeu_si512(lo + i, _mm512_permutex2var_epi8(p0, ls, p1));
+        _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(p0, hs, p1));
+        _mm512_storeu_si512(lo + 64 * i, _mm512_permutex2var_epi8(p0, ls, p1));
     }
     return top / 32512.0f;
 }
@@ -644,18 +646,16 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
     }
 }
 
-/* key_scores2 in fixed point, for `bits` (2 or 4: a constant after
- * inlining) bits a code. */
+/* key_scores2 in fixed point, for `bits` (2 or 4) bits a code and head
+ * dim d: constants after inlining. */
 VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                              unsigned R, float *s, const uint8_t *next, unsigned bits)
+                              unsigned R, float *s, const uint8_t *next, unsigned bits, unsigned d)
 {
-    unsigned d = L->d, rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
+    unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w;
     float bias[QUAD];
-    for (unsigned r = 0; r < R; r++) {
-        w.al[r] = fix16(q + (size_t)r * d, f->dl, d, w.hi[r], w.lo[r]);
-        bias[r] = dot16(q + (size_t)r * d, f->mn, d); /* the minima enter once per token */
-    }
+    for (unsigned r = 0; r < R; r++) /* the minima enter once per token */
+        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r]);
     __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
     dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
     for (unsigned r = 0; r < R; r++) {
@@ -673,10 +673,14 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
                             unsigned R, float *s, const uint8_t *next)
 {
-    if (L->bits == 2)
-        key_scores_fix_b(L, blk, f, q, R, s, next, 2);
+    if (L->bits == 2 && L->d == 64)
+        key_scores_fix_b(L, blk, f, q, R, s, next, 2, 64);
+    else if (L->bits == 2)
+        key_scores_fix_b(L, blk, f, q, R, s, next, 2, 128);
+    else if (L->d == 64)
+        key_scores_fix_b(L, blk, f, q, R, s, next, 4, 64);
     else
-        key_scores_fix_b(L, blk, f, q, R, s, next, 4);
+        key_scores_fix_b(L, blk, f, q, R, s, next, 4, 128);
 }
 
 /* values2 in fixed point, 64 channels at a time; a group is 64 channels or
@@ -693,8 +697,7 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
         unsigned g = ch * 64 / L->group;
         if (ch == 0 || g != (ch - 1) * 64 / L->group)
             for (unsigned r = 0; r < R; r++) {
-                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, NB, w.hi[r], w.lo[r]);
-                bias[r] = dot16(p + r * NB, f->mnT + g * NB, NB);
+                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r]);
             }
         __m512i acc[QUAD][4];
         /* value rows are tokens: a step takes chunk ch of four, rb apart */
