@@ -760,13 +760,34 @@ __attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix(const ge
     ALL_ROWS(a, key_scores_fix, values_fix);
 }
 
-void gear_cpu_attend2_avx512(const gear_attn2_block *a)
+/* Two heads of one query row each, phase by phase (keys of both, then the
+ * softmax of both, then values): the two chains are independent, so one
+ * head's work fills the other's latencies. */
+__attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix_pair(const gear_attn2_block *a)
+{
+    blk2 fk[2], fv[2];
+    float s[2][NB];
+    for (unsigned i = 0; i < 2; i++) {
+        block_prep(a[i].lk, a[i].kblk, &fk[i]);
+        block_prep(a[i].lv, a[i].vblk, &fv[i]);
+    }
+    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k);
+    for (unsigned i = 0; i < 2; i++)
+        softmax2(s[i], 1, a[i].scale, a[i].pos0, a[i].lim, a[i].pt, a[i].o, a[i].onat, a[i].lk->d);
+    for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v);
+}
+
+void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
 {
     if (gear_cpu_have_avx512_vnni && (a->lk->d == 64 || a->lk->d == 128)) {
-        attend_fix(a);
+        if (n == 2 && a[0].rows == 1 && a[1].rows == 1) {
+            attend_fix_pair(a);
+            return;
+        }
+        for (unsigned i = 0; i < n; i++) attend_fix(a + i);
         return;
     }
-    ALL_ROWS(a, key_scores2, values2);
+    for (unsigned i = 0; i < n; i++) ALL_ROWS(a + i, key_scores2, values2);
 }
 
 /* o[r] (64-channel groups in the permuted order of `bits`-bit codes) =

@@ -56,7 +56,8 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
 /* Head dims 64 and 128 go through the fixed-point (VNNI) kernel when the
  * CPU has AVX-512 VBMI and VNNI and GEAR_CPU_NO_VNNI is unset. */
 extern int gear_cpu_have_avx512_vnni;
-void gear_cpu_attend2_avx512(const gear_attn2_block *a);
+/* n (1 or 2) pairs of different KV heads, independent of each other. */
+void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
 /* o (permuted groups) to natural order, plus onat (may be NULL). */
 void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits);
 #endif
