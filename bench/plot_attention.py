@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""plot_attention.py JSONL SVG - attention speed-up over the fp16 cache
-against context length, one panel per (head_dim, query heads per KV head),
-one line per preset, from gear-bench's JSON lines.  Plain SVG, no plotting
-library needed."""
-import math, sys
+"""plot_attention.py JSONL [JSONL ...] SVG - attention speed-up over the
+fp16 cache against context length, one panel per (head_dim, query heads
+per KV head), one line per preset, from gear-bench's JSON lines.  Given
+several runs, each point is the median of the runs' speed-ups.  Plain
+SVG, no plotting library needed."""
+import math, statistics, sys
 from summarize import load_rows  # bench/summarize.py, next to this script
 
-def main(src, dst):
-    rows = load_rows(src)
-    att = [r for r in rows if r.get("bench") == "attn" and r.get("impl") == "libgear"]
-    if not att:
-        sys.exit("plot_attention.py: no attention rows in " + src)
+def main(srcs, dst):
+    runs = {}
+    for src in srcs:
+        for r in load_rows(src):
+            if r.get("bench") == "attn" and r.get("impl") == "libgear":
+                runs.setdefault((r["preset"], r["T"], r["d"], r["G"]), []).append(r)
+    if not runs:
+        sys.exit("plot_attention.py: no attention rows in " + ", ".join(srcs))
+    att = [dict(rs[0], speedup_vs_fp16=statistics.median(r["speedup_vs_fp16"] for r in rs)) for rs in runs.values()]
     panels = sorted({(r["d"], r["G"]) for r in att})
     presets = sorted({r["preset"] for r in att}, key=lambda p: ["kivi2", "gear2", "kivi4", "gear4"].index(p)
                      if p in ["kivi2", "gear2", "kivi4", "gear4"] else 9)
@@ -56,6 +61,6 @@ def main(src, dst):
     open(dst, "w").write("\n".join(out) + "\n")
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) < 3:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1:-1], sys.argv[-1])

@@ -2,7 +2,8 @@
  * cpu_avx512_attn.c - AVX-512 decode attention over 2-bit blocks with
  * groups of 64 (kivi2, and gear2's outliers and rank-2 factors) and, in
  * the fixed-point kernel, 4-bit ones (kivi4, kcvt4, gear4), one (block,
- * KV head) at a time for every query row.  Compiled with AVX-512
+ * KV head) at a time for every query row (two heads side by side for a
+ * single row at head dim 64 without outliers or rank: attend_fix_pair).  Compiled with AVX-512
  * flags, called only after the run-time CPU check (cpu_attention.c).
  *
  * Codes are expanded 64 at a time from 16 bytes: vpmovzxbd puts byte i in
@@ -557,10 +558,11 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
 
 /* acc += u8 x s8 dot products (vpdpbusd).  GCC 12 does not keep the
  * accumulators of the intrinsic in place across the code loop: it copies
- * each in and out of a scratch register every step, and spills some. */
+ * each in and out of a scratch register every step, and spills some.  The
+ * template has both operand orders (AT&T | Intel), for -masm=intel. */
 VINLINE __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8)
 {
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+    __asm__("vpdpbusd {%2, %1, %0|%0, %1, %2}" : "+v"(acc) : "v"(u8), "v"(s8));
     return acc;
 }
 
