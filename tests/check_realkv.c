@@ -103,15 +103,17 @@ static void teardown(void)
     ctx = NULL;
 }
 
-/* A one-layer cache of a preset holding layer l of the sample. */
-static gear_cache *cache_of(const char *preset, int l)
+/* A one-layer cache of a preset on context b holding layer l of the sample. */
+static gear_cache *cache_on(gear_context *b, const char *preset, int l)
 {
     gear_config ck = tu_preset(preset, GEAR_KEY), cv = tu_preset(preset, GEAR_VALUE);
     gear_cache *c = NULL;
-    TU_OK(gear_cache_create(ctx, &ck, &cv, 1, (unsigned)H, (unsigned)D, (unsigned)T, &c));
+    TU_OK(gear_cache_create(b, &ck, &cv, 1, (unsigned)H, (unsigned)D, (unsigned)T, &c));
     TU_OK(tu_cache_append(c, 0, K[l], V[l], H, T, D));
     return c;
 }
+
+static gear_cache *cache_of(const char *preset, int l) { return cache_on(ctx, preset, l); }
 
 /* Synthetic queries [HQ][NQ][D] for layer l (see the header comment). */
 static float *queries(int l)
@@ -218,10 +220,7 @@ END_TEST
 /* Attention of a preset's cache of layer l on ctx b, nq query tokens. */
 static float *attention_on(gear_context *b, const char *preset, int l, const float *q, int nq)
 {
-    gear_config ck = tu_preset(preset, GEAR_KEY), cv = tu_preset(preset, GEAR_VALUE);
-    gear_cache *c = NULL;
-    TU_OK(gear_cache_create(b, &ck, &cv, 1, (unsigned)H, (unsigned)D, (unsigned)T, &c));
-    TU_OK(tu_cache_append(c, 0, K[l], V[l], H, T, D));
+    gear_cache *c = cache_on(b, preset, l);
     float *out = tu_alloc_f((size_t)HQ * nq * D);
     TU_OK(tu_cache_attention(c, 0, q, HQ, nq, D, 1.0f / sqrtf((float)D), out));
     gear_cache_free(c);
