@@ -217,20 +217,12 @@ START_TEST(test_gear2_bytes_vs_kivi4)
 }
 END_TEST
 
-/* Attention of a preset's cache of layer l on ctx b, nq query tokens. */
-static float *attention_on(gear_context *b, const char *preset, int l, const float *q, int nq)
-{
-    gear_cache *c = cache_on(b, preset, l);
-    float *out = tu_alloc_f((size_t)HQ * nq * D);
-    TU_OK(tu_cache_attention(c, 0, q, HQ, nq, D, 1.0f / sqrtf((float)D), out));
-    gear_cache_free(c);
-    return out;
-}
-
 START_TEST(test_backends_agree)
 {
     static const char *presets[] = {"kivi2", "kivi4", "gear2", "gearl2", "gear4"};
     int l = _i, compared = 0;
+    float *q8 = queries(l), *q = tu_alloc_f((size_t)HQ * NQ * D), *a = tu_alloc_f((size_t)HQ * NQ * D),
+          *o = tu_alloc_f((size_t)HQ * NQ * D);
     for (int i = 0; i < gear_backend_count(); i++) {
         const char *name = gear_backend_name(i), *why = NULL;
         if (!name || !strcmp(name, "ref")) continue;
@@ -241,27 +233,31 @@ START_TEST(test_backends_agree)
         gear_context *b = tu_ctx(name);
         double worst = 0.0;
         for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+            gear_cache *ca = cache_on(ctx, presets[p], l), *cb = cache_on(b, presets[p], l);
             for (int nq = 1; nq <= NQ; nq += NQ - 1) {
                 /* the newest nq of the NQ query tokens of every head */
-                float *q8 = queries(l), *q = tu_alloc_f((size_t)HQ * nq * D);
                 for (int h = 0; h < HQ; h++)
                     memcpy(q + (size_t)h * nq * D, q8 + ((size_t)h * NQ + NQ - nq) * D, sizeof(float) * nq * D);
-                float *a = attention_on(ctx, presets[p], l, q, nq), *o = attention_on(b, presets[p], l, q, nq);
+                float scale = 1.0f / sqrtf((float)D);
+                TU_OK(tu_cache_attention(ca, 0, q, HQ, nq, D, scale, a));
+                TU_OK(tu_cache_attention(cb, 0, q, HQ, nq, D, scale, o));
                 double e = tu_nmse(o, a, (size_t)HQ * nq * D);
                 TU_ASSERT(e < 1e-6, "layer %d %s nq %d: %s attention NMSE %g vs ref", layer_ids[l], presets[p], nq,
                           name, e);
                 worst = e > worst ? e : worst;
-                free(q8);
-                free(q);
-                free(a);
-                free(o);
             }
+            gear_cache_free(ca);
+            gear_cache_free(cb);
         }
         printf("layer %2d  %s vs ref: largest attention NMSE %.2g\n", layer_ids[l], name, worst);
         gear_context_free(b);
         compared++;
     }
     if (l == 0) printf("realkv: %d backend(s) compared with ref\n", compared);
+    free(q8);
+    free(q);
+    free(a);
+    free(o);
 }
 END_TEST
 

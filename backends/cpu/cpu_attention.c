@@ -71,9 +71,10 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
     if (onat) memset(onat, 0, sizeof(float) * H * rows * d);
     unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
     /* One query row, head dim 64, no outliers or rank: two heads at a time
-     * (gear_cpu_attend2_avx512), 10-12% faster in cache for kivi2 and
-     * kivi4; at head dim 128 it gained nothing, and gear2/gear4 lost 5-15%
-     * (four blocks' fp32 copies on the stack instead of two). */
+     * (gear_cpu_attend2_avx512): in cache, kivi2 125 -> 109 and kivi4
+     * 150 -> 134 ns per block pair; at head dim 128 it gained nothing, and
+     * gear2/gear4 lost 5-15% (four blocks' fp32 copies on the stack
+     * instead of two). */
     unsigned step = rows == 1 && d == 64 && !onat ? 2 : 1;
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h0 = 0; h0 < H; h0 += step) {
