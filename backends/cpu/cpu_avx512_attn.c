@@ -216,7 +216,7 @@ typedef struct blk2 {
     float dlT[MAXD], mnT[MAXD];      /* values: [group][token] */
     float a[2 * NB], b[2 * MAXD];    /* low-rank columns A_k, B_k */
     float ov[2 * MAXD];              /* outlier value minus its group minimum */
-    unsigned ot[2 * MAXD], oc[2 * MAXD]; /* outlier token, channel */
+    uint8_t ot[2 * MAXD], oc[2 * MAXD]; /* outlier token, channel (< 256) */
 } blk2;
 
 /* Scales, minima, factors and outliers of one block as fp32. */
@@ -242,8 +242,8 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
             __m512 mn = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, f->mn + j / 2));
             __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(val + 2 * j)));
             _mm512_storeu_ps(f->ov + j, _mm512_sub_ps(v, mn));
-            _mm512_storeu_si512(f->ot + j, _mm512_srli_epi32(x, lg));
-            _mm512_storeu_si512(f->oc + j, _mm512_and_si512(x, _mm512_set1_epi32((int)d - 1)));
+            _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(_mm512_srli_epi32(x, lg)));
+            _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(_mm512_and_si512(x, _mm512_set1_epi32((int)d - 1))));
         }
     }
 }
@@ -257,32 +257,54 @@ INLINE unsigned prefetch_count(const uint8_t *next, size_t bytes, unsigned iters
     return !next ? 0 : lines < iters ? (unsigned)lines : iters;
 }
 
-/* dst[idx[j]] += x[j] for j < n (n a multiple of 4; dst of len floats, a
- * multiple of 16).  Outliers often share a token or channel; four partial
- * copies keep one read-modify-write from waiting on the last through
- * memory (store forwarding plus the add, for every repeat). */
-INLINE void scatter_add1(const float *x, const unsigned *idx, unsigned n, float *dst, unsigned len)
+/* Sparse terms added one by one: dst[idx[j]] += x[j].  Outliers often
+ * share a token or channel; four partial copies (part[j % 4]) keep one
+ * read-modify-write from waiting on the last through memory (store
+ * forwarding plus the add, for every repeat). */
+typedef float part4[4][MAXD];
+
+INLINE void part4_zero(part4 pt, unsigned len)
 {
-    float part[4][MAXD];
     for (unsigned k = 0; k < 4; k++)
-        for (unsigned i = 0; i < len; i += 16) _mm512_storeu_ps(part[k] + i, _mm512_setzero_ps());
-    for (unsigned j = 0; j < n; j += 4) {
-        part[0][idx[j]] += x[j];
-        part[1][idx[j + 1]] += x[j + 1];
-        part[2][idx[j + 2]] += x[j + 2];
-        part[3][idx[j + 3]] += x[j + 3];
-    }
+        for (unsigned i = 0; i < len; i += 16) _mm512_storeu_ps(pt[k] + i, _mm512_setzero_ps());
+}
+
+/* dst (len floats, a multiple of 16) += the sum of the copies. */
+INLINE void part4_add(part4 pt, float *dst, unsigned len)
+{
     for (unsigned i = 0; i < len; i += 16) {
-        __m512 a = _mm512_add_ps(_mm512_loadu_ps(part[0] + i), _mm512_loadu_ps(part[1] + i));
-        __m512 b = _mm512_add_ps(_mm512_loadu_ps(part[2] + i), _mm512_loadu_ps(part[3] + i));
+        __m512 a = _mm512_add_ps(_mm512_loadu_ps(pt[0] + i), _mm512_loadu_ps(pt[1] + i));
+        __m512 b = _mm512_add_ps(_mm512_loadu_ps(pt[2] + i), _mm512_loadu_ps(pt[3] + i));
         _mm512_storeu_ps(dst + i, _mm512_add_ps(_mm512_loadu_ps(dst + i), _mm512_add_ps(a, b)));
     }
 }
 
+/* pt[k % 4][idx[k]] += lane k of x, k < 16.  The terms come out of the
+ * register (valignd) and the indices out of two 8-byte words, so that an
+ * element costs one load and one store: with x and idx read from memory
+ * it took four memory operations, and those bounded it. */
+#define SCATTER_LANE(k)                                                                                     \
+    do {                                                                                                    \
+        __m128 e_ = _mm512_castps512_ps128(                                                                 \
+            (k) ? _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(x), _mm512_castps_si512(x), (k))) : x); \
+        float *y_ = &pt[(k) & 3][(w[(k) >> 3] >> (8 * ((k) & 7))) & 0xff];                                 \
+        _mm_store_ss(y_, _mm_add_ss(_mm_load_ss(y_), e_));                                                  \
+    } while (0)
+INLINE void scatter16(part4 pt, __m512 x, const uint8_t *idx)
+{
+    uint64_t w[2];
+    memcpy(w, idx, 16);
+    SCATTER_LANE(0); SCATTER_LANE(1); SCATTER_LANE(2); SCATTER_LANE(3);
+    SCATTER_LANE(4); SCATTER_LANE(5); SCATTER_LANE(6); SCATTER_LANE(7);
+    SCATTER_LANE(8); SCATTER_LANE(9); SCATTER_LANE(10); SCATTER_LANE(11);
+    SCATTER_LANE(12); SCATTER_LANE(13); SCATTER_LANE(14); SCATTER_LANE(15);
+}
+#undef SCATTER_LANE
+
 /* corr (len x 4 interleaved rows) = sum over j < n of ov[j] * xT[4*src[j]
- * .. +4] (src NULL: 4*(j/2)) at corr[4*idx[j] ..]: the 4-row form of scatter_add1, with two
+ * .. +4] (src NULL: 4*(j/2)) at corr[4*idx[j] ..]: the 4-row form of scatter16, with two
  * partial copies (the two outliers of a group never share an index). */
-INLINE void scatter_fma4(const float *ov, const float *xT, const unsigned *src, const unsigned *idx, unsigned n,
+INLINE void scatter_fma4(const float *ov, const float *xT, const uint8_t *src, const uint8_t *idx, unsigned n,
                          float *corr, unsigned len)
 {
     float part[4 * MAXD];
@@ -318,12 +340,13 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     unsigned n = L->n_outliers;
     if (!n) return;
     if (R == 1) {
-        float x[2 * MAXD];
+        part4 pt;
         const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        part4_zero(pt, NB);
         for (unsigned j = 0; j < n; j += 16)
-            _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)),
-                                                  _mm512_loadu_ps(f->ov + j)));
-        scatter_add1(x, f->ot, n, s, NB);
+            scatter16(pt, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)), _mm512_loadu_ps(f->ov + j)),
+                      f->ot + j);
+        part4_add(pt, s, NB);
         return;
     }
     /* several rows: one 4-row update per outlier, rows interleaved */
@@ -345,15 +368,16 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
     unsigned n = L->n_outliers;
     if (!n) return;
     if (R == 1) {
-        float x[2 * MAXD];
+        part4 pt;
         __m512 p0 = _mm512_loadu_ps(p), p1 = _mm512_loadu_ps(p + 16), p2 = _mm512_loadu_ps(p + 32), p3 = _mm512_loadu_ps(p + 48);
+        part4_zero(pt, d);
         for (unsigned j = 0; j < n; j += 16) {
-            __m512i t = _mm512_loadu_si512(f->ot + j);
+            __m512i t = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(f->ot + j)));
             __m512 lo = _mm512_permutex2var_ps(p0, t, p1), hi = _mm512_permutex2var_ps(p2, t, p3);
             __mmask16 up = _mm512_test_epi32_mask(t, _mm512_set1_epi32(32));
-            _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_mask_blend_ps(up, lo, hi), _mm512_loadu_ps(f->ov + j)));
+            scatter16(pt, _mm512_mul_ps(_mm512_mask_blend_ps(up, lo, hi), _mm512_loadu_ps(f->ov + j)), f->oc + j);
         }
-        scatter_add1(x, f->oc, n, onat, d);
+        part4_add(pt, onat, d);
         return;
     }
     float pT[4 * NB], corr[4 * MAXD];
