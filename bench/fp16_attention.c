@@ -1,10 +1,13 @@
-/* fp16_attention.c - see fp16_attention.h.  One clone of the chunk
- * kernel per x86-64 level (AVX-512, AVX2, baseline), with every helper
- * inlined into it: fp16 rows go through the branch-free converter (it
- * vectorizes; GCC 12 does not vectorize _Float16 casts), dot products are
- * OpenMP simd reductions (vectorized without -ffast-math), and the softmax
- * uses the same fast exp as the cpu backend (gear_exp_neg), so neither
- * side wins on libm. */
+/* fp16_attention.c - see fp16_attention.h.  Where the CPU has AVX-512
+ * (with F16C and FMA), chunk_avx512 below: fp16 rows converted by
+ * vcvtph2ps once for every query row, the scores of 16 tokens reduced
+ * together, values accumulated 64 channels x 4 query rows in registers.
+ * Elsewhere one clone of the generic chunk kernel per x86-64 level (AVX2,
+ * baseline), with every helper inlined into it: fp16 rows go through the
+ * branch-free converter (it vectorizes; GCC 12 does not vectorize
+ * _Float16 casts), dot products are OpenMP simd reductions (vectorized
+ * without -ffast-math).  The softmax uses the same fast exp as the cpu
+ * backend (gear_exp_neg), so neither side wins on libm. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,9 +72,143 @@ static void chunk(const f16 *k, const f16 *v, unsigned n, unsigned d, const floa
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define T512 __attribute__((target("avx512f,avx512dq,fma,f16c")))
+#define I512 static inline __attribute__((always_inline, target("avx512f,avx512dq,fma,f16c")))
+#define HAVE_CHUNK512 1
+
+/* out lane j = the sum of the lanes of v[j], j < 16.  (The compressor's
+ * power iteration has the same reduction, cpu_avx512_compress.c; the
+ * baseline keeps its own, so that it owes nothing to the library it is
+ * measured against.) */
+I512 __m512 hsum16(const __m512 *v)
+{
+    __m512 t[8], u[4];
+    for (unsigned i = 0; i < 8; i++)
+        t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (unsigned i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
+}
+
+/* o[r][c0..c0+64) += sum_j s[r][j] v_j[c0..] for R (constant) rows and
+ * tokens [j0, j1): 4R accumulators in registers. */
+I512 void values64(const f16 *v, unsigned d, unsigned c0, unsigned j0, unsigned j1, const float *s, unsigned n,
+                   unsigned R, float *o)
+{
+    __m512 acc[4][4];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned i = 0; i < 4; i++) acc[r][i] = _mm512_loadu_ps(o + (size_t)r * d + c0 + 16 * i);
+    for (unsigned j = j0; j < j1; j++) {
+        const f16 *vr = v + (size_t)j * d + c0;
+        __m512 x[4];
+        for (unsigned i = 0; i < 4; i++) x[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vr + 16 * i)));
+        for (unsigned r = 0; r < R; r++) {
+            __m512 w = _mm512_set1_ps(s[(size_t)r * n + j]);
+            for (unsigned i = 0; i < 4; i++) acc[r][i] = _mm512_fmadd_ps(w, x[i], acc[r][i]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned i = 0; i < 4; i++) _mm512_storeu_ps(o + (size_t)r * d + c0 + 16 * i, acc[r][i]);
+}
+
+/* Lane partials of q_r . k_j for R (constant) query rows and the 16/R'
+ * tokens from j0 (R' = R rounded up to 1, 2 or 4): R*16/R' accumulators,
+ * each key chunk converted once for all rows.  part[r][j - jb]. */
+I512 void key_partials(const f16 *k, unsigned d, const float *q, unsigned R, unsigned j0, unsigned jb,
+                       __m512 part[4][16])
+{
+    const unsigned TQ = R == 1 ? 16 : R == 2 ? 8 : 4;
+    __m512 acc[4][16];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < TQ; j++) acc[r][j] = _mm512_setzero_ps();
+    for (unsigned c = 0; c < d; c += 16) {
+        __m512 x[16];
+        for (unsigned j = 0; j < TQ; j++)
+            x[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + (size_t)(j0 + j) * d + c)));
+        for (unsigned r = 0; r < R; r++) {
+            __m512 qr = _mm512_loadu_ps(q + (size_t)r * d + c);
+            for (unsigned j = 0; j < TQ; j++) acc[r][j] = _mm512_fmadd_ps(qr, x[j], acc[r][j]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < TQ; j++) part[r][j0 - jb + j] = acc[r][j];
+}
+
+/* Scores of up to 4 rows (R constant) for tokens [jb, jb+16). */
+I512 void key_scores16(const f16 *k, unsigned d, const float *q, unsigned R, unsigned jb, float scale, float *s,
+                       unsigned n)
+{
+    const unsigned TQ = R == 1 ? 16 : R == 2 ? 8 : 4;
+    __m512 part[4][16];
+    for (unsigned j0 = jb; j0 < jb + 16; j0 += TQ) key_partials(k, d, q, R, j0, jb, part);
+    for (unsigned r = 0; r < R; r++)
+        _mm512_storeu_ps(s + (size_t)r * n + jb, _mm512_mul_ps(hsum16(part[r]), _mm512_set1_ps(scale)));
+}
+
+I512 void prefetch_rows(const f16 *x, unsigned rows, unsigned d)
+{
+    for (size_t b = 0; b < (size_t)rows * d * 2; b += 64) _mm_prefetch((const char *)x + b, _MM_HINT_T0);
+}
+
+/* chunk() for n a multiple of 16 and d a multiple of 64, on AVX-512.  The
+ * key loop fetches the value rows ahead, and the value loop the next
+ * chunk's key rows (next_k, or NULL): each phase would otherwise start
+ * cold, the hardware prefetchers picking up a stream only after its first
+ * misses. */
+T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d, const float *q, unsigned G,
+                              float scale, float *s, float *m, float *l, float *o, const f16 *next_k)
+{
+    for (unsigned jb = 0; jb < n; jb += 16) {
+        prefetch_rows(v + (size_t)jb * d, 16, d);
+        for (unsigned g = 0; g < G; g += 4) {
+            const float *qg = q + (size_t)g * d;
+            float *sg = s + (size_t)g * n;
+            switch (G - g) {
+            case 1: key_scores16(k, d, qg, 1, jb, scale, sg, n); break;
+            case 2: key_scores16(k, d, qg, 2, jb, scale, sg, n); break;
+            case 3: key_scores16(k, d, qg, 3, jb, scale, sg, n); break;
+            default: key_scores16(k, d, qg, 4, jb, scale, sg, n); break;
+            }
+        }
+    }
+    for (unsigned g = 0; g < G; g++) l[g] = softmax_row(s + (size_t)g * n, n, &m[g]);
+    memset(o, 0, sizeof(float) * G * d);
+    /* 64 tokens at a time (16 KB of values at d = 128, in L1 for every
+     * 64-channel pass), up to 4 query rows a pass */
+    for (unsigned j0 = 0; j0 < n; j0 += 64) {
+        unsigned j1 = j0 + 64 < n ? j0 + 64 : n;
+        if (next_k) prefetch_rows(next_k + (size_t)j0 * d, j1 - j0, d);
+        for (unsigned g = 0; g < G; g += 4)
+            for (unsigned c0 = 0; c0 < d; c0 += 64) {
+                const float *sg = s + (size_t)g * n;
+                float *og = o + (size_t)g * d;
+                switch (G - g) {
+                case 1: values64(v, d, c0, j0, j1, sg, n, 1, og); break;
+                case 2: values64(v, d, c0, j0, j1, sg, n, 2, og); break;
+                case 3: values64(v, d, c0, j0, j1, sg, n, 3, og); break;
+                default: values64(v, d, c0, j0, j1, sg, n, 4, og); break;
+                }
+            }
+    }
+}
+#endif
+
+int fp16_attention_generic = 0; /* nonzero: the generic kernel everywhere (for the check) */
+
 int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsigned T, unsigned d,
                    const float *q, unsigned G, float scale, float *out, int threads)
 {
+    int fast = 0;
+#ifdef HAVE_CHUNK512
+    fast = !fp16_attention_generic && d % 64 == 0 && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
     unsigned chunks = (T + CHUNK - 1) / CHUNK;
     size_t items = (size_t)n_head * chunks;
     float *m = malloc(sizeof(float) * items * G), *l = malloc(sizeof(float) * items * G);
@@ -87,6 +224,15 @@ int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsign
                 unsigned h = (unsigned)(it / chunks), c = (unsigned)(it % chunks);
                 unsigned t0 = c * CHUNK, n = T - t0 < CHUNK ? T - t0 : CHUNK;
                 size_t off = ((size_t)h * T + t0) * d;
+#ifdef HAVE_CHUNK512
+                if (fast && n % 16 == 0) {
+                    /* the next item of a static schedule: the next chunk, its keys right after these */
+                    const f16 *nk = it + 1 < items ? (const f16 *)k + off + (size_t)n * d : NULL;
+                    chunk_avx512((const f16 *)k + off, (const f16 *)v + off, n, d, q + (size_t)h * G * d, G, scale, s,
+                                 m + it * G, l + it * G, o + it * G * d, nk);
+                    continue;
+                }
+#endif
                 chunk((const f16 *)k + off, (const f16 *)v + off, n, d, q + (size_t)h * G * d, G,
                       scale, s, row, m + it * G, l + it * G, o + it * G * d);
             }

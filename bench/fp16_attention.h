@@ -13,4 +13,8 @@
 int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsigned T, unsigned d,
                    const float *q, unsigned G, float scale, float *out, int threads);
 
+/* Nonzero: the generic kernel even where the AVX-512 one could run (the
+ * bench checks one against the other). */
+extern int fp16_attention_generic;
+
 #endif

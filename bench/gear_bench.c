@@ -374,6 +374,42 @@ static double rel_err(const float *a, const float *b, size_t n)
     return den > 0 ? sqrt(num / den) : 0;
 }
 
+/* The fp16 baseline's fast kernel against its generic one (the plain
+ * loops of fp16_attention.c) on small shapes, before any timing: a fast
+ * baseline that computed something else would make every speed-up a lie.
+ * Exits on a relative error above 1e-5 (the two only differ in summation
+ * order and fp16 conversion path, both exact or fp32-rounded). */
+static void check_fp16_baseline(int threads)
+{
+    const int H = 2, T = 512 + 64; /* a tail chunk too */
+    double worst = 0;
+    for (int d = 64; d <= 128; d += 64)
+        for (int G = 1; G <= 5; G += 4) { /* 5: a quad and a single row */
+            uint16_t *k = make_kv(GEAR_KEY, H, T, d, 7), *v = make_kv(GEAR_VALUE, H, T, d, 8);
+            size_t nq = (size_t)H * G * d;
+            float *q = xmalloc(nq * sizeof(float)), *a = xmalloc(nq * sizeof(float)), *b = xmalloc(nq * sizeof(float));
+            for (size_t i = 0; i < nq; i++) q[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+            float sc = 1.0f / sqrtf((float)d);
+            fp16_attention_generic = 0;
+            int e1 = fp16_attention(k, v, H, T, d, q, G, sc, a, threads);
+            fp16_attention_generic = 1;
+            int e2 = fp16_attention(k, v, H, T, d, q, G, sc, b, threads);
+            fp16_attention_generic = 0;
+            if (e1 || e2) {
+                fprintf(stderr, "gear-bench: fp16 attention: out of memory\n");
+                exit(1);
+            }
+            double e = rel_err(a, b, nq);
+            worst = e > worst ? e : worst;
+            free(k), free(v), free(q), free(a), free(b);
+        }
+    printf("fp16 baseline: its fast kernel against the generic one, largest relative error %.1e\n", worst);
+    if (!(worst <= 1e-5)) {
+        fprintf(stderr, "gear-bench: the fp16 baseline's kernels disagree (%.3g)\n", worst);
+        exit(1);
+    }
+}
+
 /* A calibration for a cq-* preset from the first tokens of k and v, the
  * same for every layer; few k-means iterations: the bench times attention,
  * not codebook quality. */
@@ -612,6 +648,7 @@ int main(int argc, char **argv)
                "  speed-up = median over the repeats of (an fp16-cache step run right after the repeat) / (the\n"
                "  repeat); err = output rel. error vs the fp16 cache\n",
                threads);
+        check_fp16_baseline(threads);
         printf("     T    d  G    L       MB  cache     ms/step   GB/s   /read  speedup    read  err\n");
         static const int Ts[] = {1024, 4096, 16384, 32768}, ds[] = {64, 128}, Gs[] = {1, 4};
         if (one.T) {

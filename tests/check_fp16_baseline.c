@@ -1,0 +1,114 @@
+/*
+ * check_fp16_baseline.c - the bench's fp16-cache attention (the baseline
+ * every speed-up in README is measured against, bench/fp16_attention.c)
+ * computes attention: its AVX-512 kernel (where the CPU has one) and its
+ * generic kernel both agree with a direct double-precision attention over
+ * the same fp16 keys and values, on head dims 64 and 128, 1 to 5 query
+ * rows per KV head (a quad and a single row), and context lengths with a
+ * partial last chunk and a chunk that is not a multiple of 16 tokens.  A
+ * fast baseline that computed something else would make every speed-up in
+ * the bench meaningless.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include "testutil.h"
+#include "../bench/fp16_attention.h"
+
+/* Softmax(q.k * scale) v per query row, in double. */
+static void direct(const uint16_t *k, const uint16_t *v, unsigned H, unsigned T, unsigned d, const float *q,
+                   unsigned G, float scale, double *out)
+{
+    double *s = malloc(sizeof(double) * T);
+    ck_assert_ptr_nonnull(s);
+    for (unsigned h = 0; h < H; h++)
+        for (unsigned g = 0; g < G; g++) {
+            const float *qr = q + ((size_t)h * G + g) * d;
+            double mx = -INFINITY, sum = 0;
+            for (unsigned t = 0; t < T; t++) {
+                double a = 0;
+                for (unsigned c = 0; c < d; c++)
+                    a += (double)qr[c] * gear_half_to_float(k[((size_t)h * T + t) * d + c]);
+                s[t] = a * scale;
+                mx = s[t] > mx ? s[t] : mx;
+            }
+            double *o = out + ((size_t)h * G + g) * d;
+            for (unsigned c = 0; c < d; c++) o[c] = 0;
+            for (unsigned t = 0; t < T; t++) {
+                double w = exp(s[t] - mx);
+                sum += w;
+                for (unsigned c = 0; c < d; c++) o[c] += w * gear_half_to_float(v[((size_t)h * T + t) * d + c]);
+            }
+            for (unsigned c = 0; c < d; c++) o[c] /= sum;
+        }
+    free(s);
+}
+
+/* SplitMix64 and Box-Muller: N(0, 1) samples. */
+static double normal(uint64_t *st)
+{
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        u[i] = ((double)(z >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
+}
+
+static double rel_err(const float *a, const double *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += (a[i] - b[i]) * (a[i] - b[i]);
+        den += b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
+START_TEST(test_fp16_baseline_matches_direct)
+{
+    static const unsigned Ts[] = {300, 576, 1000}; /* tails of 44, 64 and 232 tokens (of 256) */
+    const unsigned H = 3;
+    for (unsigned ti = 0; ti < 3; ti++)
+        for (unsigned d = 64; d <= 128; d += 64)
+            for (unsigned G = 1; G <= 5; G++) {
+                unsigned T = Ts[ti];
+                size_t nkv = (size_t)H * T * d, nq = (size_t)H * G * d;
+                uint16_t *k = malloc(nkv * 2), *v = malloc(nkv * 2);
+                float *q = malloc(nq * 4), *o = malloc(nq * 4);
+                double *want = malloc(nq * 8);
+                ck_assert(k && v && q && o && want);
+                uint64_t r = 1000 * T + 10 * d + G;
+                for (size_t i = 0; i < nkv; i++) {
+                    k[i] = gear_float_to_half((float)normal(&r) * (i % d == 5 ? 6.0f : 1.0f));
+                    v[i] = gear_float_to_half((float)normal(&r));
+                }
+                for (size_t i = 0; i < nq; i++) q[i] = (float)normal(&r);
+                float scale = 1.0f / sqrtf((float)d);
+                direct(k, v, H, T, d, q, G, scale, want);
+                for (int generic = 0; generic <= 1; generic++)
+                    for (int threads = 1; threads <= 2; threads++) {
+                        fp16_attention_generic = generic;
+                        ck_assert_int_eq(fp16_attention(k, v, H, T, d, q, G, scale, o, threads), 0);
+                        double e = rel_err(o, want, nq);
+                        ck_assert_msg(e < 1e-5, "T %u d %u G %u %s kernel, %d threads: rel. error %.3g", T, d, G,
+                                      generic ? "generic" : "fast", threads, e);
+                    }
+                fp16_attention_generic = 0;
+                free(k), free(v), free(q), free(o), free(want);
+            }
+}
+END_TEST
+
+static Suite *fp16_baseline_suite(void)
+{
+    Suite *s = suite_create("fp16_baseline");
+    TCase *tc = tu_tcase("attention");
+    tcase_add_test(tc, test_fp16_baseline_matches_direct);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(fp16_baseline_suite(), 0); }
