@@ -2,7 +2,8 @@
  * (with F16C and FMA), chunk_avx512 below: fp16 rows converted by
  * vcvtph2ps once for every query row, the scores of 16 tokens reduced
  * together, values accumulated 64 channels x 4 query rows in registers.
- * Elsewhere one clone of the generic chunk kernel per x86-64 level (AVX2,
+ * Elsewhere (and for chunks that are not a multiple of 16 tokens) one
+ * clone of the generic chunk kernel per x86-64 level (AVX-512, AVX2,
  * baseline), with every helper inlined into it: fp16 rows go through the
  * branch-free converter (it vectorizes; GCC 12 does not vectorize
  * _Float16 casts), dot products are OpenMP simd reductions (vectorized
@@ -74,8 +75,8 @@ static void chunk(const f16 *k, const f16 *v, unsigned n, unsigned d, const floa
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
-#define T512 __attribute__((target("avx512f,avx512dq,fma,f16c")))
-#define I512 static inline __attribute__((always_inline, target("avx512f,avx512dq,fma,f16c")))
+#define T512 __attribute__((target("avx512f,fma,f16c")))
+#define I512 static inline __attribute__((always_inline, target("avx512f,fma,f16c")))
 #define HAVE_CHUNK512 1
 
 /* out lane j = the sum of the lanes of v[j], j < 16.  (The compressor's
@@ -199,16 +200,28 @@ T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d
 }
 #endif
 
-int fp16_attention_generic = 0; /* nonzero: the generic kernel everywhere (for the check) */
+int fp16_attention_generic = 0;
+
+static int fast_kernel(unsigned d)
+{
+#ifdef HAVE_CHUNK512
+    return d % 64 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    (void)d;
+    return 0;
+#endif
+}
+
+const char *fp16_attention_kernel(unsigned d)
+{
+    return fast_kernel(d) ? "avx512" : "generic";
+}
 
 int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsigned T, unsigned d,
                    const float *q, unsigned G, float scale, float *out, int threads)
 {
-    int fast = 0;
-#ifdef HAVE_CHUNK512
-    fast = !fp16_attention_generic && d % 64 == 0 && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#endif
+    int fast = !fp16_attention_generic && fast_kernel(d);
     unsigned chunks = (T + CHUNK - 1) / CHUNK;
     size_t items = (size_t)n_head * chunks;
     float *m = malloc(sizeof(float) * items * G), *l = malloc(sizeof(float) * items * G);

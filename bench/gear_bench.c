@@ -381,7 +381,7 @@ static double rel_err(const float *a, const float *b, size_t n)
  * order and fp16 conversion path, both exact or fp32-rounded). */
 static void check_fp16_baseline(int threads)
 {
-    const int H = 2, T = 512 + 64; /* a tail chunk too */
+    const int H = 2, T = 512 + 80; /* a short last chunk too (a value pass of 16) */
     double worst = 0;
     for (int d = 64; d <= 128; d += 64)
         for (int G = 1; G <= 5; G += 4) { /* 5: a quad and a single row */
@@ -403,7 +403,8 @@ static void check_fp16_baseline(int threads)
             worst = e > worst ? e : worst;
             free(k), free(v), free(q), free(a), free(b);
         }
-    printf("fp16 baseline: its fast kernel against the generic one, largest relative error %.1e\n", worst);
+    printf("fp16 baseline: its %s kernel (head dim 64, 128) against the generic one, largest relative error %.1e\n",
+           fp16_attention_kernel(64), worst);
     if (!(worst <= 1e-5)) {
         fprintf(stderr, "gear-bench: the fp16 baseline's kernels disagree (%.3g)\n", worst);
         exit(1);
