@@ -302,16 +302,18 @@ INLINE void scatter16(part4 pt, __m512 x, const uint8_t *idx)
 }
 #undef SCATTER_LANE
 
-/* corr (len x 4 interleaved rows) = sum over j < n of ov[j] * xT[4*src[j]
- * .. +4] (src NULL: 4*(j/2)) at corr[4*idx[j] ..] (n a multiple of 4,
- * idx < len, len a multiple of 4): the 4-row form of scatter16.  Four
+/* corr (len x 4 interleaved rows) = sum over j < n of ov[j] *
+ * xT[4*(j/per) .. +4] at corr[4*idx[j] ..] (n a multiple of 4, idx < len,
+ * len a multiple of 4; per = 2, 4 or 8 outliers per source row: keys, 2 a
+ * channel; values, 2 per group of a token, which gear_block_parse checks):
+ * the 4-row form of scatter16.  Four
  * outliers a step: their terms in one vector (lanes 4k..4k+3 for outlier
  * j+k), then four 4-lane read-modify-writes, the even ones into corr and
  * the odd ones into a second copy: the two outliers of a group never
  * share an index, so consecutive ones never wait on each other.  One
  * outlier at a time (a broadcast and an FMA each), the whole kernel was
  * 2-5 % slower at G = 4 with outliers. */
-INLINE void scatter_fma4(const float *ov, const float *xT, const uint8_t *src, const uint8_t *idx, unsigned n,
+INLINE void scatter_fma4(const float *ov, const float *xT, unsigned per, const uint8_t *idx, unsigned n,
                          float *corr, unsigned len)
 {
     float part[4 * MAXD];
@@ -321,16 +323,13 @@ INLINE void scatter_fma4(const float *ov, const float *xT, const uint8_t *src, c
     }
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i pair = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+    unsigned sh = per == 2 ? 1 : per == 4 ? 2 : 3;
     for (unsigned j = 0; j < n; j += 4) {
         __m512 x;
-        if (src) { /* four rows of xT, anywhere */
-            x = _mm512_castps128_ps512(_mm_loadu_ps(xT + 4 * src[j]));
-            x = _mm512_insertf32x4(x, _mm_loadu_ps(xT + 4 * src[j + 1]), 1);
-            x = _mm512_insertf32x4(x, _mm_loadu_ps(xT + 4 * src[j + 2]), 2);
-            x = _mm512_insertf32x4(x, _mm_loadu_ps(xT + 4 * src[j + 3]), 3);
-        } else { /* rows j/2 (twice) and j/2 + 1 (twice) */
+        if (per == 2) /* rows j/2 (twice) and j/2 + 1 (twice) */
             x = _mm512_permutexvar_ps(pair, _mm512_castps256_ps512(_mm256_loadu_ps(xT + 4 * (j / 2))));
-        }
+        else /* row j/per four times */
+            x = _mm512_broadcast_f32x4(_mm_loadu_ps(xT + 4 * (j >> sh)));
         x = _mm512_mul_ps(x, _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_loadu_ps(ov + j))));
         float *y0 = corr + 4 * idx[j], *y1 = part + 4 * idx[j + 1], *y2 = corr + 4 * idx[j + 2], *y3 = part + 4 * idx[j + 3];
         _mm_storeu_ps(y0, _mm_add_ps(_mm_loadu_ps(y0), _mm512_castps512_ps128(x)));
@@ -368,7 +367,7 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     /* several rows: one 4-row update per outlier, rows interleaved */
     float qT[4 * MAXD], corr[4 * NB];
     interleave4(q, d, R, d, qT);
-    scatter_fma4(f->ov, qT, NULL, f->ot, n, corr, NB);
+    scatter_fma4(f->ov, qT, 2, f->ot, n, corr, NB);
     add_deinterleaved4(s, NB, R, NB, corr);
 }
 
@@ -398,7 +397,7 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
     }
     float pT[4 * NB], corr[4 * MAXD];
     interleave4(p, NB, R, NB, pT);
-    scatter_fma4(f->ov, pT, f->ot, f->oc, n, corr, d);
+    scatter_fma4(f->ov, pT, L->outliers_per_row, f->oc, n, corr, d);
     add_deinterleaved4(onat, d, R, d, corr);
 }
 
