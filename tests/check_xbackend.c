@@ -441,11 +441,13 @@ END_TEST
 static void attention_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
-    static const int dims[] = {64, 128}, groups[] = {1, 4};
+    /* 256: the float kernel's widest head, where a value row holds eight
+     * outliers (the several-row outlier path broadcasts its source row) */
+    static const int dims[] = {64, 128, 256}, groups[] = {1, 4};
     const int hkv = 3; /* odd: the cpu kernel's two-heads-at-a-time path (G = 1) ends with one left over */
     int np = gear_preset_count();
-    for (size_t cs = 0; cs < 4; cs++) {
-        size_t ti = cs / 2, di = cs % 2;
+    for (size_t cs = 0; cs < 6; cs++) {
+        size_t ti = cs / 3, di = cs % 3;
         const int T = ti ? 64 * 9 : 64 * 9 + 5, nq_max = ti ? 3 : 2, d = dims[di];
         float *k = tu_synth(200 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(210 + di, GEAR_VALUE, hkv, T, d);
         for (int p = 0; p < np; p++) {

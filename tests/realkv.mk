@@ -15,4 +15,3 @@ tests_check_realkv_SOURCES = tests/check_realkv.c \
 tests_check_realkv_CPPFLAGS = $(test_cppflags)
 tests_check_realkv_CFLAGS = $(test_cflags)
 tests_check_realkv_LDADD = $(test_ldadd_public)
-
