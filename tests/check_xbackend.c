@@ -274,6 +274,10 @@ static const cq_shape cq_shapes[] = {
     {128, 8, 5, 2, 7, 0.1f, 4, 32, 97, 1, 3},     /* several outliers per side (ref's select), rank 4 */
     {64, 0, 4, 4, 8, 0.02f, 0, 64, 150, 4, 1},    /* uniform keys, CQ values */
     {64, 4, 4, 0, 4, 0.0f, 3, 16, 75, 2, 2},      /* CQ keys (rank 3), uniform values */
+    /* 8-bit codes, the cpu's AVX-512 CQ kernels: c = 8 and 16, outliers and
+     * rank, blocks of 32; head dim 256, c = 4 and 2, five rows (4 + 1) */
+    {128, 8, 8, 16, 8, 0.05f, 2, 32, 301, 4, 1},
+    {256, 4, 8, 2, 8, 0.02f, 0, 16, 120, 5, 1},
 };
 
 static gear_config cq_side(gear_kind kind, unsigned c, unsigned b, const cq_shape *s)

@@ -7,14 +7,24 @@
  * corrections.  A histogram cannot be rescaled cheaply by an online
  * softmax, so this path runs in passes: (1) all scores, parallel over
  * (head, chunk); (2) the exact max and sum per query row; (3) weighted
- * values per (head, chunk); (4) merge per head.
+ * values per (head, chunk); (4) merge per head.  With AVX-512 and 8-bit
+ * codes, passes 1 and 3 rebuild each token from its centroids instead
+ * (cpu_avx512_cq.c): no tables, no histograms.
  */
 #include <omp.h>
 #include "cpu_attn.h"
 
+/* Whether the AVX-512 kernels of cpu_avx512_cq.c take this CQ side. */
+#ifdef GEAR_CPU_AVX512
+#define CQ8_FAST(L) ((L)->cq_dim && gear_cpu_have_avx512 && gear_cpu_cq8_fits(L))
+#else
+#define CQ8_FAST(L) 0
+#endif
+
 typedef struct cq_plan {
     const gear_attention_args *a;
     unsigned n, d, rows, H, per, chunks; /* chunks of blocks per head; +1 item: the buffer */
+    int fast_k, fast_v;  /* CQ keys / values through cpu_avx512_cq.c */
     size_t T;
     float *S;        /* [h][row][T] scores, then weights e^(s - max) */
     float *lut;      /* CQ keys: [h][row][j][k] */
@@ -58,22 +68,34 @@ CPU_INLINE void cq_tables(const gear_block_layout *L, const float *cb, const flo
         }
 }
 
+/* codes[j] = the entry of token t's centroid of group j in a [group][K]
+ * table (j * K + code). */
+CPU_INLINE void cq_table_index(const gear_block_layout *L, const uint8_t *blk, unsigned t, unsigned *codes)
+{
+    const uint8_t *row = blk + L->off_codes + (size_t)t * L->cq_row_bytes;
+    for (unsigned j = 0; j < L->cq_groups; j++) codes[j] = (j << L->bits) + cpu_code_get(row, L->bits, j);
+}
+
 /* s[i][t] = q_i . k_t for one CQ key block. */
 CPU_INLINE void cq_key_scores(const gear_block_layout *L, const uint8_t *blk, const float *cb,
                               const float *q, const float *lut, unsigned rows, float *s,
                               unsigned *codes, blockf *f)
 {
     unsigned n = L->n, d = L->d, G = L->cq_groups, K = 1u << L->bits;
-    for (unsigned t = 0; t < n; t++) {
-        const uint8_t *row = blk + L->off_codes + (size_t)t * L->cq_row_bytes;
-        for (unsigned j = 0; j < G; j++) codes[j] = j * K + cpu_code_get(row, L->bits, j);
-        for (unsigned i = 0; i < rows; i++) {
-            const float *li = lut + (size_t)i * G * K;
-            float sum = 0.0f;
-            for (unsigned j = 0; j < G; j++) sum += li[codes[j]];
-            s[(size_t)i * n + t] = sum;
+#ifdef GEAR_CPU_AVX512
+    if (!lut) /* the plan's fast_k */
+        gear_cpu_cq8_scores_avx512(L, blk, cb, q, rows, s);
+    else
+#endif
+        for (unsigned t = 0; t < n; t++) {
+            cq_table_index(L, blk, t, codes);
+            for (unsigned i = 0; i < rows; i++) {
+                const float *li = lut + (size_t)i * G * K;
+                float sum = 0.0f;
+                for (unsigned j = 0; j < G; j++) sum += li[codes[j]];
+                s[(size_t)i * n + t] = sum;
+            }
         }
-    }
     if (L->n_outliers) {
         cq_outlier_deltas(L, blk, cb, f);
         for (unsigned i = 0; i < rows; i++)
@@ -83,22 +105,27 @@ CPU_INLINE void cq_key_scores(const gear_block_layout *L, const uint8_t *blk, co
     if (L->rank) lowrank_scores(L, blk, q, rows, s, f);
 }
 
-/* hist[i][j][code_tj] += p[i][t]; corrections into o. */
+/* hist[i][j][code_tj] += p[i][t] (hist NULL: o[i] += p[i][t] v_t through
+ * cpu_avx512_cq.c); corrections into o. */
 CPU_INLINE void cq_value_accumulate(const gear_block_layout *L, const uint8_t *blk, const float *cb,
                                     const float *p, unsigned rows, float *hist, float *o,
                                     unsigned *codes, blockf *f)
 {
     unsigned n = L->n, d = L->d, G = L->cq_groups, K = 1u << L->bits;
-    for (unsigned t = 0; t < n; t++) {
-        const uint8_t *row = blk + L->off_codes + (size_t)t * L->cq_row_bytes;
-        for (unsigned j = 0; j < G; j++) codes[j] = j * K + cpu_code_get(row, L->bits, j);
-        for (unsigned i = 0; i < rows; i++) {
-            float w = p[(size_t)i * n + t];
-            float *hi = hist + (size_t)i * G * K;
-            if (w != 0.0f)
-                for (unsigned j = 0; j < G; j++) hi[codes[j]] += w;
+#ifdef GEAR_CPU_AVX512
+    if (!hist) /* the plan's fast_v */
+        gear_cpu_cq8_values_avx512(L, blk, cb, p, rows, o);
+    else
+#endif
+        for (unsigned t = 0; t < n; t++) {
+            cq_table_index(L, blk, t, codes);
+            for (unsigned i = 0; i < rows; i++) {
+                float w = p[(size_t)i * n + t];
+                float *hi = hist + (size_t)i * G * K;
+                if (w != 0.0f)
+                    for (unsigned j = 0; j < G; j++) hi[codes[j]] += w;
+            }
         }
-    }
     if (L->n_outliers) {
         cq_outlier_deltas(L, blk, cb, f);
         for (unsigned i = 0; i < rows; i++)
@@ -128,7 +155,7 @@ static void cq_score_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch
             pos0 = (size_t)b * n;
             if (lk->cq_dim)
                 cq_key_scores(lk, blk, lk->codebook + h * lk->cb_head_floats, q,
-                              P->lut + (size_t)h * rows * P->lut_row, rows, s, codes, &w->f);
+                              P->fast_k ? NULL : P->lut + (size_t)h * rows * P->lut_row, rows, s, codes, &w->f);
             else
                 key_scores(lk, blk, q, rows, s, w->tmp, &w->f);
         }
@@ -156,14 +183,14 @@ static void cq_value_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch
                 axpy(o + (size_t)i * d, S[(size_t)i * P->T + pos0 + t], vb + (size_t)t * d, d);
         return;
     }
-    float *hist = lv->cq_dim ? P->hist + ((size_t)h * P->chunks + c) * rows * P->hist_row : NULL;
+    float *hist = lv->cq_dim && !P->fast_v ? P->hist + ((size_t)h * P->chunks + c) * rows * P->hist_row : NULL;
     if (hist) memset(hist, 0, sizeof(float) * rows * P->hist_row);
     unsigned b1 = (c + 1) * P->per < a->n_blocks ? (c + 1) * P->per : a->n_blocks;
     for (unsigned b = c * P->per; b < b1; b++) {
         const uint8_t *blk = a->vblocks[(size_t)h * a->n_blocks + b];
         for (unsigned i = 0; i < rows; i++)
             memcpy(p + (size_t)i * n, S + (size_t)i * P->T + (size_t)b * n, sizeof(float) * n);
-        if (hist)
+        if (lv->cq_dim)
             cq_value_accumulate(lv, blk, lv->codebook + h * lv->cb_head_floats, p, rows, hist, o, codes,
                                 &w->f);
         else
@@ -186,7 +213,7 @@ static void cq_merge_head(const cq_plan *P, unsigned h)
             const float *oc = P->acc + (((size_t)h * items + c) * rows + i) * d;
             for (unsigned x = 0; x < d; x++) out[x] += oc[x];
         }
-        if (lv->cq_dim && P->chunks) {
+        if (lv->cq_dim && !P->fast_v && P->chunks) {
             unsigned cd = lv->cq_dim, K = 1u << lv->bits, G = lv->cq_groups;
             const float *cb = lv->codebook + h * lv->cb_head_floats;
             float *h0 = P->hist + ((size_t)h * P->chunks * rows + i) * P->hist_row;
@@ -205,13 +232,26 @@ static void cq_merge_head(const cq_plan *P, unsigned h)
     }
 }
 
-/* Pass 2, query row r of head h: max, weights e^(s - max), their sum
- * (in double: a row spans the whole context). */
+/* Pass 2, query row r of head h: max, weights e^(s - max), their sum (in
+ * double: a row spans the whole context; 16 float lanes over at most 1024
+ * weights at a time, so that the loop vectorizes: gear_exp_neg is FMAs,
+ * calls into libm in a function built without FMA). */
+GEAR_CLONES
 static void cq_softmax_row(const cq_plan *P, unsigned hr)
 {
     float *s = P->S + (size_t)hr * P->T, mx = row_max(s, (unsigned)P->T, -INFINITY);
     double sum = 0.0;
-    for (size_t t = 0; t < P->T; t++) {
+    size_t t = 0;
+    while (t + 16 <= P->T) {
+        float lane[16] = {0};
+        for (size_t end = t + 1024 < P->T ? t + 1024 : P->T; t + 16 <= end; t += 16)
+            for (unsigned j = 0; j < 16; j++) {
+                s[t + j] = gear_exp_neg(s[t + j] - mx);
+                lane[j] += s[t + j];
+            }
+        for (unsigned j = 0; j < 16; j++) sum += lane[j];
+    }
+    for (; t < P->T; t++) {
         s[t] = gear_exp_neg(s[t] - mx);
         sum += s[t];
     }
@@ -223,7 +263,7 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     cpu_state *st = state;
     const gear_block_layout *lk = a->lk, *lv = a->lv;
     if ((lk->cq_dim && !lk->codebook) || (lv->cq_dim && !lv->codebook)) return GEAR_ERR_INVALID_ARG;
-    cq_plan P = {a, lk->n, lk->d, a->n_group * a->n_qtok, a->n_head, 0, 0, 0,
+    cq_plan P = {a, lk->n, lk->d, a->n_group * a->n_qtok, a->n_head, 0, 0, CQ8_FAST(lk), CQ8_FAST(lv), 0,
                  NULL, NULL, NULL, NULL, NULL, 0, 0};
     P.T = (size_t)a->n_blocks * P.n + a->n_buf;
     int threads = st->n_threads;
@@ -233,8 +273,8 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
         P.chunks = (a->n_blocks + P.per - 1) / P.per;
     }
     unsigned items = P.chunks + 1, rows = P.rows, H = P.H;
-    P.lut_row = lk->cq_dim ? (size_t)lk->cq_groups << lk->bits : 0;
-    P.hist_row = lv->cq_dim ? (size_t)lv->cq_groups << lv->bits : 0;
+    P.lut_row = lk->cq_dim && !P.fast_k ? (size_t)lk->cq_groups << lk->bits : 0;
+    P.hist_row = lv->cq_dim && !P.fast_v ? (size_t)lv->cq_groups << lv->bits : 0;
     size_t G = lk->cq_groups > lv->cq_groups ? lk->cq_groups : lv->cq_groups;
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
     size_t sz[5] = {sizeof(float) * H * rows * (P.T ? P.T : 1), sizeof(float) * (H * rows * P.lut_row + 1),
@@ -260,7 +300,7 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
         }
 #pragma omp barrier
         if (!failed) {
-            if (lk->cq_dim) {
+            if (lk->cq_dim && !P.fast_k) {
 #pragma omp for schedule(static)
                 for (unsigned h = 0; h < H; h++)
                     cq_tables(lk, lk->codebook + h * lk->cb_head_floats, a->q + (size_t)h * rows * P.d, rows,

@@ -58,6 +58,18 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
 extern int gear_cpu_have_avx512_vnni;
 /* n (1 or 2) pairs of different KV heads, independent of each other. */
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
+
+/* CQ blocks with 8-bit codes of 2, 4, 8 or 16 channels, head dim 64,
+ * 128, 192 or 256, blocks of a multiple of 16 tokens: cpu_avx512_cq.c.
+ * cb is the head's codebook [group][centroid][channel]; the outliers and
+ * the low-rank part are left to the caller. */
+int gear_cpu_cq8_fits(const gear_block_layout *L);
+/* s[r][t] = q_r . k_t (rows x L->n, q rows x d). */
+void gear_cpu_cq8_scores_avx512(const gear_block_layout *L, const uint8_t *blk, const float *cb,
+                                const float *q, unsigned rows, float *s);
+/* o[r] += sum_t p[r][t] v_t (p rows x L->n, o rows x d). */
+void gear_cpu_cq8_values_avx512(const gear_block_layout *L, const uint8_t *blk, const float *cb,
+                                const float *p, unsigned rows, float *o);
 /* o (permuted groups) to natural order, plus onat (may be NULL). */
 void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits);
 #endif

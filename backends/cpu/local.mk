@@ -17,7 +17,7 @@ if HAVE_AVX512_FLAGS
 noinst_LTLIBRARIES += libgear-cpu-avx512.la
 libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512_half.h backends/cpu/cpu_avx512.c \
 	backends/cpu/cpu_avx512_compress.c \
-	backends/cpu/cpu_avx512_attn.c
+	backends/cpu/cpu_avx512_attn.c backends/cpu/cpu_avx512_cq.c
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
 libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx512.la
