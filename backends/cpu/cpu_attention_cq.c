@@ -135,6 +135,16 @@ CPU_INLINE void cq_value_accumulate(const gear_block_layout *L, const uint8_t *b
     if (L->rank) lowrank_values(L, blk, p, rows, o, f);
 }
 
+/* The lines of the item's next block (a head's blocks lie KV-heads
+ * apart in the arena, beyond the hardware prefetchers' reach): blocks
+ * read from DRAM otherwise wait for every line in turn. */
+CPU_INLINE void prefetch_next(const uint8_t *const *blocks, size_t i, unsigned b, unsigned b1, size_t bytes)
+{
+    if (b + 1 >= b1) return;
+    const uint8_t *nx = blocks[i + 1];
+    for (size_t x = 0; x < bytes; x += 64) __builtin_prefetch(nx + x);
+}
+
 /* Pass 1, item (h, c): scores of its blocks (or the buffer) into S. */
 GEAR_CLONES
 static void cq_score_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch *w, unsigned *codes)
@@ -152,6 +162,7 @@ static void cq_score_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch
             raw_scores(a->kbuf + h * a->buf_stride, len, d, q, rows, s);
         } else {
             const uint8_t *blk = a->kblocks[(size_t)h * a->n_blocks + b];
+            prefetch_next(a->kblocks, (size_t)h * a->n_blocks + b, b, b1, lk->bytes);
             pos0 = (size_t)b * n;
             if (lk->cq_dim)
                 cq_key_scores(lk, blk, lk->codebook + h * lk->cb_head_floats, q,
@@ -188,6 +199,7 @@ static void cq_value_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch
     unsigned b1 = (c + 1) * P->per < a->n_blocks ? (c + 1) * P->per : a->n_blocks;
     for (unsigned b = c * P->per; b < b1; b++) {
         const uint8_t *blk = a->vblocks[(size_t)h * a->n_blocks + b];
+        prefetch_next(a->vblocks, (size_t)h * a->n_blocks + b, b, b1, lv->bytes);
         for (unsigned i = 0; i < rows; i++)
             memcpy(p + (size_t)i * n, S + (size_t)i * P->T + (size_t)b * n, sizeof(float) * n);
         if (lv->cq_dim)

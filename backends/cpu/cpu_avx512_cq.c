@@ -13,6 +13,7 @@
  * after the run-time CPU check.
  */
 #include <immintrin.h>
+#include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
 
@@ -38,22 +39,26 @@ int gear_cpu_cq8_fits(const gear_block_layout *L)
 INLINE __m512 chunk(const char *gk, const uint16_t *off, unsigned c)
 {
     const size_t gs = (size_t)K8 * c * sizeof(float); /* bytes per group */
-    if (c == 16) return _mm512_loadu_ps((const float *)(gk + off[0]));
+    uint64_t w[2]; /* the offsets, 16 bits each: read as words, they cost no load each */
+    memcpy(w, off, c == 2 ? 16 : c == 4 ? 8 : c == 8 ? 4 : 2);
+#define OFF(i) ((size_t)(w[(i) >> 2] >> (16 * ((i) & 3)) & 0xffff))
+    if (c == 16) return _mm512_loadu_ps((const float *)(gk + OFF(0)));
     if (c == 8) {
-        __m512d v = _mm512_castpd256_pd512(_mm256_loadu_pd((const double *)(gk + off[0])));
-        return _mm512_castpd_ps(_mm512_mask_broadcast_f64x4(v, 0xf0, _mm256_loadu_pd((const double *)(gk + gs + off[1]))));
+        __m512d v = _mm512_castpd256_pd512(_mm256_loadu_pd((const double *)(gk + OFF(0))));
+        return _mm512_castpd_ps(_mm512_mask_broadcast_f64x4(v, 0xf0, _mm256_loadu_pd((const double *)(gk + gs + OFF(1)))));
     }
     if (c == 4) {
-        __m512 v = _mm512_castps128_ps512(_mm_loadu_ps((const float *)(gk + off[0])));
+        __m512 v = _mm512_castps128_ps512(_mm_loadu_ps((const float *)(gk + OFF(0))));
         for (unsigned i = 1; i < 4; i++)
-            v = _mm512_mask_broadcast_f32x4(v, (__mmask16)(0xfu << (4 * i)), _mm_loadu_ps((const float *)(gk + i * gs + off[i])));
+            v = _mm512_mask_broadcast_f32x4(v, (__mmask16)(0xfu << (4 * i)), _mm_loadu_ps((const float *)(gk + i * gs + OFF(i))));
         return v;
     }
     /* c == 2: eight 64-bit centroids */
-    __m512d v = _mm512_castpd128_pd512(_mm_load_sd((const double *)(gk + off[0])));
+    __m512d v = _mm512_castpd128_pd512(_mm_load_sd((const double *)(gk + OFF(0))));
     for (unsigned i = 1; i < 8; i++)
-        v = _mm512_mask_broadcastsd_pd(v, (__mmask8)(1u << i), _mm_load_sd((const double *)(gk + i * gs + off[i])));
+        v = _mm512_mask_broadcastsd_pd(v, (__mmask8)(1u << i), _mm_load_sd((const double *)(gk + i * gs + OFF(i))));
     return _mm512_castpd_ps(v);
+#undef OFF
 }
 
 /* The codes of 16 consecutive tokens (rb = G bytes each, one run of 16 *
