@@ -341,8 +341,21 @@ INLINE void scatter_fma4(const float *ov, const float *xT, unsigned per, const u
         _mm512_storeu_ps(corr + i, _mm512_add_ps(_mm512_loadu_ps(corr + i), _mm512_loadu_ps(part + i)));
 }
 
-/* Low-rank and outlier terms of R rows of key scores s (natural order). */
-INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s)
+/* The outlier terms of one row of key scores, into pt (partial copies):
+ * run before the code loop, which they do not depend on, so that its
+ * dot products and these loads and stores overlap. */
+INLINE void key_outliers1(const gear_block_layout *L, const blk2 *f, const float *q, part4 pt)
+{
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    part4_zero(pt, NB);
+    for (unsigned j = 0; j < L->n_outliers; j += 16)
+        scatter16(pt, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)), _mm512_loadu_ps(f->ov + j)),
+                  f->ot + j);
+}
+
+/* Low-rank and outlier terms of R rows of key scores s (natural order);
+ * one row's outliers are already in pt (key_outliers1). */
+INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s, part4 pt)
 {
     unsigned d = L->d;
     if (L->rank) /* (q.B_k) A_k */
@@ -355,12 +368,6 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     unsigned n = L->n_outliers;
     if (!n) return;
     if (R == 1) {
-        part4 pt;
-        const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-        part4_zero(pt, NB);
-        for (unsigned j = 0; j < n; j += 16)
-            scatter16(pt, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)), _mm512_loadu_ps(f->ov + j)),
-                      f->ot + j);
         part4_add(pt, s, NB);
         return;
     }
@@ -384,13 +391,15 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
     if (!n) return;
     if (R == 1) {
         part4 pt;
-        __m512 p0 = _mm512_loadu_ps(p), p1 = _mm512_loadu_ps(p + 16), p2 = _mm512_loadu_ps(p + 32), p3 = _mm512_loadu_ps(p + 48);
+        /* outlier j belongs to token j / per (gear_block_parse checks the
+         * order): the 16 tokens' weights are 16/per floats, each per times */
+        unsigned per = L->outliers_per_row, sh = per == 2 ? 1 : per == 4 ? 2 : 3;
+        const __m512i tok = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), sh);
+        __mmask16 m = (__mmask16)((1u << (16 >> sh)) - 1);
         part4_zero(pt, d);
         for (unsigned j = 0; j < n; j += 16) {
-            __m512i t = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(f->ot + j)));
-            __m512 lo = _mm512_permutex2var_ps(p0, t, p1), hi = _mm512_permutex2var_ps(p2, t, p3);
-            __mmask16 up = _mm512_test_epi32_mask(t, _mm512_set1_epi32(32));
-            scatter16(pt, _mm512_mul_ps(_mm512_mask_blend_ps(up, lo, hi), _mm512_loadu_ps(f->ov + j)), f->oc + j);
+            __m512 w = _mm512_permutexvar_ps(tok, _mm512_maskz_loadu_ps(m, p + (j >> sh)));
+            scatter16(pt, _mm512_mul_ps(w, _mm512_loadu_ps(f->ov + j)), f->oc + j);
         }
         part4_add(pt, onat, d);
         return;
@@ -408,6 +417,8 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
     unsigned d = L->d;
     float qs[QUAD * MAXD];
     __m512 acc[QUAD][4];
+    part4 pt;
+    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
     for (unsigned r = 0; r < R; r++) {
         const float *qr = q + (size_t)r * d;
         __m512 b = _mm512_setzero_ps();
@@ -431,7 +442,7 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
         }
     }
     for (unsigned r = 0; r < R; r++) unpermute64(acc[r], s + r * NB);
-    key_extras(L, f, q, R, s);
+    key_extras(L, f, q, R, s, pt);
 }
 
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
@@ -695,6 +706,8 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w;
     float bias[QUAD];
+    part4 pt;
+    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
     for (unsigned r = 0; r < R; r++) /* the minima enter once per token */
         w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r]);
     __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
@@ -708,7 +721,7 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
         else
             unpermute64_b4(v, s + r * NB);
     }
-    key_extras(L, f, q, R, s);
+    key_extras(L, f, q, R, s, pt);
 }
 
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
