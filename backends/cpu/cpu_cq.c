@@ -41,30 +41,25 @@ CPU_INLINE void cq_dists(const float *x, uint32_t skip, const float *cbt, unsign
 }
 
 /* First index of the smallest dist, as gear_cq_nearest's strict '<' scan
- * from INFINITY picks it (NaN and Inf never win; none finite: 0).  Sixteen
- * lanes each keep their first minimum, merged by (value, index). */
+ * from INFINITY picks it (NaN and Inf never win; none finite: 0).  The
+ * distances are sums of squares from +0, so +0, positive or NaN: as
+ * unsigned bit patterns a finite one is below INFINITY's and orders as the
+ * floats do, and a NaN of either sign is above it.  So: the smallest
+ * pattern, then the first index holding it, two integer min-reductions
+ * that vectorize (a scan with a float compare kept a branch or a cmov per
+ * distance, most of an encode's time). */
 CPU_INLINE unsigned cq_argmin(const float *dist, unsigned K)
 {
-    if (K < 16) {
-        unsigned best = 0;
-        float bd = INFINITY;
-        for (unsigned k = 0; k < K; k++)
-            if (dist[k] < bd) bd = dist[k], best = k;
-        return best;
+    const uint32_t inf = 0x7f800000u;
+    uint32_t u[256], m = inf, best = K;
+    memcpy(u, dist, sizeof(float) * K);
+    for (unsigned k = 0; k < K; k++) m = u[k] < m ? u[k] : m;
+    if (m >= inf) return 0;
+    for (unsigned k = 0; k < K; k++) {
+        uint32_t x = u[k] == m ? k : K;
+        best = x < best ? x : best;
     }
-    float bv[16];
-    unsigned bi[16];
-    for (unsigned l = 0; l < 16; l++) bv[l] = INFINITY, bi[l] = l;
-    for (unsigned k = 0; k < K; k += 16)
-        for (unsigned l = 0; l < 16; l++) {
-            int lt = dist[k + l] < bv[l];
-            bv[l] = lt ? dist[k + l] : bv[l];
-            bi[l] = lt ? k + l : bi[l];
-        }
-    unsigned w = 0;
-    for (unsigned l = 1; l < 16; l++)
-        if (bv[l] < bv[w] || (bv[l] == bv[w] && bi[l] < bi[w])) w = l;
-    return bv[w] < INFINITY ? bi[w] : 0;
+    return best;
 }
 
 GEAR_CLONES
