@@ -282,6 +282,69 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
     gear_context_free(ctx);
 }
 
+/* CQ presets through a calibrated cache (streams carry no codebook, so
+ * gear_compress refuses them): each repeat appends K and V (fp16, from
+ * copies evicted from the LLC) to a fresh one-layer cache and decompresses
+ * them back; GB/s of fp16 K+V.  The codebooks are fitted once, outside the
+ * timing, on the same data (as bench_attn does). */
+static gear_calib *cq_calib(const char *preset, int L, const gear_tensor *k, const gear_tensor *v);
+static void bench_codec_cq(int threads, const char *preset, const uint16_t *kv[2], int H, int T, int d, bw base,
+                           size_t llc)
+{
+    gear_context *ctx = make_ctx("cpu", threads);
+    if (!ctx) return;
+    size_t in = (size_t)H * T * d * 2;
+    int nk, nv;
+    void **ck = input_copies(kv[0], in, llc, &nk), **cv = input_copies(kv[1], in, llc, &nv);
+    gear_tensor tk, tv, yk, yv;
+    uint16_t *ok = xmalloc(in), *ov = xmalloc(in);
+    check(gear_tensor_init(&tk, ck[0], GEAR_F16, 3, H, T, d, 0), "tensor");
+    check(gear_tensor_init(&tv, cv[0], GEAR_F16, 3, H, T, d, 0), "tensor");
+    check(gear_tensor_init(&yk, ok, GEAR_F16, 3, H, T, d, 0), "tensor");
+    check(gear_tensor_init(&yv, ov, GEAR_F16, 3, H, T, d, 0), "tensor");
+    gear_config cfk, cfv;
+    check(gear_config_preset(preset, GEAR_KEY, &cfk), "preset");
+    check(gear_config_preset(preset, GEAR_VALUE, &cfv), "preset");
+    gear_calib *cal = cq_calib(preset, 1, &tk, &tv);
+    double tc[MAX_REP], td[MAX_REP];
+    size_t len = 0;
+    for (int r = 0; r < reps; r++) {
+        gear_cache *c = NULL;
+        check(gear_cache_create_calibrated(ctx, &cfk, &cfv, cal, 1, (unsigned)H, (unsigned)d, (unsigned)T, &c),
+              "cache");
+        tk.data = ck[r];
+        tv.data = cv[r];
+        double t0 = now();
+        check(gear_cache_append(c, 0, &tk, &tv), "append");
+        tc[r] = now() - t0;
+        t0 = now();
+        check(gear_cache_decompress(c, 0, &yk, &yv), "decompress");
+        td[r] = now() - t0;
+        gear_cache_stats st;
+        check(gear_cache_stats_get(c, &st), "stats");
+        len = (size_t)st.compressed_bytes;
+        gear_cache_free(c);
+    }
+    double cg = 2.0 * in / median(tc, reps) / 1e9, dg = 2.0 * in / median(td, reps) / 1e9;
+    printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", "cpu", preset, "KV", threads, cg,
+           cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg, dg / base.memcpy_gbs, dg / base.read_gbs);
+    if (jf)
+        fprintf(jf,
+                "{\"bench\":\"codec\",\"backend\":\"cpu\",\"preset\":\"%s\",\"kind\":\"kv\",\"path\":\"cache\","
+                "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
+                "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
+                "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,\"compress_per_thread_over_q4_0\":%.4f,"
+                "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
+                preset, threads, H, T, d, 2 * in, len, cg, cg / threads, dg, cg / base.memcpy_gbs, cg / base.read_gbs,
+                cg / threads / q4_gbs, dg / base.memcpy_gbs, dg / base.read_gbs);
+    gear_calib_free(cal);
+    free(ok);
+    free(ov);
+    free_copies(ck, nk);
+    free_copies(cv, nv);
+    gear_context_free(ctx);
+}
+
 /* The compress target's baseline: llama.cpp's q4_0 quantizer (ggml's CPU
  * reference, bench/q4_0_baseline.c) on one thread over the same key
  * tensor as fp32, each repeat on its own copy from DRAM.  Returns GB/s of
@@ -636,6 +699,12 @@ int main(int argc, char **argv)
         for (int p = 0; p < 8; p++) {
             bench_codec("cpu", 1, all[p], kv, H, T, d, b1, llc);
             if (threads > 1) bench_codec("cpu", threads, all[p], kv, H, T, d, bn, llc);
+        }
+        /* CQ through calibrated caches (K and V together), cpu only */
+        static const char *cq[] = {"cq-2c8b", "cq-4c8b", "cq-8c8b"};
+        for (int p = 0; p < 3 && !quick; p++) {
+            bench_codec_cq(1, cq[p], kv, H, T, d, b1, llc);
+            if (threads > 1) bench_codec_cq(threads, cq[p], kv, H, T, d, bn, llc);
         }
         /* ref, the scalar oracle, on a quarter of the data (it is slow) */
         for (int p = 0; p < 8 && !quick; p++) bench_codec("ref", 1, all[p], kv, H, T / 4, d, b1, llc);
