@@ -274,10 +274,14 @@ static const cq_shape cq_shapes[] = {
     {128, 8, 5, 2, 7, 0.1f, 4, 32, 97, 1, 3},     /* several outliers per side (ref's select), rank 4 */
     {64, 0, 4, 4, 8, 0.02f, 0, 64, 150, 4, 1},    /* uniform keys, CQ values */
     {64, 4, 4, 0, 4, 0.0f, 3, 16, 75, 2, 2},      /* CQ keys (rank 3), uniform values */
-    /* 8-bit codes, the cpu's AVX-512 CQ kernels: c = 8 and 16, outliers and
-     * rank, blocks of 32; head dim 256, c = 4 and 2, five rows (4 + 1) */
+    /* 8-bit codes, the cpu's AVX-512 CQ kernels, every c on both sides:
+     * c = 8 and 16 with outliers and rank, blocks of 32; head dim 256, c =
+     * 4 and 2, five rows (4 + 1); head dim 192, three rows; seven rows (4 +
+     * 3), blocks of 16, a context past 1024 weights a row */
     {128, 8, 8, 16, 8, 0.05f, 2, 32, 301, 4, 1},
     {256, 4, 8, 2, 8, 0.02f, 0, 16, 120, 5, 1},
+    {192, 16, 8, 8, 8, 0.05f, 2, 64, 200, 3, 1},
+    {128, 16, 8, 8, 8, 0.0f, 0, 16, 1100, 7, 1},
 };
 
 static gear_config cq_side(gear_kind kind, unsigned c, unsigned b, const cq_shape *s)
@@ -322,8 +326,8 @@ static void cq_case(gear_context *be, gear_context *ref, const char *name, int s
         v = tu_synth(850 + ci, GEAR_VALUE, (int)H, (int)T, (int)d);
         gear_config ck = cq_side(GEAR_KEY, s->kc, s->kb, s), cv = cq_side(GEAR_VALUE, s->vc, s->vb, s);
         gear_cache *ca = NULL, *cb = NULL;
-        TU_OK(gear_cache_create_calibrated(ref, &ck, &cv, cal, 1, H, d, 1024, &ca));
-        TU_OK(gear_cache_create_calibrated(be, &ck, &cv, cal, 1, H, d, 1024, &cb));
+        TU_OK(gear_cache_create_calibrated(ref, &ck, &cv, cal, 1, H, d, T > 1024 ? T : 1024, &ca));
+        TU_OK(gear_cache_create_calibrated(be, &ck, &cv, cal, 1, H, d, T > 1024 ? T : 1024, &cb));
         unsigned t1 = T - 5; /* prefill, then decode steps */
         TU_OK(tu_cache_append_rows(ca, 0, k, v, (int)H, (int)T, (int)d, 0, (int)t1));
         TU_OK(tu_cache_append_rows(cb, 0, k, v, (int)H, (int)T, (int)d, 0, (int)t1));
