@@ -198,3 +198,42 @@ void gear_cpu_cq8_values_avx512(const gear_block_layout *L, const uint8_t *blk, 
             }
     }
 }
+
+/* Full unrolling of the 16-register loops, so that the distances stay in
+ * registers (GCC 12 otherwise kept them on the stack, cleared by rep stos). */
+#define UNROLL16 _Pragma("GCC unroll 16")
+
+/* The nearest of 256 centroids to x (c <= 16 floats; bit i of skip: channel
+ * i is an outlier, left out), cbt: the group's centroids channel-major
+ * ([i][k]).  The 256 distances stay in 16 registers, each the same fmaf
+ * sequence as gear_cq_nearest's (channels in order, a skipped one adding
+ * fmaf(0, 0, dist)); then the smallest as an unsigned bit pattern (the
+ * distances are +0, positive or NaN, see cq_argmin in cpu_cq.c) and the
+ * first index holding it.  NaN and Inf never win; none finite: 0. */
+unsigned gear_cpu_cq8_nearest_avx512(const float *x, uint32_t skip, const float *cbt, unsigned c)
+{
+    __m512 dv[16];
+    UNROLL16 for (unsigned k = 0; k < 16; k++) dv[k] = _mm512_setzero_ps();
+    for (unsigned i = 0; i < c; i++) {
+        const float *ck = cbt + (size_t)i * K8;
+        if (skip >> i & 1u) {
+            UNROLL16 for (unsigned k = 0; k < 16; k++) dv[k] = _mm512_fmadd_ps(_mm512_setzero_ps(), _mm512_setzero_ps(), dv[k]);
+            continue;
+        }
+        __m512 xi = _mm512_set1_ps(x[i]);
+        UNROLL16 for (unsigned k = 0; k < 16; k++) {
+            __m512 e = _mm512_sub_ps(xi, _mm512_loadu_ps(ck + 16 * k));
+            dv[k] = _mm512_fmadd_ps(e, e, dv[k]);
+        }
+    }
+    __m512i m = _mm512_castps_si512(dv[0]);
+    UNROLL16 for (unsigned k = 1; k < 16; k++) m = _mm512_min_epu32(m, _mm512_castps_si512(dv[k]));
+    uint32_t best = _mm512_reduce_min_epu32(m);
+    if (best >= 0x7f800000u) return 0;
+    __m512i b = _mm512_set1_epi32((int)best);
+    UNROLL16 for (unsigned k = 0; k < 16; k++) {
+        __mmask16 hit = _mm512_cmpeq_epi32_mask(_mm512_castps_si512(dv[k]), b);
+        if (hit) return 16 * k + (unsigned)__builtin_ctz(hit);
+    }
+    return 0; /* not reached: best is one of them */
+}

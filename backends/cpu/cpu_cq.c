@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 #include "cpu.h"
+#include "cpu_simd.h"
 
 void gear_cpu_cq_transpose(const gear_block_layout *L, const float *cb, float *cbt)
 {
@@ -68,6 +69,9 @@ static void encode_rows(const gear_block_layout *L, const float *cbt, const floa
 {
     unsigned c = L->cq_dim, K = 1u << L->bits, d = L->d, bits = L->bits;
     float dist[256];
+#ifdef GEAR_CPU_AVX512
+    int fast = gear_cpu_have_avx512 && K == 256 && c <= 16;
+#endif
     for (unsigned t = 0; t < L->n; t++) {
         uint8_t *row = blk + L->off_codes + (size_t)t * L->cq_row_bytes;
         memset(row, 0, L->cq_row_bytes);
@@ -76,8 +80,16 @@ static void encode_rows(const gear_block_layout *L, const float *cbt, const floa
             uint32_t skip = 0;
             for (unsigned i = 0; i < c; i++) skip |= (uint32_t)mask[base + i] << i;
             const float *cj = cbt + (size_t)j * K * c;
-            cq_dists(x + base, skip, cj, K, c, dist);
-            unsigned code = cq_argmin(dist, K);
+            unsigned code;
+#ifdef GEAR_CPU_AVX512
+            if (fast) /* the distances in registers */
+                code = gear_cpu_cq8_nearest_avx512(x + base, skip, cj, c);
+            else
+#endif
+            {
+                cq_dists(x + base, skip, cj, K, c, dist);
+                code = cq_argmin(dist, K);
+            }
             size_t bit = (size_t)j * bits;
             row[bit >> 3] |= (uint8_t)(code << (bit & 7));
             if ((bit & 7) + bits > 8) row[(bit >> 3) + 1] |= (uint8_t)(code >> (8 - (bit & 7)));

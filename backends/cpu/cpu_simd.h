@@ -70,6 +70,10 @@ void gear_cpu_cq8_scores_avx512(const gear_block_layout *L, const uint8_t *blk, 
 /* o[r] += sum_t p[r][t] v_t (p rows x L->n, o rows x d). */
 void gear_cpu_cq8_values_avx512(const gear_block_layout *L, const uint8_t *blk, const float *cb,
                                 const float *p, unsigned rows, float *o);
+/* Encoding: the nearest of a group's 256 centroids (cbt [channel][256])
+ * to x (c <= 16 channels, bit i of skip: channel i left out), the same
+ * code as gear_cq_nearest. */
+unsigned gear_cpu_cq8_nearest_avx512(const float *x, uint32_t skip, const float *cbt, unsigned c);
 /* o (permuted groups) to natural order, plus onat (may be NULL). */
 void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits);
 #endif
