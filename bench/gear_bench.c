@@ -234,6 +234,25 @@ static void free_copies(void **c, int n)
     free(c);
 }
 
+/* One codec row: the table line and its JSON line (kind_json: the JSON
+ * value of "kind", and any fields after it); in = fp16 bytes, cg and dg
+ * GB/s of them. */
+static void codec_report(const char *backend, const char *preset, const char *kind, const char *kind_json,
+                         int threads, int H, int T, int d, size_t in, size_t len, double cg, double dg, bw base)
+{
+    printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", backend, preset, kind, threads, cg,
+           cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg, dg / base.memcpy_gbs, dg / base.read_gbs);
+    if (jf)
+        fprintf(jf,
+                "{\"bench\":\"codec\",\"backend\":\"%s\",\"preset\":\"%s\",\"kind\":%s,"
+                "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
+                "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
+                "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,\"compress_per_thread_over_q4_0\":%.4f,"
+                "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
+                backend, preset, kind_json, threads, H, T, d, in, len, cg, cg / threads, dg, cg / base.memcpy_gbs,
+                cg / base.read_gbs, cg / threads / q4_gbs, dg / base.memcpy_gbs, dg / base.read_gbs);
+}
+
 static void bench_codec(const char *backend, int threads, const char *preset, const uint16_t *kv[2],
                         int H, int T, int d, bw base, size_t llc)
 {
@@ -261,20 +280,8 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
             check(gear_decompress(ctx, dst, len, &y), "decompress");
             td[r] = now() - t0;
         }
-        double cg = in / median(tc, reps) / 1e9, dg = in / median(td, reps) / 1e9;
-        printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", backend, preset,
-               kind ? "V" : "K", threads, cg, cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg,
-               dg / base.memcpy_gbs, dg / base.read_gbs);
-        if (jf)
-            fprintf(jf,
-                    "{\"bench\":\"codec\",\"backend\":\"%s\",\"preset\":\"%s\",\"kind\":\"%s\","
-                    "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
-                    "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
-                    "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,\"compress_per_thread_over_q4_0\":%.4f,"
-                    "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
-                    backend, preset, kind ? "value" : "key", threads, H, T, d, in, len, cg, cg / threads, dg,
-                    cg / base.memcpy_gbs, cg / base.read_gbs, cg / threads / q4_gbs, dg / base.memcpy_gbs,
-                    dg / base.read_gbs);
+        codec_report(backend, preset, kind ? "V" : "K", kind ? "\"value\"" : "\"key\"", threads, H, T, d, in, len,
+                     in / median(tc, reps) / 1e9, in / median(td, reps) / 1e9, base);
         free(dst);
         free(out);
         free_copies(copies, ncopies);
@@ -325,18 +332,8 @@ static void bench_codec_cq(int threads, const char *preset, const uint16_t *kv[2
         len = (size_t)st.compressed_bytes;
         gear_cache_free(c);
     }
-    double cg = 2.0 * in / median(tc, reps) / 1e9, dg = 2.0 * in / median(td, reps) / 1e9;
-    printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", "cpu", preset, "KV", threads, cg,
-           cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg, dg / base.memcpy_gbs, dg / base.read_gbs);
-    if (jf)
-        fprintf(jf,
-                "{\"bench\":\"codec\",\"backend\":\"cpu\",\"preset\":\"%s\",\"kind\":\"kv\",\"path\":\"cache\","
-                "\"threads\":%d,\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"compressed_bytes\":%zu,"
-                "\"compress_gbs\":%.4f,\"compress_gbs_per_thread\":%.4f,\"decompress_gbs\":%.4f,"
-                "\"compress_over_memcpy\":%.4f,\"compress_over_read\":%.4f,\"compress_per_thread_over_q4_0\":%.4f,"
-                "\"decompress_over_memcpy\":%.4f,\"decompress_over_read\":%.4f}\n",
-                preset, threads, H, T, d, 2 * in, len, cg, cg / threads, dg, cg / base.memcpy_gbs, cg / base.read_gbs,
-                cg / threads / q4_gbs, dg / base.memcpy_gbs, dg / base.read_gbs);
+    codec_report("cpu", preset, "KV", "\"kv\",\"path\":\"cache\"", threads, H, T, d, 2 * in, len,
+                 2.0 * in / median(tc, reps) / 1e9, 2.0 * in / median(td, reps) / 1e9, base);
     gear_calib_free(cal);
     free(ok);
     free(ov);

@@ -53,9 +53,8 @@ INLINE __m512 chunk(const char *gk, const uint16_t *off, unsigned c)
             v = _mm512_mask_broadcast_f32x4(v, (__mmask16)(0xfu << (4 * i)), _mm_loadu_ps((const float *)(gk + i * gs + OFF(i))));
         return v;
     }
-    /* c == 2: eight 64-bit centroids */
-    /* (movq loads: a float pair read as 64 bits, with no alias or
-     * alignment assumption) */
+    /* c == 2: eight 64-bit centroids (movq loads: a float pair read as 64
+     * bits, with no alias or alignment assumption) */
     __m512d v = _mm512_castpd128_pd512(_mm_castsi128_pd(_mm_loadl_epi64((const __m128i *)(gk + OFF(0)))));
     for (unsigned i = 1; i < 8; i++)
         v = _mm512_mask_broadcastsd_pd(v, (__mmask8)(1u << i),
