@@ -50,6 +50,12 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
             size_t idx = (size_t)h * items + c;
             const float *q = a->q + (size_t)h * rows * d;
             float *o = acc + idx * rows * d;
+            /* the next pair in this order: head h + 1, else block b + 1 */
+            if (h + 1 < H || b + 1 < b1) {
+                size_t nx = h + 1 < H ? (size_t)(h + 1) * a->n_blocks + b : b + 1;
+                prefetch_lines(a->kblocks[nx], lk->bytes);
+                prefetch_lines(a->vblocks[nx], lv->bytes);
+            }
             key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
             scale_mask(a, rows, n, (size_t)b * n, T, s);
             online_softmax(rows, n, d, s, parts + idx * rows, o);

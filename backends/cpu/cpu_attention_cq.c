@@ -135,14 +135,10 @@ CPU_INLINE void cq_value_accumulate(const gear_block_layout *L, const uint8_t *b
     if (L->rank) lowrank_values(L, blk, p, rows, o, f);
 }
 
-/* The lines of the item's next block (a head's blocks lie KV-heads
- * apart in the arena, beyond the hardware prefetchers' reach): blocks
- * read from DRAM otherwise wait for every line in turn. */
+/* The item's next block (prefetch_lines). */
 CPU_INLINE void prefetch_next(const uint8_t *const *blocks, size_t i, unsigned b, unsigned b1, size_t bytes)
 {
-    if (b + 1 >= b1) return;
-    const uint8_t *nx = blocks[i + 1];
-    for (size_t x = 0; x < bytes; x += 64) __builtin_prefetch(nx + x);
+    if (b + 1 < b1) prefetch_lines(blocks[i + 1], bytes);
 }
 
 /* Pass 1, item (h, c): scores of its blocks (or the buffer) into S. */

@@ -46,6 +46,15 @@ CPU_INLINE void unpack_codes(const uint8_t *row, unsigned bits, unsigned t0, uns
 }
 
 
+/* Every line of a block, ahead of its use: the blocks an item reads in
+ * turn lie apart in the arena (one per KV head), beyond the hardware
+ * prefetchers' reach, and a block read from DRAM otherwise waits for
+ * each of its sections in turn. */
+CPU_INLINE void prefetch_lines(const uint8_t *p, size_t bytes)
+{
+    for (size_t x = 0; x < bytes; x += 64) __builtin_prefetch(p + x);
+}
+
 CPU_INLINE void axpy(float *y, float a, const float *x, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) y[i] += a * x[i];
@@ -60,6 +69,10 @@ CPU_INLINE void halves(const uint8_t *src, size_t n, float *dst)
 #ifdef GEAR_CPU_AVX512
     if (CPU_AVX512) {
         gear_cpu_halves_avx512(src, n, dst);
+        return;
+    }
+    if (CPU_AVX2) {
+        gear_cpu_halves_avx2(src, n, dst);
         return;
     }
 #endif
@@ -81,17 +94,19 @@ CPU_INLINE void mul(const float *a, const float *b, unsigned n, float *out)
     for (unsigned i = 0; i < n; i++) out[i] = a[i] * b[i];
 }
 
-/* The shapes the AVX-512 kernels take: 2/4-bit codes in groups of 64. */
+/* The shapes the AVX-512 and AVX2 kernels take: 2/4-bit codes in groups of 64. */
 CPU_INLINE int fast_keys(const gear_block_layout *L)
 {
-    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->n == 64 &&
+    return (CPU_AVX512 || CPU_AVX2) && (L->bits == 2 || L->bits == 4) && L->n == 64 &&
            L->group == 64;
 }
 
+/* Values: the AVX2 kernel also takes groups of a whole row (kivi4, gear4). */
 CPU_INLINE int fast_values(const gear_block_layout *L)
 {
-    return CPU_AVX512 && (L->bits == 2 || L->bits == 4) && L->group == 64 &&
-           L->d % 64 == 0 && L->row_bytes == L->d * L->bits / 8;
+    int shape = (L->bits == 2 || L->bits == 4) && L->d % 64 == 0 && L->row_bytes == L->d * L->bits / 8;
+    if (CPU_AVX512) return shape && L->group == 64;
+    return CPU_AVX2 && shape && (L->group == 64 || L->group == L->d);
 }
 
 #endif
@@ -111,24 +126,46 @@ CPU_INLINE void outlier_deltas(const gear_block_layout *L, const uint8_t *blk, b
     unsigned d = L->d, no = L->n_outliers, gpr = L->groups_per_row;
     uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
     const uint8_t *idx = blk + L->off_oidx;
-    for (unsigned j = 0; j < no; j++) {
-        unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8, t = cpu_div(fl, md);
-        f->ot[j] = t;
-        f->oc[j] = fl - t * d;
+    if (!(d & (d - 1))) { /* a power of two: a shift and a mask, which vectorize */
+        unsigned lg = (unsigned)__builtin_ctz(d);
+        for (unsigned j = 0; j < no; j++) {
+            unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8;
+            f->ot[j] = fl >> lg;
+            f->oc[j] = fl & (d - 1);
+        }
+    } else {
+        for (unsigned j = 0; j < no; j++) {
+            unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8, t = cpu_div(fl, md);
+            f->ot[j] = t;
+            f->oc[j] = fl - t * d;
+        }
     }
     halves(blk + L->off_oval, no, f->ov);
-    if (L->kind == GEAR_KEY) /* rows are channels, groups run along tokens */
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->oc[j] * gpr + cpu_div(f->ot[j], mg)];
-    else
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)f->ot[j] * gpr + cpu_div(f->oc[j], mg)];
+    /* rows are channels for keys (groups run along tokens), tokens for values */
+    const unsigned *row = L->kind == GEAR_KEY ? f->oc : f->ot, *col = L->kind == GEAR_KEY ? f->ot : f->oc;
+    unsigned g = L->group;
+    if (gpr == 1) {
+#pragma omp simd
+        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[row[j]];
+    } else if (!(g & (g - 1))) {
+        unsigned lg = (unsigned)__builtin_ctz(g);
+#pragma omp simd
+        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)row[j] * gpr + (col[j] >> lg)];
+    } else {
+        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)row[j] * gpr + cpu_div(col[j], mg)];
+    }
 }
 
 /* Low-rank factor X (count x r, fp16, row-major) as fp32 columns:
- * dst[k][x], so the products below run along contiguous vectors. */
+ * dst[k][x], so the products below run along contiguous vectors.  The
+ * halves are converted first, in one vectorized pass, into dst's
+ * second half (dst holds 2*count*r floats: attn_scratch_alloc). */
 CPU_INLINE void factor_columns(const uint8_t *src, unsigned count, unsigned r, float *dst)
 {
+    float *rows = dst + (size_t)count * r;
+    halves(src, (size_t)count * r, rows);
     for (unsigned x = 0; x < count; x++)
-        for (unsigned k = 0; k < r; k++) dst[(size_t)k * count + x] = half_at(src, (size_t)x * r + k);
+        for (unsigned k = 0; k < r; k++) dst[(size_t)k * count + x] = rows[(size_t)x * r + k];
 }
 
 /* Low-rank term of scores: s[i][t] += (q_i . B) . A_t, as r dot products
@@ -179,7 +216,8 @@ CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const
             mul(q + (size_t)i * d, f->dl, d, f->w + (size_t)i * d);
             bias[i] = dot(q + (size_t)i * d, f->mn, d);
         }
-        gear_cpu_keys64_avx512(blk + L->off_codes, L->row_bytes, L->bits, d, f->w, bias, rows, s, n);
+        (CPU_AVX512 ? gear_cpu_keys64_avx512 : gear_cpu_keys64_avx2)(blk + L->off_codes, L->row_bytes, L->bits, d,
+                                                                     f->w, bias, rows, s, n);
     } else
 #endif
     {
@@ -229,8 +267,11 @@ CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk,
     halves(blk + L->off_mins, ng, f->mn);
 #ifdef GEAR_CPU_AVX512
     if (fast_values(L)) {
-        gear_cpu_values64_avx512(blk + L->off_codes, L->row_bytes, L->bits, n, d, f->dl, f->mn, p,
-                                 rows, o);
+        if (CPU_AVX512)
+            gear_cpu_values64_avx512(blk + L->off_codes, L->row_bytes, L->bits, n, d, f->dl, f->mn, p, rows, o);
+        else
+            gear_cpu_values64_avx2(blk + L->off_codes, L->row_bytes, L->bits, n, d, L->group, f->dl, f->mn, p, rows,
+                                   o);
     } else
 #endif
     {
@@ -328,7 +369,9 @@ typedef struct attn_scratch {
 static inline int attn_scratch_alloc(attn_scratch *w, cpu_buf *buf, unsigned n, unsigned d, unsigned rows,
                                      size_t smax)
 {
-    size_t nd = (size_t)n * d, nr = (size_t)(n > d ? n : d) * 256;
+    /* a factor's columns and its converted rows (factor_columns): 2 x
+     * count x rank floats, count <= max(n, d) and rank <= min(n, d) */
+    size_t nd = (size_t)n * d, nr = 2 * nd;
     size_t sz[4] = {sizeof(float) * (smax ? smax : 1), sizeof(float) * (n > d ? n : d),
                     sizeof(float) * (3 * nd + 2 * nr + (size_t)rows * d), sizeof(unsigned) * 2 * nd};
     void *p[4];

@@ -64,21 +64,7 @@ void gear_cpu_keys64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned b
     /* w[r*d + c] = q_r[c] * scale_c; s[r*n + t] = bias[r] + sum_c w * code_ct, t < 64 */
     for (unsigned r0 = 0; r0 < rows; r0 += 4) {
         unsigned R = rows - r0 < 4 ? rows - r0 : 4;
-        if (bits == 2) {
-            switch (R) {
-            case 1: KEYS(2, 1); break;
-            case 2: KEYS(2, 2); break;
-            case 3: KEYS(2, 3); break;
-            default: KEYS(2, 4); break;
-            }
-        } else {
-            switch (R) {
-            case 1: KEYS(4, 1); break;
-            case 2: KEYS(4, 2); break;
-            case 3: KEYS(4, 3); break;
-            default: KEYS(4, 4); break;
-            }
-        }
+        GEAR_CPU_BITS_ROWS(bits, R, KEYS);
     }
 }
 
@@ -128,21 +114,7 @@ void gear_cpu_values64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned
     for (unsigned r0 = 0; r0 < rows; r0 += 4) {
         unsigned R = rows - r0 < 4 ? rows - r0 : 4;
         for (unsigned g = 0; g < G; g++) {
-            if (bits == 2) {
-                switch (R) {
-                case 1: VALUES(2, 1); break;
-                case 2: VALUES(2, 2); break;
-                case 3: VALUES(2, 3); break;
-                default: VALUES(2, 4); break;
-                }
-            } else {
-                switch (R) {
-                case 1: VALUES(4, 1); break;
-                case 2: VALUES(4, 2); break;
-                case 3: VALUES(4, 3); break;
-                default: VALUES(4, 4); break;
-                }
-            }
+            GEAR_CPU_BITS_ROWS(bits, R, VALUES);
         }
     }
 }

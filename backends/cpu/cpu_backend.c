@@ -13,6 +13,7 @@
 
 int gear_cpu_have_avx512;
 #ifdef GEAR_CPU_AVX512
+int gear_cpu_have_avx2;
 int gear_cpu_have_avx512_compress;
 int gear_cpu_have_avx512_vnni;
 #endif
@@ -213,6 +214,8 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
                                     __builtin_cpu_supports("avx512vbmi2");
     gear_cpu_have_avx512_vnni = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512vbmi") &&
                                 __builtin_cpu_supports("avx512vnni") && getenv("GEAR_CPU_NO_VNNI") == NULL;
+    gear_cpu_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("f16c") && getenv("GEAR_CPU_NO_AVX2") == NULL;
 #endif
     /* host memory like ref: its copy, sync and error slots serve as they are */
     cpu_backend.last_error = ref->last_error;

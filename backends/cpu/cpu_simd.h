@@ -6,6 +6,28 @@
 #include <stdint.h>
 #include <gear/backend.h>
 
+/* CALL(B, R) with the code width B (2, else 4) and the row count R
+ * (1..4, 4 standing for more) as compile-time constants, so that each
+ * kernel is built with its accumulators in registers. */
+#define GEAR_CPU_BITS_ROWS(bits, rows, CALL)                                                    \
+    do {                                                                                        \
+        if ((bits) == 2) {                                                                      \
+            switch (rows) {                                                                     \
+            case 1: CALL(2, 1); break;                                                          \
+            case 2: CALL(2, 2); break;                                                          \
+            case 3: CALL(2, 3); break;                                                          \
+            default: CALL(2, 4); break;                                                         \
+            }                                                                                   \
+        } else {                                                                                \
+            switch (rows) {                                                                     \
+            case 1: CALL(4, 1); break;                                                          \
+            case 2: CALL(4, 2); break;                                                          \
+            case 3: CALL(4, 3); break;                                                          \
+            default: CALL(4, 4); break;                                                         \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
 /* Partial softmax state of one query row. */
 typedef struct part {
     float m, l; /* running max, running sum */
@@ -16,8 +38,14 @@ typedef struct part {
  * set at load time if this CPU runs it. */
 #ifdef GEAR_CPU_AVX512
 #define CPU_AVX512 gear_cpu_have_avx512
+/* Set at load time where the CPU has AVX2, FMA and F16C (and
+ * GEAR_CPU_NO_AVX2 is unset): the kernels of cpu_avx2.c, used where the
+ * AVX-512 ones are not. */
+extern int gear_cpu_have_avx2;
+#define CPU_AVX2 gear_cpu_have_avx2
 #else
 #define CPU_AVX512 0
+#define CPU_AVX2 0
 #endif
 
 #ifdef GEAR_CPU_AVX512
@@ -32,6 +60,15 @@ void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigne
                             float *y);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
 int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
+
+/* The same three for AVX2 + FMA + F16C: cpu_avx2.c. */
+void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
+                          const float *bias, unsigned rows, float *s, unsigned n);
+/* Value groups of 64 channels or of the whole row (group = 64 or d). */
+void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned d,
+                            unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
+                            float *o);
+void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
  * running softmax of every query row: cpu_avx512_attn.c. */

@@ -1,0 +1,154 @@
+/*
+ * cpu_avx2.c - AVX2 + FMA + F16C kernels for x86-64 CPUs without AVX-512
+ * (most desktop and laptop parts, older servers): the same shapes and the
+ * same arithmetic as keys64/values64 of cpu_avx512.c (2- and 4-bit codes,
+ * groups of 64, fp32 FMAs), eight lanes wide.  Compiled with AVX2 flags and
+ * only called after a run-time CPU check (cpu_backend.c).
+ *
+ * Each accumulator chain gets one FMA per code row, whose latency (4
+ * cycles) needs 8 chains in flight to keep two FMA units busy: a pass takes
+ * 64 tokens or channels for one query row, 32 for two, 16 for three or four
+ * (8, 8, 6, 8 accumulators; 16 ymm registers in all).
+ */
+#include <immintrin.h>
+#include <string.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Four bytes in every lane, loaded by vbroadcastss (GCC otherwise goes
+ * through a general register, a slow transfer on some cores). */
+INLINE __m256i bcast32(const uint8_t *p)
+{
+    return _mm256_castps_si256(_mm256_broadcast_ss((const float *)(const void *)p));
+}
+
+/* Codes 16j .. 16j+15 of a packed row as two vectors of floats, in order.
+ * 2 bits: vpermps reads the low 3 bits of each shifted word, and its table
+ * repeats {0,1,2,3}, so the neighbour's bit above a code does not matter. */
+INLINE void codes16(const uint8_t *row, unsigned bits, unsigned j, __m256 *lo, __m256 *hi)
+{
+    if (bits == 2) {
+        const __m256 tab = _mm256_setr_ps(0, 1, 2, 3, 0, 1, 2, 3);
+        __m256i x = bcast32(row + 4 * j);
+        *lo = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)));
+        *hi = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(x, _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)));
+    } else { /* 4 bits: 16 codes in 8 bytes */
+        const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), m = _mm256_set1_epi32(15);
+        *lo = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(bcast32(row + 8 * j), sh), m));
+        *hi = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(bcast32(row + 8 * j + 4), sh), m));
+    }
+}
+
+/* R rows (<= 4) x 16*NJ tokens from token 16*j0: s[r][t] = bias[r] + sum_c w[r][c] code_ct. */
+INLINE void keys_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
+                      const float *bias, unsigned R, unsigned NJ, unsigned j0, float *s, unsigned n)
+{
+    __m256 acc[4][8];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned k = 0; k < 2 * NJ; k++) acc[r][k] = _mm256_set1_ps(bias[r]);
+    for (unsigned c = 0; c < d; c++) {
+        const uint8_t *row = codes + (size_t)c * row_bytes;
+        for (unsigned j = 0; j < NJ; j++) {
+            __m256 lo, hi;
+            codes16(row, bits, j0 + j, &lo, &hi);
+            for (unsigned r = 0; r < R; r++) {
+                __m256 wr = _mm256_broadcast_ss(w + (size_t)r * d + c);
+                acc[r][2 * j] = _mm256_fmadd_ps(wr, lo, acc[r][2 * j]);
+                acc[r][2 * j + 1] = _mm256_fmadd_ps(wr, hi, acc[r][2 * j + 1]);
+            }
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned k = 0; k < 2 * NJ; k++) _mm256_storeu_ps(s + (size_t)r * n + 16 * j0 + 8 * k, acc[r][k]);
+}
+
+/* The passes of R rows over 64 tokens (R, NJ constants after inlining). */
+INLINE void keys_rows(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
+                      const float *bias, unsigned R, float *s, unsigned n)
+{
+    const unsigned NJ = R == 1 ? 4 : R == 2 ? 2 : 1;
+    for (unsigned j0 = 0; j0 < 4; j0 += NJ) keys_pass(codes, row_bytes, bits, d, w, bias, R, NJ, j0, s, n);
+}
+
+#define KEYS(B, R) keys_rows(codes, row_bytes, B, d, w + (size_t)r0 * d, bias + r0, R, s + (size_t)r0 * n, n)
+
+void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
+                          const float *bias, unsigned rows, float *s, unsigned n)
+{
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        unsigned R = rows - r0 < 4 ? rows - r0 : 4;
+        GEAR_CPU_BITS_ROWS(bits, R, KEYS);
+    }
+}
+
+/* R rows x 16*NJ channels from channel c0 (inside group g of the G of a row),
+ * over n tokens: o[r][c] += sum_t p[r][t] scale_t code_tc + bias[r]. */
+INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned G, unsigned g,
+                        const float *dl, const float *p, const float *bias, unsigned R, unsigned NJ, unsigned c0,
+                        float *o, unsigned d)
+{
+    __m256 acc[4][8];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned k = 0; k < 2 * NJ; k++) acc[r][k] = _mm256_setzero_ps();
+    for (unsigned t = 0; t < n; t++) {
+        const uint8_t *row = codes + (size_t)t * row_bytes;
+        float sc = dl[(size_t)t * G + g];
+        for (unsigned j = 0; j < NJ; j++) {
+            __m256 lo, hi;
+            codes16(row, bits, c0 / 16 + j, &lo, &hi);
+            for (unsigned r = 0; r < R; r++) {
+                __m256 wr = _mm256_set1_ps(p[(size_t)r * n + t] * sc);
+                acc[r][2 * j] = _mm256_fmadd_ps(wr, lo, acc[r][2 * j]);
+                acc[r][2 * j + 1] = _mm256_fmadd_ps(wr, hi, acc[r][2 * j + 1]);
+            }
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned k = 0; k < 2 * NJ; k++) {
+            float *dst = o + (size_t)r * d + c0 + 8 * k;
+            __m256 v = _mm256_add_ps(acc[r][k], _mm256_set1_ps(bias[r]));
+            _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), v));
+        }
+}
+
+/* R rows (a constant after inlining) x the 64 channels from 64*k, in
+ * group g of the G of a row: the minima's term first, then the passes. */
+INLINE void values_rows(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned G,
+                        unsigned g, unsigned k, const float *dl, const float *mn, const float *p, unsigned R,
+                        float *o, unsigned d)
+{
+    const unsigned NJ = R == 1 ? 4 : R == 2 ? 2 : 1;
+    float bias[4];
+    for (unsigned r = 0; r < R; r++) {
+        float b = 0.0f;
+        for (unsigned t = 0; t < n; t++) b += p[(size_t)r * n + t] * mn[(size_t)t * G + g];
+        bias[r] = b;
+    }
+    for (unsigned c0 = 64 * k; c0 < 64 * k + 64; c0 += 16 * NJ)
+        values_pass(codes, row_bytes, bits, n, G, g, dl, p, bias, R, NJ, c0, o, d);
+}
+
+#define VALUES(B, R) \
+    values_rows(codes, row_bytes, B, n, d / group, 64 * k / group, k, dl, mn, p + (size_t)r0 * n, R, \
+                o + (size_t)r0 * d, d)
+
+void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned d,
+                            unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
+                            float *o)
+{
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        unsigned R = rows - r0 < 4 ? rows - r0 : 4;
+        for (unsigned k = 0; k < d / 64; k++) GEAR_CPU_BITS_ROWS(bits, R, VALUES);
+    }
+}
+
+/* fp16 -> fp32 (vcvtph2ps is exact for every half, as gear_half_to_float). */
+void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+    for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
+}
