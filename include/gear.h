@@ -131,7 +131,8 @@ typedef struct gear_context_params {
 } gear_context_params;
 
 /** Defaults: backend "auto", device 0, n_threads 0.  The environment
- *  variables GEAR_BACKEND and GEAR_DEVICE override backend and device. */
+ *  variables GEAR_BACKEND and GEAR_DEVICE refine "auto" (pick its backend
+ *  and device); a backend named here always wins over them. */
 GEAR_API void gear_context_params_init(gear_context_params *p);
 
 /** Create a context on a backend.  p may be NULL for defaults. */
@@ -164,7 +165,10 @@ typedef enum gear_kind { GEAR_KEY = 0, GEAR_VALUE = 1 } gear_kind;
  *  (a group is `group` consecutive channels of one token). */
 typedef struct gear_config {
     gear_kind kind;       /* selects the grouping axis */
-    unsigned bits;        /* 0 = store fp16 (no compression); 1, 2, 3, 4, 8 */
+    unsigned bits;        /* 0 = store fp16 (no compression); 1, 2, 3, 4, 8.
+                           * 1 bit of min/max quantization is coarse: on
+                           * N(0,1) data its error exceeds that of storing
+                           * zeros; CQ (cq_dim) is the 1-bit method */
     unsigned group;       /* group size; 0 = the whole axis (KCVT) */
     float outlier_ratio;  /* s: k = round(s*g/2) largest and smallest per group; 0 = none */
     unsigned rank;        /* r of the low-rank correction; 0 = none */
@@ -216,7 +220,9 @@ GEAR_API gear_status gear_compress_bound(const gear_config *cfg, const gear_tens
 /** Compress x ([T,d] or [H,T,d]; f32/f16/bf16; any strides) into a
  *  self-describing stream: every head in blocks of cfg->block tokens; a tail
  *  of T mod block tokens is stored uncompressed in its input dtype.  layer
- *  is mixed into the power-iteration seed. */
+ *  is mixed into the power-iteration seed.  cap below the stream's size:
+ *  GEAR_ERR_DST_TOO_SMALL, nothing written and *written 0 (size dst with
+ *  gear_compress_bound). */
 GEAR_API gear_status gear_compress(gear_context *ctx, const gear_config *cfg,
                                    const gear_tensor *x, uint32_t layer,
                                    void *dst, size_t cap, size_t *written);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "testutil.h"
@@ -784,6 +785,65 @@ START_TEST(test_durable_save_write_failure)
 }
 END_TEST
 
+/* Loading anything but a regular file fails at once (a FIFO would block,
+ * /dev/zero would be read until memory ran out); a save into a buffer one
+ * byte short writes nothing; a saved file gets the umask's mode, as any
+ * file a program creates. */
+START_TEST(test_files_and_buffers)
+{
+    gear_context *ctx = ctxs[0];
+    char *dir = tu_tmpdir();
+    char path[4096];
+    gear_cache *back = NULL;
+    gear_calib *cal = NULL;
+    snprintf(path, sizeof path, "%s/fifo", dir);
+    TU_CHECK(mkfifo(path, 0600) == 0);
+    const char *odd[] = {dir, path, "/dev/zero"};
+    for (size_t i = 0; i < 3; i++) {
+        if (access(odd[i], R_OK)) continue;
+        TU_STATUS(gear_cache_load(ctx, odd[i], &back), GEAR_ERR_IO);
+        TU_ASSERT(strstr(gear_last_error_message(), "not a regular file"), "%s: %s", odd[i],
+                  gear_last_error_message());
+        TU_CHECK(back == NULL);
+        TU_STATUS(gear_calib_load(odd[i], &cal), GEAR_ERR_IO);
+        TU_CHECK(cal == NULL);
+    }
+    unlink(path);
+
+    const int T = MAXT - 3; /* compressed blocks and a buffer tail */
+    float *k = tu_synth(93, GEAR_KEY, H, T, D), *v = tu_synth(94, GEAR_VALUE, H, T, D);
+    gear_cache *c = new_cache(ctx, "gear2", MAXT);
+    TU_OK(tu_cache_append(c, 0, k, v, H, T, D));
+    size_t need = 0, got = 0;
+    TU_STATUS(gear_cache_save_mem(c, NULL, 0, &need), GEAR_ERR_DST_TOO_SMALL);
+    uint8_t *buf = malloc(need);
+    TU_CHECK(buf != NULL);
+    memset(buf, 0xa5, need);
+    TU_STATUS(gear_cache_save_mem(c, buf, need - 1, &got), GEAR_ERR_DST_TOO_SMALL);
+    TU_EQ(got, need);
+    size_t touched = 0;
+    for (size_t i = 0; i < need; i++) touched += buf[i] != 0xa5;
+    TU_ASSERT(touched == 0, "a save one byte short wrote %zu bytes", touched);
+    TU_OK(gear_cache_save_mem(c, buf, need, &got));
+    TU_EQ(got, need);
+
+    snprintf(path, sizeof path, "%s/kv.gear", dir);
+    mode_t old = umask(022);
+    gear_status st = gear_cache_save(c, path);
+    umask(old);
+    TU_OK(st);
+    struct stat sb;
+    TU_CHECK(stat(path, &sb) == 0);
+    TU_ASSERT((sb.st_mode & 0777) == 0644, "saved with mode %o under umask 022", (unsigned)(sb.st_mode & 0777));
+    unlink(path);
+    free(buf);
+    free(k);
+    free(v);
+    gear_cache_free(c);
+    tu_rmtree(dir);
+}
+END_TEST
+
 static Suite *badinput_suite(void)
 {
     Suite *s = suite_create("badinput");
@@ -805,6 +865,7 @@ static Suite *badinput_suite(void)
     tcase_set_timeout(tc, 600);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_durable_save_write_failure);
+    tcase_add_test(tc, test_files_and_buffers);
     suite_add_tcase(s, tc);
     return s;
 }

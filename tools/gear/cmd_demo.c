@@ -1,5 +1,5 @@
 /*
- * cmd_demo.c - `gear demo` (built-in synthetic KV) and `gear eval` (a user's
+ * cmd_demo.c - `gear demo` (the real KV sample, or synthetic KV) and `gear eval` (a user's
  * safetensors KV dump): both fill a KV set and print the same per-preset
  * table of size, error, attention error and speed.
  */
@@ -462,7 +462,8 @@ static int demo_sample_path(const char *cmd, char *buf, size_t cap)
 void usage_demo(FILE *f)
 {
     fprintf(f, "Usage: gear demo [--preset P ...] [--synthetic] [--tokens T] [--heads H]\n"
-               "                 [--head-dim D] [--qheads Q] [--seed S] [--backend NAME] [--json]\n\n"
+               "                 [--head-dim D] [--qheads Q] [--seed S] [--backend NAME]\n"
+               "                 [--calib FILE] [--json]\n\n"
                "Compare presets on the real KV sample when it can be found, else on\n"
                "built-in SYNTHETIC KV data.  No input needed.\n\n"
                "Real KV: " DEMO_SAMPLE " (SmolLM2-135M, 4 layers x 3\n"

@@ -19,7 +19,7 @@ static const cli_command commands[] = {
     {"presets", "list the presets: knobs and bits per entry", cmd_presets, usage_presets},
     {"roundtrip", "compress and decompress a .npy tensor, report error and size", cmd_roundtrip,
      usage_roundtrip},
-    {"demo", "compare presets on built-in synthetic KV (no input needed)", cmd_demo, usage_demo},
+    {"demo", "compare presets on the real KV sample, else synthetic KV (no input needed)", cmd_demo, usage_demo},
     {"eval", "compare presets on your KV dump (safetensors)", cmd_eval, usage_eval},
     {"calibrate", "learn CQ codebooks / KV-head projections from a KV dump", cmd_calibrate,
      usage_calibrate},
