@@ -152,3 +152,71 @@ void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
     for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
 }
+
+INLINE float hmax8(__m256 v)
+{
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+}
+
+INLINE float hmin8(__m256 v)
+{
+    __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_min_ss(x, _mm_movehdup_ps(x)));
+}
+
+/* gear_cpu_stats64_avx512 eight lanes wide: max (first position), second
+ * max, min (first position), second min of 64 floats, the answer of the
+ * scalar scan in cpu_compress.c. */
+void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
+{
+    __m256 v[8], mx, mn;
+    for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
+    mx = v[0], mn = v[0];
+    for (int i = 1; i < 8; i++) mx = _mm256_max_ps(mx, v[i]), mn = _mm256_min_ps(mn, v[i]);
+    float M = hmax8(mx), m = hmin8(mn);
+    uint64_t eqM = 0, eqm = 0;
+    for (int i = 0; i < 8; i++) {
+        eqM |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(v[i], _mm256_set1_ps(M), _CMP_EQ_OQ)) << (8 * i);
+        eqm |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(v[i], _mm256_set1_ps(m), _CMP_EQ_OQ)) << (8 * i);
+    }
+    unsigned a = (unsigned)__builtin_ctzll(eqM), b = (unsigned)__builtin_ctzll(eqm);
+    /* second extremes: the same reductions with the first position left out */
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 mx2 = _mm256_set1_ps(-__builtin_inff()), mn2 = _mm256_set1_ps(__builtin_inff());
+    for (int i = 0; i < 8; i++) {
+        __m256i at = _mm256_add_epi32(iota, _mm256_set1_epi32(8 * i));
+        __m256 isa = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, _mm256_set1_epi32((int)a)));
+        __m256 isb = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, _mm256_set1_epi32((int)b)));
+        mx2 = _mm256_max_ps(mx2, _mm256_blendv_ps(v[i], _mm256_set1_ps(-__builtin_inff()), isa));
+        mn2 = _mm256_min_ps(mn2, _mm256_blendv_ps(v[i], _mm256_set1_ps(__builtin_inff()), isb));
+    }
+    out[0] = M;
+    out[1] = hmax8(mx2);
+    out[2] = m;
+    out[3] = hmin8(mn2);
+    pos[0] = a;
+    pos[1] = b;
+}
+
+/* gear_cpu_mul_ep_avx512 eight lanes wide: y[t][k] = sum_c e[t][c] pt[k][c]
+ * for d a multiple of 8, r <= 4, one pass over each row of e. */
+void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y)
+{
+    for (unsigned t = 0; t < n; t++) {
+        const float *et = e + (size_t)t * d;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (unsigned c = 0; c < d; c += 8) {
+            __m256 x = _mm256_loadu_ps(et + c);
+            for (unsigned k = 0; k < r; k++)
+                acc[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pt + (size_t)k * d + c), acc[k]);
+        }
+        for (unsigned k = 0; k < r; k++) {
+            __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            y[t * r + k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        }
+    }
+}

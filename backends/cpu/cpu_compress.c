@@ -141,9 +141,11 @@ typedef struct gstats {
     unsigned amx, amn;
 } gstats;
 
-GEAR_CLONES
-static void lane_stats(const float *row, unsigned c0, unsigned c1, float *m1, float *m2,
-                       unsigned *a1, float *n1, float *n2, unsigned *b1)
+/* restrict: without it GCC assumes the outputs may alias row and keeps
+ * the loop scalar, branch by branch (10x slower where no AVX-512 kernel
+ * takes over). */
+CPU_INLINE void lane_stats(const float *restrict row, unsigned c0, unsigned c1, float *restrict m1, float *restrict m2,
+                       unsigned *restrict a1, float *restrict n1, float *restrict n2, unsigned *restrict b1)
 {
     for (unsigned j = 0; j < 16; j++) {
         m1[j] = m2[j] = -INFINITY;
@@ -163,15 +165,16 @@ static void lane_stats(const float *row, unsigned c0, unsigned c1, float *m1, fl
         }
 }
 
+GEAR_CLONES
 static gstats group_stats(const float *row, unsigned c0, unsigned c1)
 {
     gstats g = {-INFINITY, -INFINITY, INFINITY, INFINITY, c0, c0};
     unsigned m = c1 - c0;
 #ifdef GEAR_CPU_AVX512
-    if (m == 64 && CPU_AVX512) {
+    if (m == 64 && (CPU_AVX512 || CPU_AVX2)) {
         float o[4];
         unsigned pos[2];
-        gear_cpu_stats64_avx512(row + c0, o, pos);
+        (CPU_AVX512 ? gear_cpu_stats64_avx512 : gear_cpu_stats64_avx2)(row + c0, o, pos);
         return (gstats){o[0], o[1], o[2], o[3], c0 + pos[0], c0 + pos[1]};
     }
 #endif
@@ -416,12 +419,15 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
     uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
     for (unsigned c = 0; c < d; c++)
         for (unsigned k = 0; k < r; k++) s->pt[(size_t)k * d + c] = gear_rng_uniform(key, c * r + k);
-    int fast = CPU_AVX512 && d % 16 == 0 && r <= 4;
+    int fast = CPU_AVX512 && d % 16 == 0 && r <= 4, fast2 = CPU_AVX2 && d % 8 == 0 && r <= 4;
     (void)fast;
+    (void)fast2;
     for (unsigned it = 0; it < L->iters; it++) {
 #ifdef GEAR_CPU_AVX512
         if (fast)
             gear_cpu_mul_ep_avx512(s->e, s->pt, n, d, r, s->y);
+        else if (fast2)
+            gear_cpu_mul_ep_avx2(s->e, s->pt, n, d, r, s->y);
         else
 #endif
             mul_ep(s->e, s->pt, n, d, r, s->y);
