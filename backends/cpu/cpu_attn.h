@@ -125,34 +125,40 @@ CPU_INLINE void outlier_deltas(const gear_block_layout *L, const uint8_t *blk, b
 {
     unsigned d = L->d, no = L->n_outliers, gpr = L->groups_per_row;
     uint64_t md = cpu_div_magic(d), mg = cpu_div_magic(L->group);
-    const uint8_t *idx = blk + L->off_oidx;
+    /* restrict, omp simd: the block's bytes may alias anything as far as
+     * the compiler knows, which otherwise keeps these loops scalar */
+    const uint8_t *restrict idx = blk + L->off_oidx;
+    unsigned *restrict ot = f->ot, *restrict oc = f->oc;
     if (!(d & (d - 1))) { /* a power of two: a shift and a mask, which vectorize */
         unsigned lg = (unsigned)__builtin_ctz(d);
-        for (unsigned j = 0; j < no; j++) {
+#pragma omp simd
+        for (size_t j = 0; j < no; j++) { /* size_t: 2*j must not wrap, or it does not vectorize */
             unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8;
-            f->ot[j] = fl >> lg;
-            f->oc[j] = fl & (d - 1);
+            ot[j] = fl >> lg;
+            oc[j] = fl & (d - 1);
         }
     } else {
         for (unsigned j = 0; j < no; j++) {
             unsigned fl = (unsigned)idx[2 * j] | (unsigned)idx[2 * j + 1] << 8, t = cpu_div(fl, md);
-            f->ot[j] = t;
-            f->oc[j] = fl - t * d;
+            ot[j] = t;
+            oc[j] = fl - t * d;
         }
     }
     halves(blk + L->off_oval, no, f->ov);
     /* rows are channels for keys (groups run along tokens), tokens for values */
-    const unsigned *row = L->kind == GEAR_KEY ? f->oc : f->ot, *col = L->kind == GEAR_KEY ? f->ot : f->oc;
+    const unsigned *restrict row = L->kind == GEAR_KEY ? oc : ot, *restrict col = L->kind == GEAR_KEY ? ot : oc;
+    float *restrict ov = f->ov;
+    const float *restrict mn = f->mn;
     unsigned g = L->group;
     if (gpr == 1) {
 #pragma omp simd
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[row[j]];
+        for (unsigned j = 0; j < no; j++) ov[j] -= mn[row[j]];
     } else if (!(g & (g - 1))) {
         unsigned lg = (unsigned)__builtin_ctz(g);
 #pragma omp simd
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)row[j] * gpr + (col[j] >> lg)];
+        for (unsigned j = 0; j < no; j++) ov[j] -= mn[(size_t)row[j] * gpr + (col[j] >> lg)];
     } else {
-        for (unsigned j = 0; j < no; j++) f->ov[j] -= f->mn[(size_t)row[j] * gpr + cpu_div(col[j], mg)];
+        for (unsigned j = 0; j < no; j++) ov[j] -= mn[(size_t)row[j] * gpr + cpu_div(col[j], mg)];
     }
 }
 
@@ -162,10 +168,19 @@ CPU_INLINE void outlier_deltas(const gear_block_layout *L, const uint8_t *blk, b
  * second half (dst holds 2*count*r floats: attn_scratch_alloc). */
 CPU_INLINE void factor_columns(const uint8_t *src, unsigned count, unsigned r, float *dst)
 {
-    float *rows = dst + (size_t)count * r;
-    halves(src, (size_t)count * r, rows);
+    float *restrict col = dst;
+    const float *restrict rows = dst + (size_t)count * r;
+    halves(src, (size_t)count * r, dst + (size_t)count * r);
+    if (r == 2) { /* the presets' rank: a deinterleave, which vectorizes */
+#pragma omp simd
+        for (size_t x = 0; x < count; x++) {
+            col[x] = rows[2 * x];
+            col[count + x] = rows[2 * x + 1];
+        }
+        return;
+    }
     for (unsigned x = 0; x < count; x++)
-        for (unsigned k = 0; k < r; k++) dst[(size_t)k * count + x] = rows[(size_t)x * r + k];
+        for (unsigned k = 0; k < r; k++) col[(size_t)k * count + x] = rows[(size_t)x * r + k];
 }
 
 /* Low-rank term of scores: s[i][t] += (q_i . B) . A_t, as r dot products
