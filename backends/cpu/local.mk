@@ -30,5 +30,5 @@ gear_cpu_la_LIBADD += libgear-cpu-avx2.la
 # the portable paths, which the AVX-512 kernels hide on this machine
 TESTS += tests/check_cpu_portable.sh
 endif
-EXTRA_DIST += tests/check_cpu_portable.sh
+EXTRA_DIST += tests/check_cpu_portable.sh tests/check_other_cpus.sh
 endif
