@@ -302,11 +302,17 @@ static void quantize_z(const zjob *J)
 /* Whether n rows of d halves (d a multiple of 16) are all finite. */
 static int halves_finite(const uint16_t *x, size_t ld, unsigned n, unsigned d)
 {
-    __m256i mag = _mm256_setzero_si256();
-    for (unsigned t = 0; t < n; t++)
-        for (unsigned c = 0; c < d; c += 16)
-            mag = gear_half_mag_max(mag, _mm256_loadu_si256((const __m256i *)(x + (size_t)t * ld + c)));
-    return gear_half_mag_finite(mag);
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0;
+    for (unsigned t = 0; t < n; t++) { /* two chains: one max a cycle was the bound */
+        const uint16_t *row = x + (size_t)t * ld;
+        unsigned c = 0;
+        for (; c + 32 <= d; c += 32) {
+            m0 = gear_half_mag_max(m0, _mm256_loadu_si256((const __m256i *)(row + c)));
+            m1 = gear_half_mag_max(m1, _mm256_loadu_si256((const __m256i *)(row + c + 16)));
+        }
+        if (c < d) m0 = gear_half_mag_max(m0, _mm256_loadu_si256((const __m256i *)(row + c)));
+    }
+    return gear_half_mag_finite(_mm256_max_epu16(m0, m1));
 }
 
 /* 16 rows r[i] of a 16x16 tile transposed in registers: r[j] becomes
