@@ -256,6 +256,53 @@ START_TEST(test_nonfinite_compress)
 }
 END_TEST
 
+/* Rows: fp16 and fp32 input of a full-size block (64 tokens, head dim
+ * 128: the shapes of the cpu module's fused compressor, which reads fp16
+ * keys and values directly and must find a NaN or an Inf in any channel
+ * itself): NaN, +Inf, -Inf in each channel of a token in turn, for keys
+ * and values of a compressed preset with and without outliers and rank:
+ * GEAR_ERR_NONFINITE every time, never a stream. */
+START_TEST(test_nonfinite_compress_wide)
+{
+    enum { WH = 2, WT = 64, WD = 128 };
+    const char *presets[2] = {"kivi2", "gear2"};
+    const float bads[3] = {NAN, INFINITY, -INFINITY};
+    const gear_dtype dts[2] = {GEAR_F16, GEAR_F32};
+    size_t n = (size_t)WH * WT * WD;
+    for (int kind = 0; kind < 2; kind++) {
+        float *x = tu_synth(41 + (uint64_t)kind, (gear_kind)kind, WH, WT, WD);
+        for (int ci = 0; ci < n_ctx; ci++)
+            for (int pi = 0; pi < 2; pi++)
+                for (int di = 0; di < 2; di++) {
+                    gear_config cfg = tu_preset(presets[pi], (gear_kind)kind);
+                    float *y = tu_alloc_f(n);
+                    for (int c = 0; c < WD; c++) {
+                        /* token 37 of head 1, a different kind of bad value per channel */
+                        size_t at = ((size_t)1 * WT + 37) * WD + (size_t)c;
+                        memcpy(y, x, sizeof(float) * n);
+                        y[at] = bads[c % 3];
+                        void *in = convert(y, n, dts[di]);
+                        gear_tensor t;
+                        TU_OK(gear_tensor_init(&t, in, dts[di], 3, WH, WT, WD, 0));
+                        size_t bound, written = 777;
+                        TU_OK(gear_compress_bound(&cfg, &t, &bound));
+                        uint8_t *dst = malloc(bound);
+                        TU_CHECK(dst != NULL);
+                        gear_status st = gear_compress(ctxs[ci], &cfg, &t, 0, dst, bound, &written);
+                        TU_ASSERT(st == GEAR_ERR_NONFINITE,
+                                  "%s %s %s dtype %d: a bad value in channel %d gave %s",
+                                  gear_context_backend_name(ctxs[ci]), presets[pi], kind ? "V" : "K",
+                                  (int)dts[di], c, gear_status_string(st));
+                        free(dst);
+                        free(in);
+                    }
+                    free(y);
+                }
+        free(x);
+    }
+}
+END_TEST
+
 /* ----------------------------------------------------- dimensions */
 
 /* Rows: zero, negative and huge dimensions, wrong ndim, mismatched
@@ -853,6 +900,7 @@ static Suite *badinput_suite(void)
     tcase_add_test(tc, test_nonfinite_kv);
     tcase_add_test(tc, test_nonfinite_query);
     tcase_add_test(tc, test_nonfinite_compress);
+    tcase_add_test(tc, test_nonfinite_compress_wide);
     tcase_add_test(tc, test_dimensions);
     tcase_add_test(tc, test_overflow);
     tcase_add_test(tc, test_strided);
