@@ -136,7 +136,10 @@ static int raw_finite(const uint8_t *p, size_t m, gear_dtype dt)
 }
 
 /* Outliers: per row, per group, 2k entries with strictly increasing
- * positions inside that group. */
+ * positions inside that group, and (uniform codes) code 0 at each: the
+ * fast attention kernels add the outlier minus the minimum that code 0
+ * gives, where ref replaces the entry, so another code would make the
+ * backends disagree on the same bytes. */
 static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk)
 {
     const uint8_t *idx = blk + L->off_oidx;
@@ -154,6 +157,10 @@ static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk
                     return gear_fail(GEAR_ERR_FORMAT_CORRUPT,
                                      "outlier %zu has index %u outside its group or unsorted",
                                      j, flat);
+                if (!L->cq_dim &&
+                    gear_code_get(blk + L->off_codes + (size_t)r * L->row_bytes, L->bits, pos))
+                    return gear_fail(GEAR_ERR_FORMAT_CORRUPT,
+                                     "outlier %zu (index %u) has a nonzero code under it", j, flat);
                 prev = pos;
             }
         }

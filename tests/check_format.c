@@ -474,6 +474,21 @@ START_TEST(test_stream_specific_statuses)
     fix_block_crc(blk);
     TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
     RESET();
+    { /* a nonzero code under outlier 0 (value block: its row is the token,
+       * its position the channel; 2-bit codes): FORMAT says 0 there */
+        unsigned flat = gear_get_u16(blk + L.off_oidx), t = flat / (unsigned)d, c = flat % (unsigned)d;
+        uint8_t *row = blk + L.off_codes + (size_t)t * L.row_bytes;
+        ck_assert_uint_eq((row[c / 4] >> (2 * (c % 4))) & 3u, 0);
+        row[c / 4] |= (uint8_t)(1u << (2 * (c % 4)));
+        fix_block_crc(blk);
+        TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
+        float *back = tu_alloc_f((size_t)H * T * d);
+        gear_tensor to;
+        TU_OK(gear_tensor_init(&to, back, GEAR_F32, 3, H, T, d, 0));
+        TU_STATUS(gear_decompress(ctx, s, len, &to), GEAR_ERR_FORMAT_CORRUPT);
+        free(back);
+    }
+    RESET();
     gear_put_u16(blk + L.off_scales, 0xBC00); /* negative scale */
     fix_block_crc(blk);
     TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
