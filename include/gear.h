@@ -104,7 +104,11 @@ typedef enum gear_dtype {
 /** A non-owning view of a tensor of up to 4 dimensions.  shape[0] is the
  *  outermost dimension; strides are in elements (not bytes), may be any
  *  non-negative value, and are ignored for dimensions of size 1.
- *  on_device != 0 means data is in the memory of the context's device. */
+ *  on_device != 0 means data is in the memory of the context's device.
+ *  Outputs in f16 or bf16 get the fp32 result rounded to nearest and
+ *  saturated at the type's largest finite value: a reconstruction can
+ *  pass +-65504 by its quantization and low-rank error when the input
+ *  came near that limit, and it stays finite. */
 typedef struct gear_tensor {
     void *data;
     gear_dtype dtype;

@@ -183,7 +183,19 @@ gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t 
     return GEAR_OK;
 }
 
-/* Convert one row of d fp32 values into the view (element stride cs). */
+/* fp32 to bf16, saturated at bf16's largest finite value (rounding to
+ * nearest would make Inf of a finite value above it). */
+static inline uint16_t bf16_sat(float v)
+{
+    const float m = 3.38953139e38f; /* 0x7f7f */
+    return gear_float_to_bf16(v > m ? m : v < -m ? -m : v);
+}
+
+/* Convert one row of d fp32 values into the view (element stride cs).
+ * fp16 and bf16 saturate: a reconstruction may exceed the input's range
+ * by its quantization and low-rank error (min + 3*step rounded up, at 2
+ * bits, can be 65520 for data that reached 65504), and Inf there would
+ * turn a finite input into a non-finite output. */
 GEAR_CLONES
 static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const float *src)
 {
@@ -196,14 +208,14 @@ static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const 
     case GEAR_F16: {
         uint16_t *p = (uint16_t *)x->data + off;
         if (cs == 1) /* the common, contiguous case vectorizes */
-            for (int64_t c = 0; c < d; c++) p[c] = gear_float_to_half(src[c]);
+            for (int64_t c = 0; c < d; c++) p[c] = gear_half_sat(src[c]);
         else
-            for (int64_t c = 0; c < d; c++) p[c * cs] = gear_float_to_half(src[c]);
+            for (int64_t c = 0; c < d; c++) p[c * cs] = gear_half_sat(src[c]);
         break;
     }
     case GEAR_BF16: {
         uint16_t *p = (uint16_t *)x->data + off;
-        for (int64_t c = 0; c < d; c++) p[c * cs] = gear_float_to_bf16(src[c]);
+        for (int64_t c = 0; c < d; c++) p[c * cs] = bf16_sat(src[c]);
         break;
     }
     }

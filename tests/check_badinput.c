@@ -306,6 +306,65 @@ START_TEST(test_nonfinite_compress_wide)
 }
 END_TEST
 
+/* Whether n halves (fp16 bits) are all finite and within +-65504. */
+static int halves_all_finite(const uint16_t *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((h[i] & 0x7c00u) == 0x7c00u) return 0;
+    return 1;
+}
+
+/* Rows: K and V that reach the fp16 limit (0 and 65504 alternating, so
+ * that a 2-bit group's step rounds up in fp16 and its top code decodes to
+ * 65520): the cache's and the stream's decompression and the attention
+ * into fp16 outputs give finite values, saturated at 65504, never Inf. */
+START_TEST(test_fp16_out_saturates)
+{
+    enum { SH = 2, ST = 128, SD = 64 };
+    const char *presets[2] = {"kivi2", "gear2"};
+    size_t n = (size_t)SH * ST * SD;
+    float *x = tu_alloc_f(n), *q = tu_alloc_f((size_t)SH * 4 * SD);
+    for (size_t i = 0; i < n; i++) x[i] = ((i / SD + i % SD) % 2) ? 65504.0f : 0.0f;
+    for (size_t i = 0; i < (size_t)SH * 4 * SD; i++) q[i] = (float)((i * 7) % 5) * 1e-3f;
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    TU_CHECK(h != NULL);
+    for (int ci = 0; ci < n_ctx; ci++)
+        for (int pi = 0; pi < 2; pi++) {
+            gear_config ck = tu_preset(presets[pi], GEAR_KEY), cv = tu_preset(presets[pi], GEAR_VALUE);
+            gear_cache *c = NULL;
+            TU_OK(gear_cache_create(ctxs[ci], &ck, &cv, 1, SH, SD, ST, &c));
+            TU_OK(tu_cache_append(c, 0, x, x, SH, ST, SD));
+            gear_tensor tk;
+            TU_OK(gear_tensor_init(&tk, h, GEAR_F16, 3, SH, ST, SD, 0));
+            TU_OK(gear_cache_decompress(c, 0, &tk, NULL));
+            TU_ASSERT(halves_all_finite(h, n), "%s %s: cache decompression into fp16 made Inf",
+                      gear_context_backend_name(ctxs[ci]), presets[pi]);
+            gear_tensor tq, to;
+            TU_OK(gear_tensor_init(&tq, q, GEAR_F32, 3, SH * 4, 1, SD, 0));
+            TU_OK(gear_tensor_init(&to, h, GEAR_F16, 3, SH * 4, 1, SD, 0));
+            TU_OK(gear_cache_attention(c, 0, &tq, 0.125f, &to));
+            TU_ASSERT(halves_all_finite(h, (size_t)SH * 4 * SD), "%s %s: attention into fp16 made Inf",
+                      gear_context_backend_name(ctxs[ci]), presets[pi]);
+            gear_cache_free(c);
+            /* the stream: gear_compress, gear_decompress into fp16 */
+            gear_tensor tx;
+            TU_OK(gear_tensor_init(&tx, x, GEAR_F32, 3, SH, ST, SD, 0));
+            size_t bound, written;
+            TU_OK(gear_compress_bound(&ck, &tx, &bound));
+            uint8_t *dst = malloc(bound);
+            TU_CHECK(dst != NULL);
+            TU_OK(gear_compress(ctxs[ci], &ck, &tx, 0, dst, bound, &written));
+            TU_OK(gear_decompress(ctxs[ci], dst, written, &tk));
+            TU_ASSERT(halves_all_finite(h, n), "%s %s: stream decompression into fp16 made Inf",
+                      gear_context_backend_name(ctxs[ci]), presets[pi]);
+            free(dst);
+        }
+    free(h);
+    free(q);
+    free(x);
+}
+END_TEST
+
 /* ----------------------------------------------------- dimensions */
 
 /* Rows: zero, negative and huge dimensions, wrong ndim, mismatched
@@ -904,6 +963,7 @@ static Suite *badinput_suite(void)
     tcase_add_test(tc, test_nonfinite_query);
     tcase_add_test(tc, test_nonfinite_compress);
     tcase_add_test(tc, test_nonfinite_compress_wide);
+    tcase_add_test(tc, test_fp16_out_saturates);
     tcase_add_test(tc, test_dimensions);
     tcase_add_test(tc, test_overflow);
     tcase_add_test(tc, test_strided);
