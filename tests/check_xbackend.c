@@ -494,6 +494,53 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
 END_TEST
 
+/* The same attention with q scaled by f and the softmax scale by 1/f:
+ * the logits, and so the outputs, are those of f = 1 up to rounding, on
+ * every backend.  A tiny q with a huge scale once made the cpu module's
+ * fixed-point kernel drop every key product (below 2^-100) that the
+ * scale then made count (cpu vs ref relative error 1.5 at f = 1e-32). */
+static void extreme_scale_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "kcvt4", "gear2", "gear4"};
+    static const float fs[] = {1e-32f, 1e-20f, 1e20f};
+    const int hkv = 2, G = 4, hq = hkv * G;
+    for (int di = 0; di < 2; di++) {
+        const int d = di ? 128 : 64, T = 64 * 4 + 5;
+        float *k = tu_synth(240 + (uint64_t)di, GEAR_KEY, hkv, T, d), *v = tu_synth(250 + (uint64_t)di, GEAR_VALUE, hkv, T, d);
+        size_t qn = (size_t)hq * d;
+        float *q0 = tu_alloc_f(qn), *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+        gear_synth_normal(260 + (uint64_t)di, (int)qn, q0);
+        for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+            gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+            gear_cache *ca = NULL, *cb = NULL;
+            TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, 1024, &ca));
+            TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, 1024, &cb));
+            TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
+            TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+            for (size_t fi = 0; fi < sizeof fs / sizeof fs[0]; fi++) {
+                for (size_t i = 0; i < qn; i++) q[i] = 2.0f * q0[i] * fs[fi];
+                float sc = 1.0f / sqrtf((float)d) / fs[fi];
+                TU_OK(tu_cache_attention(ca, 0, q, hq, 1, d, sc, oa));
+                TU_OK(tu_cache_attention(cb, 0, q, hq, 1, d, sc, ob));
+                TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s d %d q x %g, scale / %g: attention NMSE %g",
+                          name, presets[p], d, (double)fs[fi], (double)fs[fi], tu_nmse(ob, oa, qn));
+            }
+            gear_cache_free(ca);
+            gear_cache_free(cb);
+        }
+        free(q0);
+        free(q);
+        free(oa);
+        free(ob);
+        free(k);
+        free(v);
+    }
+}
+
+START_TEST(test_attention_extreme_scale) { for_each_backend(extreme_scale_case); }
+END_TEST
+
 /* ---------------------------------------------------------- fp16 input */
 
 /* Compress an [H,T,d] fp16 view whose rows are ld >= d halves apart. */
@@ -789,6 +836,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
+    tcase_add_test(tc, test_attention_extreme_scale);
     suite_add_tcase(s, tc);
     return s;
 }

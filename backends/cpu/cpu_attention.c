@@ -145,7 +145,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     size_t nitems = (size_t)H * items; /* partial results, [head][item] */
     int failed = 0, fast2 = 0, extra = 0;
 #ifdef GEAR_CPU_AVX512
-    fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv);
+    fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv, a->scale);
     extra = a->lk->rank || a->lv->rank || a->lk->n_outliers || a->lv->n_outliers;
 #endif
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);

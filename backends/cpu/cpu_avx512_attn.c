@@ -21,6 +21,7 @@
  * holds code 32h+2i+j in lane i; and value groups of a whole row.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
@@ -30,12 +31,24 @@
 #define MAXD 256    /* largest head dim taken (gear_cpu_attn2_fits) */
 #define QUAD 4      /* query rows per pass: 16 accumulators */
 
+/* The fixed-point kernel's weights drop a block's key products when all
+ * are below 2^-100 (fix16), which the softmax scale, applied to the sum
+ * afterwards, must not lift to where they count: up to 2^16 it leaves
+ * them below 2^-73 (d = 128, 4-bit codes), nothing next to e^0.  A larger
+ * scale takes the float kernel or the portable path. */
+#define FIX_MAX_SCALE 65536.0f
+
+static int use_fixed(unsigned d, float scale)
+{
+    return gear_cpu_have_avx512_vnni && (d == 64 || d == 128) && fabsf(scale) <= FIX_MAX_SCALE;
+}
+
 /* The float kernel: 2-bit codes, groups of 64; the fixed-point kernel
  * also 4-bit codes and value groups of a whole row, at head dim 64/128. */
-int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv)
+int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale)
 {
     unsigned d = lk->d;
-    int fixed = gear_cpu_have_avx512_vnni && (d == 64 || d == 128), flt = 1;
+    int fixed = use_fixed(d, scale), flt = 1;
     if ((d != 64 && d != 128 && d != MAXD) || lv->d != d || lk->n != NB || lv->n != NB) return 0;
     const gear_block_layout *L[2] = {lk, lv};
     for (int i = 0; i < 2; i++) {
@@ -575,8 +588,8 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
  * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
  * of x[i]*mn[i] (the minima's term).  NaN when a product is not finite (it
  * then reaches the output as it would in fp32); 0 when all are below
- * 2^-100 in magnitude (what they would add is below fp32's resolution of
- * any other term). */
+ * 2^-100 in magnitude (what they would add, times a softmax scale of at
+ * most FIX_MAX_SCALE, is below fp32's resolution of any other term). */
 VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
                     float *bias)
 {
@@ -837,7 +850,7 @@ __attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix_pair(con
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
 {
-    if (gear_cpu_have_avx512_vnni && (a->lk->d == 64 || a->lk->d == 128)) {
+    if (use_fixed(a->lk->d, a->scale)) {
         if (n == 2 && a[0].rows == 1 && a[1].rows == 1) {
             attend_fix_pair(a);
             return;
