@@ -172,7 +172,11 @@ typedef struct gear_config {
     unsigned bits;        /* 0 = store fp16 (no compression); 1, 2, 3, 4, 8.
                            * 1 bit of min/max quantization is coarse: on
                            * N(0,1) data its error exceeds that of storing
-                           * zeros; CQ (cq_dim) is the 1-bit method */
+                           * zeros; CQ (cq_dim) is the 1-bit method.  The
+                           * step is stored in fp16: at 1 bit, a group
+                           * spanning more than 65504 (values near both
+                           * fp16 limits) gets step 65504, so its top code
+                           * decodes below the group's maximum */
     unsigned group;       /* group size; 0 = the whole axis (KCVT) */
     float outlier_ratio;  /* s: k = round(s*g/2) largest and smallest per group; 0 = none */
     unsigned rank;        /* r of the low-rank correction; 0 = none */
