@@ -7,7 +7,7 @@ EXTRA_DIST += bench/plot_attention.py bench/summarize.py
 
 # (the bench and its fp16 baseline use OpenMP)
 if HAVE_OPENMP
-EXTRA_PROGRAMS = bench/gear-bench
+EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
 bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
 	bench/q4_0_baseline.c bench/q4_0_baseline.h \
 	tools/gear/synth.c tools/gear/synth.h
@@ -15,6 +15,13 @@ bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
 bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
 CLEANFILES += bench/gear-bench$(EXEEXT)
+
+# attention of a backend against ref on data that stresses the arithmetic
+# (bench/attn_accuracy.c); run from the source tree for the real-data case
+bench_gear_attn_accuracy_SOURCES = bench/attn_accuracy.c tools/gear/synth.c tools/gear/synth.h \
+	tools/gear/safetensors.c tools/gear/safetensors.h tools/gear/json.c tools/gear/json.h
+bench_gear_attn_accuracy_LDADD = libgear.la $(LIBM)
+CLEANFILES += bench/gear-attn-accuracy$(EXEEXT)
 
 GEAR_BENCH_FLAGS =
 bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES) $(GPU_BENCH_PROGS)

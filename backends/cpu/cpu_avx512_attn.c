@@ -429,8 +429,9 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
 
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
 INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                        unsigned R, float *s, const uint8_t *next)
+                        unsigned R, float *s, const uint8_t *next, float scale)
 {
+    (void)scale;
     unsigned d = L->d;
     float qs[QUAD * MAXD];
     __m512 acc[QUAD][4];
@@ -550,7 +551,8 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
  * int32.  A weight w = al*(256*hi + lo) with hi, lo bytes, so a code costs
  * two vpdpbusd per row where the float kernel above spends four FMAs.
  * Rounding the weights (at most max|w|*2^-15) is the only difference from
- * fp32, well below the fp16 rounding of the stored scales.  Minima,
+ * fp32; where that could reach 2e-3 in a key logit, the keys take a second
+ * pass over the rounding's own grid (KEY_LOGIT_ERR).  Minima,
  * outliers and the low rank stay in fp32 as above.
  */
 #define VINLINE static inline __attribute__((always_inline, target("avx512vbmi,avx512vnni")))
@@ -583,44 +585,81 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
 };
 
 
-/* x[i]*w[i] for i < m (m = 64 or 128, a constant after inlining, so
- * the products stay in registers between the two passes), as int16
- * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
- * of x[i]*mn[i] (the minima's term).  NaN when a product is not finite (it
- * then reaches the output as it would in fp32); 0 when all are below
- * 2^-100 in magnitude (what they would add, times a softmax scale of at
- * most FIX_MAX_SCALE, is below fp32's resolution of any other term). */
-VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
-                    float *bias)
+/* v[0..m/16) (finite, largest magnitude top > 0) as int16 al*(256*hi[i] +
+ * lo[i]) within +-32512; returns al.  With res, v becomes what the grid
+ * missed, v - al*(256*hi + lo) (at most al/2 in magnitude). */
+VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, int res)
 {
-    __m512 v[MAXD / 16], b = _mm512_setzero_ps();
-    /* largest magnitude as bits: Inf and NaN patterns are the largest */
-    __m512i mx = _mm512_setzero_si512();
-    for (unsigned i = 0; i < m / 16; i++) {
-        __m512 xi = _mm512_loadu_ps(x + 16 * i);
-        v[i] = _mm512_mul_ps(xi, _mm512_loadu_ps(w + 16 * i));
-        b = _mm512_fmadd_ps(xi, _mm512_loadu_ps(mn + 16 * i), b);
-        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(v[i]), _mm512_set1_epi32(0x7fffffff)));
-    }
-    *bias = _mm512_reduce_add_ps(b);
-    uint32_t tb = _mm512_reduce_max_epu32(mx);
-    if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
-        memset(hi, 0, m);
-        memset(lo, 0, m);
-        return tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
-    }
-    float top;
-    memcpy(&top, &tb, 4);
+    float al = top / 32512.0f;
     __m512 k = _mm512_set1_ps(32512.0f / top);
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
     for (unsigned i = 0; i < m / 64; i++) {
         __m512i q[4];
-        for (unsigned j = 0; j < 4; j++) q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * i + j], k));
+        for (unsigned j = 0; j < 4; j++) {
+            q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * i + j], k));
+            if (res) v[4 * i + j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q[j]), _mm512_set1_ps(al), v[4 * i + j]);
+        }
         __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
         _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(p0, hs, p1));
         _mm512_storeu_si512(lo + 64 * i, _mm512_permutex2var_epi8(p0, ls, p1));
     }
-    return top / 32512.0f;
+    return al;
+}
+
+/* Largest magnitude of v[0..n) as bits: Inf and NaN patterns are the largest. */
+VINLINE uint32_t top_bits(const __m512 *v, unsigned n)
+{
+    __m512i mx = _mm512_setzero_si512();
+    for (unsigned i = 0; i < n; i++)
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_castps_si512(v[i]), _mm512_set1_epi32(0x7fffffff)));
+    return _mm512_reduce_max_epu32(mx);
+}
+
+/* x[i]*w[i] for i < m (m = 64 or 128, a constant after inlining, so
+ * the products stay in registers between the passes), as int16
+ * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
+ * of x[i]*mn[i] (the minima's term).  NaN when a product is not finite (it
+ * then reaches the output as it would in fp32); 0 when all are below
+ * 2^-100 in magnitude (what they would add, times a softmax scale of at
+ * most FIX_MAX_SCALE, is below fp32's resolution of any other term).
+ * When al exceeds `coarse`, the grid's rounding is itself put on a second
+ * grid (hi2, lo2; *al2), whose pass makes the weights exact to about
+ * 2^-30 of the largest, as fp32's are; otherwise *al2 = 0 and hi2, lo2
+ * are zero. */
+VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
+                    float *bias, float coarse, int8_t *hi2, uint8_t *lo2, float *al2)
+{
+    __m512 v[MAXD / 16], b = _mm512_setzero_ps();
+    for (unsigned i = 0; i < m / 16; i++) {
+        __m512 xi = _mm512_loadu_ps(x + 16 * i);
+        v[i] = _mm512_mul_ps(xi, _mm512_loadu_ps(w + 16 * i));
+        b = _mm512_fmadd_ps(xi, _mm512_loadu_ps(mn + 16 * i), b);
+    }
+    *bias = _mm512_reduce_add_ps(b);
+    uint32_t tb = top_bits(v, m / 16);
+    float top, al;
+    memcpy(&top, &tb, 4);
+    if (hi2) *al2 = 0.0f;
+    if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
+        memset(hi, 0, m);
+        memset(lo, 0, m);
+        al = tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
+    } else if (!hi2 || top / 32512.0f <= coarse) {
+        return grid16(v, m, top, hi, lo, 0);
+    } else {
+        al = grid16(v, m, top, hi, lo, 1);
+        tb = top_bits(v, m / 16);
+        memcpy(&top, &tb, 4);
+        if (tb >= 0x0d800000u) { /* the rest is 2^-100 or more */
+            *al2 = grid16(v, m, top, hi2, lo2, 0);
+            return al;
+        }
+    }
+    if (hi2) {
+        memset(hi2, 0, m);
+        memset(lo2, 0, m);
+    }
+    return al;
 }
 
 /* acc += u8 x s8 dot products (vpdpbusd).  GCC 12 does not keep the
@@ -715,24 +754,72 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
     }
 }
 
+/* The score error a key grid of step al may leave, as a logit: at most
+ * al/2 a weight, times codes up to 2^bits - 1 summed over d channels
+ * (as a random walk, sqrt(d)), times the softmax scale.  Above this the
+ * second pass runs (fix16).  Synthetic keys with q ~ 2 N(0,1) come to
+ * 1e-3 to 2e-3, and real ones (SmolLM2) rarely pass it; four key channels
+ * 25 times the others, or sink tokens whose keys widen every channel's
+ * range, go far above, and gave an attention NMSE against fp32 of 1e-6
+ * to 1e-5 with one pass (README: "Large weights in the fixed-point
+ * kernel"). */
+#define KEY_LOGIT_ERR 2e-3f
+
+/* acc2: the second grid's sums (fix16), out of line: it is rare,
+ * and inlined into every kernel variant it made the common case up to 4 %
+ * slower.  R, bits and d become constants in each case, as dot_codes needs. */
+#define SECOND_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, w2, R_, acc, NULL, 0, 0, 0)
+__attribute__((noinline, target("avx512vbmi,avx512vnni"))) static void
+key_second_pass(const uint8_t *codes, const fixw *w2, unsigned R, unsigned bits, unsigned d, __m512i acc[QUAD][4])
+{
+    unsigned c = (R - 1) * 4 + (bits == 4) * 2 + (d == 128);
+    switch (c) {
+    case 0: SECOND_PASS(1, 2, 64); break;
+    case 1: SECOND_PASS(1, 2, 128); break;
+    case 2: SECOND_PASS(1, 4, 64); break;
+    case 3: SECOND_PASS(1, 4, 128); break;
+    case 4: SECOND_PASS(2, 2, 64); break;
+    case 5: SECOND_PASS(2, 2, 128); break;
+    case 6: SECOND_PASS(2, 4, 64); break;
+    case 7: SECOND_PASS(2, 4, 128); break;
+    case 8: SECOND_PASS(3, 2, 64); break;
+    case 9: SECOND_PASS(3, 2, 128); break;
+    case 10: SECOND_PASS(3, 4, 64); break;
+    case 11: SECOND_PASS(3, 4, 128); break;
+    case 12: SECOND_PASS(4, 2, 64); break;
+    case 13: SECOND_PASS(4, 2, 128); break;
+    case 14: SECOND_PASS(4, 4, 64); break;
+    default: SECOND_PASS(4, 4, 128); break;
+    }
+}
+#undef SECOND_PASS
+
 /* key_scores2 in fixed point, for `bits` (2 or 4) bits a code and head
- * dim d: constants after inlining. */
+ * dim d: constants after inlining.  scale: the softmax scale, for the
+ * precision check. */
 VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                              unsigned R, float *s, const uint8_t *next, unsigned bits, unsigned d)
+                              unsigned R, float *s, const uint8_t *next, float scale, unsigned bits, unsigned d)
 {
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
-    fixw w;
-    float bias[QUAD];
+    fixw w, w2;
+    float bias[QUAD], coarse = 2.0f * KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1) * sqrtf((float)d));
+    int fine = 0;
     part4 pt;
     if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
-    for (unsigned r = 0; r < R; r++) /* the minima enter once per token */
-        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r]);
-    __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
+    for (unsigned r = 0; r < R; r++) { /* the minima enter once per token */
+        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, w2.hi[r], w2.lo[r],
+                        &w2.al[r]);
+        fine |= w2.al[r] != 0.0f;
+    }
+    __m512i acc[QUAD][4], acc2[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
     dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
+    if (__builtin_expect(fine, 0)) key_second_pass(blk + L->off_codes, &w2, R, bits, d, acc2);
     for (unsigned r = 0; r < R; r++) {
         __m512 v[4];
-        for (unsigned j = 0; j < 4; j++)
+        for (unsigned j = 0; j < 4; j++) {
             v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+            if (fine) v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc2[r][j]), _mm512_set1_ps(w2.al[r]), v[j]);
+        }
         if (bits == 2)
             unpermute64(v, s + r * NB);
         else
@@ -742,16 +829,16 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
 }
 
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                            unsigned R, float *s, const uint8_t *next)
+                            unsigned R, float *s, const uint8_t *next, float scale)
 {
     if (L->bits == 2 && L->d == 64)
-        key_scores_fix_b(L, blk, f, q, R, s, next, 2, 64);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 64);
     else if (L->bits == 2)
-        key_scores_fix_b(L, blk, f, q, R, s, next, 2, 128);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 128);
     else if (L->d == 64)
-        key_scores_fix_b(L, blk, f, q, R, s, next, 4, 64);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 64);
     else
-        key_scores_fix_b(L, blk, f, q, R, s, next, 4, 128);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 128);
 }
 
 /* values2 in fixed point, 64 channels at a time; a group is 64 channels or
@@ -768,7 +855,8 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
         unsigned g = ch * 64 / L->group;
         if (ch == 0 || g != (ch - 1) * 64 / L->group)
             for (unsigned r = 0; r < R; r++) {
-                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r]);
+                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL,
+                                NULL, NULL);
             }
         __m512i acc[QUAD][4];
         /* value rows are tokens: a step takes chunk ch of four, rb apart */
@@ -805,7 +893,7 @@ VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const bl
         float s_[QUAD * NB];                                                                              \
         unsigned d_ = (a)->lk->d;                                                                         \
         float *onat_ = (a)->onat ? (a)->onat + (size_t)(r0) * d_ : NULL, *o_ = (a)->o + (size_t)(r0) * d_; \
-        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k);        \
+        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k, (a)->scale); \
         softmax2(s_, R, (a)->scale, (a)->pos0, (a)->lim + (r0), (a)->pt + (r0), o_, onat_, d_);           \
         VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v);                        \
     } while (0)
@@ -842,7 +930,7 @@ __attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix_pair(con
         block_prep(a[i].lk, a[i].kblk, &fk[i]);
         block_prep(a[i].lv, a[i].vblk, &fv[i]);
     }
-    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k);
+    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k, a[i].scale);
     for (unsigned i = 0; i < 2; i++)
         softmax2(s[i], 1, a[i].scale, a[i].pos0, a[i].lim, a[i].pt, a[i].o, a[i].onat, a[i].lk->d);
     for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v);
