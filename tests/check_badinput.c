@@ -215,6 +215,64 @@ START_TEST(test_nonfinite_query)
 }
 END_TEST
 
+/* The same rows at the shapes where the backends take their fast kernels
+ * (64-token blocks, head dim 64 and 128, 4 query heads per KV head, 2-
+ * and 4-bit presets with outliers and low rank): the core checks the
+ * queries before any backend runs, and huge finite queries either
+ * overflow (GEAR_ERR_RANGE, out untouched) or give a finite output. */
+START_TEST(test_nonfinite_query_wide)
+{
+    static const char *const presets[] = {"kivi2", "gear2", "kivi4", "gear4"};
+    const int hkv = 2, G = 4, hq = hkv * G, T = 64 * 3 + 5;
+    for (int d = 64; d <= 128; d *= 2) {
+        float *k = tu_synth(31, GEAR_KEY, hkv, T, d), *v = tu_synth(32, GEAR_VALUE, hkv, T, d);
+        for (int nq = 1; nq <= 2; nq++) {
+            size_t qn = (size_t)hq * nq * d;
+            float *q = tu_alloc_f(qn), *qq = tu_alloc_f(qn), *out = tu_alloc_f(qn);
+            tu_fill_normal(33, q, qn, 1.0f);
+            for (int ci = 0; ci < n_ctx; ci++)
+                for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+                    gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                    gear_cache *c = NULL;
+                    TU_OK(gear_cache_create(ctxs[ci], &ck, &cv, 1, hkv, d, T, &c));
+                    TU_OK(tu_cache_append(c, 0, k, v, hkv, T, d));
+                    const float bads[3] = {NAN, INFINITY, -INFINITY};
+                    for (int di = 0; di < 3; di++)
+                        for (size_t at = 7; at < qn; at += qn / 3) {
+                            memcpy(qq, q, sizeof(float) * qn);
+                            qq[at] = bads[(at / 7) % 3];
+                            void *qb = convert(qq, qn, dtypes[di]);
+                            for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
+                            gear_tensor tq, to;
+                            TU_OK(gear_tensor_init(&tq, qb, dtypes[di], 3, hq, nq, d, 0));
+                            TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, d, 0));
+                            TU_STATUS(gear_cache_attention(c, 0, &tq, 0.125f, &to), GEAR_ERR_NONFINITE);
+                            for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+                            free(qb);
+                        }
+                    /* 3e38: the scores overflow fp32; 1e30: they do not,
+                     * and the softmax is one-hot */
+                    for (size_t i = 0; i < qn; i++) qq[i] = (i % 2 ? 3e38f : -3e38f) * (i % 3 ? 1.0f : 0.5f);
+                    for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
+                    TU_STATUS(tu_cache_attention(c, 0, qq, hq, nq, d, 1.0f, out), GEAR_ERR_RANGE);
+                    for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+                    for (size_t i = 0; i < qn; i++) qq[i] = q[i] * 1e30f;
+                    TU_OK(tu_cache_attention(c, 0, qq, hq, nq, d, 0.125f, out));
+                    for (size_t i = 0; i < qn; i++)
+                        TU_ASSERT(isfinite(out[i]), "%s %s d %d nq %d, q x 1e30: out[%zu] = %g",
+                                  gear_context_backend_name(ctxs[ci]), presets[p], d, nq, i, (double)out[i]);
+                    gear_cache_free(c);
+                }
+            free(q);
+            free(qq);
+            free(out);
+        }
+        free(k);
+        free(v);
+    }
+}
+END_TEST
+
 /* Rows: gear_compress with NaN/Inf anywhere: GEAR_ERR_NONFINITE; a finite
  * value beyond +-65504 in a compressed block: GEAR_ERR_RANGE; in the
  * uncompressed tail (kept in the input dtype): accepted and kept exactly. */
@@ -961,6 +1019,7 @@ static Suite *badinput_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_nonfinite_kv);
     tcase_add_test(tc, test_nonfinite_query);
+    tcase_add_test(tc, test_nonfinite_query_wide);
     tcase_add_test(tc, test_nonfinite_compress);
     tcase_add_test(tc, test_nonfinite_compress_wide);
     tcase_add_test(tc, test_fp16_out_saturates);

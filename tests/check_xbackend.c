@@ -870,6 +870,62 @@ static void edge_case(gear_context *be, gear_context *ref, const char *name, int
 START_TEST(test_edge_inputs_match_ref) { for_each_backend(edge_case); }
 END_TEST
 
+/* edge_input's cases, and two more, as fp16 input (the cpu module
+ * quantizes contiguous fp16 keys straight from the halves): fp16
+ * subnormals (5) and groups spanning fp16's whole range (6). */
+static float *edge_input_f16(int c, gear_kind kind, int H, int T, int d)
+{
+    float *x = c < 5 ? edge_input(c, kind, H, T, d) : tu_alloc_f((size_t)H * T * d);
+    for (size_t i = 0; i < (size_t)H * T * d; i++) {
+        unsigned h = (unsigned)(i * 2654435761u >> 7), pos = (unsigned)(kind == GEAR_KEY ? i / (size_t)d % (size_t)T : i % (size_t)d) % 64;
+        if (c == 5) x[i] = (float)((int)(h % 9) - 4) * 1.5e-6f; /* subnormal halves (below 6.1e-5) and 0 */
+        if (c == 6) x[i] = pos == 0 ? 65504.0f : pos == 1 ? -65504.0f : (float)(h % 1001) * 130.0f - 65000.0f;
+        x[i] = tu_h(x[i]);
+    }
+    return x;
+}
+
+static void f16_edge_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
+    for (int c = 0; c < 7; c++)
+        for (int d = 64; d <= 128; d += 64)
+            for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+                for (int kind = 0; kind < 2; kind++) {
+                    shape s = {2, 64 * 2, d, 64};
+                    size_t N = (size_t)s.H * s.T * d;
+                    gear_config cfg = tu_preset(names[p], (gear_kind)kind);
+                    char what[128];
+                    snprintf(what, sizeof what, "%s vs ref, fp16 edge input %d, %s %s d %d", name, c, names[p],
+                             kind ? "V" : "K", d);
+                    float *x = edge_input_f16(c, (gear_kind)kind, s.H, s.T, d);
+                    uint16_t *x16 = malloc(N * sizeof *x16);
+                    TU_CHECK(x16 != NULL);
+                    for (size_t i = 0; i < N; i++) x16[i] = gear_float_to_half(x[i]);
+                    uint8_t *sa, *sb;
+                    size_t la, lb;
+                    TU_OK(compress_f16_view(ref, &cfg, x16, s.H, s.T, d, d, &sa, &la));
+                    TU_OK(compress_f16_view(be, &cfg, x16, s.H, s.T, d, d, &sb, &lb));
+                    TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
+                    if (same || !preset_has_lowrank(&cfg))
+                        TU_ASSERT(!memcmp(sa, sb, la), "%s: streams are not byte-identical", what);
+                    else
+                        compare_streams(sa, sb, la, &cfg, &s, what);
+                    float *ya = tu_decompress(ref, sa, la, s.H, s.T, d);
+                    float *yb = tu_decompress(be, sb, lb, s.H, s.T, d);
+                    TU_ASSERT(tu_nmse(yb, ya, N) < NMSE_MAX, "%s: reconstruction NMSE %g", what, tu_nmse(yb, ya, N));
+                    free(ya);
+                    free(yb);
+                    free(sa);
+                    free(sb);
+                    free(x16);
+                    free(x);
+                }
+}
+
+START_TEST(test_f16_edge_inputs_match_ref) { for_each_backend(f16_edge_case); }
+END_TEST
+
 START_TEST(test_ref_vs_ref_deterministic)
 {
     /* two independent ref contexts: byte-identical streams, exact decode */
@@ -912,6 +968,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_edge_inputs_match_ref);
     tcase_add_test(tc, test_cross_decompress);
     tcase_add_test(tc, test_f16_input_matches_ref);
+    tcase_add_test(tc, test_f16_edge_inputs_match_ref);
     tcase_add_test(tc, test_f16_cache_append);
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
