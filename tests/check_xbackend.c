@@ -548,7 +548,8 @@ END_TEST
  * with small queries (logits of about a thousand).  The cpu module's
  * VNNI kernel once rounded its weights to 2^-15 of the largest whatever
  * the logits' size: NMSE 2e-6 to 2e-5 here, where fp32 gives 1e-11; it
- * now adds a second pass when its estimated logit error is above 2e-3.
+ * now adds a second pass where its rounding could move a logit by more
+ * than 2e-3.
  * Tighter than NMSE_MAX: such data should give no more error than
  * ordinary data. */
 #define NMSE_DOMINANT 1e-7
@@ -619,6 +620,65 @@ static void dominant_case(gear_context *be, gear_context *ref, const char *name,
 }
 
 START_TEST(test_attention_dominant_keys) { for_each_backend(dominant_case); }
+END_TEST
+
+/* Weights that all round the same way on the fixed-point kernel's grid
+ * (a helper's review): keys are whole codes 0 .. 2^b - 1 in every block
+ * and channel (step 1, minimum 0: the cache holds them exactly), one
+ * query channel sets the grid's step a and every other sits at
+ * a*(n + 0.49), so that each rounds by 0.49 a in the same direction, and
+ * the values carry the key sums, so that the output shows the logits'
+ * error.  The kernel's first check assumed the roundings add as a random
+ * walk (sqrt(d)); here they add linearly (d), and just below its
+ * threshold the NMSE against ref reached 2.3e-4.  Now it bounds the sum
+ * for the worst codes, exactly. */
+static void coherent_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "kivi4"};
+    const int T = 64 * 8;
+    for (int p = 0; p < 2; p++)
+        for (int d = 64; d <= 128; d *= 2)
+            for (int fi = 0; fi < 3; fi++) {
+                const int cmax = p ? 15 : 3;
+                float *k = tu_alloc_f((size_t)T * d), *v = tu_alloc_f((size_t)T * d), *q = tu_alloc_f((size_t)d);
+                float oa[128], ob[128], scale = 1.0f / sqrtf((float)d);
+                uint64_t st = 5;
+                for (int t = 0; t < T; t++) {
+                    int sum = 0;
+                    for (int c = 0; c < d; c++) {
+                        int code = t % 64 == 0 ? 0 : t % 64 == 1 || c == 0 ? cmax : (int)(tu_rand01(&st) * (cmax + 1));
+                        k[(size_t)t * d + c] = (float)code;
+                        sum += c ? code : 0;
+                    }
+                    for (int c = 0; c < d; c++)
+                        v[(size_t)t * d + c] = ((float)sum - 0.5f * (float)(cmax * (d - 1))) / (float)d + (float)(tu_rand01(&st) - 0.5);
+                }
+                /* the grid step: around the first check's threshold (2e-3
+                 * logits as a random walk), below it and far above */
+                static const float factor[] = {0.99f, 1.01f, 10.0f};
+                float a = factor[fi] * 2.0f * 2e-3f / (scale * (float)cmax * sqrtf((float)d));
+                q[0] = a * 32512.0f;
+                for (int c = 1; c < d; c++) q[c] = a * ((float)lrint((tu_rand01(&st) - 0.5) / a) + 0.49f);
+                gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                gear_cache *ca = NULL, *cb = NULL;
+                TU_OK(gear_cache_create(ref, &ck, &cv, 1, 1, d, T, &ca));
+                TU_OK(gear_cache_create(be, &ck, &cv, 1, 1, d, T, &cb));
+                TU_OK(tu_cache_append(ca, 0, k, v, 1, T, d));
+                TU_OK(tu_cache_append(cb, 0, k, v, 1, T, d));
+                TU_OK(tu_cache_attention(ca, 0, q, 1, 1, d, scale, oa));
+                TU_OK(tu_cache_attention(cb, 0, q, 1, 1, d, scale, ob));
+                TU_ASSERT(tu_nmse(ob, oa, (size_t)d) < NMSE_DOMINANT, "%s %s d %d, step at %g x the threshold: NMSE %g",
+                          name, presets[p], d, (double)factor[fi], tu_nmse(ob, oa, (size_t)d));
+                gear_cache_free(ca);
+                gear_cache_free(cb);
+                free(k);
+                free(v);
+                free(q);
+            }
+}
+
+START_TEST(test_attention_coherent_rounding) { for_each_backend(coherent_case); }
 END_TEST
 
 /* ---------------------------------------------------------- fp16 input */
@@ -975,6 +1035,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_attention_model_shapes);
     tcase_add_test(tc, test_attention_extreme_scale);
     tcase_add_test(tc, test_attention_dominant_keys);
+    tcase_add_test(tc, test_attention_coherent_rounding);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -13,7 +13,7 @@
  * output rows until gear_cpu_values_unpermute.  Outlier and low-rank terms
  * of values go to a second, natural-order accumulator (onat).
  *
- * Where the CPU has VBMI and VNNI (head dim 64 or 128), the codes enter
+ * Where the CPU has VBMI, VNNI and DQ (head dim 64 or 128), the codes enter
  * through int8 dot products against 16-bit fixed-point weights instead
  * (key_scores_fix, values_fix below): same layout, same permuted order.
  * That kernel also takes 4-bit codes (kivi4, kcvt4, gear4): 16 bytes hold
@@ -544,7 +544,7 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
 }
 
 /*
- * Fixed-point variant (AVX-512 VBMI + VNNI, head dim 64 or 128): the
+ * Fixed-point variant (AVX-512 VBMI + VNNI + DQ, head dim 64 or 128): the
  * weights that multiply the codes (q_c*scale_c for keys, p_t*scale_t for
  * values) become 16-bit fixed point per (block, row) and every code enters
  * through vpdpbusd, which sums four u8 x s8 products per lane exactly in
@@ -555,7 +555,7 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
  * pass over the rounding's own grid (KEY_LOGIT_ERR).  Minima,
  * outliers and the low rank stay in fp32 as above.
  */
-#define VINLINE static inline __attribute__((always_inline, target("avx512vbmi,avx512vnni")))
+#define VINLINE static inline __attribute__((always_inline, target("avx512vbmi,avx512vnni,avx512dq")))
 
 /* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi
  * signed, lo unsigned (the two bytes of an int16). */
@@ -586,24 +586,47 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
 
 
 /* v[0..m/16) (finite, largest magnitude top > 0) as int16 al*(256*hi[i] +
- * lo[i]) within +-32512; returns al.  With res, v becomes what the grid
- * missed, v - al*(256*hi + lo) (at most al/2 in magnitude). */
-VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, int res)
+ * lo[i]) within +-32512; returns al.  With worst, v becomes what the grid
+ * missed, in steps (v/al - (256*hi + lo), within +-1/2), and *worst the
+ * most that missed part can add up to, in magnitude, against any codes in
+ * [0, 1]: the larger of its positive and its negative sum. */
+VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
 {
-    float al = top / 32512.0f;
     __m512 k = _mm512_set1_ps(32512.0f / top);
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
     for (unsigned i = 0; i < m / 64; i++) {
         __m512i q[4];
         for (unsigned j = 0; j < 4; j++) {
-            q[j] = _mm512_cvtps_epi32(_mm512_mul_ps(v[4 * i + j], k));
-            if (res) v[4 * i + j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(q[j]), _mm512_set1_ps(al), v[4 * i + j]);
+            __m512 s = _mm512_mul_ps(v[4 * i + j], k);
+            q[j] = _mm512_cvtps_epi32(s);
+            if (worst) /* s - rint(s): exact, |s| <= 32512 */
+                v[4 * i + j] = _mm512_reduce_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         }
         __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
         _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(p0, hs, p1));
         _mm512_storeu_si512(lo + 64 * i, _mm512_permutex2var_epi8(p0, ls, p1));
     }
-    return al;
+    if (worst) { /* sums of the positive parts and of all, each as a tree */
+        __m512 ps[MAXD / 16], as[MAXD / 16];
+        unsigned nv = m / 16;
+        for (unsigned i = 0; i < nv; i++) {
+            ps[i] = _mm512_max_ps(v[i], _mm512_setzero_ps());
+            as[i] = v[i];
+        }
+        for (unsigned h = nv / 2; h >= 1; h /= 2)
+            for (unsigned i = 0; i < h; i++) {
+                ps[i] = _mm512_add_ps(ps[i], ps[i + h]);
+                as[i] = _mm512_add_ps(as[i], as[i + h]);
+            }
+        /* both in one reduction: positive parts in lanes 0-7, all in 8-15 */
+        __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ps[0], as[0], 0x44), _mm512_shuffle_f32x4(ps[0], as[0], 0xEE));
+        t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
+        t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+        t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+        float p = _mm512_cvtss_f32(t), n = p - _mm512_cvtss_f32(_mm512_shuffle_f32x4(t, t, 0xAA));
+        *worst = p > n ? p : n;
+    }
+    return top / 32512.0f;
 }
 
 /* Largest magnitude of v[0..n) as bits: Inf and NaN patterns are the largest. */
@@ -622,10 +645,12 @@ VINLINE uint32_t top_bits(const __m512 *v, unsigned n)
  * then reaches the output as it would in fp32); 0 when all are below
  * 2^-100 in magnitude (what they would add, times a softmax scale of at
  * most FIX_MAX_SCALE, is below fp32's resolution of any other term).
- * When al exceeds `coarse`, the grid's rounding is itself put on a second
- * grid (hi2, lo2; *al2), whose pass makes the weights exact to about
- * 2^-30 of the largest, as fp32's are; otherwise *al2 = 0 and hi2, lo2
- * are zero. */
+ * With hi2 (keys): when the grid's rounding could add up to more than
+ * `coarse` against codes in [0, 1] (its bound, exact for the worst
+ * codes), that rounding is put on a second grid (hi2, lo2; *al2), whose
+ * pass makes the weights exact to about 2^-30 of the largest, as fp32's
+ * are; otherwise *al2 = 0 and hi2, lo2 are left as they are (the caller
+ * clears them if another row takes the second pass). */
 VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
                     float *bias, float coarse, int8_t *hi2, uint8_t *lo2, float *al2)
 {
@@ -637,27 +662,20 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     }
     *bias = _mm512_reduce_add_ps(b);
     uint32_t tb = top_bits(v, m / 16);
-    float top, al;
+    float top, al, worst;
     memcpy(&top, &tb, 4);
     if (hi2) *al2 = 0.0f;
     if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
         memset(hi, 0, m);
         memset(lo, 0, m);
-        al = tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
-    } else if (!hi2 || top / 32512.0f <= coarse) {
-        return grid16(v, m, top, hi, lo, 0);
-    } else {
-        al = grid16(v, m, top, hi, lo, 1);
-        tb = top_bits(v, m / 16);
-        memcpy(&top, &tb, 4);
-        if (tb >= 0x0d800000u) { /* the rest is 2^-100 or more */
-            *al2 = grid16(v, m, top, hi2, lo2, 0);
-            return al;
-        }
+        return tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
     }
-    if (hi2) {
-        memset(hi2, 0, m);
-        memset(lo2, 0, m);
+    if (!hi2) return grid16(v, m, top, hi, lo, NULL);
+    al = grid16(v, m, top, hi, lo, &worst);
+    if (worst * al > coarse) {
+        tb = top_bits(v, m / 16); /* the rounding, in steps: not 0 here */
+        memcpy(&top, &tb, 4);
+        *al2 = grid16(v, m, top, hi2, lo2, NULL) * al;
     }
     return al;
 }
@@ -754,22 +772,20 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
     }
 }
 
-/* The score error a key grid of step al may leave, as a logit: at most
- * al/2 a weight, times codes up to 2^bits - 1 summed over d channels
- * (as a random walk, sqrt(d)), times the softmax scale.  Above this the
- * second pass runs (fix16).  Synthetic keys with q ~ 2 N(0,1) come to
- * 1e-3 to 2e-3, and real ones (SmolLM2) rarely pass it; four key channels
- * 25 times the others, or sink tokens whose keys widen every channel's
- * range, go far above, and gave an attention NMSE against fp32 of 1e-6
- * to 1e-5 with one pass (README: "Large weights in the fixed-point
- * kernel"). */
+/* The most a key logit may be off by the int16 grid's rounding before
+ * the second pass runs: fix16 bounds it exactly for the worst codes
+ * (softmax scale x (2^bits - 1) x the larger of the rounding's positive
+ * and negative sums).  Sink tokens whose keys widen every channel's
+ * range, or a few key channels 25 times the others, made it 1e-2 and
+ * more, and the attention NMSE against fp32 1e-6 to 1e-5 with one pass
+ * (README: "Large weights in the fixed-point kernel"). */
 #define KEY_LOGIT_ERR 2e-3f
 
 /* acc2: the second grid's sums (fix16), out of line: it is rare,
  * and inlined into every kernel variant it made the common case up to 4 %
  * slower.  R, bits and d become constants in each case, as dot_codes needs. */
 #define SECOND_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, w2, R_, acc, NULL, 0, 0, 0)
-__attribute__((noinline, target("avx512vbmi,avx512vnni"))) static void
+__attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void
 key_second_pass(const uint8_t *codes, const fixw *w2, unsigned R, unsigned bits, unsigned d, __m512i acc[QUAD][4])
 {
     unsigned c = (R - 1) * 4 + (bits == 4) * 2 + (d == 128);
@@ -802,7 +818,7 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
 {
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w, w2;
-    float bias[QUAD], coarse = 2.0f * KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1) * sqrtf((float)d));
+    float bias[QUAD], coarse = KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1));
     int fine = 0;
     part4 pt;
     if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
@@ -811,6 +827,12 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
                         &w2.al[r]);
         fine |= w2.al[r] != 0.0f;
     }
+    if (__builtin_expect(fine, 0)) /* rows that need no second pass add nothing to it */
+        for (unsigned r = 0; r < R; r++)
+            if (w2.al[r] == 0.0f) {
+                memset(w2.hi[r], 0, d);
+                memset(w2.lo[r], 0, d);
+            }
     __m512i acc[QUAD][4], acc2[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
     dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
     if (__builtin_expect(fine, 0)) key_second_pass(blk + L->off_codes, &w2, R, bits, d, acc2);
@@ -914,7 +936,7 @@ VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const bl
         }                                                                                    \
     } while (0)
 
-__attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix(const gear_attn2_block *a)
+__attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix(const gear_attn2_block *a)
 {
     ALL_ROWS(a, key_scores_fix, values_fix);
 }
@@ -922,7 +944,7 @@ __attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix(const ge
 /* Two heads of one query row each, phase by phase (keys of both, then the
  * softmax of both, then values): the two chains are independent, so one
  * head's work fills the other's latencies. */
-__attribute__((target("avx512vbmi,avx512vnni"))) static void attend_fix_pair(const gear_attn2_block *a)
+__attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix_pair(const gear_attn2_block *a)
 {
     blk2 fk[2], fv[2];
     float s[2][NB];

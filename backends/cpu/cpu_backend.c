@@ -213,7 +213,8 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
     gear_cpu_have_avx512_compress = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512dq") &&
                                     __builtin_cpu_supports("avx512vbmi2");
     gear_cpu_have_avx512_vnni = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512vbmi") &&
-                                __builtin_cpu_supports("avx512vnni") && getenv("GEAR_CPU_NO_VNNI") == NULL;
+                                __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
+                                getenv("GEAR_CPU_NO_VNNI") == NULL;
     gear_cpu_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                          __builtin_cpu_supports("f16c") && getenv("GEAR_CPU_NO_AVX2") == NULL;
 #endif

@@ -94,7 +94,7 @@ typedef struct gear_attn2_block {
  * softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale);
 /* Head dims 64 and 128 go through the fixed-point (VNNI) kernel when the
- * CPU has AVX-512 VBMI and VNNI and GEAR_CPU_NO_VNNI is unset. */
+ * CPU has AVX-512 VBMI, VNNI and DQ and GEAR_CPU_NO_VNNI is unset. */
 extern int gear_cpu_have_avx512_vnni;
 /* n (1 or 2) pairs of different KV heads, independent of each other. */
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
