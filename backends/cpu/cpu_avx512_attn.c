@@ -673,9 +673,11 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     if (!hi2) return grid16(v, m, top, hi, lo, NULL);
     al = grid16(v, m, top, hi, lo, &worst);
     if (worst * al > coarse) {
-        tb = top_bits(v, m / 16); /* the rounding, in steps: not 0 here */
+        /* the rounding, in steps; below 2^-100 of a step it cannot matter
+         * (and 32512/top would overflow) */
+        tb = top_bits(v, m / 16);
         memcpy(&top, &tb, 4);
-        *al2 = grid16(v, m, top, hi2, lo2, NULL) * al;
+        if (tb >= 0x0d800000u) *al2 = grid16(v, m, top, hi2, lo2, NULL) * al;
     }
     return al;
 }
