@@ -26,6 +26,7 @@
  * registry is iterated, so new backends join without edits.  Runs without
  * fork (GPU runtimes do not survive fork).
  */
+#include <fenv.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -570,6 +571,19 @@ static void dominant_data(int sc, int hkv, int T, int d, int G, float *k, float 
         for (size_t r = 0; r < qn / d; r++)
             for (int i = 0; i < 4; i++) q[r * d + chans[i]] *= 4.0f;
     }
+    if (sc == 3) { /* two key channels far above the rest at one token a block, 0 elsewhere (code 0), the
+                    * query's large and negative there: the winning tokens' logits come from the small
+                    * weights, which two int16 grids held to 2^-31 of the large one (a second review: 1.5e-3) */
+        for (int h = 0; h < hkv; h++)
+            for (int t = 0; t < T; t++) {
+                k[((size_t)h * T + t) * d] = t % 64 == 5 ? 60000.0f : 0.0f;
+                k[((size_t)h * T + t) * d + 1] = t % 64 == 5 ? 41234.0f : 0.0f;
+            }
+        for (size_t r = 0; r < qn / d; r++) {
+            q[r * d] = -1e4f;
+            q[r * d + 1] = -8123.0f;
+        }
+    }
     if (sc == 2) { /* fp16's range */
         tu_fill_uniform(280, k, n, -65504.0f, 65504.0f);
         tu_fill_uniform(281, v, n, -65504.0f, 65504.0f);
@@ -586,9 +600,9 @@ static void dominant_case(gear_context *be, gear_context *ref, const char *name,
 {
     (void)same;
     static const char *const presets[] = {"kivi2", "gear2", "kivi4", "kcvt4", "gear4"};
-    static const char *const what[] = {"sink tokens", "large channels", "fp16 range"};
+    static const char *const what[] = {"sink tokens", "large channels", "fp16 range", "huge channels at code 0"};
     const int hkv = 2, T = 64 * 8 + 5;
-    for (int sc = 0; sc < 3; sc++)
+    for (int sc = 0; sc < 4; sc++)
         for (int di = 0; di < 2; di++)
             for (int G = 1; G <= 4; G += 3) {
                 const int d = di ? 128 : 64, hq = hkv * G;
@@ -620,6 +634,53 @@ static void dominant_case(gear_context *be, gear_context *ref, const char *name,
 }
 
 START_TEST(test_attention_dominant_keys) { for_each_backend(dominant_case); }
+END_TEST
+
+/* The same large-channel data with the caller's rounding mode set to
+ * downward around the attention: the cpu module's fixed-point grid once
+ * rounded its weights by the mode (cvtps2dq) but measured what it missed
+ * as if to nearest, and its second pass then added the wrong correction
+ * (a second review: NMSE 4.2e-6). */
+static void rounding_mode_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "kivi4", "gear2"};
+    const int hkv = 2, T = 64 * 8 + 5;
+    for (int di = 0; di < 2; di++)
+        for (int G = 1; G <= 4; G += 3) {
+            const int d = di ? 128 : 64, hq = hkv * G;
+            size_t qn = (size_t)hq * d;
+            float *k = tu_synth(300 + (uint64_t)di, GEAR_KEY, hkv, T, d), *v = tu_synth(305 + (uint64_t)di, GEAR_VALUE, hkv, T, d);
+            float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+            dominant_data(1, hkv, T, d, G, k, v, q);
+            for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+                gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                gear_cache *ca = NULL, *cb = NULL;
+                TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, T, &ca));
+                TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, T, &cb));
+                TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
+                TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+                float scale = 1.0f / sqrtf((float)d);
+                TU_OK(tu_cache_attention(ca, 0, q, hq, 1, d, scale, oa));
+                int mode = fegetround();
+                TU_CHECK(fesetround(FE_DOWNWARD) == 0);
+                gear_status st = tu_cache_attention(cb, 0, q, hq, 1, d, scale, ob);
+                fesetround(mode);
+                TU_OK(st);
+                TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_DOMINANT, "%s %s d %d G %d, rounding downward: attention NMSE %g",
+                          name, presets[p], d, G, tu_nmse(ob, oa, qn));
+                gear_cache_free(ca);
+                gear_cache_free(cb);
+            }
+            free(q);
+            free(oa);
+            free(ob);
+            free(k);
+            free(v);
+        }
+}
+
+START_TEST(test_attention_rounding_mode) { for_each_backend(rounding_mode_case); }
 END_TEST
 
 /* Weights that all round the same way on the fixed-point kernel's grid
@@ -1036,6 +1097,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_attention_extreme_scale);
     tcase_add_test(tc, test_attention_dominant_keys);
     tcase_add_test(tc, test_attention_coherent_rounding);
+    tcase_add_test(tc, test_attention_rounding_mode);
     suite_add_tcase(s, tc);
     return s;
 }

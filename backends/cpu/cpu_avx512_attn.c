@@ -551,19 +551,11 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
  * int32.  A weight w = al*(256*hi + lo) with hi, lo bytes, so a code costs
  * two vpdpbusd per row where the float kernel above spends four FMAs.
  * Rounding the weights (at most max|w|*2^-15) is the only difference from
- * fp32; where that could reach 2e-3 in a key logit, the keys take a second
- * pass over the rounding's own grid (KEY_LOGIT_ERR).  Minima,
+ * fp32; where that could reach 2e-3 in a key logit, the keys take one or
+ * two more passes over finer grids of what it missed (KEY_LOGIT_ERR).  Minima,
  * outliers and the low rank stay in fp32 as above.
  */
 #define VINLINE static inline __attribute__((always_inline, target("avx512vbmi,avx512vnni,avx512dq")))
-
-/* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi
- * signed, lo unsigned (the two bytes of an int16). */
-typedef struct fixw {
-    int8_t hi[QUAD][MAXD];
-    uint8_t lo[QUAD][MAXD];
-    float al[QUAD];
-} fixw;
 
 /* rows4[x]: byte 4i+k = byte rb*k + off + i (lane i gathers byte i of four
  * code rows): rb = 16 (x = 0), rb = 32 with off 0 and 16 (x = 1, 2). */
@@ -586,40 +578,38 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
 
 
 /* v[0..m/16) (finite, largest magnitude top > 0) as int16 al*(256*hi[i] +
- * lo[i]) within +-32512; returns al.  With worst, v becomes what the grid
- * missed, in steps (v/al - (256*hi + lo), within +-1/2), and *worst the
- * most that missed part can add up to, in magnitude, against any codes in
- * [0, 1]: the larger of its positive and its negative sum. */
-VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
+ * lo[i]) within +-32512, rounded to nearest whatever the caller's
+ * rounding mode; returns al.  With worst, *worst is the most the
+ * rounding can add up to, in steps, against any codes in [0, 1]: the
+ * larger of its positive and its negative sum (to fp32's rounding of
+ * v/al, about 2^-9 of a step per weight). */
+VINLINE float grid16(const __m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
 {
-    __m512 k = _mm512_set1_ps(32512.0f / top);
+    __m512 k = _mm512_set1_ps(32512.0f / top), red[MAXD / 16];
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
     for (unsigned i = 0; i < m / 64; i++) {
         __m512i q[4];
         for (unsigned j = 0; j < 4; j++) {
             __m512 s = _mm512_mul_ps(v[4 * i + j], k);
-            q[j] = _mm512_cvtps_epi32(s);
+            q[j] = _mm512_cvt_roundps_epi32(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             if (worst) /* s - rint(s): exact, |s| <= 32512 */
-                v[4 * i + j] = _mm512_reduce_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                red[4 * i + j] = _mm512_reduce_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         }
         __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
         _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(p0, hs, p1));
         _mm512_storeu_si512(lo + 64 * i, _mm512_permutex2var_epi8(p0, ls, p1));
     }
     if (worst) { /* sums of the positive parts and of all, each as a tree */
-        __m512 ps[MAXD / 16], as[MAXD / 16];
+        __m512 ps[MAXD / 16];
         unsigned nv = m / 16;
-        for (unsigned i = 0; i < nv; i++) {
-            ps[i] = _mm512_max_ps(v[i], _mm512_setzero_ps());
-            as[i] = v[i];
-        }
+        for (unsigned i = 0; i < nv; i++) ps[i] = _mm512_max_ps(red[i], _mm512_setzero_ps());
         for (unsigned h = nv / 2; h >= 1; h /= 2)
             for (unsigned i = 0; i < h; i++) {
                 ps[i] = _mm512_add_ps(ps[i], ps[i + h]);
-                as[i] = _mm512_add_ps(as[i], as[i + h]);
+                red[i] = _mm512_add_ps(red[i], red[i + h]);
             }
         /* both in one reduction: positive parts in lanes 0-7, all in 8-15 */
-        __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ps[0], as[0], 0x44), _mm512_shuffle_f32x4(ps[0], as[0], 0xEE));
+        __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ps[0], red[0], 0x44), _mm512_shuffle_f32x4(ps[0], red[0], 0xEE));
         t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
         t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
         t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
@@ -627,6 +617,17 @@ VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, 
         *worst = p > n ? p : n;
     }
     return top / 32512.0f;
+}
+
+/* v - al*rint(v*32512/top), what grid16 missed, in v's units: one
+ * rounding (FMA), so exact to fp32 relative to itself, not to top. */
+VINLINE void residual16(__m512 *v, unsigned m, float top, float al)
+{
+    __m512 k = _mm512_set1_ps(32512.0f / top);
+    for (unsigned i = 0; i < m / 16; i++) {
+        __m512 q = _mm512_roundscale_ps(_mm512_mul_ps(v[i], k), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v[i] = _mm512_fnmadd_ps(q, _mm512_set1_ps(al), v[i]);
+    }
 }
 
 /* Largest magnitude of v[0..n) as bits: Inf and NaN patterns are the largest. */
@@ -638,6 +639,17 @@ VINLINE uint32_t top_bits(const __m512 *v, unsigned n)
     return _mm512_reduce_max_epu32(mx);
 }
 
+/* Grids after the first that the key side may take (fix16). */
+#define NFINE 2
+
+/* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi
+ * signed, lo unsigned (the two bytes of an int16). */
+typedef struct fixw {
+    int8_t hi[QUAD][MAXD];
+    uint8_t lo[QUAD][MAXD];
+    float al[QUAD];
+} fixw;
+
 /* x[i]*w[i] for i < m (m = 64 or 128, a constant after inlining, so
  * the products stay in registers between the passes), as int16
  * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
@@ -645,14 +657,15 @@ VINLINE uint32_t top_bits(const __m512 *v, unsigned n)
  * then reaches the output as it would in fp32); 0 when all are below
  * 2^-100 in magnitude (what they would add, times a softmax scale of at
  * most FIX_MAX_SCALE, is below fp32's resolution of any other term).
- * With hi2 (keys): when the grid's rounding could add up to more than
- * `coarse` against codes in [0, 1] (its bound, exact for the worst
- * codes), that rounding is put on a second grid (hi2, lo2; *al2), whose
- * pass makes the weights exact to about 2^-30 of the largest, as fp32's
- * are; otherwise *al2 = 0 and hi2, lo2 are left as they are (the caller
- * clears them if another row takes the second pass). */
+ * With fine (keys, row r): while the rounding so far could add up to more
+ * than `coarse` against codes in [0, 1] (bounded for the worst codes),
+ * what it missed (exact, by FMA) goes on the next grid, fine[0] then
+ * fine[1]: each is 2^-15 of the last, and the row's weights end within
+ * 2^-45 of the largest, or within the bound.  Grids not taken get al 0
+ * and are left as they are (the caller clears them if another row takes
+ * them). */
 VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
-                    float *bias, float coarse, int8_t *hi2, uint8_t *lo2, float *al2)
+                    float *bias, float coarse, fixw *fine, unsigned r)
 {
     __m512 v[MAXD / 16], b = _mm512_setzero_ps();
     for (unsigned i = 0; i < m / 16; i++) {
@@ -664,20 +677,23 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     uint32_t tb = top_bits(v, m / 16);
     float top, al, worst;
     memcpy(&top, &tb, 4);
-    if (hi2) *al2 = 0.0f;
+    if (fine)
+        for (unsigned l = 0; l < NFINE; l++) fine[l].al[r] = 0.0f;
     if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
         memset(hi, 0, m);
         memset(lo, 0, m);
         return tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
     }
-    if (!hi2) return grid16(v, m, top, hi, lo, NULL);
+    if (!fine) return grid16(v, m, top, hi, lo, NULL);
     al = grid16(v, m, top, hi, lo, &worst);
-    if (worst * al > coarse) {
-        /* the rounding, in steps; below 2^-100 of a step it cannot matter
-         * (and 32512/top would overflow) */
+    float a = al;
+    for (unsigned l = 0; l < NFINE && worst * a > coarse; l++) {
+        residual16(v, m, top, a);
         tb = top_bits(v, m / 16);
+        if (tb < 0x0d800000u) break; /* below 2^-100: nothing fp32 would keep */
         memcpy(&top, &tb, 4);
-        if (tb >= 0x0d800000u) *al2 = grid16(v, m, top, hi2, lo2, NULL) * al;
+        a = grid16(v, m, top, fine[l].hi[r], fine[l].lo[r], &worst);
+        fine[l].al[r] = a;
     }
     return al;
 }
@@ -775,42 +791,57 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
 }
 
 /* The most a key logit may be off by the int16 grid's rounding before
- * the second pass runs: fix16 bounds it exactly for the worst codes
- * (softmax scale x (2^bits - 1) x the larger of the rounding's positive
- * and negative sums).  Sink tokens whose keys widen every channel's
- * range, or a few key channels 25 times the others, made it 1e-2 and
- * more, and the attention NMSE against fp32 1e-6 to 1e-5 with one pass
- * (README: "Large weights in the fixed-point kernel"). */
+ * a finer grid is taken: fix16 bounds it for the worst codes (softmax
+ * scale x (2^bits - 1) x the larger of the rounding's positive and
+ * negative sums).  Sink tokens whose keys widen every channel's range, or
+ * a few key channels 25 times the others, made it 1e-2 and more, and the
+ * attention NMSE against fp32 1e-6 to 1e-5 with one grid (README: "Large
+ * weights in the fixed-point kernel"). */
 #define KEY_LOGIT_ERR 2e-3f
 
-/* acc2: the second grid's sums (fix16), out of line: it is rare,
- * and inlined into every kernel variant it made the common case up to 4 %
- * slower.  R, bits and d become constants in each case, as dot_codes needs. */
-#define SECOND_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, w2, R_, acc, NULL, 0, 0, 0)
+/* v[r][j] += the finer grids' scores (fix16) of the levels some row
+ * took, out of line: they are rare, and inlined into every kernel variant
+ * the second pass alone made the common case up to 4 % slower.  R, bits
+ * and d become constants in each case, as dot_codes needs. */
+#define FINE_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, &fine[l], R_, acc, NULL, 0, 0, 0)
 __attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void
-key_second_pass(const uint8_t *codes, const fixw *w2, unsigned R, unsigned bits, unsigned d, __m512i acc[QUAD][4])
+key_fine_passes(const uint8_t *codes, fixw *fine, unsigned R, unsigned bits, unsigned d, __m512 v[QUAD][4])
 {
-    unsigned c = (R - 1) * 4 + (bits == 4) * 2 + (d == 128);
-    switch (c) {
-    case 0: SECOND_PASS(1, 2, 64); break;
-    case 1: SECOND_PASS(1, 2, 128); break;
-    case 2: SECOND_PASS(1, 4, 64); break;
-    case 3: SECOND_PASS(1, 4, 128); break;
-    case 4: SECOND_PASS(2, 2, 64); break;
-    case 5: SECOND_PASS(2, 2, 128); break;
-    case 6: SECOND_PASS(2, 4, 64); break;
-    case 7: SECOND_PASS(2, 4, 128); break;
-    case 8: SECOND_PASS(3, 2, 64); break;
-    case 9: SECOND_PASS(3, 2, 128); break;
-    case 10: SECOND_PASS(3, 4, 64); break;
-    case 11: SECOND_PASS(3, 4, 128); break;
-    case 12: SECOND_PASS(4, 2, 64); break;
-    case 13: SECOND_PASS(4, 2, 128); break;
-    case 14: SECOND_PASS(4, 4, 64); break;
-    default: SECOND_PASS(4, 4, 128); break;
+    for (unsigned l = 0; l < NFINE; l++) {
+        int any = 0;
+        for (unsigned r = 0; r < R; r++) any |= fine[l].al[r] != 0.0f;
+        if (!any) break; /* a row takes level l + 1 only after level l */
+        for (unsigned r = 0; r < R; r++) /* rows that did not take it add nothing */
+            if (fine[l].al[r] == 0.0f) {
+                memset(fine[l].hi[r], 0, d);
+                memset(fine[l].lo[r], 0, d);
+            }
+        __m512i acc[QUAD][4];
+        memset(acc, 0, sizeof acc); /* each case sets its R rows; GCC cannot see that */
+        switch ((R - 1) * 4 + (bits == 4) * 2 + (d == 128)) {
+        case 0: FINE_PASS(1, 2, 64); break;
+        case 1: FINE_PASS(1, 2, 128); break;
+        case 2: FINE_PASS(1, 4, 64); break;
+        case 3: FINE_PASS(1, 4, 128); break;
+        case 4: FINE_PASS(2, 2, 64); break;
+        case 5: FINE_PASS(2, 2, 128); break;
+        case 6: FINE_PASS(2, 4, 64); break;
+        case 7: FINE_PASS(2, 4, 128); break;
+        case 8: FINE_PASS(3, 2, 64); break;
+        case 9: FINE_PASS(3, 2, 128); break;
+        case 10: FINE_PASS(3, 4, 64); break;
+        case 11: FINE_PASS(3, 4, 128); break;
+        case 12: FINE_PASS(4, 2, 64); break;
+        case 13: FINE_PASS(4, 2, 128); break;
+        case 14: FINE_PASS(4, 4, 64); break;
+        default: FINE_PASS(4, 4, 128); break;
+        }
+        for (unsigned r = 0; r < R; r++)
+            for (unsigned j = 0; j < 4; j++)
+                v[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(fine[l].al[r]), v[r][j]);
     }
 }
-#undef SECOND_PASS
+#undef FINE_PASS
 
 /* key_scores2 in fixed point, for `bits` (2 or 4) bits a code and head
  * dim d: constants after inlining.  scale: the softmax scale, for the
@@ -819,35 +850,27 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
                               unsigned R, float *s, const uint8_t *next, float scale, unsigned bits, unsigned d)
 {
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
-    fixw w, w2;
+    fixw w, fine[NFINE];
     float bias[QUAD], coarse = KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1));
-    int fine = 0;
+    int more = 0;
     part4 pt;
     if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
     for (unsigned r = 0; r < R; r++) { /* the minima enter once per token */
-        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, w2.hi[r], w2.lo[r],
-                        &w2.al[r]);
-        fine |= w2.al[r] != 0.0f;
+        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, fine, r);
+        more |= fine[0].al[r] != 0.0f;
     }
-    if (__builtin_expect(fine, 0)) /* rows that need no second pass add nothing to it */
-        for (unsigned r = 0; r < R; r++)
-            if (w2.al[r] == 0.0f) {
-                memset(w2.hi[r], 0, d);
-                memset(w2.lo[r], 0, d);
-            }
-    __m512i acc[QUAD][4], acc2[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
+    __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
+    __m512 v[QUAD][4];
     dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
-    if (__builtin_expect(fine, 0)) key_second_pass(blk + L->off_codes, &w2, R, bits, d, acc2);
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 4; j++)
+            v[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+    if (__builtin_expect(more, 0)) key_fine_passes(blk + L->off_codes, fine, R, bits, d, v);
     for (unsigned r = 0; r < R; r++) {
-        __m512 v[4];
-        for (unsigned j = 0; j < 4; j++) {
-            v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
-            if (fine) v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc2[r][j]), _mm512_set1_ps(w2.al[r]), v[j]);
-        }
         if (bits == 2)
-            unpermute64(v, s + r * NB);
+            unpermute64(v[r], s + r * NB);
         else
-            unpermute64_b4(v, s + r * NB);
+            unpermute64_b4(v[r], s + r * NB);
     }
     key_extras(L, f, q, R, s, pt);
 }
@@ -879,8 +902,7 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
         unsigned g = ch * 64 / L->group;
         if (ch == 0 || g != (ch - 1) * 64 / L->group)
             for (unsigned r = 0; r < R; r++) {
-                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL,
-                                NULL, NULL);
+                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL, 0);
             }
         __m512i acc[QUAD][4];
         /* value rows are tokens: a step takes chunk ch of four, rb apart */
