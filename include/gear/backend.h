@@ -259,11 +259,13 @@ GEAR_HD unsigned gear_cq_nearest(const float *x, uint32_t skip, const float *cb,
 
 /* e^x for x <= 0, the argument range of a softmax after subtracting the
  * running maximum; relative error about 2e-7, and 0 for x < -87 or -inf.
- * Branch-free (one select), so loops over it vectorize without libm;
+ * NaN in gives NaN out.  Branch-free (selects only), so loops over it
+ * vectorize without libm;
  * shared by the host backends and the benchmarks' fp16 baseline. */
 GEAR_HD float gear_exp_neg(float x)
 {
     float xc = x < -87.0f ? -87.0f : x;
+    xc = xc == xc ? xc : 0.0f; /* NaN (from Inf - Inf): k must stay a number; NaN comes back below */
     float k = rintf(xc * 1.44269504f);
     float r = fmaf(k, -0.693145752f, xc);
     r = fmaf(k, -1.42860677e-6f, r);
@@ -276,7 +278,7 @@ GEAR_HD float gear_exp_neg(float x)
     p = fmaf(p, r, 1.0f);
     union { float f; int32_t i; } u;
     u.i = ((int32_t)k + 127) << 23;
-    return x < -87.0f ? 0.0f : p * u.f;
+    return x < -87.0f ? 0.0f : x == x ? p * u.f : x;
 }
 
 /* Where a block came from: keys the start matrix. */
