@@ -579,13 +579,14 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
 
 /* v[0..m/16) (finite, largest magnitude top > 0) as int16 al*(256*hi[i] +
  * lo[i]) within +-32512, rounded to nearest whatever the caller's
- * rounding mode; returns al.  With worst, *worst is the most the
+ * rounding mode; returns al.  With worst, v is overwritten (by the
+ * rounding in steps, fewer registers than a copy) and *worst is the most the
  * rounding can add up to, in steps, against any codes in [0, 1]: the
  * larger of its positive and its negative sum (to fp32's rounding of
  * v/al, about 2^-9 of a step per weight). */
-VINLINE float grid16(const __m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
+VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
 {
-    __m512 k = _mm512_set1_ps(32512.0f / top), red[MAXD / 16];
+    __m512 k = _mm512_set1_ps(32512.0f / top), *red = v;
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
     for (unsigned i = 0; i < m / 64; i++) {
         __m512i q[4];
@@ -661,11 +662,12 @@ typedef struct fixw {
  * than `coarse` against codes in [0, 1] (bounded for the worst codes),
  * what it missed (exact, by FMA) goes on the next grid, fine[0] then
  * fine[1]: each is 2^-15 of the last, and the row's weights end within
- * 2^-45 of the largest, or within the bound.  Grids not taken get al 0
- * and are left as they are (the caller clears them if another row takes
- * them). */
+ * 2^-45 of the largest, or within the bound; their steps go to
+ * fal[level][r], 0 for grids not taken, which are left as they are (the
+ * caller clears them if another row takes them).  The steps apart from
+ * the grids: the common path then touches none of the grids' memory. */
 VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
-                    float *bias, float coarse, fixw *fine, unsigned r)
+                    float *bias, float coarse, fixw *fine, float (*fal)[QUAD], unsigned r)
 {
     __m512 v[MAXD / 16], b = _mm512_setzero_ps();
     for (unsigned i = 0; i < m / 16; i++) {
@@ -678,7 +680,7 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     float top, al, worst;
     memcpy(&top, &tb, 4);
     if (fine)
-        for (unsigned l = 0; l < NFINE; l++) fine[l].al[r] = 0.0f;
+        for (unsigned l = 0; l < NFINE; l++) fal[l][r] = 0.0f;
     if (tb >= 0x7f800000u || tb < 0x0d800000u) { /* not finite; below 2^-100 */
         memset(hi, 0, m);
         memset(lo, 0, m);
@@ -686,14 +688,16 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     }
     if (!fine) return grid16(v, m, top, hi, lo, NULL);
     al = grid16(v, m, top, hi, lo, &worst);
-    float a = al;
-    for (unsigned l = 0; l < NFINE && worst * a > coarse; l++) {
-        residual16(v, m, top, a);
+    float tops[NFINE + 1] = {top}, als[NFINE + 1] = {al};
+    for (unsigned l = 0; l < NFINE && worst * als[l] > coarse; l++) {
+        /* the products again, less every grid so far: rare, and cheaper
+         * than keeping them in registers through grid16 */
+        for (unsigned i = 0; i < m / 16; i++) v[i] = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(w + 16 * i));
+        for (unsigned j = 0; j <= l; j++) residual16(v, m, tops[j], als[j]);
         tb = top_bits(v, m / 16);
         if (tb < 0x0d800000u) break; /* below 2^-100: nothing fp32 would keep */
-        memcpy(&top, &tb, 4);
-        a = grid16(v, m, top, fine[l].hi[r], fine[l].lo[r], &worst);
-        fine[l].al[r] = a;
+        memcpy(&tops[l + 1], &tb, 4);
+        als[l + 1] = fal[l][r] = grid16(v, m, tops[l + 1], fine[l].hi[r], fine[l].lo[r], &worst);
     }
     return al;
 }
@@ -799,17 +803,21 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
  * weights in the fixed-point kernel"). */
 #define KEY_LOGIT_ERR 2e-3f
 
-/* v[r][j] += the finer grids' scores (fix16) of the levels some row
- * took, out of line: they are rare, and inlined into every kernel variant
+/* sum[r][j] = the finer grids' scores (fix16) of the levels some row
+ * took, out of line (into its own array, so that the caller's scores stay
+ * in registers): they are rare, and inlined into every kernel variant
  * the second pass alone made the common case up to 4 % slower.  R, bits
  * and d become constants in each case, as dot_codes needs. */
 #define FINE_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, &fine[l], R_, acc, NULL, 0, 0, 0)
 __attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void
-key_fine_passes(const uint8_t *codes, fixw *fine, unsigned R, unsigned bits, unsigned d, __m512 v[QUAD][4])
+key_fine_passes(const uint8_t *codes, fixw *fine, float (*fal)[QUAD], unsigned R, unsigned bits, unsigned d,
+                __m512 sum[QUAD][4])
 {
+    for (unsigned r = 0; r < QUAD; r++)
+        for (unsigned j = 0; j < 4; j++) sum[r][j] = _mm512_setzero_ps();
     for (unsigned l = 0; l < NFINE; l++) {
         int any = 0;
-        for (unsigned r = 0; r < R; r++) any |= fine[l].al[r] != 0.0f;
+        for (unsigned r = 0; r < R; r++) any |= (fine[l].al[r] = fal[l][r]) != 0.0f;
         if (!any) break; /* a row takes level l + 1 only after level l */
         for (unsigned r = 0; r < R; r++) /* rows that did not take it add nothing */
             if (fine[l].al[r] == 0.0f) {
@@ -838,7 +846,7 @@ key_fine_passes(const uint8_t *codes, fixw *fine, unsigned R, unsigned bits, uns
         }
         for (unsigned r = 0; r < R; r++)
             for (unsigned j = 0; j < 4; j++)
-                v[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(fine[l].al[r]), v[r][j]);
+                sum[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(fine[l].al[r]), sum[r][j]);
     }
 }
 #undef FINE_PASS
@@ -851,26 +859,29 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
 {
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w, fine[NFINE];
+    float fal[NFINE][QUAD];
     float bias[QUAD], coarse = KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1));
     int more = 0;
     part4 pt;
     if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
     for (unsigned r = 0; r < R; r++) { /* the minima enter once per token */
-        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, fine, r);
-        more |= fine[0].al[r] != 0.0f;
+        w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, fine, fal, r);
+        more |= fal[0][r] != 0.0f;
     }
     __m512i acc[QUAD][4]; /* key rows are channels of 64 tokens; a step takes four */
-    __m512 v[QUAD][4];
+    __m512 more_sum[QUAD][4];
     dot_codes(blk + L->off_codes, 4 * rb, rb, 0, bits, d / 4, &w, R, acc, next, 0, (lines + d / 4 - 1) / (d / 4), lines);
-    for (unsigned r = 0; r < R; r++)
-        for (unsigned j = 0; j < 4; j++)
-            v[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
-    if (__builtin_expect(more, 0)) key_fine_passes(blk + L->off_codes, fine, R, bits, d, v);
+    if (__builtin_expect(more, 0)) key_fine_passes(blk + L->off_codes, fine, fal, R, bits, d, more_sum);
     for (unsigned r = 0; r < R; r++) {
+        __m512 v[4];
+        for (unsigned j = 0; j < 4; j++) {
+            v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+            if (more) v[j] = _mm512_add_ps(v[j], more_sum[r][j]);
+        }
         if (bits == 2)
-            unpermute64(v[r], s + r * NB);
+            unpermute64(v, s + r * NB);
         else
-            unpermute64_b4(v[r], s + r * NB);
+            unpermute64_b4(v, s + r * NB);
     }
     key_extras(L, f, q, R, s, pt);
 }
@@ -902,7 +913,7 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
         unsigned g = ch * 64 / L->group;
         if (ch == 0 || g != (ch - 1) * 64 / L->group)
             for (unsigned r = 0; r < R; r++) {
-                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL, 0);
+                w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL, NULL, 0);
             }
         __m512i acc[QUAD][4];
         /* value rows are tokens: a step takes chunk ch of four, rb apart */
