@@ -336,6 +336,13 @@ gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
     return GEAR_OK;
 }
 
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
 /* Attention in the stored shape: q and out [hq, nq, d]. */
 static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_tensor *q,
                                     float scale, gear_tensor *out)
@@ -379,6 +386,13 @@ static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_te
              ? gear_backend_failed(c->ctx, c->ctx->be->attention(c->ctx->state, &a), "attention")
              : GEAR_ERR_UNSUPPORTED;
     if (st == GEAR_ERR_UNSUPPORTED) /* no fused kernel for this shape: the core's path */
+        st = gear_attention_layer(c->ctx, &a);
+    else if (!st && !all_finite(ob, qn))
+        /* The fused kernels work in fp32, and a huge finite query can
+         * overflow their intermediates (a bound, a dot product) where the
+         * scores themselves fit: the core's path, which ref runs and which
+         * accumulates in double, decides, so every backend gives ref's
+         * status. */
         st = gear_attention_layer(c->ctx, &a);
     /* Finite inputs can still overflow fp32 (a query of 1e38 times a key of
      * 10): refuse rather than hand back NaN or Inf with GEAR_OK. */

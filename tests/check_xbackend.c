@@ -542,6 +542,58 @@ static void extreme_scale_case(gear_context *be, gear_context *ref, const char *
 START_TEST(test_attention_extreme_scale) { for_each_backend(extreme_scale_case); }
 END_TEST
 
+/* Huge finite queries with an ordinary scale: the scores may or may not
+ * fit fp32, and every backend must give ref's status (GEAR_ERR_RANGE only
+ * where ref overflows too) and, when both succeed, ref's output.  A query
+ * channel of 1e38 once gave the cpu module GEAR_ERR_RANGE where ref
+ * returned the one-hot softmax: its fp32 intermediates (the fixed-point
+ * grid's bound, the dot products) overflowed where the scores did not. */
+static void huge_query_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "gear2", "kivi4", "gear4", "fp16"};
+    static const char *const what[] = {"one channel 1e38", "one channel 3e37", "all x 1e36", "all x 1e37"};
+    const int hkv = 2, T = 64 * 4 + 9;
+    for (int di = 0; di < 2; di++)
+        for (int G = 1; G <= 4; G += 3) {
+            const int d = di ? 128 : 64, hq = hkv * G;
+            size_t qn = (size_t)hq * d;
+            float *k = tu_synth(300 + (uint64_t)di, GEAR_KEY, hkv, T, d), *v = tu_synth(305 + (uint64_t)di, GEAR_VALUE, hkv, T, d);
+            float *q0 = tu_alloc_f(qn), *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+            gear_synth_normal(310 + (uint64_t)di, (int)qn, q0);
+            for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+                gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                gear_cache *ca = NULL, *cb = NULL;
+                TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, T, &ca));
+                TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, T, &cb));
+                TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
+                TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+                for (int w = 0; w < 4; w++) {
+                    for (size_t i = 0; i < qn; i++)
+                        q[i] = w < 2 ? (i % (size_t)d == 5 ? (w ? 3e37f : 1e38f) : q0[i]) : q0[i] * (w == 2 ? 1e36f : 1e37f);
+                    gear_status sa = tu_cache_attention(ca, 0, q, hq, 1, d, 0.125f, oa);
+                    gear_status sb = tu_cache_attention(cb, 0, q, hq, 1, d, 0.125f, ob);
+                    TU_ASSERT(sa == sb, "%s %s d %d G %d, %s: status %d, ref %d", name, presets[p], d, G, what[w],
+                              (int)sb, (int)sa);
+                    if (sa == GEAR_OK && sb == GEAR_OK)
+                        TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s d %d G %d, %s: attention NMSE %g", name,
+                                  presets[p], d, G, what[w], tu_nmse(ob, oa, qn));
+                }
+                gear_cache_free(ca);
+                gear_cache_free(cb);
+            }
+            free(q0);
+            free(q);
+            free(oa);
+            free(ob);
+            free(k);
+            free(v);
+        }
+}
+
+START_TEST(test_attention_huge_queries) { for_each_backend(huge_query_case); }
+END_TEST
+
 /* Keys whose few large weights set the fixed-point grid of a whole
  * block row: sink tokens (keys +-1000 at positions 0 and 1, widening the
  * range of every channel), four key channels 25 times the rest with the
@@ -1075,6 +1127,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
     tcase_add_test(tc, test_attention_extreme_scale);
+    tcase_add_test(tc, test_attention_huge_queries);
     tcase_add_test(tc, test_attention_dominant_keys);
     tcase_add_test(tc, test_attention_coherent_rounding);
     tcase_add_test(tc, test_attention_rounding_mode);
