@@ -88,6 +88,24 @@ static void *convert(const float *x, size_t n, gear_dtype dt)
 
 static const gear_dtype dtypes[3] = {GEAR_F32, GEAR_F16, GEAR_BF16};
 
+/* Attention of layer 0 for q ([hq, nq, d] floats, handed over as dt):
+ * must fail with `want` and leave out untouched. */
+static void expect_refused(gear_cache *c, const float *q, int hq, int nq, int d, gear_dtype dt, float scale,
+                           gear_status want)
+{
+    size_t qn = (size_t)hq * nq * d;
+    void *qb = convert(q, qn, dt);
+    float *out = tu_alloc_f(qn);
+    for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
+    gear_tensor tq, to;
+    TU_OK(gear_tensor_init(&tq, qb, dt, 3, hq, nq, d, 0));
+    TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, d, 0));
+    TU_STATUS(gear_cache_attention(c, 0, &tq, scale, &to), want);
+    for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+    free(qb);
+    free(out);
+}
+
 /* ------------------------------------------------ non-finite values */
 
 /* Row: NaN, +Inf or -Inf in k or v, in every dtype, at a buffered token,
@@ -172,17 +190,8 @@ START_TEST(test_nonfinite_query)
                     float *qq = tu_alloc_f(qn);
                     memcpy(qq, q, sizeof(float) * qn);
                     qq[at] = bads[bi];
-                    void *qb = convert(qq, qn, dtypes[di]);
-                    float *out = tu_alloc_f(qn);
-                    for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
-                    gear_tensor tq, to;
-                    TU_OK(gear_tensor_init(&tq, qb, dtypes[di], 3, hq, nq, D, 0));
-                    TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, D, 0));
-                    TU_STATUS(gear_cache_attention(c, 0, &tq, 0.25f, &to), GEAR_ERR_NONFINITE);
-                    for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+                    expect_refused(c, qq, hq, nq, D, dtypes[di], 0.25f, GEAR_ERR_NONFINITE);
                     free(qq);
-                    free(qb);
-                    free(out);
                 }
         float *out = tu_alloc_f(qn);
         TU_STATUS(tu_cache_attention(c, 0, q, hq, nq, D, NAN, out), GEAR_ERR_NONFINITE);
@@ -194,15 +203,8 @@ START_TEST(test_nonfinite_query)
         for (int di = 0; di < 3; di += 2) { /* f32 and bf16 hold 3e38 */
             float *qq = tu_alloc_f(qn);
             for (size_t i = 0; i < qn; i++) qq[i] = (i % 2 ? 3e38f : -3e38f) * (i % 3 ? 1.0f : 0.5f);
-            void *qb = convert(qq, qn, dtypes[di]);
-            for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
-            gear_tensor tq, to;
-            TU_OK(gear_tensor_init(&tq, qb, dtypes[di], 3, hq, nq, D, 0));
-            TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, D, 0));
-            TU_STATUS(gear_cache_attention(c, 0, &tq, 1.0f, &to), GEAR_ERR_RANGE);
-            for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+            expect_refused(c, qq, hq, nq, D, dtypes[di], 1.0f, GEAR_ERR_RANGE);
             free(qq);
-            free(qb);
         }
         TU_ASSERT(same_cache(c, before, len), "attention changed the cache");
         free(out);
@@ -241,21 +243,12 @@ START_TEST(test_nonfinite_query_wide)
                         for (size_t at = 7; at < qn; at += qn / 3) {
                             memcpy(qq, q, sizeof(float) * qn);
                             qq[at] = bads[(at / 7) % 3];
-                            void *qb = convert(qq, qn, dtypes[di]);
-                            for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
-                            gear_tensor tq, to;
-                            TU_OK(gear_tensor_init(&tq, qb, dtypes[di], 3, hq, nq, d, 0));
-                            TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, d, 0));
-                            TU_STATUS(gear_cache_attention(c, 0, &tq, 0.125f, &to), GEAR_ERR_NONFINITE);
-                            for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
-                            free(qb);
+                            expect_refused(c, qq, hq, nq, d, dtypes[di], 0.125f, GEAR_ERR_NONFINITE);
                         }
                     /* 3e38: the scores overflow fp32; 1e30: they do not,
                      * and the softmax is one-hot */
                     for (size_t i = 0; i < qn; i++) qq[i] = (i % 2 ? 3e38f : -3e38f) * (i % 3 ? 1.0f : 0.5f);
-                    for (size_t i = 0; i < qn; i++) out[i] = 12345.0f;
-                    TU_STATUS(tu_cache_attention(c, 0, qq, hq, nq, d, 1.0f, out), GEAR_ERR_RANGE);
-                    for (size_t i = 0; i < qn; i++) TU_CHECK(out[i] == 12345.0f);
+                    expect_refused(c, qq, hq, nq, d, GEAR_F32, 1.0f, GEAR_ERR_RANGE);
                     for (size_t i = 0; i < qn; i++) qq[i] = q[i] * 1e30f;
                     TU_OK(tu_cache_attention(c, 0, qq, hq, nq, d, 0.125f, out));
                     for (size_t i = 0; i < qn; i++)

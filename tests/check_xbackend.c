@@ -981,6 +981,28 @@ static float *edge_input(int c, gear_kind kind, int H, int T, int d)
     return x;
 }
 
+/* Streams sa (ref) and sb (be) of one tensor of shape s: the same
+ * length, byte-identical where no low-rank factor can differ (or `same`),
+ * else equal codes, scales and outliers (compare_streams); and
+ * reconstructions within NMSE_MAX.  Frees both streams. */
+static void streams_agree(gear_context *be, gear_context *ref, int same, const gear_config *cfg, const shape *s,
+                          const char *what, uint8_t *sa, size_t la, uint8_t *sb, size_t lb)
+{
+    size_t N = (size_t)s->H * s->T * s->d;
+    TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
+    if (same || !preset_has_lowrank(cfg))
+        TU_ASSERT(!memcmp(sa, sb, la), "%s: streams are not byte-identical", what);
+    else
+        compare_streams(sa, sb, la, cfg, s, what);
+    float *ya = tu_decompress(ref, sa, la, s->H, s->T, s->d);
+    float *yb = tu_decompress(be, sb, lb, s->H, s->T, s->d);
+    TU_ASSERT(tu_nmse(yb, ya, N) < NMSE_MAX, "%s: reconstruction NMSE %g", what, tu_nmse(yb, ya, N));
+    free(ya);
+    free(yb);
+    free(sa);
+    free(sb);
+}
+
 /* Head dims 64 and 128 at the default block, every uniform bit width,
  * with and without outliers and low rank, on edge_input: codes, scales
  * and outliers exact, reconstructions within NMSE_MAX. */
@@ -1000,22 +1022,10 @@ static void edge_case(gear_context *be, gear_context *ref, const char *name, int
                         snprintf(what, sizeof what, "%s vs ref, edge input %d, %s %u bits %s d %d", name, c,
                                  names[p], bits[b], kind ? "V" : "K", d);
                         float *x = edge_input(c, (gear_kind)kind, s.H, s.T, d);
-                        size_t la, lb, N = (size_t)s.H * s.T * d;
+                        size_t la, lb;
                         uint8_t *sa = tu_compress(ref, &cfg, x, s.H, s.T, d, 2, &la);
                         uint8_t *sb = tu_compress(be, &cfg, x, s.H, s.T, d, 2, &lb);
-                        TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
-                        if (same || !preset_has_lowrank(&cfg))
-                            TU_ASSERT(!memcmp(sa, sb, la), "%s: streams are not byte-identical", what);
-                        else
-                            compare_streams(sa, sb, la, &cfg, &s, what);
-                        float *ya = tu_decompress(ref, sa, la, s.H, s.T, d);
-                        float *yb = tu_decompress(be, sb, lb, s.H, s.T, d);
-                        TU_ASSERT(tu_nmse(yb, ya, N) < NMSE_MAX, "%s: reconstruction NMSE %g", what,
-                                  tu_nmse(yb, ya, N));
-                        free(ya);
-                        free(yb);
-                        free(sa);
-                        free(sb);
+                        streams_agree(be, ref, same, &cfg, &s, what, sa, la, sb, lb);
                         free(x);
                     }
 }
@@ -1059,18 +1069,7 @@ static void f16_edge_case(gear_context *be, gear_context *ref, const char *name,
                     size_t la, lb;
                     TU_OK(compress_f16_view(ref, &cfg, x16, s.H, s.T, d, d, &sa, &la));
                     TU_OK(compress_f16_view(be, &cfg, x16, s.H, s.T, d, d, &sb, &lb));
-                    TU_ASSERT(la == lb, "%s: %zu vs %zu bytes", what, lb, la);
-                    if (same || !preset_has_lowrank(&cfg))
-                        TU_ASSERT(!memcmp(sa, sb, la), "%s: streams are not byte-identical", what);
-                    else
-                        compare_streams(sa, sb, la, &cfg, &s, what);
-                    float *ya = tu_decompress(ref, sa, la, s.H, s.T, d);
-                    float *yb = tu_decompress(be, sb, lb, s.H, s.T, d);
-                    TU_ASSERT(tu_nmse(yb, ya, N) < NMSE_MAX, "%s: reconstruction NMSE %g", what, tu_nmse(yb, ya, N));
-                    free(ya);
-                    free(yb);
-                    free(sa);
-                    free(sb);
+                    streams_agree(be, ref, same, &cfg, &s, what, sa, la, sb, lb);
                     free(x16);
                     free(x);
                 }
