@@ -262,8 +262,15 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
 }
 
 /* Lines of the next block to fetch, one per iteration of a code loop of
- * `iters`: the blocks of one item are far apart (one per head), beyond the
- * hardware prefetchers' reach. */
+ * `iters`: an item's blocks follow each other in the arena, but the
+ * hardware prefetchers stop at 4 KiB pages, which a block of 1-5 KiB
+ * crosses every pair or two (without these prefetches kivi2 ran 2.6x
+ * slower from DRAM).  They fetch into L2 (_MM_HINT_T2), not L1: into L1
+ * the next pair's lines and the kernel's scratch no longer fit a 32 KiB
+ * L1d together once a pair has outliers or low rank or 4-bit codes (Zen 4
+ * VM, tenth session, from DRAM: gear2 at head dim 128 and G = 1 took 40 %
+ * less time a pair, gear4 and kivi4 14-46 % less, kivi2 within 5 %
+ * either way; in cache no change). */
 INLINE unsigned prefetch_count(const uint8_t *next, size_t bytes, unsigned iters)
 {
     size_t lines = (bytes + 63) / 64;
@@ -452,7 +459,7 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
     unsigned npf = prefetch_count(next, L->bytes, d);
     for (unsigned c = 0; c < d; c++) {
         __m512 v[4];
-        if (c < npf) _mm_prefetch((const char *)next + 64 * c, _MM_HINT_T0);
+        if (c < npf) _mm_prefetch((const char *)next + 64 * c, _MM_HINT_T2);
         decode64(codes + 16 * c, v);
         for (unsigned r = 0; r < R; r++) {
             __m512 w = _mm512_set1_ps(qs[r * d + c]);
@@ -487,7 +494,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
         }
         for (unsigned t = 0; t < NB; t++) {
             __m512 v[4];
-            if (g * NB + t < npf) _mm_prefetch((const char *)next + 64 * (g * NB + t), _MM_HINT_T0);
+            if (g * NB + t < npf) _mm_prefetch((const char *)next + 64 * (g * NB + t), _MM_HINT_T2);
             decode64(codes + (size_t)t * L->row_bytes + 16 * g, v);
             for (unsigned r = 0; r < R; r++) {
                 __m512 w = _mm512_set1_ps(pw[r * NB + t]);
@@ -756,7 +763,7 @@ VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsign
     for (unsigned st = 0; st < steps; st++) {
         if (next)
             for (unsigned l = pf0 + st * per; l < pf0 + (st + 1) * per && l < lines; l++)
-                _mm_prefetch((const char *)next + 64 * l, _MM_HINT_T0);
+                _mm_prefetch((const char *)next + 64 * l, _MM_HINT_T2);
         __m512i x = code_rows(src + (size_t)st * stride, rs, off);
         __m512i v[4];
         UNROLL4 for (unsigned j = 0; j < JP; j++)
