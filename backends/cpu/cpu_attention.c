@@ -64,7 +64,11 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
 }
 
 #ifdef GEAR_CPU_AVX512
-#define PREFETCH_AHEAD 1 /* (K, V) pairs; 2 and 3 measured no better */
+/* (K, V) pairs.  With prefetches into L1, 2 and 3 measured no better than
+ * 1; into L2 (tenth session, Zen 4), 2 ahead gave 2-16 % more speed-up
+ * over fp16 at 16k-32k tokens in the calm state of gear-bench's runs
+ * (docs/bench/attn-s10-ahead2.txt); 4 was not tried there. */
+#define PREFETCH_AHEAD 2
 /* A chunk of compressed blocks for every KV head through the AVX-512
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
