@@ -343,6 +343,22 @@ static int all_finite(const float *x, size_t n)
     return 1;
 }
 
+/* Whether some query row's scores, or a kernel's partial sums of them,
+ * could leave fp32's range (2^128): every cached key entry, whatever its
+ * decomposition (minimum, step times code, outlier, low-rank term), is
+ * below 2^18 in magnitude (values are checked against +-65504 on the way
+ * in), so |scale| * sum |q_c| * 2^18 bounds them; above 2^120 the margin
+ * is gone.  Real queries are 30 orders of magnitude below. */
+static int scores_may_overflow(const float *q, size_t rows, unsigned d, float scale)
+{
+    for (size_t r = 0; r < rows; r++) {
+        double l1 = 0.0;
+        for (unsigned i = 0; i < d; i++) l1 += fabs((double)q[r * d + i]);
+        if (fabs((double)scale) * l1 * 262144.0 > 0x1p120) return 1;
+    }
+    return 0;
+}
+
 /* Attention in the stored shape: q and out [hq, nq, d]. */
 static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_tensor *q,
                                     float scale, gear_tensor *out)
@@ -382,17 +398,18 @@ static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_te
     gear_attention_args a = {&lk, &lv, c->n_head, ly->n_blocks, kb, vb,
                              ly->buf[0], ly->buf[1], stride, ly->tokens % c->block,
                              qb, group, (unsigned)nq, scale, ob};
-    st = c->ctx->be->attention
-             ? gear_backend_failed(c->ctx, c->ctx->be->attention(c->ctx->state, &a), "attention")
-             : GEAR_ERR_UNSUPPORTED;
+    /* The fused kernels work in fp32.  A huge finite query can overflow
+     * their intermediates where the scores themselves fit (a dot product,
+     * a minimum's term, a rounding bound), and an exponential's clamp can
+     * then turn the Inf or NaN into a finite, wrong weight: such queries
+     * take the core's path, which ref runs and which accumulates in
+     * double, so every backend gives ref's status and output. */
+    int fused = c->ctx->be->attention && !scores_may_overflow(qb, qn / c->d, c->d, scale);
+    st = fused ? gear_backend_failed(c->ctx, c->ctx->be->attention(c->ctx->state, &a), "attention")
+               : GEAR_ERR_UNSUPPORTED;
     if (st == GEAR_ERR_UNSUPPORTED) /* no fused kernel for this shape: the core's path */
         st = gear_attention_layer(c->ctx, &a);
-    else if (!st && !all_finite(ob, qn))
-        /* The fused kernels work in fp32, and a huge finite query can
-         * overflow their intermediates (a bound, a dot product) where the
-         * scores themselves fit: the core's path, which ref runs and which
-         * accumulates in double, decides, so every backend gives ref's
-         * status. */
+    else if (!st && !all_finite(ob, qn)) /* any other overflow: the same */
         st = gear_attention_layer(c->ctx, &a);
     /* Finite inputs can still overflow fp32 (a query of 1e38 times a key of
      * 10): refuse rather than hand back NaN or Inf with GEAR_OK. */
