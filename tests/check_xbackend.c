@@ -442,6 +442,19 @@ static void cache_case(gear_context *be, gear_context *ref, const char *name, in
 START_TEST(test_cache_matches_ref) { for_each_backend(cache_case); }
 END_TEST
 
+/* The same one-layer cache of k and v ([hkv, T, d]) on ref (*ca) and on
+ * be (*cb), with room for max_tokens. */
+static void twin_caches(gear_context *ref, gear_context *be, const gear_config *ck, const gear_config *cv, int hkv,
+                        int d, int T, unsigned max_tokens, const float *k, const float *v, gear_cache **ca,
+                        gear_cache **cb)
+{
+    *ca = *cb = NULL;
+    TU_OK(gear_cache_create(ref, ck, cv, 1, hkv, d, max_tokens, ca));
+    TU_OK(gear_cache_create(be, ck, cv, 1, hkv, d, max_tokens, cb));
+    TU_OK(tu_cache_append(*ca, 0, k, v, hkv, T, d));
+    TU_OK(tu_cache_append(*cb, 0, k, v, hkv, T, d));
+}
+
 /* Attention at the shapes real models use (head_dim 64 and 128, 64-token
  * blocks, 1 and 4 query heads per KV head, 1 and 2 query tokens) where a
  * backend takes its fast paths, for every preset; the context spans many
@@ -463,11 +476,8 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
             gear_config ck = tu_preset(gear_preset_name(p), GEAR_KEY);
             gear_config cv = tu_preset(gear_preset_name(p), GEAR_VALUE);
             if (ck.cq_dim) continue; /* needs a calibration: check_cq */
-            gear_cache *ca = NULL, *cb = NULL;
-            TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, 1024, &ca));
-            TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, 1024, &cb));
-            TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
-            TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+            gear_cache *ca, *cb;
+            twin_caches(ref, be, &ck, &cv, hkv, d, T, 1024, k, v, &ca, &cb);
             for (size_t gi = 0; gi < 2; gi++)
                 for (int nq = ti ? 3 : 1; nq <= nq_max; nq++) {
                     int hq = hkv * groups[gi];
@@ -514,11 +524,8 @@ static void extreme_scale_case(gear_context *be, gear_context *ref, const char *
         gear_synth_normal(260 + (uint64_t)di, (int)qn, q0);
         for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
             gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
-            gear_cache *ca = NULL, *cb = NULL;
-            TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, 1024, &ca));
-            TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, 1024, &cb));
-            TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
-            TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+            gear_cache *ca, *cb;
+            twin_caches(ref, be, &ck, &cv, hkv, d, T, 1024, k, v, &ca, &cb);
             for (size_t fi = 0; fi < sizeof fs / sizeof fs[0]; fi++) {
                 for (size_t i = 0; i < qn; i++) q[i] = 2.0f * q0[i] * fs[fi];
                 float sc = 1.0f / sqrtf((float)d) / fs[fi];
@@ -563,11 +570,8 @@ static void huge_query_case(gear_context *be, gear_context *ref, const char *nam
             gear_synth_normal(310 + (uint64_t)di, (int)qn, q0);
             for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
                 gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
-                gear_cache *ca = NULL, *cb = NULL;
-                TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, T, &ca));
-                TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, T, &cb));
-                TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
-                TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+                gear_cache *ca, *cb;
+                twin_caches(ref, be, &ck, &cv, hkv, d, T, T, k, v, &ca, &cb);
                 for (int w = 0; w < 4; w++) {
                     for (size_t i = 0; i < qn; i++)
                         q[i] = w < 2 ? (i % (size_t)d == 5 ? (w ? 3e37f : 1e38f) : q0[i]) : q0[i] * (w == 2 ? 1e36f : 1e37f);
@@ -665,11 +669,8 @@ static void dominant_run(gear_context *be, gear_context *ref, const char *name, 
             dominant_data(sc, hkv, T, d, G, k, v, q);
             for (size_t p = 0; p < np; p++) {
                 gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
-                gear_cache *ca = NULL, *cb = NULL;
-                TU_OK(gear_cache_create(ref, &ck, &cv, 1, hkv, d, T, &ca));
-                TU_OK(gear_cache_create(be, &ck, &cv, 1, hkv, d, T, &cb));
-                TU_OK(tu_cache_append(ca, 0, k, v, hkv, T, d));
-                TU_OK(tu_cache_append(cb, 0, k, v, hkv, T, d));
+                gear_cache *ca, *cb;
+                twin_caches(ref, be, &ck, &cv, hkv, d, T, T, k, v, &ca, &cb);
                 float scale = 1.0f / sqrtf((float)d);
                 TU_OK(tu_cache_attention(ca, 0, q, hq, 1, d, scale, oa));
                 int mode = fegetround();
