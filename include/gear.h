@@ -355,9 +355,9 @@ GEAR_API gear_status gear_cache_append(gear_cache *c, unsigned layer,
  *  multiplies q.k (typically 1/sqrt(head_dim)).  Non-finite q or scale:
  *  GEAR_ERR_NONFINITE.  Finite q so large that the scores overflow fp32:
  *  GEAR_ERR_RANGE with out untouched, on every backend alike: queries
- *  large enough that an fp32 kernel could overflow (|scale| * sum |q| *
- *  2^18 > 2^120, some 30 orders of magnitude above real ones) take the
- *  core's double-precision path, which is ref's. */
+ *  large enough that an fp32 kernel could overflow (max(1, |scale|) *
+ *  sum |q| * 2^18 > 2^120, some 30 orders of magnitude above real ones)
+ *  take the core's double-precision path, which is ref's. */
 GEAR_API gear_status gear_cache_attention(gear_cache *c, unsigned layer,
                                           const gear_tensor *q, float scale,
                                           gear_tensor *out);

@@ -347,14 +347,17 @@ static int all_finite(const float *x, size_t n)
  * could leave fp32's range (2^128): every cached key entry, whatever its
  * decomposition (minimum, step times code, outlier, low-rank term), is
  * below 2^18 in magnitude (values are checked against +-65504 on the way
- * in), so |scale| * sum |q_c| * 2^18 bounds them; above 2^120 the margin
- * is gone.  Real queries are 30 orders of magnitude below. */
+ * in; a rank-r term is below r * 65504), so sum |q_c| * 2^18 bounds the
+ * sums before the scale and |scale| times that the sums after it (the
+ * kernels scale either way); above 2^120 the margin is gone.  Real
+ * queries are 30 orders of magnitude below. */
 static int scores_may_overflow(const float *q, size_t rows, unsigned d, float scale)
 {
+    double s = fabs((double)scale) > 1.0 ? fabs((double)scale) : 1.0;
     for (size_t r = 0; r < rows; r++) {
         double l1 = 0.0;
         for (unsigned i = 0; i < d; i++) l1 += fabs((double)q[r * d + i]);
-        if (fabs((double)scale) * l1 * 262144.0 > 0x1p120) return 1;
+        if (s * l1 * 262144.0 > 0x1p120) return 1;
     }
     return 0;
 }

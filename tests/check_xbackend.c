@@ -595,7 +595,48 @@ static void huge_query_case(gear_context *be, gear_context *ref, const char *nam
         }
 }
 
-START_TEST(test_attention_huge_queries) { for_each_backend(huge_query_case); }
+/* A huge query under a tiny scale (a helper's review): q = 1e36 on 64
+ * channels, scale 6.25e-38, the last two tokens' keys -5.5 and -5.25
+ * (scaled logits -22 and -21), every other key -60000.  The sums before
+ * the scale overflow fp32 (-3.5e38 and -3.4e38 against a limit of
+ * 3.4e38): the cpu module's buffer and raw-block paths once took the
+ * first for -Inf and gave its token weight 0 (output 0, ref 0.269). */
+static void tiny_scale_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"fp16", "kivi2"};
+    enum { D = 64 };
+    for (int T = 2; T <= 66; T += 64) {
+        float *k = tu_alloc_f((size_t)T * D), *v = tu_alloc_f((size_t)T * D), q[D], oa[D], ob[D];
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < D; i++) {
+                k[t * D + i] = t == T - 2 ? -5.5f : t == T - 1 ? -5.25f : -60000.0f;
+                v[t * D + i] = t == T - 2 ? 1.0f : 0.0f;
+            }
+        for (int i = 0; i < D; i++) q[i] = 1e36f;
+        for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+            gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+            gear_cache *ca, *cb;
+            twin_caches(ref, be, &ck, &cv, 1, D, T, (unsigned)T, k, v, &ca, &cb);
+            TU_OK(tu_cache_attention(ca, 0, q, 1, 1, D, 6.25e-38f, oa));
+            TU_OK(tu_cache_attention(cb, 0, q, 1, 1, D, 6.25e-38f, ob));
+            TU_ASSERT(fabsf(oa[0] - 0.268941f) < 1e-4f, "ref %s T %d: out[0] %g, e^-22/(e^-22+e^-21) = 0.268941",
+                      presets[p], T, (double)oa[0]);
+            TU_ASSERT(tu_nmse(ob, oa, D) < NMSE_MAX, "%s %s T %d, q 1e36, scale 6.25e-38: out[0] %g, ref %g", name,
+                      presets[p], T, (double)ob[0], (double)oa[0]);
+            gear_cache_free(ca);
+            gear_cache_free(cb);
+        }
+        free(k);
+        free(v);
+    }
+}
+
+START_TEST(test_attention_huge_queries)
+{
+    for_each_backend(huge_query_case);
+    for_each_backend(tiny_scale_case);
+}
 END_TEST
 
 /* Keys whose few large weights set the fixed-point grid of a whole

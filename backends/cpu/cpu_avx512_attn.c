@@ -65,10 +65,14 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
 }
 
 /* e^x for x <= 0: gear_exp_neg (include/gear/backend.h), 16 lanes, the
- * same operations in the same order. */
+ * same operations in the same order; NaN in gives NaN out, as there
+ * (vmaxps returns its second operand when either is NaN, so x goes
+ * second): a score that overflowed to Inf or NaN then reaches the
+ * output, where the core sees it, instead of becoming a weight of
+ * e^-87 that looks finite. */
 INLINE __m512 exp_neg16(__m512 x)
 {
-    __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-87.0f), x);
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-0.693145752f), xc);
