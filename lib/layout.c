@@ -123,6 +123,17 @@ static int halves_ok(const uint8_t *p, size_t count, int nonneg)
     return 1;
 }
 
+/* Every fp16 of count within [-1, 1] (NaN and Inf fail too): the low-rank
+ * factor A, whose columns the power iteration orthonormalizes.  With
+ * |A| <= 1 and B in fp16, every low-rank term of a key is below r * 65504,
+ * which the attention's overflow bound (lib/cache.c) relies on. */
+static int halves_unit(const uint8_t *p, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if ((gear_get_u16(p + 2 * i) & 0x7fffu) > 0x3c00u) return 0;
+    return 1;
+}
+
 /* Every element of a raw block of m elements finite. */
 static int raw_finite(const uint8_t *p, size_t m, gear_dtype dt)
 {
@@ -235,9 +246,11 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
         size_t ng = L->cq_dim ? 0 : (size_t)L->rows * L->groups_per_row;
         if (!halves_ok(src + L->off_scales, ng, 1) || !halves_ok(src + L->off_mins, ng, 0) ||
             !halves_ok(src + L->off_oval, L->n_outliers, 0) ||
-            !halves_ok(src + L->off_a, (size_t)n * L->rank, 0) ||
             !halves_ok(src + L->off_b, (size_t)d * L->rank, 0))
             return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block holds a bad fp16 scale/value/factor");
+        if (!halves_unit(src + L->off_a, (size_t)n * L->rank))
+            return gear_fail(GEAR_ERR_FORMAT_CORRUPT, "block's low-rank factor A has an entry beyond "
+                             "+-1 (its columns are orthonormal)");
         st = check_outliers(L, src);
         if (st) return st;
     }

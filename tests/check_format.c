@@ -505,6 +505,14 @@ START_TEST(test_stream_specific_statuses)
     fix_block_crc(blk);
     TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
     RESET();
+    gear_put_u16(blk + L.off_a, 0x3C01); /* A beyond 1: its columns are orthonormal */
+    fix_block_crc(blk);
+    TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
+    RESET();
+    gear_put_u16(blk + L.off_a, 0xBC00); /* -1 is still fine */
+    fix_block_crc(blk);
+    TU_OK(gear_stream_info(s, len, NULL, NULL));
+    RESET();
     blk[9] = 3; /* bits 3: a different layout than the header promises */
     fix_block_crc(blk);
     TU_STATUS(gear_stream_info(s, len, NULL, NULL), GEAR_ERR_FORMAT_CORRUPT);
