@@ -336,11 +336,12 @@ gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
     return GEAR_OK;
 }
 
-static int all_finite(const float *x, size_t n)
+/* Index of the first non-finite element of x, or n. */
+static size_t first_nonfinite(const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i])) return 0;
-    return 1;
+    size_t i = 0;
+    while (i < n && isfinite(x[i])) i++;
+    return i;
 }
 
 /* Whether some query row's scores, or a kernel's partial sums of them,
@@ -410,16 +411,20 @@ static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_te
     int fused = c->ctx->be->attention && !scores_may_overflow(qb, qn / c->d, c->d, scale);
     st = fused ? gear_backend_failed(c->ctx, c->ctx->be->attention(c->ctx->state, &a), "attention")
                : GEAR_ERR_UNSUPPORTED;
-    if (st == GEAR_ERR_UNSUPPORTED) /* no fused kernel for this shape: the core's path */
+    if (st == GEAR_ERR_UNSUPPORTED) { /* no fused kernel for this shape: the core's path */
         st = gear_attention_layer(c->ctx, &a);
-    else if (!st && !all_finite(ob, qn)) /* any other overflow: the same */
+        fused = 0;
+    }
+    size_t bad = st ? qn : first_nonfinite(ob, qn);
+    if (fused && bad < qn) { /* any other overflow: the same */
         st = gear_attention_layer(c->ctx, &a);
+        bad = st ? qn : first_nonfinite(ob, qn);
+    }
     /* Finite inputs can still overflow fp32 (a query of 1e38 times a key of
      * 10): refuse rather than hand back NaN or Inf with GEAR_OK. */
-    for (size_t i = 0; i < qn && !st; i++)
-        if (!isfinite(ob[i]))
-            st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %zu: values too "
-                           "large); the output was not written", i / ((size_t)nq * c->d));
+    if (bad < qn)
+        st = gear_fail(GEAR_ERR_RANGE, "attention overflowed fp32 (query head %zu: values too "
+                       "large); the output was not written", bad / ((size_t)nq * c->d));
     for (unsigned h = 0; h < hq && !st; h++)
         gear_view_write(out, h, 0, nq, c->d, ob + (size_t)h * nq * c->d);
 done:
