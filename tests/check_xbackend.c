@@ -999,7 +999,9 @@ END_TEST
  * of 64 (0) or none (1); 2: few distinct values (ties between maxima,
  * minima, and constant groups); 3: tiny ranges on large offsets (codes
  * clamp after the fp16 rounding of min and step); 4: constant tokens and
- * channels in smooth data. */
+ * channels in smooth data; 5: signed zeros as group extremes (groups of
+ * one sign with +0 and -0 in any order, and all-zero groups), so that a
+ * minimum, step or outlier is a zero of either sign. */
 static float *edge_input(int c, gear_kind kind, int H, int T, int d)
 {
     float *x = tu_alloc_f((size_t)H * T * d);
@@ -1016,6 +1018,13 @@ static float *edge_input(int c, gear_kind kind, int H, int T, int d)
             break;
         case 2: x[i] = (float)((h % 3) + (ch & 1)) - 1.0f; break;
         case 3: x[i] = 1000.0f + (float)(h % 5) * 0.125f * (ch % 2 ? 1.0f : -1.0f); break;
+        case 5: {
+            unsigned mode = (kind == GEAR_KEY ? ch : t) % 3; /* constant along a group */
+            float v = (h >> 4) % 5 ? (float)(h % 7) * 0.25f : 0.0f;
+            if (v == 0.0f && (h >> 9) % 2) v = -0.0f;
+            x[i] = mode == 0 ? v : mode == 1 ? -v : ((h >> 11) % 2 ? -0.0f : 0.0f);
+            break;
+        }
         default:
             x[i] = t % 5 == 0 || ch % 7 == 0 ? 1.5f : sinf(0.1f * (float)(t + 3 * ch)) * 4.0f;
         }
@@ -1052,7 +1061,7 @@ static void edge_case(gear_context *be, gear_context *ref, const char *name, int
 {
     static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
     static const unsigned bits[] = {1, 2, 4, 8};
-    for (int c = 0; c < 5; c++)
+    for (int c = 0; c < 6; c++)
         for (int d = 64; d <= 128; d += 64)
             for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
                 for (size_t b = 0; b < sizeof bits / sizeof bits[0]; b++)
@@ -1077,14 +1086,14 @@ END_TEST
 
 /* edge_input's cases, and two more, as fp16 input (the cpu module
  * quantizes contiguous fp16 keys straight from the halves): fp16
- * subnormals (5) and groups spanning fp16's whole range (6). */
+ * subnormals (6) and groups spanning fp16's whole range (7). */
 static float *edge_input_f16(int c, gear_kind kind, int H, int T, int d)
 {
-    float *x = c < 5 ? edge_input(c, kind, H, T, d) : tu_alloc_f((size_t)H * T * d);
+    float *x = c < 6 ? edge_input(c, kind, H, T, d) : tu_alloc_f((size_t)H * T * d);
     for (size_t i = 0; i < (size_t)H * T * d; i++) {
         unsigned h = (unsigned)(i * 2654435761u >> 7), pos = (unsigned)(kind == GEAR_KEY ? i / (size_t)d % (size_t)T : i % (size_t)d) % 64;
-        if (c == 5) x[i] = (float)((int)(h % 9) - 4) * 1.5e-6f; /* subnormal halves (below 6.1e-5) and 0 */
-        if (c == 6) x[i] = pos == 0 ? 65504.0f : pos == 1 ? -65504.0f : (float)(h % 1001) * 130.0f - 65000.0f;
+        if (c == 6) x[i] = (float)((int)(h % 9) - 4) * 1.5e-6f; /* subnormal halves (below 6.1e-5) and 0 */
+        if (c == 7) x[i] = pos == 0 ? 65504.0f : pos == 1 ? -65504.0f : (float)(h % 1001) * 130.0f - 65000.0f;
         x[i] = tu_h(x[i]);
     }
     return x;
@@ -1093,7 +1102,7 @@ static float *edge_input_f16(int c, gear_kind kind, int H, int T, int d)
 static void f16_edge_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
-    for (int c = 0; c < 7; c++)
+    for (int c = 0; c < 8; c++)
         for (int d = 64; d <= 128; d += 64)
             for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
                 for (int kind = 0; kind < 2; kind++) {

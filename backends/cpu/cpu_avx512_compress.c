@@ -58,6 +58,13 @@ INLINE __m512 zload(const void *row, unsigned c, const int h)
     return _mm512_loadu_ps((const float *)row + c);
 }
 
+/* Entry (i, c) of Z as fp32. */
+INLINE float zentry(const zjob *J, const int h, unsigned i, unsigned c)
+{
+    if (h) return gear_half_to_float(J->z16[(size_t)i * J->ld16 + c]);
+    return J->z[(size_t)i * J->nc + c];
+}
+
 /* Pass 1: maximum, second maximum, minimum, second minimum of each column
  * over rows [r0, r0+m) (m a multiple of 4), two rows at a time (a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice). */
@@ -107,12 +114,16 @@ INLINE void strip_stats(const zjob *J, const int h, unsigned c0, unsigned r0, un
  * overflows to Inf like gear_float_to_half), Inf step saturated. */
 INLINE void strip_params(__m512 lo, __m512 hi, unsigned levels, gparams *g)
 {
+    const __m256i nz = _mm256_set1_epi16((short)0x8000);
     __m512 dl = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps((float)levels));
-    g->mn_h = _mm512_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i mh = _mm512_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256i dh = _mm512_cvtps_ph(dl, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256i mag = _mm256_and_si256(dh, _mm256_set1_epi16(0x7fff));
     __mmask16 inf = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7c00));
-    g->dl_h = _mm256_mask_blend_epi16(inf, dh, _mm256_set1_epi16(0x7bff));
+    dh = _mm256_mask_blend_epi16(inf, dh, _mm256_set1_epi16(0x7bff));
+    /* -0 stored as +0 (gear_group_params) */
+    g->mn_h = _mm256_mask_blend_epi16(_mm256_cmpeq_epi16_mask(mh, nz), mh, _mm256_setzero_si256());
+    g->dl_h = _mm256_mask_blend_epi16(_mm256_cmpeq_epi16_mask(dh, nz), dh, _mm256_setzero_si256());
     g->mnf = _mm512_cvtph_ps(g->mn_h);
     g->dlf = _mm512_cvtph_ps(g->dl_h);
     g->nz = _mm512_cmp_ps_mask(g->dlf, _mm512_setzero_ps(), _CMP_NEQ_UQ);
@@ -214,8 +225,8 @@ INLINE void store_codes(const zjob *J, unsigned c0, unsigned w0, const __m512i *
 /* Scales, minima and (k = 1) the two outliers of 16 groups (columns
  * c0.., group gb).  Outliers of a group are sorted by position; their
  * values are the extremes themselves. */
-INLINE void store_group(const zjob *J, unsigned c0, unsigned gb, const gparams *g, __m512i amx,
-                        __m512i amn)
+INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, const gparams *g,
+                        __m512i amx, __m512i amn)
 {
     const gear_block_layout *L = J->L;
     const unsigned G = J->G;
@@ -236,6 +247,19 @@ INLINE void store_group(const zjob *J, unsigned c0, unsigned gb, const gparams *
     __m512i a = _mm512_min_epu32(amx, amn), b = _mm512_max_epu32(amx, amn);
     __mmask16 amax = _mm512_cmpeq_epi32_mask(a, amx);
     __m512 va = _mm512_mask_blend_ps(amax, g->mn1, g->mx1), vb = _mm512_mask_blend_ps(amax, g->mx1, g->mn1);
+    __mmask16 za = _mm512_cmp_ps_mask(va, _mm512_setzero_ps(), _CMP_EQ_OQ);
+    __mmask16 zb = _mm512_cmp_ps_mask(vb, _mm512_setzero_ps(), _CMP_EQ_OQ);
+    if (za | zb) { /* a zero extreme: the outlier keeps its own sign, as in ref */
+        uint32_t ra[16], rb[16];
+        float fa[16], fb[16];
+        _mm512_storeu_si512(ra, a), _mm512_storeu_si512(rb, b);
+        _mm512_storeu_ps(fa, va), _mm512_storeu_ps(fb, vb);
+        for (unsigned l = 0; l < 16; l++) {
+            if (za >> l & 1) fa[l] = zentry(J, h, ra[l], c0 + l);
+            if (zb >> l & 1) fb[l] = zentry(J, h, rb[l], c0 + l);
+        }
+        va = _mm512_loadu_ps(fa), vb = _mm512_loadu_ps(fb);
+    }
     __m512i col = _mm512_add_epi32(_mm512_set1_epi32((int)c0),
                                    _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
     __m512i dv = _mm512_set1_epi32((int)L->d);
@@ -282,7 +306,7 @@ INLINE void strip(const zjob *J, const int h, unsigned c0, unsigned gb, const in
         }
     }
     store_codes(J, c0, gb * W, acc, W);
-    store_group(J, c0, gb, &g, amx, amn);
+    store_group(J, h, c0, gb, &g, amx, amn);
 }
 
 static void quantize_z(const zjob *J)

@@ -49,9 +49,8 @@ void gear_cpu_scratch_free(cpu_scratch *s)
 static void group_params(float lo, float hi, unsigned levels, uint8_t *scale, uint8_t *mins,
                          float *mnf, float *dlf)
 {
-    uint16_t mn_h = gear_float_to_half(lo);
-    uint16_t dl_h = gear_float_to_half((hi - lo) / (float)levels);
-    if ((dl_h & 0x7fffu) == 0x7c00u) dl_h = 0x7bffu;
+    uint16_t mn_h, dl_h;
+    gear_group_params(lo, hi, levels, &mn_h, &dl_h);
     cpu_put_u16(scale, dl_h);
     cpu_put_u16(mins, mn_h);
     *mnf = gear_half_to_float(mn_h);

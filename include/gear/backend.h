@@ -166,6 +166,21 @@ GEAR_HD int gear_half_rows_to_floats_finite(const uint16_t *p, size_t ld, size_t
     return ok;
 }
 
+/* A quantization group's fp16 minimum and step from the range [lo, hi] of
+ * its entries other than the outliers (DESIGN s2): the step is
+ * (hi - lo)/levels rounded to fp16, saturated at 65504.  A zero minimum or
+ * step is stored as +0 whichever signed zero the group held first, so
+ * that every backend writes the same bytes (decoding cannot tell them
+ * apart: mn + 0 * step is +0 either way). */
+GEAR_HD void gear_group_params(float lo, float hi, unsigned levels, uint16_t *mn_h, uint16_t *dl_h)
+{
+    uint16_t m = gear_float_to_half(lo);
+    uint16_t s = gear_float_to_half((hi - lo) / (float)levels);
+    if ((s & 0x7fffu) == 0x7c00u) s = 0x7bffu; /* saturate at 65504 */
+    *mn_h = m == 0x8000u ? (uint16_t)0 : m;
+    *dl_h = s == 0x8000u ? (uint16_t)0 : s;
+}
+
 /* fp16 of v, saturated at +-65504 (low-rank factors never become Inf);
  * NaN stays NaN.  Selects on the bits, like gear_float_to_half, so that
  * output loops vectorize: clamping the float first (two compares on a

@@ -103,9 +103,8 @@ gear_status gear_ref_quantize(void *state, const gear_block_layout *L, const flo
                 mx = v > mx ? v : mx;
             }
             if (mn > mx) mn = mx = 0.0f; /* every entry is an outlier */
-            uint16_t mn_h = gear_float_to_half(mn);
-            uint16_t dl_h = gear_float_to_half((mx - mn) / (float)levels);
-            if ((dl_h & 0x7fffu) == 0x7c00u) dl_h = 0x7bffu; /* saturate at 65504 */
+            uint16_t mn_h, dl_h;
+            gear_group_params(mn, mx, levels, &mn_h, &dl_h);
             float mnf = gear_half_to_float(mn_h), dl = gear_half_to_float(dl_h);
             size_t gi = (size_t)r * L->groups_per_row + g;
             gear_put_u16(blk + L->off_scales + 2 * gi, dl_h);
