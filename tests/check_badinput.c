@@ -310,7 +310,7 @@ END_TEST
 /* Rows: fp16 and fp32 input of a full-size block (64 tokens, head dim
  * 128: the shapes of the cpu module's fused compressor, which reads fp16
  * keys and values directly and must find a NaN or an Inf in any channel
- * itself): NaN, +Inf, -Inf in each channel of a token in turn, for keys
+ * itself): NaN, +Inf, -Inf, -NaN in each channel of a token in turn, for keys
  * and values of a compressed preset with and without outliers and rank:
  * GEAR_ERR_NONFINITE every time, never a stream; and in fp32, a finite
  * value beyond the fp16 range in each channel: GEAR_ERR_RANGE. */
@@ -318,7 +318,7 @@ START_TEST(test_nonfinite_compress_wide)
 {
     enum { WH = 2, WT = 64, WD = 128 };
     const char *presets[2] = {"kivi2", "gear2"};
-    const float bads[3] = {NAN, INFINITY, -INFINITY};
+    const float bads[4] = {NAN, INFINITY, -INFINITY, -NAN}; /* -NAN: fp16 0xfe00 */
     const gear_dtype dts[2] = {GEAR_F16, GEAR_F32};
     size_t n = (size_t)WH * WT * WD;
     for (int kind = 0; kind < 2; kind++) {
@@ -334,7 +334,7 @@ START_TEST(test_nonfinite_compress_wide)
                         size_t at = ((size_t)1 * WT + 37) * WD + (size_t)(c % WD);
                         gear_status want = c < WD ? GEAR_ERR_NONFINITE : GEAR_ERR_RANGE;
                         memcpy(y, x, sizeof(float) * n);
-                        y[at] = c < WD ? bads[c % 3] : (c % 2 ? 1e6f : -1e6f);
+                        y[at] = c < WD ? bads[c % 4] : (c % 2 ? 1e6f : -1e6f);
                         void *in = convert(y, n, dts[di]);
                         gear_tensor t;
                         TU_OK(gear_tensor_init(&t, in, dts[di], 3, WH, WT, WD, 0));
