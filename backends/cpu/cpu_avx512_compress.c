@@ -23,7 +23,6 @@
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
-#include "cpu_avx512_half.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -457,22 +456,37 @@ void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, fl
 }
 
 /* out (cols x rows) = in^T for in: rows of fp16 ld apart (rows, cols
- * multiples of 16), converted on the way; 0 if a half is Inf or NaN. */
-static int transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsigned cols, float *out)
+ * multiples of 16), as 16-bit words: 16x16 tiles by unpacking 16-, 32-
+ * and 64-bit pairs in each 128-bit lane, then joining the lanes (64
+ * 256-bit shuffles a tile; converting to fp32 first took 64 512-bit ones,
+ * at half their rate on Zen 4, and 16 conversions). */
+static void transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsigned cols, uint16_t *out)
 {
-    __m256i mag = _mm256_setzero_si256();
     for (unsigned i0 = 0; i0 < rows; i0 += 16)
         for (unsigned j0 = 0; j0 < cols; j0 += 16) {
-            __m512 r[16];
-            for (unsigned i = 0; i < 16; i++) {
-                __m256i h = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
-                mag = gear_half_mag_max(mag, h);
-                r[i] = _mm512_cvtph_ps(h);
+            __m256i r[16], a[16];
+            for (unsigned i = 0; i < 16; i++)
+                r[i] = _mm256_loadu_si256((const __m256i *)(in + (size_t)(i0 + i) * ld + j0));
+            for (unsigned i = 0; i < 16; i += 2) { /* a[i], a[i+1]: columns 0-3, 4-7 of rows i, i+1 */
+                a[i] = _mm256_unpacklo_epi16(r[i], r[i + 1]);
+                a[i + 1] = _mm256_unpackhi_epi16(r[i], r[i + 1]);
             }
-            transpose16(r);
-            for (unsigned j = 0; j < 16; j++) _mm512_storeu_ps(out + (size_t)(j0 + j) * rows + i0, r[j]);
+            for (unsigned m = 0; m < 16; m += 4) { /* r[m+q]: columns 2q, 2q+1 of rows m..m+3 */
+                r[m] = _mm256_unpacklo_epi32(a[m], a[m + 2]);
+                r[m + 1] = _mm256_unpackhi_epi32(a[m], a[m + 2]);
+                r[m + 2] = _mm256_unpacklo_epi32(a[m + 1], a[m + 3]);
+                r[m + 3] = _mm256_unpackhi_epi32(a[m + 1], a[m + 3]);
+            }
+            for (unsigned p = 0; p < 16; p += 8) /* a[p+j]: column j (lane 0), 8+j (lane 1) of rows p..p+7 */
+                for (unsigned q = 0; q < 4; q++) {
+                    a[p + 2 * q] = _mm256_unpacklo_epi64(r[p + q], r[p + 4 + q]);
+                    a[p + 2 * q + 1] = _mm256_unpackhi_epi64(r[p + q], r[p + 4 + q]);
+                }
+            for (unsigned j = 0; j < 8; j++) {
+                _mm256_storeu_si256((__m256i *)(out + (size_t)(j0 + j) * rows + i0), _mm256_permute2x128_si256(a[j], a[8 + j], 0x20));
+                _mm256_storeu_si256((__m256i *)(out + (size_t)(j0 + 8 + j) * rows + i0), _mm256_permute2x128_si256(a[j], a[8 + j], 0x31));
+            }
         }
-    return gear_half_mag_finite(mag);
 }
 
 /* ------------------------------------------------------ power iteration */
@@ -715,14 +729,17 @@ int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id
 {
     zjob J;
     memset(&J, 0, sizeof J);
+    /* quantized straight from the halves (values transposed as 16-bit
+     * words): no fp32 copy of the block, so it and the residual stay in
+     * L1; pass 1 finds Inf and NaN */
     if (L->kind == GEAR_KEY) {
-        /* keys are quantized straight from the halves: no fp32 copy of the
-         * block, so it and the residual stay in L1; pass 1 finds Inf and NaN */
         J.z16 = x;
         J.ld16 = ld;
     } else {
-        if (!transpose_halves(x, ld, L->n, L->d, zbuf)) return 0;
-        J.z = zbuf;
+        uint16_t *z16 = (uint16_t *)zbuf; /* room for n x d floats */
+        transpose_halves(x, ld, L->n, L->d, z16);
+        J.z16 = z16;
+        J.ld16 = L->n;
     }
     return run(L, id, &J, blk, ez, yt, pt);
 }
