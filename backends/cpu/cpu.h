@@ -47,6 +47,8 @@ typedef struct cpu_scratch {
     float *y, *pt;   /* n x r, r x d */
     size_t cap;      /* entries e can hold */
     const float *cbt; /* CQ blocks: the head's codebook, centroid-major (not owned) */
+    const uint16_t *next; /* fp16 rows of the thread's next block (same ld), or NULL:
+                           * the fused compressor fetches them as it goes */
 } cpu_scratch;
 
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,

@@ -39,6 +39,8 @@ typedef struct zjob {
     uint8_t *blk;
     unsigned nr, nc, group, G, levels, k, key;
     float thr;          /* |q - rint(q)| at or above this: redo with a division */
+    const uint16_t *pf; /* fp16 rows of the next block (pf_ld apart), or NULL */
+    size_t pf_ld;
 } zjob;
 
 /* Per strip of 16 groups: the fp16-rounded parameters and the extremes. */
@@ -401,12 +403,24 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     return 1;
 }
 
+/* Rows [t0, t1) of the next block, every cache line. */
+static void prefetch_next(const zjob *J, unsigned t0, unsigned t1)
+{
+    const unsigned n = J->L->n, d = J->L->d;
+    for (unsigned t = t0; t < t1 && t < n; t++)
+        for (unsigned c = 0; c < d; c += 32) _mm_prefetch((const char *)(J->pf + t * J->pf_ld + c), _MM_HINT_T2);
+}
+
 /* 0 if the block holds Inf or NaN (seen in fp16 rows). */
 static int quantize_z(const zjob *J)
 {
     int ok = 1;
+    /* the next block's rows, a share per strip */
+    const unsigned strips = J->nc / 16 * J->G, per = (J->L->n + strips - 1) / strips;
+    unsigned s = 0;
     for (unsigned c0 = 0; c0 < J->nc && ok; c0 += 16)
-        for (unsigned gb = 0; gb < J->G && ok; gb++) {
+        for (unsigned gb = 0; gb < J->G && ok; gb++, s++) {
+            if (J->pf) prefetch_next(J, s * per, s * per + per);
             if (J->z16) ok = J->ez ? strip(J, 1, c0, gb, 1) : strip(J, 1, c0, gb, 0);
             else ok = J->ez ? strip(J, 0, c0, gb, 1) : strip(J, 0, c0, gb, 0);
         }
@@ -725,10 +739,13 @@ void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *i
 }
 
 int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id *id, const uint16_t *x,
-                                 size_t ld, uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt)
+                                 size_t ld, const uint16_t *next, uint8_t *blk, float *zbuf, float *ez,
+                                 float *yt, float *pt)
 {
     zjob J;
     memset(&J, 0, sizeof J);
+    J.pf = next;
+    J.pf_ld = ld;
     /* quantized straight from the halves (values transposed as 16-bit
      * words): no fp32 copy of the block, so it and the residual stay in
      * L1; pass 1 finds Inf and NaN */
