@@ -127,31 +127,44 @@ INLINE __m512 key_float(__m256i t)
  * min/max).  Returns 0 if a column holds Inf or NaN, which the extremes
  * show, so the block needs no separate finiteness scan. */
 INLINE int strip_stats16(const zjob *J, unsigned c0, unsigned r0, unsigned m, unsigned k, __m512 *mx1,
-                         __m512 *mx2, __m512 *mn1, __m512 *mn2)
+                         __m512 *mx2, __m512 *mn1, __m512 *mn2, __m512i *pmx, __m512i *pmn)
 {
 #define HROW(i) half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(i) * J->ld16 + c0)))
     __m256i a1 = _mm256_set1_epi16(-32768), a2 = a1, b1 = _mm256_set1_epi16(32767), b2 = b1;
     if (k) {
-        __m256i c1 = a1, c2 = a1, d1 = b1, d2 = b1;
+        /* with the rows of the extremes (pa.. : where a1.. last rose; the
+         * row of a maximum that occurs once, else tie handling takes over) */
+        const __m256i one = _mm256_set1_epi16(1);
+        __m256i c1 = a1, c2 = a1, d1 = b1, d2 = b1, pa = _mm256_setzero_si256(), pb = pa, pc = pa, pd = pa;
+        __m256i ri = _mm256_set1_epi16((short)r0), rj = _mm256_set1_epi16((short)(r0 + 2));
+        const __m256i four = _mm256_set1_epi16(4);
+#define STEP(i, ri, x1, x2, y1, y2, px, py)                                                        \
+    do {                                                                                           \
+        __m256i u = HROW(i), v = HROW((i) + 1);                                                    \
+        __mmask16 vu = _mm256_cmpgt_epi16_mask(v, u);                                              \
+        __m256i hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);                          \
+        __m256i phi = _mm256_mask_add_epi16(ri, vu, ri, one), plo = _mm256_mask_add_epi16(ri, (__mmask16)~vu, ri, one); \
+        x2 = _mm256_max_epi16(x2, _mm256_max_epi16(lo, _mm256_min_epi16(x1, hi)));                \
+        px = _mm256_mask_mov_epi16(px, _mm256_cmpgt_epi16_mask(hi, x1), phi);                     \
+        x1 = _mm256_max_epi16(x1, hi);                                                             \
+        y2 = _mm256_min_epi16(y2, _mm256_min_epi16(hi, _mm256_max_epi16(y1, lo)));                \
+        py = _mm256_mask_mov_epi16(py, _mm256_cmplt_epi16_mask(lo, y1), plo);                     \
+        y1 = _mm256_min_epi16(y1, lo);                                                             \
+    } while (0)
         for (unsigned i = r0; i < r0 + m; i += 4) {
-            __m256i u = HROW(i), v = HROW(i + 1);
-            __m256i hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
-            a2 = _mm256_max_epi16(a2, _mm256_max_epi16(lo, _mm256_min_epi16(a1, hi)));
-            a1 = _mm256_max_epi16(a1, hi);
-            b2 = _mm256_min_epi16(b2, _mm256_min_epi16(hi, _mm256_max_epi16(b1, lo)));
-            b1 = _mm256_min_epi16(b1, lo);
-            u = HROW(i + 2), v = HROW(i + 3);
-            hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
-            c2 = _mm256_max_epi16(c2, _mm256_max_epi16(lo, _mm256_min_epi16(c1, hi)));
-            c1 = _mm256_max_epi16(c1, hi);
-            d2 = _mm256_min_epi16(d2, _mm256_min_epi16(hi, _mm256_max_epi16(d1, lo)));
-            d1 = _mm256_min_epi16(d1, lo);
+            STEP(i, ri, a1, a2, b1, b2, pa, pb);
+            STEP(i + 2, rj, c1, c2, d1, d2, pc, pd);
+            ri = _mm256_add_epi16(ri, four), rj = _mm256_add_epi16(rj, four);
         }
+#undef STEP
         a2 = _mm256_max_epi16(_mm256_min_epi16(a1, c1), _mm256_max_epi16(a2, c2));
+        pa = _mm256_mask_mov_epi16(pa, _mm256_cmpgt_epi16_mask(c1, a1), pc);
         a1 = _mm256_max_epi16(a1, c1);
         b2 = _mm256_min_epi16(_mm256_max_epi16(b1, d1), _mm256_min_epi16(b2, d2));
+        pb = _mm256_mask_mov_epi16(pb, _mm256_cmplt_epi16_mask(d1, b1), pd);
         b1 = _mm256_min_epi16(b1, d1);
         *mx2 = key_float(a2), *mn2 = key_float(b2);
+        *pmx = _mm512_cvtepu16_epi32(pa), *pmn = _mm512_cvtepu16_epi32(pb);
     } else {
         __m256i c1 = a1, d1 = b1;
         for (unsigned i = r0; i < r0 + m; i += 2) {
@@ -355,6 +368,31 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     _mm512_i32scatter_epi32(J->blk + L->off_oval, slot, hv, 4);
 }
 
+/* The outliers of 16 groups, rows pmx and pmn (one per column), after
+ * codes and residual were computed as if there were none: their codes
+ * (in acc) and residual entries become 0. */
+INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned c0, __m512i pmx, __m512i pmn, __m512i *acc,
+                           const int we)
+{
+    const unsigned bits = J->L->bits, W = J->group * bits / 32;
+    const unsigned lb = bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : 3, lc = 5 - lb; /* log2 bits, codes a dword */
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i pos[2] = {_mm512_sub_epi32(pmx, _mm512_set1_epi32((int)r0)), _mm512_sub_epi32(pmn, _mm512_set1_epi32((int)r0))};
+    for (unsigned o = 0; o < 2; o++) {
+        __m512i w = _mm512_srli_epi32(pos[o], lc);
+        __m512i off = _mm512_slli_epi32(_mm512_and_si512(pos[o], _mm512_set1_epi32((1 << lc) - 1)), lb);
+        __m512i clr = _mm512_sllv_epi32(_mm512_set1_epi32((1 << bits) - 1), off);
+        for (unsigned j = 0; j < W; j++) {
+            __mmask16 mj = _mm512_cmpeq_epi32_mask(w, _mm512_set1_epi32((int)j));
+            acc[j] = _mm512_mask_andnot_epi32(acc[j], mj, clr, acc[j]);
+        }
+        if (we) {
+            __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(pos[o], _mm512_set1_epi32((int)J->nc)), lane);
+            _mm512_i32scatter_ps(J->ez + (size_t)r0 * J->nc + c0, idx, _mm512_setzero_ps(), 4);
+        }
+    }
+}
+
 /* Whether every quotient of the 16 groups rounds into [0, levels]: those
  * of their extremes lo and hi do (v - mn and v * (1/dl) are monotonic in
  * v), and no group is constant (dl = 0). */
@@ -373,8 +411,9 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
 {
     const unsigned r0 = gb * J->group, W = J->group * J->L->bits / 32;
     __m512 mx1, mx2 = _mm512_setzero_ps(), mn1, mn2 = mx2;
+    __m512i pmx = _mm512_setzero_si512(), pmn = pmx;
     if (h) {
-        if (!strip_stats16(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2)) return 0;
+        if (!strip_stats16(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
     } else {
         strip_stats(J, 0, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
     }
@@ -394,8 +433,17 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
         CODES(0, 0);
     } else {
         __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
-        if (!tie) CODES(1, 0);
-        else CODES(1, 1);
+        if (h && !tie) {
+            /* each extreme occurs once, at the row pass 1 found: codes and
+             * residual without per-entry outlier tests, then cleared there */
+            CODES(0, 0);
+            clear_outliers(J, r0, c0, pmx, pmn, acc, we);
+            amx = pmx, amn = pmn;
+        } else if (!tie) {
+            CODES(1, 0);
+        } else {
+            CODES(1, 1);
+        }
     }
 #undef CODES
     store_codes(J, c0, gb * W, acc, W);
