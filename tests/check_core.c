@@ -86,6 +86,59 @@ START_TEST(test_half_hand_values)
 }
 END_TEST
 
+/* fp16 output of a tensor row (gear_view_write: gear_decompress's
+ * writer, which may take an F16C path) against gear_half_sat, value by
+ * value: every 4099th fp32 bit pattern, the edges (65504, the 65520 tie,
+ * the subnormal ties, Inf, NaN payloads, zeros), rows of odd lengths, and
+ * all of it again with FTZ and DAZ set in MXCSR, as an inference engine
+ * may leave them. */
+static void half_rows_match(void)
+{
+    enum { ROW = 4099 };
+    float *src = malloc(sizeof(float) * ROW);
+    uint16_t *dst = malloc(sizeof(uint16_t) * ROW);
+    TU_CHECK(src && dst);
+    static const uint32_t edges[] = {0x00000000u, 0x80000000u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x477ff001u,
+                                     0xc77ff000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u,
+                                     0x7fbfffffu, 0xffffffffu, 0x33000000u, 0x33000001u, 0x33c00000u, 0x387fc000u,
+                                     0x387fe000u, 0x38800000u, 0x00000001u, 0x807fffffu};
+    uint64_t next = 0;
+    int edge = 1;
+    while (next < (1ull << 32)) {
+        int64_t len = ROW - (int64_t)(next % 17); /* odd lengths: the scalar tail too */
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t u;
+            if (edge && (size_t)i < sizeof edges / sizeof edges[0]) u = edges[i];
+            else u = (uint32_t)next, next += 4099;
+            memcpy(&src[i], &u, 4);
+        }
+        edge = 0;
+        gear_tensor t;
+        TU_OK(gear_tensor_init(&t, dst, GEAR_F16, 3, 1, 1, len, 0));
+        gear_view_write(&t, 0, 0, 1, len, src);
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            TU_ASSERT(dst[i] == gear_half_sat(src[i]), "fp32 0x%08x: row writer 0x%04x, gear_half_sat 0x%04x", u,
+                      dst[i], gear_half_sat(src[i]));
+        }
+    }
+    free(src);
+    free(dst);
+}
+
+START_TEST(test_half_rows_writer)
+{
+    half_rows_match();
+#if defined(__x86_64__) && defined(__GNUC__)
+    unsigned csr = __builtin_ia32_stmxcsr();
+    __builtin_ia32_ldmxcsr(csr | 0x8040u); /* FTZ, DAZ */
+    half_rows_match();
+    __builtin_ia32_ldmxcsr(csr);
+#endif
+}
+END_TEST
+
 START_TEST(test_half_subnormals)
 {
     /* smallest subnormal 2^-24, largest subnormal 1023 * 2^-24, smallest normal 2^-14 */
@@ -653,6 +706,7 @@ static Suite *core_suite(void)
     TCase *tc = tu_tcase("fp16");
     tcase_add_test(tc, test_half_hand_values);
     tcase_add_test(tc, test_half_subnormals);
+    tcase_add_test(tc, test_half_rows_writer);
     tcase_add_test(tc, test_half_ties_to_even);
     tcase_add_test(tc, test_half_roundtrip_all);
     tcase_add_test(tc, test_half_vs_double_random);

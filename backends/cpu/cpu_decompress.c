@@ -99,6 +99,12 @@ static void decode_uniform(const gear_block_layout *L, const uint8_t *blk, float
             unsigned lo = g * L->group, len = g + 1 == L->groups_per_row ? L->row_len - lo : L->group;
             float dl = gear_half_to_float(cpu_u16(blk + L->off_scales + 2 * gi));
             float mn = gear_half_to_float(cpu_u16(blk + L->off_mins + 2 * gi));
+#ifdef GEAR_CPU_AVX512
+            if (CPU_AVX512 && (L->bits == 2 || L->bits == 4 || L->bits == 8) && lo % 16 == 0 && len % 16 == 0) {
+                gear_cpu_decode_avx512(cr + (size_t)lo * L->bits / 8, L->bits, len, dl, mn, dst + lo);
+                continue;
+            }
+#endif
             if ((size_t)lo * L->bits % 32 == 0 &&
                 decode_words(cr + (size_t)lo * L->bits / 8, L->bits, len, dl, mn, dst + lo))
                 continue;
