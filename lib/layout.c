@@ -111,27 +111,30 @@ void gear_block_seal(const gear_block_layout *L, uint8_t *blk)
     gear_put_u32(blk + H_CRC, gear_crc32c(0, blk + 8, L->bytes - 8));
 }
 
-static int half_finite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
 
 /* Every fp16 in [p, p+count) finite (and >= 0 when nonneg). */
+GEAR_CLONES
 static int halves_ok(const uint8_t *p, size_t count, int nonneg)
 {
+    /* branch-free, so that it vectorizes: parsing is on every load path */
+    unsigned bad = 0, neg = nonneg ? 0x8000u : 0xffffu; /* h > 0x8000: below -0 */
     for (size_t i = 0; i < count; i++) {
-        uint16_t h = gear_get_u16(p + 2 * i);
-        if (!half_finite(h) || (nonneg && (h & 0x8000u) && (h & 0x7fffu))) return 0;
+        unsigned h = gear_get_u16(p + 2 * i);
+        bad |= ((h & 0x7c00u) == 0x7c00u) | (h > neg);
     }
-    return 1;
+    return !bad;
 }
 
 /* Every fp16 of count within [-1, 1] (NaN and Inf fail too): the low-rank
  * factor A, whose columns the power iteration orthonormalizes.  With
  * |A| <= 1 and B in fp16, every low-rank term of a key is below r * 65504,
  * which the attention's overflow bound (lib/cache.c) relies on. */
+GEAR_CLONES
 static int halves_unit(const uint8_t *p, size_t count)
 {
-    for (size_t i = 0; i < count; i++)
-        if ((gear_get_u16(p + 2 * i) & 0x7fffu) > 0x3c00u) return 0;
-    return 1;
+    unsigned bad = 0;
+    for (size_t i = 0; i < count; i++) bad |= (gear_get_u16(p + 2 * i) & 0x7fffu) > 0x3c00u;
+    return !bad;
 }
 
 /* Every element of a raw block of m elements finite. */
@@ -155,6 +158,9 @@ static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk
 {
     const uint8_t *idx = blk + L->off_oidx;
     size_t j = 0;
+    /* t = flat / d by a shift where d is a power of two (a division per
+     * outlier was most of a gear2 block's parse) */
+    const unsigned d = L->d, sh = (d & (d - 1)) ? 0 : (unsigned)__builtin_ctz(d);
     for (unsigned r = 0; r < L->rows; r++) {
         for (unsigned g = 0; g < L->groups_per_row; g++) {
             unsigned last = g + 1 == L->groups_per_row;
@@ -162,7 +168,8 @@ static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk
             unsigned lo = g * L->group, hi = lo + (last ? L->tail_len : L->group);
             long prev = -1;
             for (unsigned i = 0; i < cnt; i++, j++) {
-                unsigned flat = gear_get_u16(idx + 2 * j), t = flat / L->d, c = flat % L->d;
+                unsigned flat = gear_get_u16(idx + 2 * j);
+                unsigned t = sh ? flat >> sh : flat / d, c = flat - t * d;
                 unsigned row = L->kind == GEAR_KEY ? c : t, pos = L->kind == GEAR_KEY ? t : c;
                 if (t >= L->n || row != r || pos < lo || pos >= hi || (long)pos <= prev)
                     return gear_fail(GEAR_ERR_FORMAT_CORRUPT,

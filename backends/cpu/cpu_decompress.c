@@ -146,6 +146,12 @@ gear_status gear_cpu_reconstruct_buf(const gear_block_layout *L, const uint8_t *
     for (unsigned j = 0; j < d; j++)
         for (unsigned c = 0; c < r; c++)
             bt[(size_t)c * d + j] = gear_half_to_float(cpu_u16(blk + L->off_b + 2 * ((size_t)j * r + c)));
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX512 && d % 16 == 0) {
+        gear_cpu_lowrank_add_avx512(out, a, bt, n, d, r);
+        return GEAR_OK;
+    }
+#endif
     lowrank_add(out, a, bt, n, d, r, row);
     return GEAR_OK;
 }
