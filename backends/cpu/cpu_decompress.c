@@ -88,6 +88,13 @@ static int decode_words(const uint8_t *row, unsigned bits, unsigned len, float d
  * scratch for keys. */
 static void decode_uniform(const gear_block_layout *L, const uint8_t *blk, float *out, float *tmp)
 {
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX512 && L->kind == GEAR_KEY && (L->bits == 2 || L->bits == 4 || L->bits == 8) && L->d % 16 == 0 &&
+        L->n % 16 == 0 && L->group % 16 == 0) {
+        gear_cpu_decode_keys_avx512(L, blk, out);
+        return;
+    }
+#endif
     /* keys decode along their rows (channels) into tmp, then transpose */
     if (L->kind != GEAR_KEY) tmp = out;
     float codes[1024]; /* one group's codes at a time */

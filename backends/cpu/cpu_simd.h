@@ -62,6 +62,9 @@ void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
 /* dst[j] = fmaf(code j, dl, mn), len codes (a multiple of 16) of a 2-, 4-
  * or 8-bit row from a 16-code boundary. */
 void gear_cpu_decode_avx512(const uint8_t *row, unsigned bits, unsigned len, float dl, float mn, float *dst);
+/* Q^ of a uniform key block (2-, 4- or 8-bit codes, d, the group and
+ * the block multiples of 16) as n x d fp32, outliers not restored. */
+void gear_cpu_decode_keys_avx512(const gear_block_layout *L, const uint8_t *blk, float *out);
 /* out[t][j] += sum_c a[t][c] bt[c][j] as an fmaf chain over c (d a
  * multiple of 16): the low-rank term of a reconstruction. */
 void gear_cpu_lowrank_add_avx512(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r);
