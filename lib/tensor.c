@@ -197,8 +197,25 @@ static inline uint16_t bf16_sat(float v)
  * bits, can be 65520 for data that reached 65504), and Inf there would
  * turn a finite input into a non-finite output. */
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define GEAR_F16C 1
+
+/* Whether this CPU (and OS) runs AVX2 and F16C: F16C from CPUID, as
+ * clang before 16 has no "f16c" for __builtin_cpu_supports; the AVX2
+ * check covers the OS's saving of the 256-bit state.  Cached (relaxed
+ * atomics: every thread computes the same value). */
+static int have_f16c(void)
+{
+    static int state; /* 0: unknown, 1: no, 2: yes */
+    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+    if (!s) {
+        unsigned a, b, c, d;
+        s = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2") ? 2 : 1;
+        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+    }
+    return s == 2;
+}
 /* p[c] = gear_half_sat(src[c]) with F16C (checked at run time):
  * vcvtps2ph rounds to nearest even whatever MXCSR says, as
  * gear_float_to_half does; its Inf becomes 65504 and its NaN the quiet
@@ -235,7 +252,7 @@ static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const 
     case GEAR_F16: {
         uint16_t *p = (uint16_t *)x->data + off;
 #ifdef GEAR_F16C
-        if (cs == 1 && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2")) {
+        if (cs == 1 && have_f16c()) {
             halves_sat_f16c(src, d, p);
             break;
         }
