@@ -8,6 +8,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <fenv.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -91,7 +92,9 @@ END_TEST
  * value: every 4099th fp32 bit pattern, the edges (65504, the 65520 tie,
  * the subnormal ties, Inf, NaN payloads, zeros), rows of odd lengths, and
  * all of it again with FTZ and DAZ set in MXCSR, as an inference engine
- * may leave them. */
+ * may leave them, and under each other rounding mode (both round to
+ * nearest whatever the mode: the portable one once rounded subnormals by
+ * a float addition, which followed it). */
 static void half_rows_match(void)
 {
     enum { ROW = 4099 };
@@ -130,6 +133,16 @@ static void half_rows_match(void)
 START_TEST(test_half_rows_writer)
 {
     half_rows_match();
+    const int modes[] = {FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+    int mode = fegetround();
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        TU_CHECK(fesetround(modes[i]) == 0);
+        half_rows_match();
+        TU_ASSERT(gear_float_to_half(ldexpf(1.5f, -24)) == 0x0002 && gear_float_to_half(ldexpf(1.25f, -24)) == 0x0001 &&
+                      gear_float_to_half(-ldexpf(1.75f, -24)) == 0x8002,
+                  "fp16 subnormals rounded by the mode (%d)", modes[i]);
+        fesetround(mode);
+    }
 #if defined(__x86_64__) && defined(__GNUC__)
     unsigned csr = __builtin_ia32_stmxcsr();
     __builtin_ia32_ldmxcsr(csr | 0x8040u); /* FTZ, DAZ */

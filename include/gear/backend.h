@@ -102,22 +102,28 @@ GEAR_HD float gear_half_to_float(uint16_t h)
     return v.f;
 }
 
-/* Round to nearest even; what rounds beyond 65504 (Inf included) becomes
- * ovf (0x7c00: Inf; 0x7bff: saturate at 65504), NaN the quiet NaN 0x7e00
- * (with the sign).  Branch-free (selects only) so that conversion loops
- * vectorize: the normal range rounds on the integer bits, the subnormal
- * range by one float addition of 0.5 (whose ulp is the half subnormal
- * step, so the FPU does the round-to-nearest-even).  Checked against a
- * branchy reference on all 2^32 inputs. */
+/* Round to nearest even, whatever the caller's rounding mode; what
+ * rounds beyond 65504 (Inf included) becomes ovf (0x7c00: Inf; 0x7bff:
+ * saturate at 65504), NaN the quiet NaN 0x7e00 (with the sign).
+ * Branch-free (selects only) so that conversion loops vectorize, and on
+ * the integer bits only: the subnormal range once rounded by a float
+ * addition of 0.5, which followed the caller's mode, where vcvtps2ph (the
+ * F16C writer, the AVX-512 kernels) always rounds to nearest (a helper's
+ * review: under FE_UPWARD a decode gave other halves in a strided view).
+ * Checked against vcvtps2ph on all 2^32 inputs, in every rounding mode. */
 GEAR_HD uint16_t gear_float_to_half_ovf(float f, uint32_t ovf)
 {
-    union { float f; uint32_t u; } v, s;
+    union { float f; uint32_t u; } v;
     v.f = f;
     uint32_t sign = (v.u >> 16) & 0x8000u, ax = v.u & 0x7fffffffu;
     uint32_t nrm = ((ax + 0x0fffu + ((ax >> 13) & 1u)) >> 13) - (112u << 10);
-    s.u = ax;
-    s.f += 0.5f;
-    uint32_t sub = s.u - 0x3f000000u;
+    /* below 2^-14: |f| / 2^-24 = m * 2^(e - 126), m with its implicit bit;
+     * the shift is clamped to [14, 25] for every input (25 already
+     * rounds all of m away) */
+    uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | (e ? 0x800000u : 0u);
+    uint32_t sh = e >= 112u ? 14u : e < 101u ? 25u : 126u - e;
+    uint32_t q = m >> sh, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);
+    uint32_t sub = q + ((rem > half) | ((rem == half) & q & 1u));
     uint32_t r = ax < 0x38800000u ? sub : nrm;  /* below 2^-14: subnormal half */
     r = ax >= 0x477ff000u ? ovf : r;            /* rounds to >= 65520, or Inf */
     r = ax > 0x7f800000u ? 0x7e00u : r;         /* NaN */
