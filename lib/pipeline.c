@@ -159,7 +159,7 @@ static gear_status compress_batch_device(gear_context *ctx, const gear_block_lay
     return st;
 }
 
-gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
+static gear_status pipeline_compress_batch_nearest(gear_context *ctx, const gear_block_layout *L,
                                          unsigned count, const gear_block_id *ids,
                                          const float *const *x, uint8_t *const *blk)
 {
@@ -198,13 +198,25 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
     return st;
 }
 
+/* The codec entry points below run their backend in round-to-nearest
+ * (gear_round_nearest, gear/backend.h), whatever the caller's mode. */
+gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_layout *L,
+                                         unsigned count, const gear_block_id *ids,
+                                         const float *const *x, uint8_t *const *blk)
+{
+    int mode = gear_round_nearest();
+    gear_status st = pipeline_compress_batch_nearest(ctx, L, count, ids, x, blk);
+    gear_round_restore(mode);
+    return st;
+}
+
 gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L,
                                    const gear_block_id *id, const float *x, uint8_t *blk)
 {
     return gear_pipeline_compress_batch(ctx, L, 1, id, &x, &blk);
 }
 
-gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
+static gear_status pipeline_reconstruct_nearest(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out)
 {
     const struct gear_backend_i *be = ctx->be;
@@ -234,7 +246,16 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
     return st;
 }
 
-gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
+gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
+                                      const uint8_t *blk, float *out)
+{
+    int mode = gear_round_nearest();
+    gear_status st = pipeline_reconstruct_nearest(ctx, L, blk, out);
+    gear_round_restore(mode);
+    return st;
+}
+
+static gear_status pipeline_reconstruct_batch_nearest(gear_context *ctx, const gear_block_layout *L,
                                             unsigned count, const uint8_t *const *blk, float *out)
 {
     const struct gear_backend_i *be = ctx->be;
@@ -251,6 +272,15 @@ gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_
     gear_status st = gear_backend_failed(ctx, be->reconstruct_blocks(ctx->state, L, count, blk, outs),
                                          "reconstructing blocks");
     free(outs);
+    return st;
+}
+
+gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
+                                            unsigned count, const uint8_t *const *blk, float *out)
+{
+    int mode = gear_round_nearest();
+    gear_status st = pipeline_reconstruct_batch_nearest(ctx, L, count, blk, out);
+    gear_round_restore(mode);
     return st;
 }
 
@@ -273,7 +303,7 @@ gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layo
     return st;
 }
 
-gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,
+static gear_status pipeline_compress_f16_nearest(gear_context *ctx, const gear_block_layout *L,
                                        unsigned count, const gear_block_id *ids,
                                        const uint16_t *const *x, size_t ld, uint8_t *const *blk)
 {
@@ -295,6 +325,16 @@ gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layou
     if (st && st != GEAR_ERR_UNSUPPORTED && st != GEAR_ERR_NONFINITE)
         st = gear_backend_failed(ctx, st, "compressing blocks");
     for (unsigned i = 0; i < count && !st; i++) gear_block_seal(L, blk[i]);
+    return st;
+}
+
+gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,
+                                       unsigned count, const gear_block_id *ids,
+                                       const uint16_t *const *x, size_t ld, uint8_t *const *blk)
+{
+    int mode = gear_round_nearest();
+    gear_status st = pipeline_compress_f16_nearest(ctx, L, count, ids, x, ld, blk);
+    gear_round_restore(mode);
     return st;
 }
 

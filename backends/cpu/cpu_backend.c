@@ -118,6 +118,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
     }
 #pragma omp parallel num_threads(threads)
     {
+        int mode = gear_round_nearest(); /* this thread's, as ref in the caller's */
         cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
         if (!tw->sc) tw->sc = calloc(1, sizeof(cpu_scratch));
         cpu_scratch *sc = tw->sc;
@@ -143,6 +144,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
             }
         }
         if (sc) sc->cbt = NULL;
+        gear_round_restore(mode);
     }
     gear_cpu_ws_put(s, ws);
     free(cbt);
@@ -175,6 +177,7 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
     if (!ws) return GEAR_ERR_NO_MEMORY;
 #pragma omp parallel num_threads(threads)
     {
+        int mode = gear_round_nearest();
         cpu_buf *b = &ws->thr[omp_get_thread_num()].b[0];
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
@@ -184,6 +187,7 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
                 err = st;
             }
         }
+        gear_round_restore(mode);
     }
     gear_cpu_ws_put(s, ws);
     return err;

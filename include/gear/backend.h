@@ -424,6 +424,26 @@ GEAR_API const struct gear_backend_i *gear_backend_ref_table(void);
 typedef const struct gear_backend_i *(*gear_backend_module_init_fn)(uint32_t core_abi);
 #define GEAR_BACKEND_MODULE_SYMBOL "gear_backend_module_init"
 
+#if !defined(__CUDACC__) && !defined(__HIPCC__)
+#include <fenv.h>
+/* Compression and reconstruction compute in round-to-nearest whatever mode
+ * the caller's thread has set, so that their bytes and decodes are the
+ * same on every backend (ref runs in the caller's thread, a module in
+ * threads of its own; an inference engine may round otherwise).  The core
+ * sets it around every codec call; a module sets it in each of its own
+ * threads: m = gear_round_nearest(); ...; gear_round_restore(m). */
+static inline int gear_round_nearest(void)
+{
+    int m = fegetround();
+    if (m != FE_TONEAREST) fesetround(FE_TONEAREST);
+    return m;
+}
+static inline void gear_round_restore(int m)
+{
+    if (m != FE_TONEAREST) fesetround(m);
+}
+#endif
+
 #ifdef __cplusplus
 }
 #endif
