@@ -230,7 +230,10 @@ GEAR_API gear_status gear_compress_bound(const gear_config *cfg, const gear_tens
  *  of T mod block tokens is stored uncompressed in its input dtype.  layer
  *  is mixed into the power-iteration seed.  cap below the stream's size:
  *  GEAR_ERR_DST_TOO_SMALL, nothing written and *written 0 (size dst with
- *  gear_compress_bound). */
+ *  gear_compress_bound).  Streams, and the values every decompression
+ *  gives, do not depend on the calling thread's floating-point rounding
+ *  mode: codecs compute in round-to-nearest and restore the caller's mode
+ *  (attention follows the mode only within its error bounds). */
 GEAR_API gear_status gear_compress(gear_context *ctx, const gear_config *cfg,
                                    const gear_tensor *x, uint32_t layer,
                                    void *dst, size_t cap, size_t *written);
