@@ -121,7 +121,8 @@ INLINE __m512 key_float(__m256i t)
     return _mm512_cvtph_ps(_mm256_or_si256(_mm256_abs_epi16(t), _mm256_and_si256(t, _mm256_set1_epi16((short)0x8000))));
 }
 
-/* Pass 1 on fp16 rows (keys straight from the halves): strip_stats on
+/* Pass 1 on fp16 rows (keys straight from the halves, values transposed
+ * as 16-bit words), with the rows of the extremes: strip_stats on
  * the int16 keys of the halves, 16 columns to a 256-bit vector, no
  * conversion (Zen 4 runs these at twice the rate of 512-bit float
  * min/max).  Returns 0 if a column holds Inf or NaN, which the extremes
