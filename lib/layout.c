@@ -111,7 +111,6 @@ void gear_block_seal(const gear_block_layout *L, uint8_t *blk)
     gear_put_u32(blk + H_CRC, gear_crc32c(0, blk + 8, L->bytes - 8));
 }
 
-
 /* Every fp16 in [p, p+count) finite (and >= 0 when nonneg). */
 GEAR_CLONES
 static int halves_ok(const uint8_t *p, size_t count, int nonneg)

@@ -160,8 +160,8 @@ static gear_status compress_batch_device(gear_context *ctx, const gear_block_lay
 }
 
 static gear_status pipeline_compress_batch_nearest(gear_context *ctx, const gear_block_layout *L,
-                                         unsigned count, const gear_block_id *ids,
-                                         const float *const *x, uint8_t *const *blk)
+                                                   unsigned count, const gear_block_id *ids,
+                                                   const float *const *x, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
     size_t nd = (size_t)L->n * L->d;
@@ -217,7 +217,7 @@ gear_status gear_pipeline_compress(gear_context *ctx, const gear_block_layout *L
 }
 
 static gear_status pipeline_reconstruct_nearest(gear_context *ctx, const gear_block_layout *L,
-                                      const uint8_t *blk, float *out)
+                                                const uint8_t *blk, float *out)
 {
     const struct gear_backend_i *be = ctx->be;
     size_t nd = (size_t)L->n * L->d;
@@ -256,7 +256,7 @@ gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout
 }
 
 static gear_status pipeline_reconstruct_batch_nearest(gear_context *ctx, const gear_block_layout *L,
-                                            unsigned count, const uint8_t *const *blk, float *out)
+                                                      unsigned count, const uint8_t *const *blk, float *out)
 {
     const struct gear_backend_i *be = ctx->be;
     size_t nd = (size_t)L->n * L->d;
@@ -304,8 +304,8 @@ gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layo
 }
 
 static gear_status pipeline_compress_f16_nearest(gear_context *ctx, const gear_block_layout *L,
-                                       unsigned count, const gear_block_id *ids,
-                                       const uint16_t *const *x, size_t ld, uint8_t *const *blk)
+                                                 unsigned count, const gear_block_id *ids,
+                                                 const uint16_t *const *x, size_t ld, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
     if (!be->on_device && !L->bits && L->raw_dtype == GEAR_F16) { /* fp16 kept as it is */

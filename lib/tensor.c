@@ -191,11 +191,6 @@ static inline uint16_t bf16_sat(float v)
     return gear_float_to_bf16(v > m ? m : v < -m ? -m : v);
 }
 
-/* Convert one row of d fp32 values into the view (element stride cs).
- * fp16 and bf16 saturate: a reconstruction may exceed the input's range
- * by its quantization and low-rank error (min + 3*step rounded up, at 2
- * bits, can be 65520 for data that reached 65504), and Inf there would
- * turn a finite input into a non-finite output. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #include <immintrin.h>
@@ -240,6 +235,11 @@ __attribute__((target("avx2,f16c"))) static void halves_sat_f16c(const float *sr
 }
 #endif
 
+/* Convert one row of d fp32 values into the view (element stride cs).
+ * fp16 and bf16 saturate: a reconstruction may exceed the input's range
+ * by its quantization and low-rank error (min + 3*step rounded up, at 2
+ * bits, can be 65520 for data that reached 65504), and Inf there would
+ * turn a finite input into a non-finite output. */
 GEAR_CLONES
 static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const float *src)
 {

@@ -66,10 +66,10 @@ INLINE float zentry(const zjob *J, const int h, unsigned i, unsigned c)
     return J->z[(size_t)i * J->nc + c];
 }
 
-/* Pass 1: maximum, second maximum, minimum, second minimum of each column
+/* Pass 1 on fp32 rows: maximum, second maximum, minimum, second minimum of each column
  * over rows [r0, r0+m) (m a multiple of 4), two rows at a time (a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice). */
-INLINE void strip_stats(const zjob *J, const int h, unsigned c0, unsigned r0, unsigned m, unsigned k,
+INLINE void strip_stats(const zjob *J, unsigned c0, unsigned r0, unsigned m, unsigned k,
                         __m512 *mx1, __m512 *mx2, __m512 *mn1, __m512 *mn2)
 {
     __m512 a1 = _mm512_set1_ps(-INFINITY), a2 = a1, b1 = _mm512_set1_ps(INFINITY), b2 = b1;
@@ -78,13 +78,13 @@ INLINE void strip_stats(const zjob *J, const int h, unsigned c0, unsigned r0, un
          * carries one max or min per step; merged at the end */
         __m512 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
         for (unsigned i = r0; i < r0 + m; i += 4) {
-            __m512 u = zload(ZROW(J, h, i), c0, h), v = zload(ZROW(J, h, i + 1), c0, h);
+            __m512 u = zload(ZROW(J, 0, i), c0, 0), v = zload(ZROW(J, 0, i + 1), c0, 0);
             __m512 hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
             a2 = _mm512_max_ps(a2, _mm512_max_ps(lo, _mm512_min_ps(a1, hi)));
             a1 = _mm512_max_ps(a1, hi);
             b2 = _mm512_min_ps(b2, _mm512_min_ps(hi, _mm512_max_ps(b1, lo)));
             b1 = _mm512_min_ps(b1, lo);
-            u = zload(ZROW(J, h, i + 2), c0, h), v = zload(ZROW(J, h, i + 3), c0, h);
+            u = zload(ZROW(J, 0, i + 2), c0, 0), v = zload(ZROW(J, 0, i + 3), c0, 0);
             hi = _mm512_max_ps(u, v), lo = _mm512_min_ps(u, v);
             c2 = _mm512_max_ps(c2, _mm512_max_ps(lo, _mm512_min_ps(c1, hi)));
             c1 = _mm512_max_ps(c1, hi);
@@ -98,7 +98,7 @@ INLINE void strip_stats(const zjob *J, const int h, unsigned c0, unsigned r0, un
     } else {
         __m512 c1 = a1, d1 = b1;
         for (unsigned i = r0; i < r0 + m; i += 2) {
-            __m512 u = zload(ZROW(J, h, i), c0, h), v = zload(ZROW(J, h, i + 1), c0, h);
+            __m512 u = zload(ZROW(J, 0, i), c0, 0), v = zload(ZROW(J, 0, i + 1), c0, 0);
             a1 = _mm512_max_ps(a1, u);
             b1 = _mm512_min_ps(b1, u);
             c1 = _mm512_max_ps(c1, v);
@@ -416,7 +416,7 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     if (h) {
         if (!strip_stats16(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
     } else {
-        strip_stats(J, 0, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
+        strip_stats(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
     }
     gparams g;
     g.mx1 = mx1, g.mn1 = mn1;
