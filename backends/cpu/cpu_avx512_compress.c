@@ -560,99 +560,113 @@ static void transpose_halves(const uint16_t *in, size_t ld, unsigned rows, unsig
 #define UNROLL _Pragma("GCC unroll 16")
 
 /* out[k][j] = sum_i ez[i][j] w[k][i] for the NV*16 columns from j0:
- * rank-r axpys over the rows (r and NV constant in each instance). */
+ * rank-r axpys over the rows (r and NV constant in each instance), rows
+ * last to first if rev. */
 INLINE void mul_cols_chunk(const float *ez, unsigned nr, unsigned nc, unsigned j0, const unsigned r,
-                           const unsigned NV, const float *w, float *out)
+                           const unsigned NV, const float *w, float *out, const int rev)
 {
-    __m512 acc[4][4];
-    UNROLL for (unsigned k = 0; k < r; k++)
-        UNROLL for (unsigned v = 0; v < NV; v++) acc[k][v] = _mm512_setzero_ps();
-    const float *p = ez + j0;
-    for (unsigned i = 0; i < nr; i++, p += nc) {
-        __m512 e[4];
-        UNROLL for (unsigned v = 0; v < NV; v++) e[v] = _mm512_loadu_ps(p + 16 * v);
-        UNROLL for (unsigned k = 0; k < r; k++) {
-            __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
-            UNROLL for (unsigned v = 0; v < NV; v++) acc[k][v] = _mm512_fmadd_ps(e[v], wk, acc[k][v]);
-        }
-    }
-    UNROLL for (unsigned k = 0; k < r; k++)
-        UNROLL for (unsigned v = 0; v < NV; v++) _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, acc[k][v]);
-}
-
-/* out[k][j] = sum_i ez[i][j] w[k][i], 64 columns at a time. */
-INLINE void mul_cols_r(const float *ez, unsigned nr, unsigned nc, const unsigned r, const float *w, float *out)
-{
-    unsigned j0 = 0;
-    for (; j0 + 64 <= nc; j0 += 64) mul_cols_chunk(ez, nr, nc, j0, r, 4, w, out);
-    for (; j0 < nc; j0 += 16) mul_cols_chunk(ez, nr, nc, j0, r, 1, w, out);
-}
-
-static void mul_cols(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out)
-{
-    switch (r) {
-    case 1: mul_cols_r(ez, nr, nc, 1, w, out); break;
-    case 2: mul_cols_r(ez, nr, nc, 2, w, out); break;
-    case 3: mul_cols_r(ez, nr, nc, 3, w, out); break;
-    default: mul_cols_r(ez, nr, nc, 4, w, out); break;
-    }
-}
-
-/* s[i] = sum of the lanes of v[i], for 16 vectors. */
-INLINE __m512 hsum16(__m512 *v)
-{
-    __m512 t[8], u[4];
-    for (unsigned m = 0; m < 8; m++)
-        t[m] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * m], v[2 * m + 1]), _mm512_unpackhi_ps(v[2 * m], v[2 * m + 1]));
-    for (unsigned m = 0; m < 4; m++) {
-        __m512d p = _mm512_castps_pd(t[2 * m]), q = _mm512_castps_pd(t[2 * m + 1]);
-        u[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p, q)), _mm512_castpd_ps(_mm512_unpackhi_pd(p, q)));
-    }
-    /* u[m], 128-bit lane l: partial l of rows 4m..4m+3 */
-    __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
-    __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
-}
-
-/* out[k][i] = sum_j ez[i][j] w[k][j]: lane partials of 16 rows, then
- * one transposing reduction per 16 rows.  r and nv (= nc/16) are
- * constants in each instance, so w stays in registers. */
-INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const float *w, float *out,
-                        const unsigned nv)
-{
-    const unsigned nc = 16 * nv;
-    __m512 wr[4][8];
-    UNROLL for (unsigned k = 0; k < r; k++)
-        UNROLL for (unsigned v = 0; v < 8; v++) wr[k][v] = v < nv ? _mm512_loadu_ps(w + (size_t)k * nc + 16 * v) : _mm512_setzero_ps();
-    for (unsigned i0 = 0; i0 < nr; i0 += 16) {
-        __m512 part[4][16];
-        /* four rows at a time: 4r independent chains hide the FMA latency */
-        for (unsigned i = 0; i < 16; i += 4) {
-            const float *p = ez + (size_t)(i0 + i) * nc;
+    /* NV*r < 16: two rows a step into two sets of accumulators (8
+     * chains were too few to keep the FMA pipes busy) */
+    const unsigned S = NV * r < 16 ? 2 : 1;
+    __m512 acc[2][4][8];
+    UNROLL for (unsigned h = 0; h < S; h++)
+        UNROLL for (unsigned k = 0; k < r; k++)
+            UNROLL for (unsigned v = 0; v < NV; v++) acc[h][k][v] = _mm512_setzero_ps();
+    for (unsigned s = 0; s < nr; s += S) {
+        UNROLL for (unsigned h = 0; h < S; h++) {
+            const unsigned i = rev ? nr - 1 - s - h : s + h;
+            const float *p = ez + (size_t)i * nc + j0;
+            __m512 e[8];
+            UNROLL for (unsigned v = 0; v < NV; v++) e[v] = _mm512_loadu_ps(p + 16 * v);
             UNROLL for (unsigned k = 0; k < r; k++) {
-                __m512 s[4];
-                UNROLL for (unsigned q = 0; q < 4; q++) s[q] = _mm512_mul_ps(_mm512_loadu_ps(p + q * nc), wr[k][0]);
-                UNROLL for (unsigned v = 1; v < nv; v++) {
-                    __m512 wv = v < 8 ? wr[k][v] : _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
-                    UNROLL for (unsigned q = 0; q < 4; q++)
-                        s[q] = _mm512_fmadd_ps(_mm512_loadu_ps(p + q * nc + 16 * v), wv, s[q]);
-                }
-                UNROLL for (unsigned q = 0; q < 4; q++) part[k][i + q] = s[q];
+                __m512 wk = _mm512_set1_ps(w[(size_t)k * nr + i]);
+                UNROLL for (unsigned v = 0; v < NV; v++) acc[h][k][v] = _mm512_fmadd_ps(e[v], wk, acc[h][k][v]);
             }
         }
-        for (unsigned k = 0; k < r; k++) _mm512_storeu_ps(out + (size_t)k * nr + i0, hsum16(part[k]));
+    }
+    UNROLL for (unsigned k = 0; k < r; k++)
+        UNROLL for (unsigned v = 0; v < NV; v++) {
+            __m512 a = acc[0][k][v];
+            if (S == 2) a = _mm512_add_ps(a, acc[1][k][v]);
+            _mm512_storeu_ps(out + (size_t)k * nc + j0 + 16 * v, a);
+        }
+}
+
+/* out[k][j] = sum_i ez[i][j] w[k][i]: 128 columns at a time for r <= 2
+ * (one sweep over the rows of a 128-wide E), else 64. */
+INLINE void mul_cols_r(const float *ez, unsigned nr, unsigned nc, const unsigned r, const float *w, float *out,
+                       const int rev)
+{
+    unsigned j0 = 0;
+    if (r <= 2)
+        for (; j0 + 128 <= nc; j0 += 128) mul_cols_chunk(ez, nr, nc, j0, r, 8, w, out, rev);
+    for (; j0 + 64 <= nc; j0 += 64) mul_cols_chunk(ez, nr, nc, j0, r, 4, w, out, rev);
+    for (; j0 < nc; j0 += 16) mul_cols_chunk(ez, nr, nc, j0, r, 1, w, out, rev);
+}
+
+static void mul_cols(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out, int rev)
+{
+    switch (r) {
+    case 1: mul_cols_r(ez, nr, nc, 1, w, out, rev); break;
+    case 2: mul_cols_r(ez, nr, nc, 2, w, out, rev); break;
+    case 3: mul_cols_r(ez, nr, nc, 3, w, out, rev); break;
+    default: mul_cols_r(ez, nr, nc, 4, w, out, rev); break;
+    }
+}
+
+/* out[k][i] = sum_j ez[i][j] w[k][j]: lane partials, reduced by
+ * transposing adds, 16 rows at a time, in reverse if rev (r and nv =
+ * nc/16 constants in each instance). */
+INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const float *w, float *out,
+                        const unsigned nv, const int rev)
+{
+    const unsigned nc = 16 * nv;
+    for (unsigned b = 0; b < nr; b += 16) {
+        const unsigned i0 = rev ? nr - 16 - b : b;
+        __m512 u[4][4];
+        /* four rows at a time, each E vector loaded once for all r: 4r
+         * independent chains; their 4 x 16 lane partials are reduced at
+         * once to one vector per k (partial l of each row in 128-bit lane
+         * l), so that few registers stay live */
+        UNROLL for (unsigned i = 0; i < 4; i++) {
+            const float *p = ez + (size_t)(i0 + 4 * i) * nc;
+            __m512 s[4][4];
+            UNROLL for (unsigned k = 0; k < r; k++)
+                UNROLL for (unsigned q = 0; q < 4; q++) s[k][q] = _mm512_setzero_ps();
+            UNROLL for (unsigned v = 0; v < nv; v++) {
+                __m512 e[4];
+                UNROLL for (unsigned q = 0; q < 4; q++) e[q] = _mm512_loadu_ps(p + q * nc + 16 * v);
+                UNROLL for (unsigned k = 0; k < r; k++) {
+                    __m512 wv = _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
+                    UNROLL for (unsigned q = 0; q < 4; q++) s[k][q] = _mm512_fmadd_ps(e[q], wv, s[k][q]);
+                }
+            }
+            UNROLL for (unsigned k = 0; k < r; k++) {
+                __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(s[k][0], s[k][1]), _mm512_unpackhi_ps(s[k][0], s[k][1]));
+                __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(s[k][2], s[k][3]), _mm512_unpackhi_ps(s[k][2], s[k][3]));
+                __m512d p0 = _mm512_castps_pd(t0), p1 = _mm512_castps_pd(t1);
+                u[k][i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p0, p1)), _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p1)));
+            }
+        }
+        /* u[k][m], 128-bit lane l: partial l of rows 4m..4m+3 */
+        UNROLL for (unsigned k = 0; k < r; k++) {
+            __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[k][0], u[k][1], 0x88), _mm512_shuffle_f32x4(u[k][0], u[k][1], 0xDD));
+            __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[k][2], u[k][3], 0x88), _mm512_shuffle_f32x4(u[k][2], u[k][3], 0xDD));
+            _mm512_storeu_ps(out + (size_t)k * nr + i0,
+                             _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD)));
+        }
     }
 }
 
 #define MUL_ROWS_R(NV)                                                                             \
     switch (r) {                                                                                   \
-    case 1: mul_rows_rv(ez, nr, 1, w, out, NV); break;                                             \
-    case 2: mul_rows_rv(ez, nr, 2, w, out, NV); break;                                             \
-    case 3: mul_rows_rv(ez, nr, 3, w, out, NV); break;                                             \
-    default: mul_rows_rv(ez, nr, 4, w, out, NV); break;                                            \
+    case 1: mul_rows_rv(ez, nr, 1, w, out, NV, rev); break;                                             \
+    case 2: mul_rows_rv(ez, nr, 2, w, out, NV, rev); break;                                             \
+    case 3: mul_rows_rv(ez, nr, 3, w, out, NV, rev); break;                                             \
+    default: mul_rows_rv(ez, nr, 4, w, out, NV, rev); break;                                            \
     }
 
-static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out)
+static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out, int rev)
 {
     if (nc == 64) {
         MUL_ROWS_R(4)
@@ -745,12 +759,16 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
     unsigned n = L->n, d = L->d, r = L->rank;
     uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
     start_matrix(key, d, r, pt);
+    /* E (32 KiB at 64 x 128) fills L1 on its own: a sweep in one
+     * direction over it evicts what the next sweep reads first, so the
+     * sweeps alternate, and each one starts on the rows the last one left
+     * in L1 */
     for (unsigned it = 0; it < L->iters; it++) {
-        if (J->key) mul_rows(J->ez, J->nr, J->nc, r, pt, yt); /* Y = E P */
-        else mul_cols(J->ez, J->nr, J->nc, r, pt, yt);
+        if (J->key) mul_rows(J->ez, J->nr, J->nc, r, pt, yt, 0); /* Y = E P */
+        else mul_cols(J->ez, J->nr, J->nc, r, pt, yt, 0);
         orthonormalize_t(yt, n, r);
-        if (J->key) mul_cols(J->ez, J->nr, J->nc, r, yt, pt); /* P = E^T Y */
-        else mul_rows(J->ez, J->nr, J->nc, r, yt, pt);
+        if (J->key) mul_cols(J->ez, J->nr, J->nc, r, yt, pt, 1); /* P = E^T Y */
+        else mul_rows(J->ez, J->nr, J->nc, r, yt, pt, 1);
     }
     put_factor(yt, n, r, J->blk + L->off_a);
     put_factor(pt, d, r, J->blk + L->off_b);
