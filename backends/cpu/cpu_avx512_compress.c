@@ -38,7 +38,7 @@ typedef struct zjob {
     float *ez;          /* residual, nr x nc (NULL: no low rank) */
     uint8_t *blk;
     unsigned nr, nc, group, G, levels, k, key;
-    float thr;          /* |q - rint(q)| at or above this: redo with a division */
+    float thr;          /* |q - rint(q)| at or above this: a true division */
     const uint16_t *pf; /* fp16 rows of the next block (pf_ld apart), or NULL */
     size_t pf_ld;
 } zjob;
@@ -208,23 +208,24 @@ INLINE void strip_params(__m512 lo, __m512 hi, unsigned levels, gparams *g)
 
 /* Pass 2 over rows [r0, r0+m) of one strip: codes packed into acc
  * (m*bits/32 dwords per column, code i at bits [i*bits, i*bits+bits) as in
- * a block row), residual into ez, outlier rows into amx/amn.  Returns
- * nonzero when some quotient v*(1/dl) fell too near a rounding boundary
- * for the reciprocal to be trusted (the caller reruns with exact = 1,
- * the true division of ref).  tie: a maximum or minimum occurs more than
- * once in some column; the first occurrence is the outlier (ref's order),
- * and the minimum is taken among the rest (constant groups).  inr (with
- * !exact): every quotient rounds into [0, levels] (strip_in_range), so
- * no code needs clamping and the residual is dl * (q - rint(q)), from
- * the rounding check's own vreduceps: three operations a vector fewer. */
-INLINE int strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, const gparams *g, const int k,
-                       const int tie, const int exact, const int we, const int inr, __m512i *acc,
-                       __m512i *amx, __m512i *amn)
+ * a block row), residual into ez, outlier rows into amx/amn.  Quotients
+ * are v*(1/dl); a row of 16 where one fell too near a rounding boundary
+ * for the reciprocal to be trusted takes ref's true division (fp16 data
+ * puts some quotients exactly on a half: a fifth of the strips of real-like
+ * keys have such a row, so redoing whole strips cost more than the rest
+ * of pass 2).  tie: a maximum or minimum occurs more than once in some
+ * column; the first occurrence is the outlier (ref's order), and the
+ * minimum is taken among the rest (constant groups).  inr: every
+ * reciprocal quotient rounds into [0, levels] (strip_in_range), so the
+ * codes of trusted rows need no clamping and their residual is
+ * dl * (q - rint(q)), from the rounding check's own vreduceps. */
+INLINE void strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, const gparams *g, const int k,
+                        const int tie, const int we, const int inr, __m512i *acc, __m512i *amx, __m512i *amn)
 {
     const unsigned nc = J->nc, m = J->group, bits = J->L->bits, cpd = 32 / bits;
     const __m512 M = _mm512_set1_ps(MAGIC), MN = _mm512_set1_ps(MAGIC + (float)J->levels);
+    const __m512 thr = _mm512_set1_ps(J->thr);
     const __m512i sh = _mm512_set1_epi32((int)bits);
-    __m512 facc = _mm512_setzero_ps();
     __mmask16 fm = 0, fn = 0;
     __m512i am = _mm512_setzero_si512(), an = am;
     float *e = we ? J->ez + (size_t)r0 * nc + c0 : NULL;
@@ -233,14 +234,10 @@ INLINE int strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, con
         for (unsigned j = 0; j < cpd; j++) {
             unsigned i = w * cpd + j;
             __m512 x = zload(ZROW(J, h, r0 + i), c0, h);
-            __m512 v = _mm512_sub_ps(x, g->mnf), q, red = v;
-            if (exact) {
-                q = _mm512_maskz_div_ps(g->nz, v, g->dlf);
-            } else {
-                q = _mm512_mul_ps(v, g->inv);
-                red = _mm512_reduce_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); /* q - rint(q) */
-                facc = _mm512_range_ps(facc, red, 0x0B); /* max |q - rint(q)| */
-            }
+            __m512 v = _mm512_sub_ps(x, g->mnf), q = _mm512_mul_ps(v, g->inv);
+            __m512 red = _mm512_reduce_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); /* q - rint(q) */
+            const __mmask16 bad = _mm512_cmp_ps_mask(_mm512_abs_ps(red), thr, _CMP_NLT_UQ);
+            if (__builtin_expect(bad != 0, 0)) q = _mm512_maskz_div_ps(g->nz, v, g->dlf);
             __mmask16 keep = 0xffff;
             if (k) {
                 __mmask16 om = _mm512_cmp_ps_mask(x, g->mx1, _CMP_EQ_OQ);
@@ -257,7 +254,7 @@ INLINE int strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, con
                 keep = (__mmask16) ~(om | on);
             }
             __m512 r;
-            if (inr && !exact) {
+            if (inr && !bad) {
                 r = _mm512_add_ps(q, M);
                 if (k) r = _mm512_mask_blend_ps(keep, M, r); /* outliers: code 0 */
                 if (we) {
@@ -280,8 +277,6 @@ INLINE int strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, con
         acc[w] = a;
     }
     *amx = am, *amn = an;
-    if (exact) return 0;
-    return _mm512_cmp_ps_mask(facc, _mm512_set1_ps(J->thr), _CMP_NLT_UQ) != 0;
 }
 
 /* Code words of 16 columns (W per column) into their block rows, at
@@ -423,12 +418,11 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     __m512 lo = J->k ? mn2 : mn1, hi = J->k ? mx2 : mx1;
     strip_params(lo, hi, J->levels, &g);
     __m512i acc[16], amx, amn;
-    int redo, inr = strip_in_range(&g, lo, hi, J->levels);
+    const int inr = strip_in_range(&g, lo, hi, J->levels);
 #define CODES(K, TIE)                                                                              \
     do {                                                                                           \
-        if (inr) redo = strip_codes(J, h, r0, c0, &g, K, TIE, 0, we, 1, acc, &amx, &amn);          \
-        else redo = strip_codes(J, h, r0, c0, &g, K, TIE, 0, we, 0, acc, &amx, &amn);              \
-        if (redo) strip_codes(J, h, r0, c0, &g, K, TIE, 1, we, 0, acc, &amx, &amn);                \
+        if (inr) strip_codes(J, h, r0, c0, &g, K, TIE, we, 1, acc, &amx, &amn);                    \
+        else strip_codes(J, h, r0, c0, &g, K, TIE, we, 0, acc, &amx, &amn);                        \
     } while (0)
     if (!J->k) {
         CODES(0, 0);
