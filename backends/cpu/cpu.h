@@ -49,6 +49,7 @@ typedef struct cpu_scratch {
     const float *cbt; /* CQ blocks: the head's codebook, centroid-major (not owned) */
     const uint16_t *next; /* fp16 rows of the thread's next block (same ld), or NULL:
                            * the fused compressor fetches them as it goes */
+    const uint16_t *after; /* and of the block after that (its pages touched) */
 } cpu_scratch;
 
 gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_id *id,

@@ -40,6 +40,7 @@ typedef struct zjob {
     unsigned nr, nc, group, G, levels, k, key;
     float thr;          /* |q - rint(q)| at or above this: a true division */
     const uint16_t *pf; /* fp16 rows of the next block (pf_ld apart), or NULL */
+    const uint16_t *after; /* and of the block after it, or NULL */
     size_t pf_ld;
 } zjob;
 
@@ -358,10 +359,27 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     __m512i hv = _mm512_or_si512(
         _mm512_cvtepu16_epi32(_mm512_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), 16));
-    /* pair j = c*outliers_per_row + 2*gb, outliers_per_row = 2G: dword c*G + gb */
-    __m512i slot = _mm512_add_epi32(_mm512_mullo_epi32(col, _mm512_set1_epi32((int)G)), _mm512_set1_epi32((int)gb));
-    _mm512_i32scatter_epi32(J->blk + L->off_oidx, slot, idx, 4);
-    _mm512_i32scatter_epi32(J->blk + L->off_oval, slot, hv, 4);
+    /* pair j = c*outliers_per_row + 2*gb, outliers_per_row = 2G: dword
+     * c*G + gb.  G = 1 (keys) and 2 (values of d = 2 * group): plain and
+     * masked stores (a scatter was ~1 % of a gear2 block apiece) */
+    uint8_t *oi = J->blk + L->off_oidx + 4 * (size_t)c0 * G, *ov = J->blk + L->off_oval + 4 * (size_t)c0 * G;
+    if (G == 1) {
+        _mm512_storeu_si512(oi, idx);
+        _mm512_storeu_si512(ov, hv);
+    } else if (G == 2) {
+        /* lane l to dword 2l + gb of 32: lanes 0-7 in the first 16, 8-15 in the second */
+        const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+        const __mmask16 m = (__mmask16)(gb ? 0xAAAA : 0x5555);
+        _mm512_mask_storeu_epi32(oi, m, _mm512_permutexvar_epi32(lo, idx));
+        _mm512_mask_storeu_epi32(oi + 64, m, _mm512_permutexvar_epi32(hi, idx));
+        _mm512_mask_storeu_epi32(ov, m, _mm512_permutexvar_epi32(lo, hv));
+        _mm512_mask_storeu_epi32(ov + 64, m, _mm512_permutexvar_epi32(hi, hv));
+    } else {
+        __m512i slot = _mm512_add_epi32(_mm512_mullo_epi32(col, _mm512_set1_epi32((int)G)), _mm512_set1_epi32((int)gb));
+        _mm512_i32scatter_epi32(J->blk + L->off_oidx, slot, idx, 4);
+        _mm512_i32scatter_epi32(J->blk + L->off_oval, slot, hv, 4);
+    }
 }
 
 /* The outliers of 16 groups, rows pmx and pmn (one per column), after
@@ -454,6 +472,20 @@ static void prefetch_next(const zjob *J, unsigned t0, unsigned t1)
         for (unsigned c = 0; c < d; c += 32) _mm_prefetch((const char *)(J->pf + t * J->pf_ld + c), _MM_HINT_T2);
 }
 
+/* One line in each page of the block after next: its page walks are
+ * done a block ahead of prefetch_next (with input from DRAM, TLB misses
+ * had left value blocks 7 % slower than from the LLC). */
+static void touch_pages(const zjob *J)
+{
+    uintptr_t last = 0;
+    for (unsigned t = 0; t < J->L->n; t++) {
+        const uint16_t *row = J->after + (size_t)t * J->pf_ld;
+        uintptr_t page = (uintptr_t)row >> 12;
+        if (page != last) _mm_prefetch((const char *)row, _MM_HINT_T2);
+        last = page;
+    }
+}
+
 /* 0 if the block holds Inf or NaN (seen in fp16 rows). */
 static int quantize_z(const zjob *J)
 {
@@ -461,6 +493,7 @@ static int quantize_z(const zjob *J)
     /* the next block's rows, a share per strip */
     const unsigned strips = J->nc / 16 * J->G, per = (J->L->n + strips - 1) / strips;
     unsigned s = 0;
+    if (J->after) touch_pages(J);
     for (unsigned c0 = 0; c0 < J->nc && ok; c0 += 16)
         for (unsigned gb = 0; gb < J->G && ok; gb++, s++) {
             if (J->pf) prefetch_next(J, s * per, s * per + per);
@@ -800,12 +833,13 @@ void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *i
 }
 
 int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id *id, const uint16_t *x,
-                                 size_t ld, const uint16_t *next, uint8_t *blk, float *zbuf, float *ez,
-                                 float *yt, float *pt)
+                                 size_t ld, const uint16_t *next, const uint16_t *after, uint8_t *blk,
+                                 float *zbuf, float *ez, float *yt, float *pt)
 {
     zjob J;
     memset(&J, 0, sizeof J);
     J.pf = next;
+    J.after = after;
     J.pf_ld = ld;
     /* quantized straight from the halves (values transposed as 16-bit
      * words): no fp32 copy of the block, so it and the residual stay in

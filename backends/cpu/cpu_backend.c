@@ -135,6 +135,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
              * over the fused compressor's strips (256 prefetches at once
              * stalled on the misses in flight), else all at once */
             if (sc) sc->next = x16 && direct && i + 1 < count ? x16[i + 1] : NULL;
+            if (sc) sc->after = x16 && direct && i + 2 < count ? x16[i + 2] : NULL;
             if (x16 && !direct && i + 1 < count) prefetch_rows(x16[i + 1], ld, L->n, L->d);
             if (!st && x16 && direct) st = gear_cpu_compress_one_f16(L, &ids[i], x16[i], ld, blk[i], sc);
             else if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], sc);

@@ -466,7 +466,7 @@ gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_blo
     if (!scratch_reserve(s, L)) return GEAR_ERR_NO_MEMORY;
 #ifdef GEAR_CPU_AVX512
     if (avx512_fits(L))
-        return gear_cpu_compress_avx512_f16(L, id, x, ld, s->next, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
+        return gear_cpu_compress_avx512_f16(L, id, x, ld, s->next, s->after, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
                                                                                           : GEAR_ERR_NONFINITE;
 #else
     (void)id, (void)x, (void)ld, (void)blk;

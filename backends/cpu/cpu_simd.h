@@ -135,10 +135,11 @@ extern int gear_cpu_have_avx512_compress;
 void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,
                               uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt);
 /* The same from fp16 rows ld apart; 0 (blk unfinished) if a half is Inf or
- * NaN.  next (or NULL): rows of the block to come, prefetched meanwhile. */
+ * NaN.  next (or NULL): rows of the block to come, prefetched meanwhile;
+ * after (or NULL): the block after it, whose pages are touched. */
 int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id *id, const uint16_t *x,
-                                 size_t ld, const uint16_t *next, uint8_t *blk, float *zbuf, float *ez,
-                                 float *yt, float *pt);
+                                 size_t ld, const uint16_t *next, const uint16_t *after, uint8_t *blk,
+                                 float *zbuf, float *ez, float *yt, float *pt);
 #define CPU_AVX512_COMPRESS gear_cpu_have_avx512_compress
 /* out (cols x rows) = in^T (rows x cols), both multiples of 16. */
 void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, float *out);
