@@ -704,30 +704,38 @@ static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, cons
     }
 }
 
-/* sum a[i] b[i] in double, len a multiple of 16 */
+/* sum a[i] b[i] in double, len a multiple of 16: two chains (the
+ * orthonormalization is a chain of these dots, latency-bound) */
 static double dot_d(const float *a, const float *b, unsigned len)
 {
-    __m512d s = _mm512_setzero_pd();
-    for (unsigned i = 0; i < len; i += 8)
+    __m512d s = _mm512_setzero_pd(), t = s;
+    for (unsigned i = 0; i < len; i += 16) {
         s = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), _mm512_cvtps_pd(_mm256_loadu_ps(b + i)), s);
-    return _mm512_reduce_add_pd(s);
+        t = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(b + i + 8)), t);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s, t));
 }
 
 /* Modified Gram-Schmidt on the r rows of yt (r x len), as cpu_compress.c's
- * orthonormalize on the columns of y. */
+ * orthonormalize on the columns of y.  The original norms first, all at
+ * once (they are independent; a first column's is also its final one). */
 static void orthonormalize_t(float *yt, unsigned len, unsigned r)
 {
+    double orig[4];
+    for (unsigned c = 0; c < r; c++) orig[c] = dot_d(yt + (size_t)c * len, yt + (size_t)c * len, len);
     for (unsigned c = 0; c < r; c++) {
         float *yc = yt + (size_t)c * len;
-        double orig = dot_d(yc, yc, len);
-        for (unsigned p = 0; p < c; p++) {
-            const float *yp = yt + (size_t)p * len;
-            __m512 dv = _mm512_set1_ps((float)dot_d(yp, yc, len));
-            for (unsigned i = 0; i < len; i += 16)
-                _mm512_storeu_ps(yc + i, _mm512_fnmadd_ps(dv, _mm512_loadu_ps(yp + i), _mm512_loadu_ps(yc + i)));
+        double nrm = orig[c];
+        if (c) {
+            for (unsigned p = 0; p < c; p++) {
+                const float *yp = yt + (size_t)p * len;
+                __m512 dv = _mm512_set1_ps((float)dot_d(yp, yc, len));
+                for (unsigned i = 0; i < len; i += 16)
+                    _mm512_storeu_ps(yc + i, _mm512_fnmadd_ps(dv, _mm512_loadu_ps(yp + i), _mm512_loadu_ps(yc + i)));
+            }
+            nrm = dot_d(yc, yc, len);
         }
-        double nrm = dot_d(yc, yc, len);
-        int dead = !(nrm > 1e-24) || nrm <= orig * 1e-12;
+        int dead = !(nrm > 1e-24) || nrm <= orig[c] * 1e-12;
         __m512 inv = _mm512_set1_ps(dead ? 0.0f : (float)(1.0 / sqrt(nrm)));
         for (unsigned i = 0; i < len; i += 16) _mm512_storeu_ps(yc + i, _mm512_mul_ps(_mm512_loadu_ps(yc + i), inv));
     }
@@ -757,25 +765,29 @@ static void put_factor(const float *src, unsigned len, unsigned r, uint8_t *dst)
 }
 
 /* pt[k][c] = gear_rng_uniform(key, c*r + k), 8 at a time (the SplitMix64
- * finalizer in 64-bit lanes). */
+ * finalizer in 64-bit lanes; C * index stepped by additions, as
+ * multiplications mod 2^64 distribute over them: two vpmullq of four). */
 static void start_matrix(uint64_t key, unsigned d, unsigned r, float *pt)
 {
     const __m512i K = _mm512_set1_epi64((long long)key), G = _mm512_set1_epi64((long long)0x9e3779b97f4a7c15ull);
     const __m512i M1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ull);
     const __m512i M2 = _mm512_set1_epi64((long long)0x94d049bb133111ebull);
-    const __m512i C = _mm512_set1_epi64((long long)0xd1b54a32d192ed03ull);
-    for (unsigned k = 0; k < r; k++)
-        for (unsigned c = 0; c < d; c += 8) {
-            __m512i i = _mm512_add_epi64(_mm512_mullo_epi64(_mm512_add_epi64(_mm512_set1_epi64(c), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7)),
-                                                            _mm512_set1_epi64(r)),
-                                         _mm512_set1_epi64(k + 1)); /* index + 1 */
-            __m512i z = _mm512_add_epi64(_mm512_xor_si512(K, _mm512_mullo_epi64(C, i)), G);
+    const uint64_t C = 0xd1b54a32d192ed03ull;
+    /* index + 1 of column c + lane, row k: (c + lane) * r + k + 1 */
+    const __m512i step = _mm512_set1_epi64((long long)(C * 8u * r));
+    for (unsigned k = 0; k < r; k++) {
+        __m512i ci = _mm512_mullo_epi64(_mm512_set1_epi64((long long)C),
+                                        _mm512_add_epi64(_mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_epi64(r)),
+                                                         _mm512_set1_epi64(k + 1)));
+        for (unsigned c = 0; c < d; c += 8, ci = _mm512_add_epi64(ci, step)) {
+            __m512i z = _mm512_add_epi64(_mm512_xor_si512(K, ci), G);
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), M1);
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), M2);
             z = _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
             __m256 f = _mm512_cvtepi64_ps(_mm512_srli_epi64(z, 40));
             _mm256_storeu_ps(pt + (size_t)k * d + c, _mm256_mul_ps(f, _mm256_set1_ps(1.0f / 16777216.0f)));
         }
+    }
 }
 
 /* Power iteration on E (n x d) held as ez = Z-layout (keys: E; values: E^T);
