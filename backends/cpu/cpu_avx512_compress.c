@@ -360,8 +360,9 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
         _mm512_cvtepu16_epi32(_mm512_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), 16));
     /* pair j = c*outliers_per_row + 2*gb, outliers_per_row = 2G: dword
-     * c*G + gb.  G = 1 (keys) and 2 (values of d = 2 * group): plain and
-     * masked stores (a scatter was ~1 % of a gear2 block apiece) */
+     * c*G + gb.  G = 1 and 2 (gear2 keys and values: n = group, d = 2 *
+     * group): plain and masked stores (a scatter was ~1 % of a gear2 block
+     * apiece) */
     uint8_t *oi = J->blk + L->off_oidx + 4 * (size_t)c0 * G, *ov = J->blk + L->off_oval + 4 * (size_t)c0 * G;
     if (G == 1) {
         _mm512_storeu_si512(oi, idx);

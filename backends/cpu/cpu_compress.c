@@ -12,13 +12,24 @@
 #include "cpu.h"
 #include "cpu_simd.h"
 
+/* The buffers the scratch owns, freed; what the caller lent it (cbt,
+ * next, after) stays: a block that grows the scratch keeps its prefetch
+ * pointers. */
+static void scratch_release(cpu_scratch *s)
+{
+    free(s->e); free(s->codes); free(s->mn); free(s->dl);
+    free(s->omax); free(s->omin); free(s->y); free(s->pt);
+    s->e = s->mn = s->dl = s->y = s->pt = NULL;
+    s->codes = NULL;
+    s->omax = s->omin = NULL;
+    s->cap = 0;
+}
+
 static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
 {
     size_t nd = (size_t)L->n * L->d;
     if (s->cap >= nd) return 1;
-    const float *cbt = s->cbt;
-    gear_cpu_scratch_free(s);
-    s->cbt = cbt;
+    scratch_release(s);
     size_t nr = (size_t)(L->n > L->d ? L->n : L->d) * 256; /* r <= 255 */
     s->e = malloc(nd * sizeof(float));
     s->codes = malloc(nd);
@@ -29,8 +40,7 @@ static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
     s->y = malloc(nr * sizeof(float));
     s->pt = malloc(nr * sizeof(float));
     if (!s->e || !s->codes || !s->mn || !s->dl || !s->omax || !s->omin || !s->y || !s->pt) {
-        gear_cpu_scratch_free(s);
-        s->cbt = cbt;
+        scratch_release(s);
         return 0;
     }
     s->cap = nd;
@@ -39,8 +49,7 @@ static int scratch_reserve(cpu_scratch *s, const gear_block_layout *L)
 
 void gear_cpu_scratch_free(cpu_scratch *s)
 {
-    free(s->e); free(s->codes); free(s->mn); free(s->dl);
-    free(s->omax); free(s->omin); free(s->y); free(s->pt);
+    scratch_release(s);
     memset(s, 0, sizeof *s);
 }
 
