@@ -649,6 +649,11 @@ INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const fl
                         const unsigned nv, const int rev)
 {
     const unsigned nc = 16 * nv;
+    /* w in registers where it fits (nv <= 4: values, 64 tokens) */
+    __m512 wr[4][4];
+    if (nv <= 4)
+        UNROLL for (unsigned k = 0; k < r; k++)
+            UNROLL for (unsigned v = 0; v < nv; v++) wr[k][v] = _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
     for (unsigned b = 0; b < nr; b += 16) {
         const unsigned i0 = rev ? nr - 16 - b : b;
         __m512 u[4][4];
@@ -665,7 +670,7 @@ INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const fl
                 __m512 e[4];
                 UNROLL for (unsigned q = 0; q < 4; q++) e[q] = _mm512_loadu_ps(p + q * nc + 16 * v);
                 UNROLL for (unsigned k = 0; k < r; k++) {
-                    __m512 wv = _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
+                    __m512 wv = nv <= 4 ? wr[k][v] : _mm512_loadu_ps(w + (size_t)k * nc + 16 * v);
                     UNROLL for (unsigned q = 0; q < 4; q++) s[k][q] = _mm512_fmadd_ps(e[q], wv, s[k][q]);
                 }
             }
