@@ -359,6 +359,12 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     if (G == 1) {
         _mm256_storeu_si256((__m256i *)(J->blk + L->off_scales + 2 * (size_t)c0), g->dl_h);
         _mm256_storeu_si256((__m256i *)(J->blk + L->off_mins + 2 * (size_t)c0), g->mn_h);
+    } else if (G == 2) { /* group gb of column c at c*2 + gb: every other half */
+        const __mmask32 m = gb ? 0xAAAAAAAAu : 0x55555555u;
+        _mm512_mask_storeu_epi16(J->blk + L->off_scales + 4 * (size_t)c0, m,
+                                 _mm512_maskz_expand_epi16(m, _mm512_castsi256_si512(g->dl_h)));
+        _mm512_mask_storeu_epi16(J->blk + L->off_mins + 4 * (size_t)c0, m,
+                                 _mm512_maskz_expand_epi16(m, _mm512_castsi256_si512(g->mn_h)));
     } else {
         uint16_t s[16], n[16];
         _mm256_storeu_si256((__m256i *)s, g->dl_h);
