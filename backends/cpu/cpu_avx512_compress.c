@@ -23,6 +23,7 @@
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
+#include "cpu_avx512_rows.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -42,6 +43,7 @@ typedef struct zjob {
     const uint16_t *pf; /* fp16 rows of the next block (pf_ld apart), or NULL */
     const uint16_t *after; /* and of the block after it, or NULL */
     size_t pf_ld;
+    uint16_t *bf;       /* room for E in bf16 twice (n*d floats), or NULL: fp32 products */
 } zjob;
 
 /* Per strip of 16 groups: the fp16-rounded parameters and the extremes. */
@@ -727,20 +729,10 @@ INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const fl
                     UNROLL for (unsigned q = 0; q < 4; q++) s[k][q] = _mm512_fmadd_ps(e[q], wv, s[k][q]);
                 }
             }
-            UNROLL for (unsigned k = 0; k < r; k++) {
-                __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(s[k][0], s[k][1]), _mm512_unpackhi_ps(s[k][0], s[k][1]));
-                __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(s[k][2], s[k][3]), _mm512_unpackhi_ps(s[k][2], s[k][3]));
-                __m512d p0 = _mm512_castps_pd(t0), p1 = _mm512_castps_pd(t1);
-                u[k][i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(p0, p1)), _mm512_castpd_ps(_mm512_unpackhi_pd(p0, p1)));
-            }
+            UNROLL for (unsigned k = 0; k < r; k++) u[k][i] = gear_rows4_partials(s[k]);
         }
         /* u[k][m], 128-bit lane l: partial l of rows 4m..4m+3 */
-        UNROLL for (unsigned k = 0; k < r; k++) {
-            __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[k][0], u[k][1], 0x88), _mm512_shuffle_f32x4(u[k][0], u[k][1], 0xDD));
-            __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[k][2], u[k][3], 0x88), _mm512_shuffle_f32x4(u[k][2], u[k][3], 0xDD));
-            _mm512_storeu_ps(out + (size_t)k * nr + i0,
-                             _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD)));
-        }
+        UNROLL for (unsigned k = 0; k < r; k++) _mm512_storeu_ps(out + (size_t)k * nr + i0, gear_rows16_sums(u[k]));
     }
 }
 
@@ -861,12 +853,27 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
      * direction over it evicts what the next sweep reads first, so the
      * sweeps alternate, and each one starts on the rows the last one left
      * in L1 */
-    for (unsigned it = 0; it < L->iters; it++) {
-        if (J->key) mul_rows(J->ez, J->nr, J->nc, r, pt, yt, 0); /* Y = E P */
-        else mul_cols(J->ez, J->nr, J->nc, r, pt, yt, 0);
-        orthonormalize_t(yt, n, r);
-        if (J->key) mul_cols(J->ez, J->nr, J->nc, r, yt, pt, 1); /* P = E^T Y */
-        else mul_rows(J->ez, J->nr, J->nc, r, yt, pt, 1);
+    const unsigned nr = J->nr, nc = J->nc;
+    if (J->bf) {
+        /* bf16 products: E once into its two layouts (in zbuf, whose
+         * transposed input is no longer needed) */
+        uint16_t *er = J->bf, *ep = er + (size_t)nr * nc, wb[4 * 1024];
+        gear_cpu_bf16_layouts(J->ez, nr, nc, er, ep);
+        for (unsigned it = 0; it < L->iters; it++) {
+            if (J->key) gear_cpu_bf16_mul_rows(er, nr, nc, r, pt, yt, wb); /* Y = E P */
+            else gear_cpu_bf16_mul_cols(ep, nr, nc, r, pt, yt, wb);
+            orthonormalize_t(yt, n, r);
+            if (J->key) gear_cpu_bf16_mul_cols(ep, nr, nc, r, yt, pt, wb); /* P = E^T Y */
+            else gear_cpu_bf16_mul_rows(er, nr, nc, r, yt, pt, wb);
+        }
+    } else {
+        for (unsigned it = 0; it < L->iters; it++) {
+            if (J->key) mul_rows(J->ez, nr, nc, r, pt, yt, 0); /* Y = E P */
+            else mul_cols(J->ez, nr, nc, r, pt, yt, 0);
+            orthonormalize_t(yt, n, r);
+            if (J->key) mul_cols(J->ez, nr, nc, r, yt, pt, 1); /* P = E^T Y */
+            else mul_rows(J->ez, nr, nc, r, yt, pt, 1);
+        }
     }
     put_factor(yt, n, r, J->blk + L->off_a);
     put_factor(pt, d, r, J->blk + L->off_b);
@@ -893,11 +900,19 @@ static int run(const gear_block_layout *L, const gear_block_id *id, zjob *J, uin
     return 1;
 }
 
+/* bf16 products where the CPU has them and the thin factors fit the
+ * stack scratch of lowrank. */
+static int use_bf16(const gear_block_layout *L)
+{
+    return gear_cpu_have_avx512_bf16 && L->rank && L->n <= 1024 && L->d <= 1024;
+}
+
 void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,
                               uint8_t *blk, float *zbuf, float *ez, float *yt, float *pt)
 {
     zjob J;
     memset(&J, 0, sizeof J);
+    J.bf = use_bf16(L) ? (uint16_t *)zbuf : NULL;
     if (L->kind != GEAR_KEY) gear_cpu_transpose_avx512(x, L->n, L->d, zbuf);
     J.z = L->kind == GEAR_KEY ? x : zbuf;
     (void)run(L, id, &J, blk, ez, yt, pt);
@@ -909,6 +924,7 @@ int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id
 {
     zjob J;
     memset(&J, 0, sizeof J);
+    J.bf = use_bf16(L) ? (uint16_t *)zbuf : NULL;
     J.pf = next;
     J.after = after;
     J.pf_ld = ld;

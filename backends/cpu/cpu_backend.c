@@ -15,6 +15,7 @@ int gear_cpu_have_avx512;
 #ifdef GEAR_CPU_AVX512
 int gear_cpu_have_avx2;
 int gear_cpu_have_avx512_compress;
+int gear_cpu_have_avx512_bf16;
 int gear_cpu_have_avx512_vnni;
 #endif
 
@@ -220,6 +221,10 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
                            __builtin_cpu_supports("avx512vl") && getenv("GEAR_CPU_NO_AVX512") == NULL;
     gear_cpu_have_avx512_compress = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512dq") &&
                                     __builtin_cpu_supports("avx512vbmi2");
+    /* opt-in: the low-rank factors then follow ref's only to bf16's
+     * precision (docs/DESIGN-NOTES.md) */
+    gear_cpu_have_avx512_bf16 = gear_cpu_have_avx512_compress && __builtin_cpu_supports("avx512bf16") &&
+                                getenv("GEAR_CPU_BF16") != NULL;
     gear_cpu_have_avx512_vnni = gear_cpu_have_avx512 && __builtin_cpu_supports("avx512vbmi") &&
                                 __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
                                 getenv("GEAR_CPU_NO_VNNI") == NULL;

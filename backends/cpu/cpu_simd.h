@@ -141,6 +141,18 @@ int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id
                                  size_t ld, const uint16_t *next, const uint16_t *after, uint8_t *blk,
                                  float *zbuf, float *ez, float *yt, float *pt);
 #define CPU_AVX512_COMPRESS gear_cpu_have_avx512_compress
+/* The power iteration's products in bf16 (cpu_avx512_bf16.c), where the
+ * CPU has AVX512-BF16 and GEAR_CPU_BF16 is set (opt-in): E (nr x nc fp32) to
+ * er (row-major) and ep (rows paired) once a block; then out = E w
+ * (mul_rows, w: r x nc, out: r x nr) and out = E^T w (mul_cols, w: r x nr,
+ * out: r x nc).  nr, nc multiples of 16; wb: r * max(nr, nc) bf16 of
+ * scratch. */
+extern int gear_cpu_have_avx512_bf16;
+void gear_cpu_bf16_layouts(const float *ez, unsigned nr, unsigned nc, uint16_t *er, uint16_t *ep);
+void gear_cpu_bf16_mul_rows(const uint16_t *er, unsigned nr, unsigned nc, unsigned r, const float *w, float *out,
+                            uint16_t *wb);
+void gear_cpu_bf16_mul_cols(const uint16_t *ep, unsigned nr, unsigned nc, unsigned r, const float *w, float *out,
+                            uint16_t *wb);
 /* out (cols x rows) = in^T (rows x cols), both multiples of 16. */
 void gear_cpu_transpose_avx512(const float *in, unsigned rows, unsigned cols, float *out);
 #else

@@ -16,7 +16,7 @@ if HAVE_AVX512_FLAGS
 # Kernels compiled for AVX-512 only; called after a run-time CPU check.
 noinst_LTLIBRARIES += libgear-cpu-avx512.la
 libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512_half.h backends/cpu/cpu_avx512.c \
-	backends/cpu/cpu_avx512_compress.c \
+	backends/cpu/cpu_avx512_compress.c backends/cpu/cpu_avx512_rows.h backends/cpu/cpu_avx512_bf16.c \
 	backends/cpu/cpu_avx512_attn.c backends/cpu/cpu_avx512_cq.c
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
 libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
