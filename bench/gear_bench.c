@@ -670,6 +670,15 @@ int main(int argc, char **argv)
     size_t llc = llc_bytes();
     printf("gear-bench: libgear %s, %d threads, last-level cache %zu MiB, medians of %d\n",
            gear_version_string(), threads, llc >> 20, reps);
+    /* the variables that choose the module's code paths, so that a saved
+     * run says which ones it timed */
+    static const char *paths[] = {"GEAR_BACKEND", "GEAR_CPU_BF16", "GEAR_CPU_NO_VNNI", "GEAR_CPU_NO_AVX512",
+                                  "GEAR_CPU_NO_AVX2"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (getenv(paths[i])) {
+            printf("environment: %s=%s\n", paths[i], getenv(paths[i]));
+            if (jf) fprintf(jf, "{\"bench\":\"env\",\"name\":\"%s\",\"value\":\"%s\"}\n", paths[i], getenv(paths[i]));
+        }
 
     /* baselines over 2 x 4 LLC of buffers, so they measure DRAM */
     bw b1 = measure_bw(4 * llc, 1), bn = measure_bw(4 * llc, threads);
