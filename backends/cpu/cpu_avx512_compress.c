@@ -849,10 +849,6 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
     unsigned n = L->n, d = L->d, r = L->rank;
     uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
     start_matrix(key, d, r, pt);
-    /* E (32 KiB at 64 x 128) fills L1 on its own: a sweep in one
-     * direction over it evicts what the next sweep reads first, so the
-     * sweeps alternate, and each one starts on the rows the last one left
-     * in L1 */
     const unsigned nr = J->nr, nc = J->nc;
     if (J->bf) {
         /* bf16 products: E once into its two layouts (in zbuf, whose
@@ -867,6 +863,10 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
             else gear_cpu_bf16_mul_rows(er, nr, nc, r, yt, pt, wb);
         }
     } else {
+        /* E (32 KiB at 64 x 128) fills L1 on its own: a sweep in one
+         * direction over it evicts what the next sweep reads first, so the
+         * sweeps alternate, and each one starts on the rows the last one
+         * left in L1 */
         for (unsigned it = 0; it < L->iters; it++) {
             if (J->key) mul_rows(J->ez, nr, nc, r, pt, yt, 0); /* Y = E P */
             else mul_cols(J->ez, nr, nc, r, pt, yt, 0);
