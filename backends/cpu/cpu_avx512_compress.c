@@ -528,6 +528,22 @@ static void prefetch_next(const zjob *J, unsigned t0, unsigned t1)
         for (unsigned c = 0; c < d; c += 32) _mm_prefetch((const char *)(J->pf + t * J->pf_ld + c), _MM_HINT_T2);
 }
 
+/* Value blocks: the next block's rows again, into L1, a share before
+ * each of the power iteration's last `iters` products (product pi of
+ * 2*iters).  Zen 4 drops some PREFETCHT1/T2 (Wang et al., arXiv
+ * 2411.02814, "Software Prefetching Instruction"), and the value
+ * transposition, all loads and shuffles, then waited on DRAM: 13 % of a
+ * gear2 value block.  Keys overlap their misses with pass 1's arithmetic
+ * (there, this cost 2 %). */
+static void prefetch_again(const zjob *J, unsigned pi)
+{
+    const unsigned iters = J->L->iters, n = J->L->n, d = J->L->d;
+    if (J->key || !J->pf || pi < iters) return;
+    const unsigned per = (n + iters - 1) / iters, t0 = (pi - iters) * per;
+    for (unsigned t = t0; t < t0 + per && t < n; t++)
+        for (unsigned c = 0; c < d; c += 32) _mm_prefetch((const char *)(J->pf + t * J->pf_ld + c), _MM_HINT_T0);
+}
+
 /* One line in each page of the block after next: its page walks are
  * done a block ahead of prefetch_next (with input from DRAM, TLB misses
  * had left value blocks 7 % slower than from the LLC). */
@@ -868,9 +884,11 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
          * sweeps alternate, and each one starts on the rows the last one
          * left in L1 */
         for (unsigned it = 0; it < L->iters; it++) {
+            prefetch_again(J, 2 * it);
             if (J->key) mul_rows(J->ez, nr, nc, r, pt, yt, 0); /* Y = E P */
             else mul_cols(J->ez, nr, nc, r, pt, yt, 0);
             orthonormalize_t(yt, n, r);
+            prefetch_again(J, 2 * it + 1);
             if (J->key) mul_cols(J->ez, nr, nc, r, yt, pt, 1); /* P = E^T Y */
             else mul_rows(J->ez, nr, nc, r, yt, pt, 1);
         }
