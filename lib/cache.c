@@ -461,6 +461,16 @@ static gear_status decompress_stored(gear_cache *c, unsigned layer, gear_tensor 
             for (unsigned b0 = 0; b0 < ly->n_blocks && !st; b0 += BATCH) {
                 unsigned m = ly->n_blocks - b0 < BATCH ? ly->n_blocks - b0 : BATCH;
                 for (unsigned i = 0; i < m; i++) blk[i] = gear_cache_block(c, ly, kv, b0 + i, h);
+                /* fp16 rows: straight from the backend's threads, where it can */
+                const uint16_t *rows;
+                size_t ld;
+                if (gear_view_f16_rows(dst[kv], h, (int64_t)b0 * c->block, &rows, &ld)) {
+                    uint16_t *os[BATCH];
+                    for (unsigned i = 0; i < m; i++) os[i] = (uint16_t *)rows + (size_t)i * c->block * ld;
+                    st = gear_pipeline_reconstruct_f16(c->ctx, &L, m, blk, os, ld);
+                    if (st != GEAR_ERR_UNSUPPORTED) continue;
+                    st = GEAR_OK;
+                }
                 st = gear_pipeline_reconstruct_batch(c->ctx, &L, m, blk, x);
                 for (unsigned i = 0; i < m && !st; i++)
                     gear_view_write(dst[kv], h, (int64_t)(b0 + i) * c->block, c->block, c->d,

@@ -209,6 +209,13 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
  * backend has it, else one block at a time. */
 gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
                                             unsigned count, const uint8_t *const *blk, float *out);
+/* Reconstruct count blocks (host backend memory) straight into fp16 rows
+ * out[i], ld halves apart, each value gear_half_sat: through the backend's
+ * reconstruct_blocks_f16; GEAR_ERR_UNSUPPORTED where it has none or does
+ * not take the layout (the caller then stages fp32). */
+gear_status gear_pipeline_reconstruct_f16(gear_context *ctx, const gear_block_layout *L,
+                                          unsigned count, const uint8_t *const *blk,
+                                          uint16_t *const *out, size_t ld);
 /* Reconstruct a block (backend memory) into host fp32 n x d. */
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out);

@@ -284,6 +284,28 @@ gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_
     return st;
 }
 
+static gear_status pipeline_reconstruct_f16_nearest(gear_context *ctx, const gear_block_layout *L,
+                                                    unsigned count, const uint8_t *const *blk,
+                                                    uint16_t *const *out, size_t ld)
+{
+    const struct gear_backend_i *be = ctx->be;
+    if (be->on_device || !be->reconstruct_blocks_f16 || !L->bits || (L->cq_dim && !L->codebook))
+        return GEAR_ERR_UNSUPPORTED;
+    gear_status st = be->reconstruct_blocks_f16(ctx->state, L, count, blk, out, ld);
+    if (st && st != GEAR_ERR_UNSUPPORTED) st = gear_backend_failed(ctx, st, "reconstructing blocks");
+    return st;
+}
+
+gear_status gear_pipeline_reconstruct_f16(gear_context *ctx, const gear_block_layout *L,
+                                          unsigned count, const uint8_t *const *blk,
+                                          uint16_t *const *out, size_t ld)
+{
+    int mode = gear_round_nearest();
+    gear_status st = pipeline_reconstruct_f16_nearest(ctx, L, count, blk, out, ld);
+    gear_round_restore(mode);
+    return st;
+}
+
 gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layout *L,
                                         unsigned count, const gear_block_id *ids,
                                         const float *const *x, uint8_t *hblk)

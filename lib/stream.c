@@ -243,6 +243,35 @@ gear_status gear_stream_info(const void *src, size_t len, int64_t shape[3], gear
     return GEAR_OK;
 }
 
+/* Every full block straight into fp16 rows of out in one call, where the
+ * backend can (one parallel region, each value converted by the thread
+ * that decoded it); GEAR_ERR_UNSUPPORTED makes the caller stage fp32. */
+static gear_status decompress_f16(gear_context *ctx, const plan *p, const uint8_t *r, gear_tensor *out)
+{
+    const uint16_t *rows;
+    size_t ld, count = (size_t)(p->H * p->nfull);
+    if (!count || count > UINT32_MAX || !gear_view_f16_rows(out, 0, 0, &rows, &ld))
+        return GEAR_ERR_UNSUPPORTED;
+    const uint8_t **blk = malloc(sizeof *blk * count);
+    uint16_t **os = malloc(sizeof *os * count);
+    if (!blk || !os) {
+        free(blk);
+        free(os);
+        return gear_fail(GEAR_ERR_NO_MEMORY, "gear_decompress block tables");
+    }
+    gear_status st = GEAR_OK;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t h = i / p->nfull, b = i % p->nfull;
+        gear_view_f16_rows(out, (int64_t)h, (int64_t)(b * p->cfg.block), &rows, &ld);
+        os[i] = (uint16_t *)rows; /* out's own data: writable */
+        blk[i] = r + i * p->L.bytes;
+    }
+    st = gear_pipeline_reconstruct_f16(ctx, &p->L, (unsigned)count, blk, os, ld);
+    free(blk);
+    free(os);
+    return st;
+}
+
 gear_status gear_decompress(gear_context *ctx, const void *src, size_t len, gear_tensor *out)
 {
     plan p;
@@ -257,7 +286,11 @@ gear_status gear_decompress(gear_context *ctx, const void *src, size_t len, gear
     float *buf = malloc(sizeof(float) * nd * batch);
     if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_decompress scratch");
     const uint8_t *r = (const uint8_t *)src + STREAM_HEADER, *blk[STREAM_BATCH_MAX];
-    for (uint64_t hh = 0; hh < p.H && !st; hh++)
+    st = decompress_f16(ctx, &p, r, out);
+    int direct = st == GEAR_OK;
+    if (direct) r += (size_t)(p.H * p.nfull) * p.L.bytes;
+    if (st == GEAR_ERR_UNSUPPORTED) st = GEAR_OK;
+    for (uint64_t hh = 0; hh < p.H && !st && !direct; hh++)
         for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {
             unsigned m = p.nfull - b0 < batch ? (unsigned)(p.nfull - b0) : batch;
             if (ctx->be->on_device) { /* the blocks are on the host: one at a time */

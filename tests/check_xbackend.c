@@ -260,6 +260,85 @@ static void cross_case(gear_context *be, gear_context *ref, const char *name, in
 START_TEST(test_cross_decompress) { for_each_backend(cross_case); }
 END_TEST
 
+/* Decompression into fp16 (the host backends' reconstruct_blocks_f16,
+ * in their threads) against ref's staging through fp32, half for half:
+ * every preset, the odd shapes, a view whose rows are 8 halves apart from
+ * the next (the padding must stay untouched), and data at +-65504, whose
+ * reconstruction overshoots fp16's range and must saturate. */
+static void decompress_f16_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    enum { PAD = 8 };
+    int np = gear_preset_count();
+    for (int p = 0; p < np; p++)
+        for (int kind = 0; kind < 2; kind++)
+            for (size_t si = 0; si <= N_SHAPES; si++) {
+                int big = si == N_SHAPES; /* the first shape again, at fp16's limits */
+                const shape *s = &shapes[big ? 0 : si];
+                gear_config cfg = tu_preset(gear_preset_name(p), (gear_kind)kind);
+                if (cfg.cq_dim) continue; /* needs a calibration: check_cq */
+                cfg.block = s->block;
+                char what[128];
+                snprintf(what, sizeof what, "%s vs ref, fp16 out, %s %s [%d,%d,%d] block %u%s", name,
+                         gear_preset_name(p), kind ? "V" : "K", s->H, s->T, s->d, s->block,
+                         big ? ", values at +-65504" : "");
+                size_t N = (size_t)s->H * s->T * s->d, NP = (size_t)s->H * s->T * (s->d + PAD);
+                float *x = tu_synth(70 + si * 2 + (size_t)kind, (gear_kind)kind, s->H, s->T, s->d);
+                if (big)
+                    for (size_t i = 0; i < N; i++) x[i] = ((i / s->d + i % s->d) % 3) ? 65504.0f : -65504.0f * (x[i] > 0);
+                size_t len;
+                uint8_t *a = tu_compress(ref, &cfg, x, s->H, s->T, s->d, 4, &len);
+                uint16_t *ha = malloc(sizeof(uint16_t) * N), *hb = malloc(sizeof(uint16_t) * NP);
+                TU_CHECK(ha != NULL && hb != NULL);
+                for (size_t i = 0; i < NP; i++) hb[i] = 0x5555;
+                gear_tensor ta, tb;
+                TU_OK(gear_tensor_init(&ta, ha, GEAR_F16, 3, s->H, s->T, s->d, 0));
+                TU_OK(gear_tensor_init(&tb, hb, GEAR_F16, 3, s->H, s->T, s->d + PAD, 0));
+                tb.shape[2] = s->d; /* rows d + PAD halves apart */
+                TU_OK(gear_decompress(ref, a, len, &ta));
+                TU_OK(gear_decompress(be, a, len, &tb));
+                size_t diff = 0, pad = 0;
+                for (size_t r = 0; r < (size_t)s->H * s->T; r++) {
+                    diff += memcmp(ha + r * s->d, hb + r * (s->d + PAD), 2 * (size_t)s->d) != 0;
+                    for (int c = 0; c < PAD; c++) pad += hb[r * (s->d + PAD) + s->d + c] != 0x5555;
+                }
+                TU_ASSERT(diff == 0, "%s: %zu rows differ", what, diff);
+                TU_ASSERT(pad == 0, "%s: %zu halves of the padding between rows written", what, pad);
+                if (kind == 0) { /* a cache of ref's blocks (x as K and V) loaded on be */
+                    gear_config cv = tu_preset(gear_preset_name(p), GEAR_VALUE);
+                    cv.block = s->block;
+                    gear_cache *ca = NULL, *cb = NULL;
+                    TU_OK(gear_cache_create(ref, &cfg, &cv, 1, s->H, s->d, s->T, &ca));
+                    TU_OK(tu_cache_append(ca, 0, x, x, s->H, s->T, s->d));
+                    size_t sl;
+                    uint8_t *saved = tu_cache_save(ca, &sl);
+                    TU_OK(gear_cache_load_mem(be, saved, sl, &cb));
+                    for (int kv = 0; kv < 2; kv++) {
+                        for (size_t i = 0; i < NP; i++) hb[i] = 0x5555;
+                        TU_OK(gear_cache_decompress(ca, 0, kv ? NULL : &ta, kv ? &ta : NULL));
+                        TU_OK(gear_cache_decompress(cb, 0, kv ? NULL : &tb, kv ? &tb : NULL));
+                        diff = pad = 0;
+                        for (size_t r = 0; r < (size_t)s->H * s->T; r++) {
+                            diff += memcmp(ha + r * s->d, hb + r * (s->d + PAD), 2 * (size_t)s->d) != 0;
+                            for (int c = 0; c < PAD; c++) pad += hb[r * (s->d + PAD) + s->d + c] != 0x5555;
+                        }
+                        TU_ASSERT(diff == 0, "%s, cache %s: %zu rows differ", what, kv ? "V" : "K", diff);
+                        TU_ASSERT(pad == 0, "%s, cache %s: padding written", what, kv ? "V" : "K");
+                    }
+                    free(saved);
+                    gear_cache_free(ca);
+                    gear_cache_free(cb);
+                }
+                free(ha);
+                free(hb);
+                free(a);
+                free(x);
+            }
+}
+
+START_TEST(test_decompress_f16_matches_ref) { for_each_backend(decompress_f16_case); }
+END_TEST
+
 /* ------------------------------------------------------ CQ caches */
 
 /* A CQ side per kind: c channels per code (0: the uniform preset kivi4),
@@ -1222,6 +1301,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_bits_outliers_match_ref);
     tcase_add_test(tc, test_edge_inputs_match_ref);
     tcase_add_test(tc, test_cross_decompress);
+    tcase_add_test(tc, test_decompress_f16_matches_ref);
     tcase_add_test(tc, test_f16_input_matches_ref);
     tcase_add_test(tc, test_f16_edge_inputs_match_ref);
     tcase_add_test(tc, test_codec_rounding_mode);

@@ -72,6 +72,8 @@ gear_status gear_cpu_reconstruct(void *state, const gear_block_layout *L, const 
                                  float *out);
 /* The same with the scratch in buf (a workspace buffer). */
 gear_status gear_cpu_reconstruct_buf(const gear_block_layout *L, const uint8_t *blk, float *out, cpu_buf *buf);
+/* dst[i] = gear_half_sat(src[i]) for i < n (F16C where the CPU has it). */
+void gear_cpu_halves_sat(const float *src, size_t n, uint16_t *dst);
 /* Code j of a packed row of `bits`-bit codes (bits <= 8). */
 static inline unsigned cpu_code_get(const uint8_t *row, unsigned bits, unsigned j)
 {

@@ -153,6 +153,25 @@ void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst)
     for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
 }
 
+/* dst[i] = gear_half_sat(src[i]): vcvtps2ph rounds to nearest even
+ * whatever MXCSR says, as gear_float_to_half does; its Inf becomes 65504
+ * and its NaN the quiet 0x7e00, sign kept (check_core's test of the
+ * core's own copy of this covers the edges; check_xbackend compares
+ * decompression into fp16 with ref's bit for bit). */
+void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst)
+{
+    const __m128i m7 = _mm_set1_epi16(0x7fff), inf = _mm_set1_epi16(0x7c00);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m128i mag = _mm_and_si128(h, m7);
+        mag = _mm_blendv_epi8(mag, _mm_set1_epi16(0x7bff), _mm_cmpeq_epi16(mag, inf));
+        mag = _mm_blendv_epi8(mag, _mm_set1_epi16(0x7e00), _mm_cmpgt_epi16(mag, inf));
+        _mm_storeu_si128((__m128i *)(dst + i), _mm_or_si128(mag, _mm_andnot_si128(m7, h)));
+    }
+    for (; i < n; i++) dst[i] = gear_half_sat(src[i]);
+}
+
 INLINE float hmax8(__m256 v)
 {
     __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -12,6 +12,24 @@
 #include "cpu.h"
 #include "cpu_simd.h"
 
+/* dst[i] = gear_half_sat(src[i]): the bit selects vectorize. */
+GEAR_CLONES
+static void halves_sat(const float *src, size_t n, uint16_t *dst)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = gear_half_sat(src[i]);
+}
+
+void gear_cpu_halves_sat(const float *src, size_t n, uint16_t *dst)
+{
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX2) {
+        gear_cpu_halves_sat_avx2(src, n, dst);
+        return;
+    }
+#endif
+    halves_sat(src, n, dst);
+}
+
 /* y[i] = fmaf(x[i], a, b) */
 GEAR_CLONES
 static void fma_row(float *y, const float *x, float a, float b, unsigned n)

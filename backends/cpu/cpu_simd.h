@@ -78,6 +78,7 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
                             unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
                             float *o);
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
+void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y);
 

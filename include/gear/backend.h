@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GEAR_BACKEND_ABI_VERSION 3u
+#define GEAR_BACKEND_ABI_VERSION 4u
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #  define GEAR_HD __host__ __device__ static inline
@@ -414,6 +414,16 @@ struct gear_backend_i {
      * reconstruct once per block. */
     gear_status (*reconstruct_blocks)(void *state, const gear_block_layout *L, unsigned count,
                                       const uint8_t *const *blk, float *const *out);
+    /* reconstruct_blocks into fp16 rows in host memory, for host backends
+     * (ABI 4): block i to n rows of d halves at out[i], rows ld halves
+     * apart, each value gear_half_sat of the fp32 reconstruction (what the
+     * core would write into an fp16 tensor).  The backend converts in its
+     * threads, next to the decode, instead of the core converting every
+     * batch serially from an fp32 staging buffer (which another core
+     * wrote).  GEAR_ERR_UNSUPPORTED for a layout it does not handle (the
+     * core then stages fp32 itself). */
+    gear_status (*reconstruct_blocks_f16)(void *state, const gear_block_layout *L, unsigned count,
+                                          const uint8_t *const *blk, uint16_t *const *out, size_t ld);
 };
 
 /* The built-in reference backend's table, exported by libgear so that a
