@@ -569,6 +569,54 @@ START_TEST(test_stream_specific_statuses)
 }
 END_TEST
 
+/* The outlier tests of a key block (row = channel, position = token; the
+ * parse's fast path folds them into one flag per block): each corruption
+ * is still FORMAT_CORRUPT, and decompression refuses it. */
+START_TEST(test_key_outliers_corrupt)
+{
+    const int H = 1, T = 16 * 2, d = 16;
+    float *x = tu_synth(41, GEAR_KEY, H, T, d);
+    gear_config cfg = small_cfg(GEAR_KEY);
+    size_t len;
+    uint8_t *s0 = tu_compress(ctx, &cfg, x, H, T, d, 0, &len);
+    TU_OK(gear_stream_info(s0, len, NULL, NULL));
+    uint8_t *s = malloc(len);
+    TU_CHECK((s) != NULL);
+    tu_layout L;
+    tu_layout_make(&L, GEAR_KEY, 16, (unsigned)d, 2, 8, 0.25f, 2);
+    uint8_t *blk = s + STREAM_HDR;
+    float *back = tu_alloc_f((size_t)H * T * d);
+    gear_tensor to;
+    TU_OK(gear_tensor_init(&to, back, GEAR_F32, 3, H, T, d, 0));
+    const uint8_t *blk0 = s0 + STREAM_HDR;
+    unsigned f0 = gear_get_u16(blk0 + L.off_oidx), f1 = gear_get_u16(blk0 + L.off_oidx + 2);
+    ck_assert_uint_eq(f0 % (unsigned)d, 0); /* channel 0, group 0 (tokens 0..7) */
+    ck_assert_uint_lt(f0, f1);
+    const unsigned bad[] = {
+        16 * d + 0,             /* token 16: beyond the block */
+        f0 + 1,                 /* channel 1 */
+        8 * d + 0,              /* token 8: group 1 */
+        f1,                     /* the pair's second outlier: a duplicate */
+    };
+    for (size_t i = 0; i <= sizeof bad / sizeof bad[0]; i++) {
+        memcpy(s, s0, len);
+        if (i < sizeof bad / sizeof bad[0]) {
+            gear_put_u16(blk + L.off_oidx, (uint16_t)bad[i]);
+        } else { /* a nonzero code under outlier 0: row = channel 0, position = its token */
+            unsigned t = f0 / (unsigned)d;
+            blk[L.off_codes + t / 4] |= (uint8_t)(1u << (2 * (t % 4)));
+        }
+        fix_block_crc(blk);
+        TU_ASSERT(gear_stream_info(s, len, NULL, NULL) == GEAR_ERR_FORMAT_CORRUPT, "corruption %zu accepted", i);
+        TU_STATUS(gear_decompress(ctx, s, len, &to), GEAR_ERR_FORMAT_CORRUPT);
+    }
+    free(back);
+    free(s);
+    free(s0);
+    free(x);
+}
+END_TEST
+
 START_TEST(test_wrapped_error_detail)
 {
     /* a header whose config record is invalid (bits 5, CRC valid): the
@@ -987,6 +1035,7 @@ static Suite *format_suite(void)
     tcase_add_test(tc, test_stream_every_byte_flip);
     tcase_add_test(tc, test_stream_every_truncation);
     tcase_add_test(tc, test_stream_specific_statuses);
+    tcase_add_test(tc, test_key_outliers_corrupt);
     tcase_add_test(tc, test_wrapped_error_detail);
     suite_add_tcase(s, tc);
     tc = tu_tcase("cache");
