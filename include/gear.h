@@ -158,6 +158,10 @@ GEAR_API int gear_backend_available(int i, const char **why);
 GEAR_API int gear_backend_score(int i);
 /** Where backend i came from: "built-in" or a module path. */
 GEAR_API const char *gear_backend_origin(int i);
+/** One line on backend i, as it describes itself once loaded: for the cpu
+ *  module, the kernels it chose on this CPU (SIMD level per operation, and
+ *  whether the opt-in bf16 products are on); NULL if i is out of range. */
+GEAR_API const char *gear_backend_description(int i);
 
 /* ------------------------------------------------------------ compression */
 

@@ -205,3 +205,8 @@ const char *gear_backend_origin(int i)
 {
     return i >= 0 && i < gear_registry_count() ? entries[i].origin : NULL;
 }
+
+const char *gear_backend_description(int i)
+{
+    return i >= 0 && i < gear_registry_count() ? entries[i].be->description : NULL;
+}

@@ -167,9 +167,11 @@ done
 
 # ------------------------------------------------------------- backends
 
-run 0 "backends" -- backends && has out "ref" "backends" && has out "built-in" "backends"
+run 0 "backends" -- backends && has out "ref" "backends" && has out "built-in" "backends" &&
+    has out "reference: portable scalar C" "backends"
 run 0 "backends --json" -- backends --json && json_lines "backends --json" &&
-    has out '"name":"ref","available":true' "backends --json"
+    has out '"name":"ref","available":true' "backends --json" &&
+    has out '"description":"reference: portable scalar C' "backends --json"
 run 2 "backends --json=1" -- backends --json=1
 
 # -------------------------------------------------------------- presets

@@ -675,6 +675,7 @@ START_TEST(test_registry)
         const char *name = gear_backend_name(i);
         TU_CHECK((name) != NULL);
         TU_CHECK((gear_backend_origin(i)) != NULL);
+        TU_CHECK((gear_backend_description(i)) != NULL);
         const char *why = NULL;
         int avail = gear_backend_available(i, &why);
         TU_CHECK((why) != NULL);
@@ -689,6 +690,13 @@ START_TEST(test_registry)
     TU_CHECK((gear_backend_name(-1)) == NULL);
     TU_CHECK((gear_backend_name(n)) == NULL);
     TU_CHECK((gear_backend_origin(n)) == NULL);
+    TU_CHECK((gear_backend_description(-1)) == NULL);
+    TU_CHECK((gear_backend_description(n)) == NULL);
+    TU_CHECK(strstr(gear_backend_description(ref), "reference") != NULL);
+    for (int i = 0; i < n; i++) /* the cpu module names the kernels it chose */
+        if (!strcmp(gear_backend_name(i), "cpu") && gear_backend_available(i, NULL))
+            TU_ASSERT(strstr(gear_backend_description(i), "compress ") && strstr(gear_backend_description(i), "attention "),
+                      "cpu description '%s' names no kernels", gear_backend_description(i));
     TU_EQ(gear_backend_score(n), 0);
     const char *why = NULL;
     TU_EQ(gear_backend_available(n, &why), 0);

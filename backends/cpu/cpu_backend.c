@@ -5,6 +5,7 @@
  * for them piecewise).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
@@ -266,6 +267,17 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
     gear_cpu_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                          __builtin_cpu_supports("f16c") && getenv("GEAR_CPU_NO_AVX2") == NULL;
 #endif
+    /* which kernels run here, for `gear backends` (gear_backend_description) */
+    static char desc[256];
+    int comp = 0, bf = 0, vnni = 0;
+#if defined(GEAR_CPU_AVX512)
+    comp = gear_cpu_have_avx512_compress, bf = gear_cpu_have_avx512_bf16, vnni = gear_cpu_have_avx512_vnni;
+#endif
+    snprintf(desc, sizeof desc, "cpu: OpenMP; compress %s%s, attention %s, decode %s, fp16 out %s",
+             comp ? "AVX-512 fused" : "portable fused", bf ? " (bf16 products: GEAR_CPU_BF16)" : "",
+             vnni ? "AVX-512 VNNI fixed point" : CPU_AVX512 ? "AVX-512" : CPU_AVX2 ? "AVX2" : "portable",
+             CPU_AVX512 ? "AVX-512" : "portable", CPU_AVX2 ? "F16C" : "portable");
+    cpu_backend.description = desc;
     /* host memory like ref: its copy, sync and error slots serve as they are */
     cpu_backend.last_error = ref->last_error;
     cpu_backend.mem_copy = ref->mem_copy;

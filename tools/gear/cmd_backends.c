@@ -8,8 +8,10 @@ void usage_backends(FILE *f)
                "List every backend libgear knows (built in or found as a module): whether it\n"
                "can run on this machine and, if not, why; its priority score (\"auto\" picks\n"
                "the highest available one) and where it was loaded from.\n\n"
+               "Under each backend that is available, what it says of itself (for cpu: the\n"
+               "kernels it chose on this CPU).\n\n"
                "  --json    one JSON object per backend: name, available, reason, score,\n"
-               "            origin, auto (true for the one \"auto\" selects)\n");
+               "            origin, auto (true for the one \"auto\" selects), description\n");
 }
 
 int cmd_backends(int argc, char **argv)
@@ -39,11 +41,14 @@ int cmd_backends(int argc, char **argv)
             jo_int(&j, "score", gear_backend_score(i));
             jo_str(&j, "origin", origin);
             jo_bool(&j, "auto", i == pick);
+            jo_str(&j, "description", gear_backend_description(i));
             jo_end(&j);
         } else {
             printf("%-8s %-9s %5d  %-4s  %s%s%s\n", name ? name : "?", ok ? "yes" : "no",
                    gear_backend_score(i), i == pick ? "*" : "", origin ? origin : "?",
                    ok ? "" : ": ", ok ? "" : why ? why : "unknown reason");
+            const char *desc = gear_backend_description(i);
+            if (ok && desc) printf("%-8s %s\n", "", desc);
         }
     }
     if (!n) cli_error(argv[0], "no backends found (libgear should always have 'ref')");
