@@ -142,6 +142,10 @@ gear_status gear_block_parse(const uint8_t *src, size_t len, gear_block_layout *
 /* Fill sections from a raw fp32 n x d block (raw layouts). */
 void gear_block_pack_raw(const gear_block_layout *L, const float *x, uint8_t *blk);
 void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float *x);
+/* A raw fp16 block's rows copied as they are to out, rows ld halves apart
+ * (what unpacking to fp32 and saturating back gives: its halves are
+ * finite). */
+void gear_block_raw_f16_rows(const gear_block_layout *L, const uint8_t *blk, uint16_t *out, size_t ld);
 
 /* Serialized config: GEAR_CONFIG_BYTES little-endian bytes (FORMAT.md). */
 #define GEAR_CONFIG_BYTES 32u

@@ -351,6 +351,18 @@ void gear_block_unpack_raw(const gear_block_layout *L, const uint8_t *blk, float
     }
 }
 
+void gear_block_raw_f16_rows(const gear_block_layout *L, const uint8_t *blk, uint16_t *out, size_t ld)
+{
+    const uint8_t *p = blk + L->off_raw;
+    for (unsigned t = 0; t < L->n; t++, p += 2 * (size_t)L->d, out += ld) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(out, p, 2 * (size_t)L->d); /* stored little-endian */
+#else
+        for (unsigned c = 0; c < L->d; c++) out[c] = gear_get_u16(p + 2 * (size_t)c);
+#endif
+    }
+}
+
 /* Config record: kind u8, bits u8, rank u8, 0 u8, group u32, ratio f32,
  * iters u32, block u32, 0 u32, seed u64. */
 void gear_config_write(const gear_config *cfg, uint8_t *p)

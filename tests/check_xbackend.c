@@ -297,6 +297,12 @@ static void decompress_f16_case(gear_context *be, gear_context *ref, const char 
                 tb.shape[2] = s->d; /* rows d + PAD halves apart */
                 TU_OK(gear_decompress(ref, a, len, &ta));
                 TU_OK(gear_decompress(be, a, len, &tb));
+                /* ref's fp16 output is its fp32 output saturated to fp16 */
+                float *y = tu_decompress(ref, a, len, s->H, s->T, s->d);
+                size_t off = 0;
+                for (size_t i = 0; i < N; i++) off += ha[i] != gear_half_sat(y[i]);
+                free(y);
+                TU_ASSERT(off == 0, "%s: %zu halves of ref's fp16 output are not its fp32 output saturated", what, off);
                 size_t diff = 0, pad = 0;
                 for (size_t r = 0; r < (size_t)s->H * s->T; r++) {
                     diff += memcmp(ha + r * s->d, hb + r * (s->d + PAD), 2 * (size_t)s->d) != 0;
