@@ -464,7 +464,8 @@ static gear_status decompress_stored(gear_cache *c, unsigned layer, gear_tensor 
                 /* fp16 rows: straight from the backend's threads, where it can */
                 const uint16_t *rows;
                 size_t ld;
-                if (gear_view_f16_rows(dst[kv], h, (int64_t)b0 * c->block, &rows, &ld)) {
+                if (gear_view_f16_rows(dst[kv], h, (int64_t)b0 * c->block, &rows, &ld) &&
+                    gear_view_rows_disjoint(dst[kv])) {
                     uint16_t *os[BATCH];
                     for (unsigned i = 0; i < m; i++) os[i] = (uint16_t *)rows + (size_t)i * c->block * ld;
                     if (!L.bits && L.raw_dtype == GEAR_F16 && !c->ctx->be->on_device) { /* a copy */

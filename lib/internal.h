@@ -171,6 +171,9 @@ gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, 
                             int64_t *d);
 /* Contiguous fp16 rows of head h from token t0 (rows ld halves apart)
  * of a checked view: 1 and the pointer, or 0 for any other view. */
+/* 1 if no two of the view's (head, token) rows share an element (strides
+ * at least the extent below them), so that threads may write rows at once. */
+int gear_view_rows_disjoint(const gear_tensor *x);
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld);
 /* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).
@@ -220,6 +223,8 @@ gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_
 gear_status gear_pipeline_reconstruct_f16(gear_context *ctx, const gear_block_layout *L,
                                           unsigned count, const uint8_t *const *blk,
                                           uint16_t *const *out, size_t ld);
+/* Whether gear_pipeline_reconstruct_f16 can take blocks of this layout. */
+int gear_pipeline_has_f16_out(const gear_context *ctx, const gear_block_layout *L);
 /* Reconstruct a block (backend memory) into host fp32 n x d. */
 gear_status gear_pipeline_reconstruct(gear_context *ctx, const gear_block_layout *L,
                                       const uint8_t *blk, float *out);

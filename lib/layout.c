@@ -195,7 +195,8 @@ static int outlier_pairs_ok(const gear_block_layout *L, const uint8_t *blk)
     case 1: return pairs_ok(L, blk, K, 1);                                         \
     case 2: return pairs_ok(L, blk, K, 2);                                         \
     case 4: return pairs_ok(L, blk, K, 4);                                         \
-    default: return pairs_ok(L, blk, K, 8);                                        \
+    case 8: return pairs_ok(L, blk, K, 8);                                         \
+    default: return 0; /* codes across bytes: the exact loop */                    \
     }
     if (key) PAIRS(1)
     PAIRS(0)

@@ -284,13 +284,18 @@ gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_
     return st;
 }
 
+int gear_pipeline_has_f16_out(const gear_context *ctx, const gear_block_layout *L)
+{
+    const struct gear_backend_i *be = ctx->be;
+    return !be->on_device && be->reconstruct_blocks_f16 && L->bits && !(L->cq_dim && !L->codebook);
+}
+
 static gear_status pipeline_reconstruct_f16_nearest(gear_context *ctx, const gear_block_layout *L,
                                                     unsigned count, const uint8_t *const *blk,
                                                     uint16_t *const *out, size_t ld)
 {
     const struct gear_backend_i *be = ctx->be;
-    if (be->on_device || !be->reconstruct_blocks_f16 || !L->bits || (L->cq_dim && !L->codebook))
-        return GEAR_ERR_UNSUPPORTED;
+    if (!gear_pipeline_has_f16_out(ctx, L)) return GEAR_ERR_UNSUPPORTED;
     gear_status st = be->reconstruct_blocks_f16(ctx->state, L, count, blk, out, ld);
     if (st && st != GEAR_ERR_UNSUPPORTED) st = gear_backend_failed(ctx, st, "reconstructing blocks");
     return st;

@@ -208,5 +208,6 @@ const char *gear_backend_origin(int i)
 
 const char *gear_backend_description(int i)
 {
-    return i >= 0 && i < gear_registry_count() ? entries[i].be->description : NULL;
+    if (i < 0 || i >= gear_registry_count()) return NULL;
+    return entries[i].be->description ? entries[i].be->description : "";
 }

@@ -243,35 +243,35 @@ gear_status gear_stream_info(const void *src, size_t len, int64_t shape[3], gear
     return GEAR_OK;
 }
 
-/* Every full block straight into fp16 rows of out in one call, where the
- * backend can (one parallel region, each value converted by the thread
- * that decoded it); GEAR_ERR_UNSUPPORTED makes the caller stage fp32. */
+/* Every full block straight into fp16 rows of out, where the backend can
+ * (each value converted by the thread that decoded it; the fp16 preset's
+ * rows copied), in chunks whose block tables live on the stack; rows that
+ * overlap in out (a zero or short stride) keep the serial staged path.
+ * GEAR_ERR_UNSUPPORTED makes the caller stage fp32. */
 static gear_status decompress_f16(gear_context *ctx, const plan *p, const uint8_t *r, gear_tensor *out)
 {
     const uint16_t *rows;
     size_t ld, count = (size_t)(p->H * p->nfull);
-    if (!count || count > UINT32_MAX || !gear_view_f16_rows(out, 0, 0, &rows, &ld))
+    int raw = !p->L.bits && p->L.raw_dtype == GEAR_F16;
+    if (!count || !gear_view_f16_rows(out, 0, 0, &rows, &ld) || !gear_view_rows_disjoint(out) ||
+        (!raw && !gear_pipeline_has_f16_out(ctx, &p->L)))
         return GEAR_ERR_UNSUPPORTED;
-    const uint8_t **blk = malloc(sizeof *blk * count);
-    uint16_t **os = malloc(sizeof *os * count);
-    if (!blk || !os) {
-        free(blk);
-        free(os);
-        return gear_fail(GEAR_ERR_NO_MEMORY, "gear_decompress block tables");
-    }
+    const uint8_t *blk[STREAM_F16_CHUNK];
+    uint16_t *os[STREAM_F16_CHUNK];
     gear_status st = GEAR_OK;
-    for (size_t i = 0; i < count; i++) {
-        uint64_t h = i / p->nfull, b = i % p->nfull;
-        gear_view_f16_rows(out, (int64_t)h, (int64_t)(b * p->cfg.block), &rows, &ld);
-        os[i] = (uint16_t *)rows; /* out's own data: writable */
-        blk[i] = r + i * p->L.bytes;
+    for (size_t i0 = 0; i0 < count && !st; i0 += STREAM_F16_CHUNK) {
+        unsigned m = count - i0 < STREAM_F16_CHUNK ? (unsigned)(count - i0) : STREAM_F16_CHUNK;
+        for (unsigned i = 0; i < m; i++) {
+            uint64_t h = (i0 + i) / p->nfull, b = (i0 + i) % p->nfull;
+            gear_view_f16_rows(out, (int64_t)h, (int64_t)(b * p->cfg.block), &rows, &ld);
+            os[i] = (uint16_t *)rows; /* out's own data: writable */
+            blk[i] = r + (i0 + i) * p->L.bytes;
+        }
+        if (raw)
+            for (unsigned i = 0; i < m; i++) gear_block_raw_f16_rows(&p->L, blk[i], os[i], ld);
+        else
+            st = gear_pipeline_reconstruct_f16(ctx, &p->L, m, blk, os, ld);
     }
-    if (!p->L.bits && p->L.raw_dtype == GEAR_F16) /* the fp16 preset: a copy */
-        for (size_t i = 0; i < count; i++) gear_block_raw_f16_rows(&p->L, blk[i], os[i], ld);
-    else
-        st = gear_pipeline_reconstruct_f16(ctx, &p->L, (unsigned)count, blk, os, ld);
-    free(blk);
-    free(os);
     return st;
 }
 

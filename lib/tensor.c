@@ -135,6 +135,18 @@ static int row_in_range(const float *row, int64_t d, float lim)
     return ok;
 }
 
+int gear_view_rows_disjoint(const gear_tensor *x)
+{
+    int two = x->ndim == 2;
+    int64_t H = two ? 1 : x->shape[0], T = two ? x->shape[0] : x->shape[1], D = two ? x->shape[1] : x->shape[2];
+    int64_t hs = two ? 0 : x->strides[0], ts = two ? x->strides[0] : x->strides[1];
+    int64_t cs = two ? x->strides[1] : x->strides[2];
+    int64_t row = D > 1 ? (D - 1) * cs + 1 : 1; /* elements one row spans */
+    if (T > 1 && ts < row) return 0;
+    if (H > 1 && (T > 1 ? hs / T < ts : hs < row)) return 0; /* hs < T*ts without overflow */
+    return 1;
+}
+
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld)
 {

@@ -598,10 +598,15 @@ START_TEST(test_key_outliers_corrupt)
         8 * d + 0,              /* token 8: group 1 */
         f1,                     /* the pair's second outlier: a duplicate */
     };
-    for (size_t i = 0; i <= sizeof bad / sizeof bad[0]; i++) {
+    for (size_t i = 0; i <= sizeof bad / sizeof bad[0] + 1; i++) {
         memcpy(s, s0, len);
         if (i < sizeof bad / sizeof bad[0]) {
             gear_put_u16(blk + L.off_oidx, (uint16_t)bad[i]);
+        } else if (i == sizeof bad / sizeof bad[0] + 1) {
+            /* group 1's first outlier (channel 0, tokens 8..15) moved to
+             * token 0, below its group */
+            ck_assert_uint_ge(gear_get_u16(blk + L.off_oidx + 4) / (unsigned)d, 8);
+            gear_put_u16(blk + L.off_oidx + 4, 0);
         } else { /* a nonzero code under outlier 0: row = channel 0, position = its token */
             unsigned t = f0 / (unsigned)d;
             blk[L.off_codes + t / 4] |= (uint8_t)(1u << (2 * (t % 4)));

@@ -342,7 +342,49 @@ static void decompress_f16_case(gear_context *be, gear_context *ref, const char 
             }
 }
 
-START_TEST(test_decompress_f16_matches_ref) { for_each_backend(decompress_f16_case); }
+/* A cache with more blocks per head than one batch of decompress_stored
+ * (64), so that later batches' rows land where they belong. */
+static void decompress_f16_long_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    enum { H = 2, T = 8 * 70 + 3, D = 16 };
+    const char *presets[] = {"kivi2", "gear2", "fp16"};
+    float *x = tu_synth(90, GEAR_KEY, H, T, D);
+    uint16_t *ha = malloc(sizeof(uint16_t) * H * T * D), *hb = malloc(sizeof(uint16_t) * H * T * D);
+    TU_CHECK(ha != NULL && hb != NULL);
+    for (size_t pi = 0; pi < sizeof presets / sizeof presets[0]; pi++) {
+        gear_config ck = tu_preset(presets[pi], GEAR_KEY), cv = tu_preset(presets[pi], GEAR_VALUE);
+        ck.block = cv.block = 8;
+        gear_cache *ca = NULL, *cb = NULL;
+        TU_OK(gear_cache_create(ref, &ck, &cv, 1, H, D, T, &ca));
+        TU_OK(tu_cache_append(ca, 0, x, x, H, T, D));
+        size_t sl;
+        uint8_t *saved = tu_cache_save(ca, &sl);
+        TU_OK(gear_cache_load_mem(be, saved, sl, &cb));
+        gear_tensor ta, tb;
+        TU_OK(gear_tensor_init(&ta, ha, GEAR_F16, 3, H, T, D, 0));
+        TU_OK(gear_tensor_init(&tb, hb, GEAR_F16, 3, H, T, D, 0));
+        for (int kv = 0; kv < 2; kv++) {
+            memset(hb, 0x55, sizeof(uint16_t) * H * T * D);
+            TU_OK(gear_cache_decompress(ca, 0, kv ? NULL : &ta, kv ? &ta : NULL));
+            TU_OK(gear_cache_decompress(cb, 0, kv ? NULL : &tb, kv ? &tb : NULL));
+            TU_ASSERT(!memcmp(ha, hb, sizeof(uint16_t) * H * T * D), "%s, %s cache %s, 70 blocks a head: fp16 rows differ from ref's",
+                      name, presets[pi], kv ? "V" : "K");
+        }
+        free(saved);
+        gear_cache_free(ca);
+        gear_cache_free(cb);
+    }
+    free(ha);
+    free(hb);
+    free(x);
+}
+
+START_TEST(test_decompress_f16_matches_ref)
+{
+    for_each_backend(decompress_f16_case);
+    for_each_backend(decompress_f16_long_case);
+}
 END_TEST
 
 /* ------------------------------------------------------ CQ caches */

@@ -110,7 +110,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
         gear_cpu_cq_transpose(L, L->codebook, cbt);
     }
     gear_status err = GEAR_OK;
-    int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
+    int threads = count < (unsigned)s->n_threads ? (int)count : s->n_threads;
     if (threads < 1) threads = 1;
     int direct = x16 && gear_cpu_compress_f16_direct(L);
     cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
@@ -174,7 +174,7 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
 {
     cpu_state *s = state;
     gear_status err = GEAR_OK;
-    int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
+    int threads = count < (unsigned)s->n_threads ? (int)count : s->n_threads;
     if (threads < 1) threads = 1;
     cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
     if (!ws) return GEAR_ERR_NO_MEMORY;
@@ -205,7 +205,7 @@ static gear_status cpu_reconstruct_blocks_f16(void *state, const gear_block_layo
 {
     cpu_state *s = state;
     gear_status err = GEAR_OK;
-    int threads = (int)count < s->n_threads ? (int)count : s->n_threads;
+    int threads = count < (unsigned)s->n_threads ? (int)count : s->n_threads;
     if (threads < 1) threads = 1;
     cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
     if (!ws) return GEAR_ERR_NO_MEMORY;
