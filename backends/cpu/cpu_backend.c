@@ -169,10 +169,15 @@ static gear_status cpu_compress_blocks_f16(void *state, const gear_block_layout 
     return compress_many(state, L, count, ids, NULL, x, ld, blk);
 }
 
-static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *L, unsigned count,
-                                          const uint8_t *const *blk, float *const *out)
+/* Blocks spread over the threads, into fp32 (out) or fp16 rows ld apart
+ * (out16): there each thread decodes a block into its own fp32 scratch (in
+ * L1/L2) and converts it to the rows at once, instead of the core
+ * converting a batch that other cores decoded (with two threads,
+ * decompression into fp16 had run slower than with one). */
+static gear_status reconstruct_many(cpu_state *s, const gear_block_layout *L, unsigned count,
+                                    const uint8_t *const *blk, float *const *out, uint16_t *const *out16,
+                                    size_t ld)
 {
-    cpu_state *s = state;
     gear_status err = GEAR_OK;
     int threads = count < (unsigned)s->n_threads ? (int)count : s->n_threads;
     if (threads < 1) threads = 1;
@@ -181,10 +186,14 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
 #pragma omp parallel num_threads(threads)
     {
         int mode = gear_round_nearest();
-        cpu_buf *b = &ws->thr[omp_get_thread_num()].b[0];
+        cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
+        float *x = out16 ? gear_cpu_buf(&tw->b[1], sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
-            gear_status st = gear_cpu_reconstruct_buf(L, blk[i], out[i], b);
+            float *dst = out16 ? x : out[i];
+            gear_status st = dst ? gear_cpu_reconstruct_buf(L, blk[i], dst, &tw->b[0]) : GEAR_ERR_NO_MEMORY;
+            if (!st && out16)
+                for (unsigned t = 0; t < L->n; t++) gear_cpu_halves_sat(x + (size_t)t * L->d, L->d, out16[i] + t * ld);
             if (st) {
 #pragma omp atomic write
                 err = st;
@@ -196,38 +205,16 @@ static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *
     return err;
 }
 
-/* Blocks into fp16 rows: each thread decodes a block into its own fp32
- * scratch (in L1/L2) and converts it to the rows at once, instead of the
- * core converting a batch that other cores decoded (with two threads,
- * decompression into fp16 had run slower than with one). */
+static gear_status cpu_reconstruct_blocks(void *state, const gear_block_layout *L, unsigned count,
+                                          const uint8_t *const *blk, float *const *out)
+{
+    return reconstruct_many(state, L, count, blk, out, NULL, 0);
+}
+
 static gear_status cpu_reconstruct_blocks_f16(void *state, const gear_block_layout *L, unsigned count,
                                               const uint8_t *const *blk, uint16_t *const *out, size_t ld)
 {
-    cpu_state *s = state;
-    gear_status err = GEAR_OK;
-    int threads = count < (unsigned)s->n_threads ? (int)count : s->n_threads;
-    if (threads < 1) threads = 1;
-    cpu_ws *ws = gear_cpu_ws_get(s, (unsigned)threads);
-    if (!ws) return GEAR_ERR_NO_MEMORY;
-#pragma omp parallel num_threads(threads)
-    {
-        int mode = gear_round_nearest();
-        cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
-        float *x = gear_cpu_buf(&tw->b[1], sizeof(float) * L->n * L->d);
-#pragma omp for schedule(static)
-        for (unsigned i = 0; i < count; i++) {
-            gear_status st = x ? gear_cpu_reconstruct_buf(L, blk[i], x, &tw->b[0]) : GEAR_ERR_NO_MEMORY;
-            if (!st)
-                for (unsigned t = 0; t < L->n; t++) gear_cpu_halves_sat(x + (size_t)t * L->d, L->d, out[i] + t * ld);
-            if (st) {
-#pragma omp atomic write
-                err = st;
-            }
-        }
-        gear_round_restore(mode);
-    }
-    gear_cpu_ws_put(s, ws);
-    return err;
+    return reconstruct_many(state, L, count, blk, NULL, out, ld);
 }
 
 static struct gear_backend_i cpu_backend = {
