@@ -468,10 +468,6 @@ static gear_status decompress_stored(gear_cache *c, unsigned layer, gear_tensor 
                     gear_view_rows_disjoint(dst[kv])) {
                     uint16_t *os[BATCH];
                     for (unsigned i = 0; i < m; i++) os[i] = (uint16_t *)rows + (size_t)i * c->block * ld;
-                    if (!L.bits && L.raw_dtype == GEAR_F16 && !c->ctx->be->on_device) { /* a copy */
-                        for (unsigned i = 0; i < m; i++) gear_block_raw_f16_rows(&L, blk[i], os[i], ld);
-                        continue;
-                    }
                     st = gear_pipeline_reconstruct_f16(c->ctx, &L, m, blk, os, ld);
                     if (st != GEAR_ERR_UNSUPPORTED) continue;
                     st = GEAR_OK;

@@ -217,9 +217,10 @@ gear_status gear_pipeline_compress_batch(gear_context *ctx, const gear_block_lay
 gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_layout *L,
                                             unsigned count, const uint8_t *const *blk, float *out);
 /* Reconstruct count blocks (host backend memory) straight into fp16 rows
- * out[i], ld halves apart, each value gear_half_sat: through the backend's
- * reconstruct_blocks_f16; GEAR_ERR_UNSUPPORTED where it has none or does
- * not take the layout (the caller then stages fp32). */
+ * out[i], ld halves apart, each value gear_half_sat: the fp16 preset's rows
+ * copied, other layouts through the backend's reconstruct_blocks_f16;
+ * GEAR_ERR_UNSUPPORTED on a device backend, or where the backend has no
+ * such slot or does not take the layout (the caller then stages fp32). */
 gear_status gear_pipeline_reconstruct_f16(gear_context *ctx, const gear_block_layout *L,
                                           unsigned count, const uint8_t *const *blk,
                                           uint16_t *const *out, size_t ld);

@@ -284,10 +284,13 @@ gear_status gear_pipeline_reconstruct_batch(gear_context *ctx, const gear_block_
     return st;
 }
 
+static int raw_f16(const gear_block_layout *L) { return !L->bits && L->raw_dtype == GEAR_F16; }
+
 int gear_pipeline_has_f16_out(const gear_context *ctx, const gear_block_layout *L)
 {
     const struct gear_backend_i *be = ctx->be;
-    return !be->on_device && be->reconstruct_blocks_f16 && L->bits && !(L->cq_dim && !L->codebook);
+    if (be->on_device) return 0;
+    return raw_f16(L) || (be->reconstruct_blocks_f16 && L->bits && !(L->cq_dim && !L->codebook));
 }
 
 static gear_status pipeline_reconstruct_f16_nearest(gear_context *ctx, const gear_block_layout *L,
@@ -296,6 +299,10 @@ static gear_status pipeline_reconstruct_f16_nearest(gear_context *ctx, const gea
 {
     const struct gear_backend_i *be = ctx->be;
     if (!gear_pipeline_has_f16_out(ctx, L)) return GEAR_ERR_UNSUPPORTED;
+    if (raw_f16(L)) { /* the fp16 preset: its stored rows, copied */
+        for (unsigned i = 0; i < count; i++) gear_block_raw_f16_rows(L, blk[i], out[i], ld);
+        return GEAR_OK;
+    }
     gear_status st = be->reconstruct_blocks_f16(ctx->state, L, count, blk, out, ld);
     if (st && st != GEAR_ERR_UNSUPPORTED) st = gear_backend_failed(ctx, st, "reconstructing blocks");
     return st;

@@ -252,9 +252,8 @@ static gear_status decompress_f16(gear_context *ctx, const plan *p, const uint8_
 {
     const uint16_t *rows;
     size_t ld, count = (size_t)(p->H * p->nfull);
-    int raw = !p->L.bits && p->L.raw_dtype == GEAR_F16;
     if (!count || !gear_view_f16_rows(out, 0, 0, &rows, &ld) || !gear_view_rows_disjoint(out) ||
-        (!raw && !gear_pipeline_has_f16_out(ctx, &p->L)))
+        !gear_pipeline_has_f16_out(ctx, &p->L))
         return GEAR_ERR_UNSUPPORTED;
     const uint8_t *blk[STREAM_F16_CHUNK];
     uint16_t *os[STREAM_F16_CHUNK];
@@ -267,10 +266,7 @@ static gear_status decompress_f16(gear_context *ctx, const plan *p, const uint8_
             os[i] = (uint16_t *)rows; /* out's own data: writable */
             blk[i] = r + (i0 + i) * p->L.bytes;
         }
-        if (raw)
-            for (unsigned i = 0; i < m; i++) gear_block_raw_f16_rows(&p->L, blk[i], os[i], ld);
-        else
-            st = gear_pipeline_reconstruct_f16(ctx, &p->L, m, blk, os, ld);
+        st = gear_pipeline_reconstruct_f16(ctx, &p->L, m, blk, os, ld);
     }
     return st;
 }
