@@ -3,7 +3,7 @@
 # modules of this build tree.  Results: a table on stdout and JSON lines in
 # bench/results/bench.jsonl; bench/plot_attention.py turns them into an SVG.
 
-EXTRA_DIST += bench/plot_attention.py bench/summarize.py bench/compare_runs.py
+EXTRA_DIST += bench/plot_attention.py bench/summarize.py bench/compare_runs.py bench/ranges.py
 
 # (the bench and its fp16 baseline use OpenMP)
 if HAVE_OPENMP

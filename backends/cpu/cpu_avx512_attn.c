@@ -810,8 +810,8 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
  * scale x (2^bits - 1) x the larger of the rounding's positive and
  * negative sums).  Sink tokens whose keys widen every channel's range, or
  * a few key channels 25 times the others, made it 1e-2 and more, and the
- * attention NMSE against fp32 1e-6 to 1e-5 with one grid (README: "Large
- * weights in the fixed-point kernel"). */
+ * attention NMSE against fp32 1e-6 to 1e-5 with one grid
+ * (docs/PERF-HISTORY.md: "Large weights in the fixed-point kernel"). */
 #define KEY_LOGIT_ERR 2e-3f
 
 /* sum[r][j] = the finer grids' scores (fix16) of the levels some row
