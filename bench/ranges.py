@@ -12,19 +12,10 @@ runs, and for attention also over the shapes at 16k tokens and more.
   --split-read GBS: the attention table twice, for the cells whose read
          passes ran below GBS and for the rest (these VMs switch between a
          calm state and one with faster reads and slower kernels)."""
-import json, sys
+import sys
+from summarize import load_rows  # bench/summarize.py, next to this script
 
 MIN_T = 16384
-
-
-def load(path):
-    rows = []
-    for n, line in enumerate(open(path), 1):
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            print(f"{path}:{n}: incomplete line skipped", file=sys.stderr)
-    return rows
 
 
 def span(xs, fmt):
@@ -103,7 +94,7 @@ def main(args):
         split, args = float(args[1]), args[2:]
     if not args:
         sys.exit(__doc__)
-    runs = [load(p) for p in args]
+    runs = [load_rows(p) for p in args]
     codec_table(runs)
     if split is None:
         attn_table(runs)
