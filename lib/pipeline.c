@@ -342,7 +342,7 @@ static gear_status pipeline_compress_f16_nearest(gear_context *ctx, const gear_b
                                                  const uint16_t *const *x, size_t ld, uint8_t *const *blk)
 {
     const struct gear_backend_i *be = ctx->be;
-    if (!be->on_device && !L->bits && L->raw_dtype == GEAR_F16) { /* fp16 kept as it is */
+    if (!be->on_device && raw_f16(L)) { /* fp16 kept as it is */
         for (unsigned i = 0; i < count; i++) {
             memset(blk[i], 0, L->bytes);
             for (unsigned t = 0; t < L->n; t++)
