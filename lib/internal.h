@@ -169,11 +169,11 @@ size_t gear_dtype_size(gear_dtype t);
  * the error message.  Any of h, t, d given as 0 is taken from the view. */
 gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, int64_t *t,
                             int64_t *d);
-/* Contiguous fp16 rows of head h from token t0 (rows ld halves apart)
- * of a checked view: 1 and the pointer, or 0 for any other view. */
 /* 1 if no two of the view's (head, token) rows share an element (strides
  * at least the extent below them), so that threads may write rows at once. */
 int gear_view_rows_disjoint(const gear_tensor *x);
+/* Contiguous fp16 rows of head h from token t0 (rows ld halves apart)
+ * of a checked view: 1 and the pointer, or 0 for any other view. */
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld);
 /* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).

@@ -148,11 +148,6 @@ static int raw_finite(const uint8_t *p, size_t m, gear_dtype dt)
     return 1;
 }
 
-/* Outliers: per row, per group, 2k entries with strictly increasing
- * positions inside that group, and (uniform codes) code 0 at each: the
- * fast attention kernels add the outlier minus the minimum that code 0
- * gives, where ref replaces the entry, so another code would make the
- * backends disagree on the same bytes. */
 /* check_outliers for the common layout (one outlier per side, so a pair
  * per group; groups, groups per row and d powers of two, all groups the
  * same size; codes of 1, 2, 4 or 8 bits, which sit inside a byte), with
@@ -203,6 +198,11 @@ static int outlier_pairs_ok(const gear_block_layout *L, const uint8_t *blk)
 #undef PAIRS
 }
 
+/* Outliers: per row, per group, 2k entries with strictly increasing
+ * positions inside that group, and (uniform codes) code 0 at each: the
+ * fast attention kernels add the outlier minus the minimum that code 0
+ * gives, where ref replaces the entry, so another code would make the
+ * backends disagree on the same bytes. */
 static gear_status check_outliers(const gear_block_layout *L, const uint8_t *blk)
 {
     const uint8_t *idx = blk + L->off_oidx;
