@@ -73,13 +73,16 @@ static double rel_err(const float *a, const double *b, size_t n)
 
 START_TEST(test_fp16_baseline_matches_direct)
 {
-    /* last chunks of 80 and 208 tokens (value passes of 16), 64, and 44
-     * and 232 (not multiples of 16) */
-    static const unsigned Ts[] = {336, 464, 576, 300, 1000};
+    /* 3 heads: chunks of 256 with last chunks of 80 and 208 tokens (value
+     * passes of 16), 64, and 44 and 232 (not multiples of 16; 1000 tokens
+     * on one thread: 512 and 488); then chunks of 4096 (1 thread) or 2048
+     * (2 threads) with a last chunk of 256, or of 904 (not a multiple of
+     * 16).  Chunk lengths: chunk_len in bench/fp16_attention.c. */
+    static const unsigned Ts[] = {336, 464, 576, 300, 1000, 4352, 5000};
     const unsigned H = 3;
     for (unsigned d = 64; d <= 256; d *= 2)
         printf("fp16 baseline, head dim %u: fast mode runs the %s kernel\n", d, fp16_attention_kernel(d));
-    for (unsigned ti = 0; ti < 5; ti++)
+    for (unsigned ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
         for (unsigned d = 64; d <= 256; d *= 2)
             for (unsigned G = 1; G <= 5; G++) {
                 unsigned T = Ts[ti];
