@@ -60,11 +60,14 @@ def attn_table(runs, keep=lambda r: True, title=""):
     cells, presets, groups = {}, [], []
     for rows in runs:
         for r in rows:
-            if r["bench"] != "attn" or r["impl"] != "libgear" or r["T"] < MIN_T or not keep(r):
+            if r["bench"] != "attn" or r["impl"] != "libgear":
                 continue
-            key = (r["preset"], r["G"])
+            # columns in the runs' order, whichever cells the filter keeps
             if r["preset"] not in presets:
                 presets.append(r["preset"])
+            if r["T"] < MIN_T or not keep(r):
+                continue
+            key = (r["preset"], r["G"])
             if r["G"] not in groups:
                 groups.append(r["G"])
             c = cells.setdefault(key, {"sp": [], "rd": []})
