@@ -5,9 +5,10 @@
  * generic kernel both agree with a direct double-precision attention over
  * the same fp16 keys and values, on head dims 64, 128 and 256, 1 to 5
  * query rows per KV head (a quad and a single row), and context lengths
- * whose last 256-token chunk is short: a multiple of 16 tokens with a
- * short last 64-token value pass (the AVX-512 kernel), a whole 64, and
- * not a multiple of 16 (the generic kernel in both modes).  A fast
+ * whose last chunk (256 tokens long, or 512, 2048 and 4096) is short: a
+ * multiple of 16 tokens with a short last 64-token value pass (the
+ * AVX-512 kernel), a whole 64, and not a multiple of 16 (the generic
+ * kernel in both modes).  A fast
  * baseline that computed something else would make every speed-up in the
  * bench meaningless.  Which kernel the "fast" mode ran is printed: on a
  * CPU without AVX-512 both modes are the generic kernel.
