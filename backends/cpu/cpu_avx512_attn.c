@@ -515,25 +515,34 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
 }
 
 /* Scale, mask (positions past lim[r]), fold into the running softmax of
- * each row; s becomes the weights. */
+ * each row; s becomes the weights.  Every row's maximum first, then every
+ * row's exponentials, so that the rows' reductions (chains of dependent
+ * shuffles) overlap: in cache at G = 4, head dim 64, kivi2 took 605 ns a
+ * pair against 617 row by row, gear2 1010 against 1045; at head dim 128
+ * 1-2 % less, at G = 1 the same. */
 INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_t *lim, part *pt,
                      float *o, float *onat, unsigned d)
 {
+    __m512 x[QUAD][4];
+    float mr[QUAD];
     for (unsigned r = 0; r < R; r++) {
         float *sr = s + r * NB;
-        __m512 x[4], mx = _mm512_set1_ps(pt[r].m);
+        __m512 mx = _mm512_set1_ps(pt[r].m);
         for (unsigned j = 0; j < 4; j++) {
-            x[j] = _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * j), _mm512_set1_ps(scale));
+            x[r][j] = _mm512_mul_ps(_mm512_loadu_ps(sr + 16 * j), _mm512_set1_ps(scale));
             if (pos0 + NB - 1 > lim[r]) { /* causal mask: only when a query is inside the block */
                 __m512i pos = _mm512_add_epi32(_mm512_set1_epi32((int)(16 * j)),
                                                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
                 long room = (long)lim[r] - (long)pos0;
                 __mmask16 ok = _mm512_cmp_epi32_mask(pos, _mm512_set1_epi32(room < -1 ? -1 : (int)room), _MM_CMPINT_LE);
-                x[j] = _mm512_mask_mov_ps(_mm512_set1_ps(-__builtin_inff()), ok, x[j]);
+                x[r][j] = _mm512_mask_mov_ps(_mm512_set1_ps(-__builtin_inff()), ok, x[r][j]);
             }
-            mx = _mm512_max_ps(mx, x[j]);
+            mx = _mm512_max_ps(mx, x[r][j]);
         }
-        float m = _mm512_reduce_max_ps(mx);
+        mr[r] = _mm512_reduce_max_ps(mx);
+    }
+    for (unsigned r = 0; r < R; r++) {
+        float *sr = s + r * NB, m = mr[r];
         if (m == -__builtin_inff()) { /* everything masked so far */
             for (unsigned j = 0; j < 4; j++) _mm512_storeu_ps(sr + 16 * j, _mm512_setzero_ps());
             continue;
@@ -545,7 +554,7 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
         }
         __m512 sum = _mm512_setzero_ps();
         for (unsigned j = 0; j < 4; j++) {
-            __m512 e = exp_neg16(_mm512_sub_ps(x[j], _mm512_set1_ps(m)));
+            __m512 e = exp_neg16(_mm512_sub_ps(x[r][j], _mm512_set1_ps(m)));
             sum = _mm512_add_ps(sum, e);
             _mm512_storeu_ps(sr + 16 * j, e);
         }
