@@ -34,6 +34,7 @@
 #include <gear.h>
 #include <gear/backend.h>
 #include "fp16_attention.h"
+#include "isa_floor.h"
 #include "q4_0_baseline.h"
 #include "../tools/gear/synth.h"
 
@@ -597,16 +598,153 @@ static void bench_attn(const attn_shape *s, const char *const *presets, int np, 
     free(rbuf);
 }
 
+/* ---------------------------------------------- attention in cache */
+
+/* Seconds that a call of f(b) takes more than a call of f(a), in cache:
+ * batches of calls that take about 20 ms, a's and b's alternating so that
+ * both see the same machine; the median over the repeats. */
+static double extra_per_call(void (*f)(void *), void *a, void *b)
+{
+    int n = 1;
+    for (;;) {
+        double t0 = now();
+        for (int i = 0; i < n; i++) f(b);
+        if (now() - t0 > 0.02 || n >= 1 << 20) break;
+        n *= 2;
+    }
+    double t[MAX_REP];
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        for (int i = 0; i < n; i++) f(a);
+        double t1 = now();
+        for (int i = 0; i < n; i++) f(b);
+        t[r] = ((now() - t1) - (t1 - t0)) / n;
+    }
+    return median(t, reps);
+}
+
+typedef struct cache_call { gear_cache *c; const gear_tensor *q; gear_tensor *o; float scale; } cache_call;
+static void call_cache(void *p)
+{
+    const cache_call *a = p;
+    check(gear_cache_attention(a->c, 0, a->q, a->scale, a->o), "attention");
+}
+
+typedef struct f16_call { const uint16_t *k, *v; int H, T, d, G; const float *q; float *o; } f16_call;
+static void call_f16(void *p)
+{
+    const f16_call *a = p;
+    if (fp16_attention(a->k, a->v, (unsigned)a->H, (unsigned)a->T, (unsigned)a->d, a->q, (unsigned)a->G,
+                       1.0f / sqrtf((float)a->d), a->o, 1)) {
+        fprintf(stderr, "gear-bench: fp16 attention: out of memory\n");
+        exit(1);
+    }
+}
+
+/* One thread, one layer of 8 KV heads, small enough to stay in cache:
+ * the time per (KV head, 64-token) pair is the difference between two
+ * context lengths over the pairs added, so that a call's fixed costs
+ * (threads, merge) drop out.  What compute alone allows, against the
+ * instruction floors measured in this run. */
+static void bench_incache(const char *const *presets, int np, int quick)
+{
+    const int H = 8, T1 = 1024, T2 = 2048;
+    double ns_dp = isa_ns_vpdpbusd(), ns_fma = isa_ns_fma512();
+    /* the fixed-point kernels run where VNNI does, unless told otherwise */
+    int fixed = ns_dp > 0 && !getenv("GEAR_CPU_NO_VNNI") && !getenv("GEAR_CPU_NO_AVX512") && !getenv("GEAR_CPU_BF16");
+    printf("\nattention in cache: one thread, one layer of %d KV heads; ns/pair = the time a (KV head, 64-token)\n"
+           "  pair adds between %d and %d tokens (fp16 cache: 256 and 512 at d = 64, 128 and 256 at d = 128);\n"
+           "  /floor = ns/pair over the pair's 4*G*d vpdpbusd (the fixed-point kernels' dot products; %.3f ns\n"
+           "  each here) or, for the fp16 cache, its 8*G*d vfmadd231ps (%.3f ns each), 512-bit; fp16/ = the\n"
+           "  fp16 pair's ns over this one: the speed-up compute alone allows, where memory costs nothing\n",
+           H, T1, T2, ns_dp, ns_fma);
+    if (jf)
+        fprintf(jf, "{\"bench\":\"isa\",\"vpdpbusd_zmm_ns\":%.5f,\"vfmadd231ps_zmm_ns\":%.5f}\n", ns_dp, ns_fma);
+    printf("   d  G  cache     ns/pair   /floor   fp16/\n");
+    static const int ds[] = {64, 128}, Gs[] = {1, 4};
+    gear_context *ctx = make_ctx("cpu", 1);
+    if (!ctx) {
+        printf("  (no cpu backend: skipped)\n");
+        return;
+    }
+    for (int di = 0; di < 2; di++)
+        for (int gi = 0; gi < 2; gi++) {
+            int d = ds[di], G = Gs[gi], F1 = 16384 / d, F2 = 2 * F1; /* fp16: 1 MiB at F2 */
+            float *q = xmalloc(sizeof(float) * (size_t)H * G * d), *o = xmalloc(sizeof(float) * (size_t)H * G * d);
+            gear_synth_normal(13, (size_t)H * G * d, q);
+            f16_call f[2];
+            for (int i = 0; i < 2; i++) {
+                int T = i ? F2 : F1;
+                f[i] = (f16_call){make_kv(GEAR_KEY, H, T, d, 11), make_kv(GEAR_VALUE, H, T, d, 12), H, T, d, G, q, o};
+            }
+            double dt16 = extra_per_call(call_f16, &f[0], &f[1]);
+            for (int i = 0; i < 2; i++) {
+                free((void *)f[i].k);
+                free((void *)f[i].v);
+            }
+            double ns16 = dt16 / ((double)H * (F2 - F1) / 64) * 1e9;
+            double fl16 = ns_fma > 0 ? ns16 / (8.0 * G * d * ns_fma) : 0;
+            printf("%4d %2d  fp16*  %10.1f   %6.2f\n", d, G, ns16, fl16);
+            if (jf)
+                fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"fp16_baseline\",\"d\":%d,\"G\":%d,\"ns_pair\":%.2f,"
+                            "\"over_floor\":%.4f}\n", d, G, ns16, fl16);
+            gear_tensor tq, to;
+            check(gear_tensor_init(&tq, q, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
+            check(gear_tensor_init(&to, o, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
+            for (int p = 0; p < (quick && np > 2 ? 2 : np); p++) {
+                gear_config ck, cv;
+                check(gear_config_preset(presets[p], GEAR_KEY, &ck), "preset");
+                check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
+                if (ck.cq_dim) continue; /* calibrated caches: not timed here */
+                cache_call a[2];
+                uint16_t *kv[4];
+                for (int i = 0; i < 2; i++) {
+                    int T = i ? T2 : T1;
+                    kv[2 * i] = make_kv(GEAR_KEY, H, T, d, 11);
+                    kv[2 * i + 1] = make_kv(GEAR_VALUE, H, T, d, 12);
+                    gear_tensor tk, tv;
+                    check(gear_tensor_init(&tk, kv[2 * i], GEAR_F16, 3, H, T, d, 0), "tensor");
+                    check(gear_tensor_init(&tv, kv[2 * i + 1], GEAR_F16, 3, H, T, d, 0), "tensor");
+                    a[i] = (cache_call){NULL, &tq, &to, 1.0f / sqrtf((float)d)};
+                    check(gear_cache_create(ctx, &ck, &cv, 1, H, (unsigned)d, (unsigned)T, &a[i].c), "cache");
+                    check(gear_cache_append(a[i].c, 0, &tk, &tv), "append");
+                }
+                double dt = extra_per_call(call_cache, &a[0], &a[1]);
+                for (int i = 0; i < 2; i++) gear_cache_free(a[i].c);
+                for (int i = 0; i < 4; i++) free(kv[i]);
+                double ns = dt / ((double)H * (T2 - T1) / 64) * 1e9;
+                int fx = fixed && (ck.bits == 2 || ck.bits == 4) && (d == 64 || d == 128);
+                double fl = fx ? ns / (4.0 * G * d * ns_dp) : 0;
+                printf("%4d %2d  %-6s %10.1f   ", d, G, presets[p], ns);
+                if (fx)
+                    printf("%6.2f", fl);
+                else
+                    printf("%6s", "-");
+                printf("  %6.2f\n", ns16 / ns);
+                if (jf)
+                    fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"libgear\",\"preset\":\"%s\",\"d\":%d,\"G\":%d,"
+                                "\"ns_pair\":%.2f,\"over_floor\":%.4f,\"fp16_over\":%.4f}\n",
+                            presets[p], d, G, ns, fl, ns16 / ns);
+            }
+            free(q);
+            free(o);
+            fflush(stdout);
+        }
+    gear_context_free(ctx);
+}
+
 /* ----------------------------------------------------------------- main */
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
-               "                  [--only bw|codec|attn] [--shape T,d,G] [--llc-mult M]\n"
+               "                  [--only bw|codec|attn|cache] [--shape T,d,G] [--llc-mult M]\n"
                "                  [--presets P1,P2,...]\n"
                "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n"
                "--presets: the compressed caches of the attention bench (default\n"
-               "kivi2,gear2,kivi4,gear4,cq-4c8b); the fp16 baseline always runs.\n");
+               "kivi2,gear2,kivi4,gear4,cq-4c8b); the fp16 baseline always runs.\n"
+               "--only cache: attention in cache on one thread against the instruction\n"
+               "floors of this CPU (what compute alone allows).\n");
 }
 
 int main(int argc, char **argv)
@@ -717,6 +855,7 @@ int main(int argc, char **argv)
         free((void *)kv[0]);
         free((void *)kv[1]);
     }
+    if (!only || !strcmp(only, "cache")) bench_incache(ap, nap, quick);
     if (!only || !strcmp(only, "attn")) {
         printf("\nattention: one decode step over all layers (8 KV heads, G query heads each), %d threads;\n"
                "  MB = bytes read (compressed blocks + buffer); GB/s = MB/time; /read = median over the repeats\n"
