@@ -9,6 +9,9 @@ runs, and for attention also over the shapes at 16k tokens and more.
   attn:  per preset and G (query heads per KV head): speed-up over the fp16
          cache step run beside each repeat, and compressed GB/s over the
          read bandwidth of the pass before it (/read).
+  cache: attention in cache on one thread (--only cache): per head dim,
+         G and cache, ns a (KV head, 64-token) pair, over the instruction
+         floor (/floor), and the fp16 cache's ns over it (fp16/).
   --split-read GBS: the attention table twice, for the cells whose read
          passes ran below GBS and for the rest (these VMs switch between a
          calm state and one with faster reads and slower kernels)."""
@@ -91,6 +94,33 @@ def attn_table(runs, keep=lambda r: True, title=""):
         print(f"| G = {g} | " + " | ".join(row) + " |")
 
 
+def cache_table(runs):
+    cells, order = {}, []
+    for rows in runs:
+        for r in rows:
+            if r["bench"] != "incache":
+                continue
+            key = (r["d"], r["G"], r.get("preset", "fp16*"))
+            if key not in cells:
+                cells[key] = {"ns": [], "fl": [], "x": []}
+                order.append(key)
+            c = cells[key]
+            c["ns"].append(r["ns_pair"])
+            if r["over_floor"] > 0:
+                c["fl"].append(r["over_floor"])
+            if "fp16_over" in r:
+                c["x"].append(r["fp16_over"])
+    if not order:
+        return
+    print("\nattention in cache, one thread\n")
+    print("| d | G | cache | ns a pair | /floor | fp16/ |")
+    print("|---|---|---|---|---|---|")
+    for d, g, p in order:
+        c = cells[(d, g, p)]
+        print(f"| {d} | {g} | {p} | {span(c['ns'], '{:.0f}')} | {span(c['fl'], '{:.2f}')} | "
+              f"{span(c['x'], '{:.2f}')} |")
+
+
 def main(args):
     split = None
     if len(args) >= 2 and args[0] == "--split-read":
@@ -99,6 +129,7 @@ def main(args):
         sys.exit(__doc__)
     runs = [load_rows(p) for p in args]
     codec_table(runs)
+    cache_table(runs)
     if split is None:
         attn_table(runs)
     else:
