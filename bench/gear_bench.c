@@ -602,7 +602,9 @@ static void bench_attn(const attn_shape *s, const char *const *presets, int np, 
 
 /* Seconds that a call of f(b) takes more than a call of f(a), in cache:
  * batches of calls that take about 20 ms, a's and b's alternating so that
- * both see the same machine; the median over the repeats. */
+ * both see the same machine; the median over the repeats, or NaN where it
+ * is not positive or the repeats spread wider than it (the VM changed
+ * speed during the measurement: the figure would mean nothing). */
 static double extra_per_call(void (*f)(void *), void *a, void *b)
 {
     int n = 1;
@@ -612,15 +614,52 @@ static double extra_per_call(void (*f)(void *), void *a, void *b)
         if (now() - t0 > 0.02 || n >= 1 << 20) break;
         n *= 2;
     }
-    double t[MAX_REP];
+    double t[MAX_REP], lo = 0, hi = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = now();
         for (int i = 0; i < n; i++) f(a);
         double t1 = now();
         for (int i = 0; i < n; i++) f(b);
         t[r] = ((now() - t1) - (t1 - t0)) / n;
+        lo = r == 0 || t[r] < lo ? t[r] : lo;
+        hi = r == 0 || t[r] > hi ? t[r] : hi;
     }
-    return median(t, reps);
+    double m = median(t, reps);
+    return m > 0 && hi - lo <= m ? m : NAN;
+}
+
+/* x with fmt into buf (cols wide), or "?" / "-" (no figure: NaN / 0);
+ * json: the number, or null. */
+static const char *fig(char *buf, size_t len, double x, const char *fmt, int cols)
+{
+    if (isnan(x))
+        snprintf(buf, len, "%*s", cols, "?");
+    else if (x == 0)
+        snprintf(buf, len, "%*s", cols, "-");
+    else
+        snprintf(buf, len, fmt, cols, x);
+    return buf;
+}
+static const char *jfig(char *buf, size_t len, double x)
+{
+    if (isfinite(x) && x != 0)
+        snprintf(buf, len, "%.4f", x);
+    else
+        snprintf(buf, len, "null");
+    return buf;
+}
+
+/* Whether the cpu module runs its fixed-point (VNNI) attention here, as
+ * it describes itself once loaded (the same tests and GEAR_CPU_* switches
+ * as its kernels). */
+static int cpu_fixed_point(void)
+{
+    for (int i = 0; i < gear_backend_count(); i++)
+        if (!strcmp(gear_backend_name(i), "cpu")) {
+            const char *d = gear_backend_description(i);
+            return d && strstr(d, "VNNI fixed point");
+        }
+    return 0;
 }
 
 typedef struct cache_call { gear_cache *c; const gear_tensor *q; gear_tensor *o; float scale; } cache_call;
@@ -641,32 +680,35 @@ static void call_f16(void *p)
     }
 }
 
-/* One thread, one layer of 8 KV heads, small enough to stay in cache:
+/* One thread, one layer of 8 KV heads, in cache (L2 and L3: at the
+ * longer length a kivi2 layer at head dim 128 is 1.3 MB, gear2 2.4 MB):
  * the time per (KV head, 64-token) pair is the difference between two
  * context lengths over the pairs added, so that a call's fixed costs
- * (threads, merge) drop out.  What compute alone allows, against the
+ * (threads, merge) drop out, and those per work item (4 blocks) are
+ * spread over its pairs.  What compute alone allows, against the
  * instruction floors measured in this run. */
 static void bench_incache(const char *const *presets, int np, int quick)
 {
     const int H = 8, T1 = 1024, T2 = 2048;
     double ns_dp = isa_ns_vpdpbusd(), ns_fma = isa_ns_fma512();
-    /* the fixed-point kernels run where VNNI does, unless told otherwise */
-    int fixed = ns_dp > 0 && !getenv("GEAR_CPU_NO_VNNI") && !getenv("GEAR_CPU_NO_AVX512") && !getenv("GEAR_CPU_BF16");
+    gear_context *ctx = make_ctx("cpu", 1);
+    int fixed = ns_dp > 0 && ctx && cpu_fixed_point();
     printf("\nattention in cache: one thread, one layer of %d KV heads; ns/pair = the time a (KV head, 64-token)\n"
-           "  pair adds between %d and %d tokens (fp16 cache: 256 and 512 at d = 64, 128 and 256 at d = 128);\n"
-           "  /floor = ns/pair over the pair's 4*G*d vpdpbusd (the fixed-point kernels' dot products; %.3f ns\n"
-           "  each here) or, for the fp16 cache, its 8*G*d vfmadd231ps (%.3f ns each), 512-bit; fp16/ = the\n"
-           "  fp16 pair's ns over this one: the speed-up compute alone allows, where memory costs nothing\n",
-           H, T1, T2, ns_dp, ns_fma);
+           "  pair adds between %d and %d tokens (fp16 cache: 256 and 512 at d = 64, 128 and 256 at d = 128;\n"
+           "  its %s kernel); /floor = ns/pair over the pair's 4*G*d vpdpbusd (the fixed-point kernels' dot\n"
+           "  products; %.3f ns each here) or, for the fp16 cache, its 8*G*d vfmadd231ps (%.3f ns each),\n"
+           "  512-bit (-: not measured, or another kernel runs); fp16/ = the fp16 pair's ns over this one:\n"
+           "  the speed-up compute alone allows; ?: the repeats spread wider than their median\n",
+           H, T1, T2, fp16_attention_kernel(128), ns_dp, ns_fma);
     if (jf)
         fprintf(jf, "{\"bench\":\"isa\",\"vpdpbusd_zmm_ns\":%.5f,\"vfmadd231ps_zmm_ns\":%.5f}\n", ns_dp, ns_fma);
     printf("   d  G  cache     ns/pair   /floor   fp16/\n");
-    static const int ds[] = {64, 128}, Gs[] = {1, 4};
-    gear_context *ctx = make_ctx("cpu", 1);
     if (!ctx) {
         printf("  (no cpu backend: skipped)\n");
         return;
     }
+    static const int ds[] = {64, 128}, Gs[] = {1, 4};
+    char b1[32], b2[32], b3[32], j1[32], j2[32], j3[32];
     for (int di = 0; di < 2; di++)
         for (int gi = 0; gi < 2; gi++) {
             int d = ds[di], G = Gs[gi], F1 = 16384 / d, F2 = 2 * F1; /* fp16: 1 MiB at F2 */
@@ -682,12 +724,14 @@ static void bench_incache(const char *const *presets, int np, int quick)
                 free((void *)f[i].k);
                 free((void *)f[i].v);
             }
+            int avx16 = !strcmp(fp16_attention_kernel((unsigned)d), "avx512");
             double ns16 = dt16 / ((double)H * (F2 - F1) / 64) * 1e9;
-            double fl16 = ns_fma > 0 ? ns16 / (8.0 * G * d * ns_fma) : 0;
-            printf("%4d %2d  fp16*  %10.1f   %6.2f\n", d, G, ns16, fl16);
+            double fl16 = ns_fma > 0 && avx16 ? ns16 / (8.0 * G * d * ns_fma) : 0;
+            printf("%4d %2d  fp16*  %s   %s\n", d, G, fig(b1, sizeof b1, ns16, "%*.1f", 10),
+                   fig(b2, sizeof b2, fl16, "%*.2f", 6));
             if (jf)
-                fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"fp16_baseline\",\"d\":%d,\"G\":%d,\"ns_pair\":%.2f,"
-                            "\"over_floor\":%.4f}\n", d, G, ns16, fl16);
+                fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"fp16_baseline\",\"d\":%d,\"G\":%d,\"ns_pair\":%s,"
+                            "\"over_floor\":%s}\n", d, G, jfig(j1, sizeof j1, ns16), jfig(j2, sizeof j2, fl16));
             gear_tensor tq, to;
             check(gear_tensor_init(&tq, q, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
             check(gear_tensor_init(&to, o, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
@@ -713,18 +757,15 @@ static void bench_incache(const char *const *presets, int np, int quick)
                 for (int i = 0; i < 2; i++) gear_cache_free(a[i].c);
                 for (int i = 0; i < 4; i++) free(kv[i]);
                 double ns = dt / ((double)H * (T2 - T1) / 64) * 1e9;
+                /* the fixed-point kernels: 2 or 4 bits, head dim 64 or 128 */
                 int fx = fixed && (ck.bits == 2 || ck.bits == 4) && (d == 64 || d == 128);
-                double fl = fx ? ns / (4.0 * G * d * ns_dp) : 0;
-                printf("%4d %2d  %-6s %10.1f   ", d, G, presets[p], ns);
-                if (fx)
-                    printf("%6.2f", fl);
-                else
-                    printf("%6s", "-");
-                printf("  %6.2f\n", ns16 / ns);
+                double fl = fx ? ns / (4.0 * G * d * ns_dp) : 0, x = ns16 / ns;
+                printf("%4d %2d  %-6s %s   %s  %s\n", d, G, presets[p], fig(b1, sizeof b1, ns, "%*.1f", 10),
+                       fig(b2, sizeof b2, fl, "%*.2f", 6), fig(b3, sizeof b3, x, "%*.2f", 6));
                 if (jf)
                     fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"libgear\",\"preset\":\"%s\",\"d\":%d,\"G\":%d,"
-                                "\"ns_pair\":%.2f,\"over_floor\":%.4f,\"fp16_over\":%.4f}\n",
-                            presets[p], d, G, ns, fl, ns16 / ns);
+                                "\"ns_pair\":%s,\"over_floor\":%s,\"fp16_over\":%s}\n",
+                            presets[p], d, G, jfig(j1, sizeof j1, ns), jfig(j2, sizeof j2, fl), jfig(j3, sizeof j3, x));
             }
             free(q);
             free(o);

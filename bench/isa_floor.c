@@ -21,8 +21,9 @@ static double seconds(void)
     op " %%zmm13, %%zmm12, %%zmm3\n\t" op " %%zmm13, %%zmm12, %%zmm4\n\t" op " %%zmm13, %%zmm12, %%zmm5\n\t" \
     op " %%zmm13, %%zmm12, %%zmm6\n\t" op " %%zmm13, %%zmm12, %%zmm7\n\t" op " %%zmm13, %%zmm12, %%zmm8\n\t" \
     op " %%zmm13, %%zmm12, %%zmm9\n\t" op " %%zmm13, %%zmm12, %%zmm10\n\t" op " %%zmm13, %%zmm12, %%zmm11\n\t"
+/* zmm0-13 written; vzeroupper clears the upper halves of zmm14-15 too */
 #define CLOBBER "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
-                "xmm12", "xmm13"
+                "xmm12", "xmm13", "xmm14", "xmm15"
 /* zeroed operands: no denormals, no overflow */
 #define TIMED_LOOP(op)                                                                                   \
     do {                                                                                                 \

@@ -105,11 +105,11 @@ def cache_table(runs):
                 cells[key] = {"ns": [], "fl": [], "x": []}
                 order.append(key)
             c = cells[key]
-            c["ns"].append(r["ns_pair"])
-            if r["over_floor"] > 0:
-                c["fl"].append(r["over_floor"])
-            if "fp16_over" in r:
-                c["x"].append(r["fp16_over"])
+            # null: no figure (the repeats spread wider than their median,
+            # or no floor measured for that kernel)
+            for name, field in (("ns", "ns_pair"), ("fl", "over_floor"), ("x", "fp16_over")):
+                if r.get(field) is not None and r[field] > 0:
+                    c[name].append(r[field])
     if not order:
         return
     print("\nattention in cache, one thread\n")
