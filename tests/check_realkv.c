@@ -42,7 +42,7 @@
 static const int layer_ids[NL] = {0, 10, 20, 29};
 static float *K[NL], *V[NL]; /* [H][T][d] fp32 (exact fp16 values) */
 static int H, T, D;
-static char load_err[512];
+static char load_err[1024];
 
 static int load_sample(void)
 {
@@ -54,7 +54,7 @@ static int load_sample(void)
     st_file *sf = NULL;
     char err[256];
     if (st_open(path, &sf, err, sizeof err)) {
-        snprintf(load_err, sizeof load_err, "%s: %s", path, err);
+        snprintf(load_err, sizeof load_err, "%.300s: %s", path, err);
         return -1;
     }
     for (int l = 0; l < NL; l++) {
@@ -63,7 +63,7 @@ static int load_sample(void)
             snprintf(name, sizeof name, "layer.%d.%c", layer_ids[l], kv ? 'v' : 'k');
             const st_tensor *t = st_find(sf, name);
             if (!t || t->ndim != 3 || strcmp(t->dtype, "F16")) {
-                snprintf(load_err, sizeof load_err, "%s: tensor %s missing or not a 3-d F16 tensor", path,
+                snprintf(load_err, sizeof load_err, "%.300s: tensor %s missing or not a 3-d F16 tensor", path,
                          name);
                 st_close(sf);
                 return -1;
@@ -73,7 +73,7 @@ static int load_sample(void)
             D = (int)t->shape[2];
             float *x = malloc(sizeof(float) * (size_t)t->count);
             if (!x || st_read_f32(sf, t, x, err, sizeof err)) {
-                snprintf(load_err, sizeof load_err, "%s: %s: %s", path, name, x ? err : "out of memory");
+                snprintf(load_err, sizeof load_err, "%.300s: %s: %s", path, name, x ? err : "out of memory");
                 free(x);
                 st_close(sf);
                 return -1;
