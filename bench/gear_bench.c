@@ -709,21 +709,23 @@ static void bench_incache(const char *const *presets, int np, int quick)
     }
     static const int ds[] = {64, 128}, Gs[] = {1, 4};
     char b1[32], b2[32], b3[32], j1[32], j2[32], j3[32];
-    for (int di = 0; di < 2; di++)
+    for (int di = 0; di < 2; di++) {
+        /* the keys and values of both lengths, for every G and cache:
+         * fp16 at F1 and F2 tokens (1 MiB at F2), the caches' input at T1
+         * and T2 */
+        int d = ds[di], F1 = 16384 / d, F2 = 2 * F1, len[4] = {F1, F2, T1, T2};
+        uint16_t *k[4], *v[4];
+        for (int i = 0; i < 4; i++) {
+            k[i] = make_kv(GEAR_KEY, H, len[i], d, 11);
+            v[i] = make_kv(GEAR_VALUE, H, len[i], d, 12);
+        }
         for (int gi = 0; gi < 2; gi++) {
-            int d = ds[di], G = Gs[gi], F1 = 16384 / d, F2 = 2 * F1; /* fp16: 1 MiB at F2 */
+            int G = Gs[gi];
             float *q = xmalloc(sizeof(float) * (size_t)H * G * d), *o = xmalloc(sizeof(float) * (size_t)H * G * d);
             gear_synth_normal(13, (size_t)H * G * d, q);
             f16_call f[2];
-            for (int i = 0; i < 2; i++) {
-                int T = i ? F2 : F1;
-                f[i] = (f16_call){make_kv(GEAR_KEY, H, T, d, 11), make_kv(GEAR_VALUE, H, T, d, 12), H, T, d, G, q, o};
-            }
+            for (int i = 0; i < 2; i++) f[i] = (f16_call){k[i], v[i], H, len[i], d, G, q, o};
             double dt16 = extra_per_call(call_f16, &f[0], &f[1]);
-            for (int i = 0; i < 2; i++) {
-                free((void *)f[i].k);
-                free((void *)f[i].v);
-            }
             int avx16 = !strcmp(fp16_attention_kernel((unsigned)d), "avx512");
             double ns16 = dt16 / ((double)H * (F2 - F1) / 64) * 1e9;
             double fl16 = ns_fma > 0 && avx16 ? ns16 / (8.0 * G * d * ns_fma) : 0;
@@ -741,21 +743,16 @@ static void bench_incache(const char *const *presets, int np, int quick)
                 check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
                 if (ck.cq_dim) continue; /* calibrated caches: not timed here */
                 cache_call a[2];
-                uint16_t *kv[4];
                 for (int i = 0; i < 2; i++) {
-                    int T = i ? T2 : T1;
-                    kv[2 * i] = make_kv(GEAR_KEY, H, T, d, 11);
-                    kv[2 * i + 1] = make_kv(GEAR_VALUE, H, T, d, 12);
                     gear_tensor tk, tv;
-                    check(gear_tensor_init(&tk, kv[2 * i], GEAR_F16, 3, H, T, d, 0), "tensor");
-                    check(gear_tensor_init(&tv, kv[2 * i + 1], GEAR_F16, 3, H, T, d, 0), "tensor");
+                    check(gear_tensor_init(&tk, k[2 + i], GEAR_F16, 3, H, len[2 + i], d, 0), "tensor");
+                    check(gear_tensor_init(&tv, v[2 + i], GEAR_F16, 3, H, len[2 + i], d, 0), "tensor");
                     a[i] = (cache_call){NULL, &tq, &to, 1.0f / sqrtf((float)d)};
-                    check(gear_cache_create(ctx, &ck, &cv, 1, H, (unsigned)d, (unsigned)T, &a[i].c), "cache");
+                    check(gear_cache_create(ctx, &ck, &cv, 1, H, (unsigned)d, (unsigned)len[2 + i], &a[i].c), "cache");
                     check(gear_cache_append(a[i].c, 0, &tk, &tv), "append");
                 }
                 double dt = extra_per_call(call_cache, &a[0], &a[1]);
                 for (int i = 0; i < 2; i++) gear_cache_free(a[i].c);
-                for (int i = 0; i < 4; i++) free(kv[i]);
                 double ns = dt / ((double)H * (T2 - T1) / 64) * 1e9;
                 /* the fixed-point kernels: 2 or 4 bits, head dim 64 or 128 */
                 int fx = fixed && (ck.bits == 2 || ck.bits == 4) && (d == 64 || d == 128);
@@ -771,6 +768,11 @@ static void bench_incache(const char *const *presets, int np, int quick)
             free(o);
             fflush(stdout);
         }
+        for (int i = 0; i < 4; i++) {
+            free(k[i]);
+            free(v[i]);
+        }
+    }
     gear_context_free(ctx);
 }
 
