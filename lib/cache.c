@@ -336,10 +336,23 @@ gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
     return GEAR_OK;
 }
 
-/* Index of the first non-finite element of x, or n. */
+/* Index of the first non-finite element of x, or n.  Runs once per
+ * attention call over every output row: 64 at a time without an early
+ * exit, so that it vectorizes (one element at a time it was a fifth of a
+ * call over a one-block cache, 8 heads x 4 query rows). */
+GEAR_CLONES
 static size_t first_nonfinite(const float *x, size_t n)
 {
     size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t bad = 0;
+        for (unsigned k = 0; k < 64; k++) {
+            uint32_t u;
+            memcpy(&u, x + i + k, 4);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) break;
+    }
     while (i < n && isfinite(x[i])) i++;
     return i;
 }
@@ -352,12 +365,33 @@ static size_t first_nonfinite(const float *x, size_t n)
  * sums before the scale and |scale| times that the sums after it (the
  * kernels scale either way); above 2^120 the margin is gone.  Real
  * queries are 30 orders of magnitude below. */
+/* The sums of |q_c| in 16 fp32 partial sums, a vector of GCC's and
+ * clang's generic extension (which GEAR_CLONES maps to the CPU's widest):
+ * a double chain was a sixth of a call over a one-block cache.  A sum that
+ * overflows is Inf and still counts, and fp32's rounding is nothing
+ * against the 2^8 of margin. */
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+GEAR_CLONES
 static int scores_may_overflow(const float *q, size_t rows, unsigned d, float scale)
 {
     double s = fabs((double)scale) > 1.0 ? fabs((double)scale) : 1.0;
+    const f32x16 zero = {0};
     for (size_t r = 0; r < rows; r++) {
+        const float *x = q + r * d;
+        f32x16 part = zero;
+        unsigned i = 0;
+        for (; i + 16 <= d; i += 16) {
+            i32x16 b; /* |x|: the sign bits cleared */
+            f32x16 v;
+            memcpy(&b, x + i, sizeof b);
+            b &= 0x7fffffff;
+            memcpy(&v, &b, sizeof v);
+            part += v;
+        }
         double l1 = 0.0;
-        for (unsigned i = 0; i < d; i++) l1 += fabs((double)q[r * d + i]);
+        for (; i < d; i++) l1 += fabs((double)x[i]);
+        for (unsigned k = 0; k < 16; k++) l1 += part[k];
         if (s * l1 * 262144.0 > 0x1p120) return 1;
     }
     return 0;
