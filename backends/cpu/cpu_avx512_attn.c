@@ -341,8 +341,8 @@ INLINE void scatter16(part4 pt, __m512 x, const uint8_t *idx)
  * share an index, so consecutive ones never wait on each other.  One
  * outlier at a time (a broadcast and an FMA each), the whole kernel was
  * 2-5 % slower at G = 4 with outliers. */
-INLINE void scatter_fma4(const float *ov, const float *xT, unsigned per, const uint8_t *idx, unsigned n,
-                         float *corr, unsigned len)
+INLINE void scatter_fma4(const float *restrict ov, const float *restrict xT, unsigned per,
+                         const uint8_t *restrict idx, unsigned n, float *restrict corr, unsigned len)
 {
     float part[4 * MAXD];
     for (unsigned i = 0; i < 4 * len; i += 16) {
@@ -359,7 +359,10 @@ INLINE void scatter_fma4(const float *ov, const float *xT, unsigned per, const u
         else /* row j/per four times */
             x = _mm512_broadcast_f32x4(_mm_loadu_ps(xT + 4 * (j >> sh)));
         x = _mm512_mul_ps(x, _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_loadu_ps(ov + j))));
-        float *y0 = corr + 4 * idx[j], *y1 = part + 4 * idx[j + 1], *y2 = corr + 4 * idx[j + 2], *y3 = part + 4 * idx[j + 3];
+        uint32_t w; /* the four indices in one load, before any store */
+        memcpy(&w, idx + j, 4);
+        float *y0 = corr + 4 * (w & 0xff), *y1 = part + 4 * ((w >> 8) & 0xff);
+        float *y2 = corr + 4 * ((w >> 16) & 0xff), *y3 = part + 4 * (w >> 24);
         _mm_storeu_ps(y0, _mm_add_ps(_mm_loadu_ps(y0), _mm512_castps512_ps128(x)));
         _mm_storeu_ps(y1, _mm_add_ps(_mm_loadu_ps(y1), _mm512_extractf32x4_ps(x, 1)));
         _mm_storeu_ps(y2, _mm_add_ps(_mm_loadu_ps(y2), _mm512_extractf32x4_ps(x, 2)));
