@@ -338,7 +338,7 @@ gear_status gear_cache_tokens(const gear_cache *c, unsigned layer, unsigned *n)
 
 /* Index of the first non-finite element of x, or n.  Runs once per
  * attention call over every output row: 64 at a time without an early
- * exit, so that it vectorizes (one element at a time it was a fifth of a
+ * exit, so that it vectorizes (one element at a time it was 11 % of a
  * call over a one-block cache, 8 heads x 4 query rows). */
 GEAR_CLONES
 static size_t first_nonfinite(const float *x, size_t n)
@@ -357,6 +357,9 @@ static size_t first_nonfinite(const float *x, size_t n)
     return i;
 }
 
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
 /* Whether some query row's scores, or a kernel's partial sums of them,
  * could leave fp32's range (2^128): every cached key entry, whatever its
  * decomposition (minimum, step times code, outlier, low-rank term), is
@@ -364,14 +367,12 @@ static size_t first_nonfinite(const float *x, size_t n)
  * in; a rank-r term is below r * 65504), so sum |q_c| * 2^18 bounds the
  * sums before the scale and |scale| times that the sums after it (the
  * kernels scale either way); above 2^120 the margin is gone.  Real
- * queries are 30 orders of magnitude below. */
-/* The sums of |q_c| in 16 fp32 partial sums, a vector of GCC's and
- * clang's generic extension (which GEAR_CLONES maps to the CPU's widest):
- * a double chain was a sixth of a call over a one-block cache.  A sum that
- * overflows is Inf and still counts, and fp32's rounding is nothing
- * against the 2^8 of margin. */
-typedef float f32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
+ * queries are 30 orders of magnitude below.  The sums of |q_c| run in 16
+ * fp32 partial sums, a vector of GCC's and clang's generic extension
+ * (each clone uses its widest registers): a chain of double additions was
+ * 8 % of a call over a one-block cache.  A sum that overflows is Inf and
+ * still counts, and fp32's rounding is nothing against the 2^8 of
+ * margin. */
 GEAR_CLONES
 static int scores_may_overflow(const float *q, size_t rows, unsigned d, float scale)
 {

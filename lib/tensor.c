@@ -182,7 +182,7 @@ gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t 
         float *row = dst + t * d;
         const float *src = NULL;
         /* contiguous fp32 is checked where it lies: the copy just stored,
-         * read back in wider loads, waited on the stores (a tenth of an
+         * read back in wider loads, waited on the stores (6 % of an
          * attention call over one block per head) */
         if (x->dtype == GEAR_F32 && cs == 1) {
             src = (const float *)x->data + view_offset(x, h, t0 + t, 0);

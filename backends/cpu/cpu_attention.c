@@ -124,8 +124,8 @@ static void item_reset(float *acc, part *parts, unsigned H, unsigned items, unsi
 
 /* Each head's items merged into a->out: their running softmaxes rescaled
  * to the largest maximum.  Cloned, so that its loops use the CPU's vectors
- * (in the baseline ISA the division alone was a tenth of a call over a
- * one-block cache). */
+ * (in the baseline ISA the merge was a tenth of a call over a one-block
+ * cache, most of it the division). */
 GEAR_CLONES
 static void merge_items(const gear_attention_args *a, const float *acc, const part *parts, unsigned items)
 {
