@@ -607,7 +607,7 @@ static const uint8_t pack_hi[64] __attribute__((aligned(64))) = {
  * rounding can add up to, in steps, against any codes in [0, 1]: the
  * larger of its positive and its negative sum (to fp32's rounding of
  * v/al, about 2^-9 of a step per weight). */
-VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, float *worst)
+VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, int8_t *lo, float *worst)
 {
     __m512 k = _mm512_set1_ps(32512.0f / top), *red = v;
     __m512i hs = _mm512_load_si512(pack_hi), ls = _mm512_sub_epi8(hs, _mm512_set1_epi8(1));
@@ -620,7 +620,10 @@ VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, uint8_t *lo, 
                 red[4 * i + j] = _mm512_reduce_ps(s, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         }
         __m512i p0 = _mm512_packs_epi32(q[0], q[1]), p1 = _mm512_packs_epi32(q[2], q[3]);
-        _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(p0, hs, p1));
+        /* hi = (w + 128) >> 8 and lo = w - 256*hi, both signed bytes: lo is
+         * w's low byte read as signed (|w| + 128 stays below 2^15) */
+        __m512i r0 = _mm512_add_epi16(p0, _mm512_set1_epi16(128)), r1 = _mm512_add_epi16(p1, _mm512_set1_epi16(128));
+        _mm512_storeu_si512(hi + 64 * i, _mm512_permutex2var_epi8(r0, hs, r1));
         _mm512_storeu_si512(lo + 64 * i, _mm512_permutex2var_epi8(p0, ls, p1));
     }
     if (worst) { /* sums of the positive parts and of all, each as a tree */
@@ -666,11 +669,12 @@ VINLINE uint32_t top_bits(const __m512 *v, unsigned n)
 /* Grids after the first that the key side may take (fix16). */
 #define NFINE 2
 
-/* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi
- * signed, lo unsigned (the two bytes of an int16). */
+/* Fixed-point weights of up to QUAD rows: w = al*(256*hi + lo), hi and
+ * lo signed bytes (lo in [-128, 128)), so that the codes are vpdpbusd's
+ * unsigned operand in both products. */
 typedef struct fixw {
     int8_t hi[QUAD][MAXD];
-    uint8_t lo[QUAD][MAXD];
+    int8_t lo[QUAD][MAXD];
     float al[QUAD];
 } fixw;
 
@@ -689,7 +693,7 @@ typedef struct fixw {
  * fal[level][r], 0 for grids not taken, which are left as they are (the
  * caller clears them if another row takes them).  The steps apart from
  * the grids: the common path then touches none of the grids' memory. */
-VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, uint8_t *lo,
+VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m, int8_t *hi, int8_t *lo,
                     float *bias, float coarse, fixw *fine, float (*fal)[QUAD], unsigned r)
 {
     __m512 v[MAXD / 16], b = _mm512_setzero_ps();
@@ -767,7 +771,7 @@ VINLINE __m512i code_rows(const uint8_t *p, unsigned rs, unsigned off)
  * k*rs, k < 4) so that lane i holds byte off+i of each row.  Plane j = the
  * codes at bits `bits`*(p0+j) of every byte, which meet the weights' dword
  * st: acc[r][a0+j] (int32) = sum of code x (256*hi + lo) over the steps.
- * Exact: at most 15*255*256*128 < 2^31.  The steps also prefetch the next
+ * Exact: before the shift at most 257 * 4*240*128 * 32 steps < 2^31.  The steps also prefetch the next
  * block's lines [pf0, pf0 + steps*per). */
 VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsigned off, unsigned steps,
                         const fixw *w, unsigned R, unsigned bits, unsigned p0, unsigned JP, unsigned a0,
@@ -782,20 +786,25 @@ VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsign
                 _mm_prefetch((const char *)next + 64 * l, _MM_HINT_T2);
         __m512i x = code_rows(src + (size_t)st * stride, rs, off);
         __m512i v[4];
+        /* plane p0+j masked in place, not shifted down: 2^(bits*(p0+j))
+         * times its codes, at most 192 (2-bit) or 240 (4-bit) as u8 */
         UNROLL4 for (unsigned j = 0; j < JP; j++)
-            v[j] = _mm512_and_si512(_mm512_srli_epi16(x, bits * (p0 + j)), _mm512_set1_epi8((char)((1 << bits) - 1)));
+            v[j] = _mm512_and_si512(x, _mm512_set1_epi8((char)(((1 << bits) - 1) << (bits * (p0 + j)))));
         UNROLL4 for (unsigned r = 0; r < R; r++) {
             int32_t h, l;
-            memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8; lo u8 x codes (s8, 0..15) */
+            memcpy(&h, w->hi[r] + 4 * st, 4); /* codes u8 x hi s8, codes u8 x lo s8 */
             memcpy(&l, w->lo[r] + 4 * st, 4);
             UNROLL4 for (unsigned j = 0; j < JP; j++) {
                 ah[r][j] = dpbusd(ah[r][j], v[j], _mm512_set1_epi32(h));
-                al[r][j] = dpbusd(al[r][j], _mm512_set1_epi32(l), v[j]);
+                al[r][j] = dpbusd(al[r][j], v[j], _mm512_set1_epi32(l));
             }
         }
     }
+    /* 256*hi + lo, and the plane's factor off again: an exact shift, every
+     * term being a multiple of it */
     UNROLL4 for (unsigned r = 0; r < R; r++)
-        UNROLL4 for (unsigned j = 0; j < JP; j++) acc[r][a0 + j] = _mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]);
+        UNROLL4 for (unsigned j = 0; j < JP; j++)
+            acc[r][a0 + j] = _mm512_srai_epi32(_mm512_add_epi32(_mm512_slli_epi32(ah[r][j], 8), al[r][j]), bits * (p0 + j));
 }
 
 /* The 64 codes of R rows at byte off of rows rs apart, four accumulators
