@@ -1,5 +1,6 @@
 /* fp16_attention.c - see fp16_attention.h.  Where the CPU has AVX-512
- * (with F16C and FMA), chunk_avx512 below: fp16 rows converted by
+ * (with F16C and FMA), chunk_avx512 below (chunk_avx2, the same eight
+ * lanes wide, where it has AVX2 only): fp16 rows converted by
  * vcvtph2ps once for every query row, the scores of 16 tokens reduced
  * together, values accumulated 64 channels x 4 query rows in registers.
  * Elsewhere (and for chunks that are not a multiple of 16 tokens) one
@@ -215,15 +216,126 @@ T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d
             }
     }
 }
+
+/* The same kernel eight lanes wide, for CPUs with AVX2, FMA and F16C but
+ * no AVX-512 (and where GEAR_CPU_NO_AVX512 is set, as the cpu module
+ * reads it, so that both sides of the comparison run what an AVX2-only
+ * CPU would).  16 ymm registers: up to 8 accumulators a pass. */
+#define T256 __attribute__((target("avx2,fma,f16c")))
+#define I256 static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+/* out lane j = the sum of the lanes of v[j], j < 8. */
+I256 __m256 hsum8(const __m256 *v)
+{
+    __m256 t[4], u[2];
+    for (unsigned i = 0; i < 4; i++)
+        t[i] = _mm256_add_ps(_mm256_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm256_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    for (unsigned i = 0; i < 2; i++) {
+        __m256d a = _mm256_castps_pd(t[2 * i]), b = _mm256_castps_pd(t[2 * i + 1]);
+        u[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20), _mm256_permute2f128_ps(u[0], u[1], 0x31));
+}
+
+/* o[r][c0..c0+8*NC) += sum_j s[r][j] v_j[c0..] for R (constant) rows and
+ * tokens [j0, j1): R*NC accumulators (NC = 4 for one or two rows, 2 for
+ * three or four). */
+I256 void values_v8(const f16 *v, unsigned d, unsigned c0, unsigned j0, unsigned j1, const float *s, unsigned n,
+                    unsigned R, unsigned NC, float *o)
+{
+    __m256 acc[4][4];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned i = 0; i < NC; i++) acc[r][i] = _mm256_loadu_ps(o + (size_t)r * d + c0 + 8 * i);
+    for (unsigned j = j0; j < j1; j++) {
+        const f16 *vr = v + (size_t)j * d + c0;
+        __m256 x[4];
+        for (unsigned i = 0; i < NC; i++) x[i] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + 8 * i)));
+        for (unsigned r = 0; r < R; r++) {
+            __m256 w = _mm256_broadcast_ss(s + (size_t)r * n + j);
+            for (unsigned i = 0; i < NC; i++) acc[r][i] = _mm256_fmadd_ps(w, x[i], acc[r][i]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned i = 0; i < NC; i++) _mm256_storeu_ps(o + (size_t)r * d + c0 + 8 * i, acc[r][i]);
+}
+
+/* Scores of up to 4 rows (R constant) for tokens [jb, jb+8): lane
+ * partials of R*TQ dot products at a time (TQ = 8, 4, 2 tokens for 1, 2,
+ * 3-4 rows), each key chunk converted once for all rows. */
+I256 void key_scores8(const f16 *k, unsigned d, const float *q, unsigned R, unsigned jb, float scale, float *s,
+                      unsigned n)
+{
+    const unsigned TQ = R == 1 ? 8 : R == 2 ? 4 : 2;
+    __m256 part[4][8];
+    for (unsigned t = 0; t < 8; t += TQ) {
+        __m256 acc[4][8];
+        for (unsigned r = 0; r < R; r++)
+            for (unsigned j = 0; j < TQ; j++) acc[r][j] = _mm256_setzero_ps();
+        for (unsigned c = 0; c < d; c += 8) {
+            __m256 x[8];
+            for (unsigned j = 0; j < TQ; j++)
+                x[j] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)(jb + t + j) * d + c)));
+            for (unsigned r = 0; r < R; r++) {
+                __m256 qr = _mm256_loadu_ps(q + (size_t)r * d + c);
+                for (unsigned j = 0; j < TQ; j++) acc[r][j] = _mm256_fmadd_ps(qr, x[j], acc[r][j]);
+            }
+        }
+        for (unsigned r = 0; r < R; r++)
+            for (unsigned j = 0; j < TQ; j++) part[r][t + j] = acc[r][j];
+    }
+    for (unsigned r = 0; r < R; r++)
+        _mm256_storeu_ps(s + (size_t)r * n + jb, _mm256_mul_ps(hsum8(part[r]), _mm256_set1_ps(scale)));
+}
+
+/* chunk() for n a multiple of 16 and d a multiple of 64, on AVX2; the
+ * key prefetches as chunk_avx512's. */
+T256 static void chunk_avx2(const f16 *k, const f16 *v, unsigned n, unsigned d, const float *q, unsigned G,
+                            float scale, float *s, float *m, float *l, float *o, const f16 *next_k, int pf_keys)
+{
+    for (unsigned jb = 0; jb < n; jb += 8) {
+        if (pf_keys && jb % 16 == 0) {
+            const f16 *nx = jb + 16 < n ? k + (size_t)(jb + 16) * d : next_k; /* rows [jb+16, jb+32) */
+            if (nx)
+                for (size_t b = 0; b < (size_t)16 * d * 2; b += 64) _mm_prefetch((const char *)nx + b, _MM_HINT_T0);
+        }
+        for (unsigned g = 0; g < G; g += 4) {
+            const float *qg = q + (size_t)g * d;
+            float *sg = s + (size_t)g * n;
+            switch (G - g) {
+            case 1: key_scores8(k, d, qg, 1, jb, scale, sg, n); break;
+            case 2: key_scores8(k, d, qg, 2, jb, scale, sg, n); break;
+            case 3: key_scores8(k, d, qg, 3, jb, scale, sg, n); break;
+            default: key_scores8(k, d, qg, 4, jb, scale, sg, n); break;
+            }
+        }
+    }
+    for (unsigned g = 0; g < G; g++) l[g] = softmax_row(s + (size_t)g * n, n, &m[g]);
+    memset(o, 0, sizeof(float) * G * d);
+    for (unsigned j0 = 0; j0 < n; j0 += 64) {
+        unsigned j1 = j0 + 64 < n ? j0 + 64 : n;
+        for (unsigned g = 0; g < G; g += 4) {
+            const float *sg = s + (size_t)g * n;
+            float *og = o + (size_t)g * d;
+            switch (G - g) {
+            case 1: for (unsigned c0 = 0; c0 < d; c0 += 32) values_v8(v, d, c0, j0, j1, sg, n, 1, 4, og); break;
+            case 2: for (unsigned c0 = 0; c0 < d; c0 += 32) values_v8(v, d, c0, j0, j1, sg, n, 2, 4, og); break;
+            case 3: for (unsigned c0 = 0; c0 < d; c0 += 16) values_v8(v, d, c0, j0, j1, sg, n, 3, 2, og); break;
+            default: for (unsigned c0 = 0; c0 < d; c0 += 16) values_v8(v, d, c0, j0, j1, sg, n, 4, 2, og); break;
+            }
+        }
+    }
+}
 #endif
 
 int fp16_attention_generic = 0;
 
+/* 2: chunk_avx512, 1: chunk_avx2, 0: the generic chunk. */
 static int fast_kernel(unsigned d)
 {
 #ifdef HAVE_CHUNK512
-    return d % 64 == 0 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    if (d % 64 || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return 0;
+    if (__builtin_cpu_supports("avx512f") && getenv("GEAR_CPU_NO_AVX512") == NULL) return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
 #else
     (void)d;
     return 0;
@@ -232,7 +344,8 @@ static int fast_kernel(unsigned d)
 
 const char *fp16_attention_kernel(unsigned d)
 {
-    return fast_kernel(d) ? "avx512" : "generic";
+    int f = fast_kernel(d);
+    return f == 2 ? "avx512" : f == 1 ? "avx2" : "generic";
 }
 
 /* The chunk length for n_head heads of T tokens on this many threads. */
@@ -267,7 +380,7 @@ static void merge_row(const float *m, const float *l, const float *o, unsigned c
 int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsigned T, unsigned d,
                    const float *q, unsigned G, float scale, float *out, int threads)
 {
-    int fast = !fp16_attention_generic && fast_kernel(d);
+    int fast = fp16_attention_generic ? 0 : fast_kernel(d);
     /* Software prefetch of the keys with one or two query rows only:
      * there the key loop reads a row faster than the hardware prefetchers
      * bring one in (16k tokens, head dim 128, G = 1, 2 threads: 40 % less
@@ -298,8 +411,9 @@ int fp16_attention(const uint16_t *k, const uint16_t *v, unsigned n_head, unsign
                 if (fast && n % 16 == 0) {
                     /* the next item of a static schedule: the next chunk, its keys right after these */
                     const f16 *nk = it + 1 < items ? (const f16 *)k + off + (size_t)n * d : NULL;
-                    chunk_avx512((const f16 *)k + off, (const f16 *)v + off, n, d, q + (size_t)h * G * d, G, scale, s,
-                                 m + it * G, l + it * G, o + it * G * d, nk, pf_keys);
+                    (fast == 2 ? chunk_avx512 : chunk_avx2)((const f16 *)k + off, (const f16 *)v + off, n, d,
+                                                            q + (size_t)h * G * d, G, scale, s, m + it * G,
+                                                            l + it * G, o + it * G * d, nk, pf_keys);
                     continue;
                 }
 #endif

@@ -1,8 +1,9 @@
 /*
  * check_fp16_baseline.c - the bench's fp16-cache attention (the baseline
  * every speed-up in README is measured against, bench/fp16_attention.c)
- * computes attention: its AVX-512 kernel (where the CPU has one) and its
- * generic kernel both agree with a direct double-precision attention over
+ * computes attention: its AVX-512 kernel (where the CPU has one), its AVX2
+ * kernel (the one GEAR_CPU_NO_AVX512 selects where the CPU has AVX2) and
+ * its generic kernel all agree with a direct double-precision attention over
  * the same fp16 keys and values, on head dims 64, 128 and 256, 1 to 5
  * query rows per KV head (a quad and a single row), and context lengths
  * whose last chunk (256 tokens long, or 512, 2048 and 4096) is short: a
@@ -10,8 +11,8 @@
  * AVX-512 kernel), a whole 64, and not a multiple of 16 (the generic
  * kernel in both modes).  A fast
  * baseline that computed something else would make every speed-up in the
- * bench meaningless.  Which kernel the "fast" mode ran is printed: on a
- * CPU without AVX-512 both modes are the generic kernel.
+ * bench meaningless.  Which kernels the modes ran is printed: on a CPU
+ * without AVX2 all three are the generic kernel.
  */
 #include <math.h>
 #include <stdio.h>
@@ -81,8 +82,12 @@ START_TEST(test_fp16_baseline_matches_direct)
      * 16).  Chunk lengths: chunk_len in bench/fp16_attention.c. */
     static const unsigned Ts[] = {336, 464, 576, 300, 1000, 4352, 5000};
     const unsigned H = 3;
-    for (unsigned d = 64; d <= 256; d *= 2)
-        printf("fp16 baseline, head dim %u: fast mode runs the %s kernel\n", d, fp16_attention_kernel(d));
+    for (unsigned d = 64; d <= 256; d *= 2) {
+        printf("fp16 baseline, head dim %u: fast mode runs the %s kernel", d, fp16_attention_kernel(d));
+        setenv("GEAR_CPU_NO_AVX512", "1", 1);
+        printf(", with GEAR_CPU_NO_AVX512 the %s kernel\n", fp16_attention_kernel(d));
+        unsetenv("GEAR_CPU_NO_AVX512");
+    }
     for (unsigned ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
         for (unsigned d = 64; d <= 256; d *= 2)
             for (unsigned G = 1; G <= 5; G++) {
@@ -100,13 +105,18 @@ START_TEST(test_fp16_baseline_matches_direct)
                 for (size_t i = 0; i < nq; i++) q[i] = (float)normal(&r);
                 float scale = 1.0f / sqrtf((float)d);
                 direct(k, v, H, T, d, q, G, scale, want);
-                for (int generic = 0; generic <= 1; generic++)
+                /* modes: the fastest kernel, the one GEAR_CPU_NO_AVX512 leaves
+                 * (the AVX2 kernel where the CPU has AVX2), the generic one */
+                for (int mode = 0; mode <= 2; mode++)
                     for (int threads = 1; threads <= 2; threads++) {
-                        fp16_attention_generic = generic;
+                        fp16_attention_generic = mode == 2;
+                        if (mode == 1) setenv("GEAR_CPU_NO_AVX512", "1", 1);
+                        const char *kern = mode == 2 ? "generic" : fp16_attention_kernel(d);
                         ck_assert_int_eq(fp16_attention(k, v, H, T, d, q, G, scale, o, threads), 0);
+                        unsetenv("GEAR_CPU_NO_AVX512");
                         double e = rel_err(o, want, nq);
-                        ck_assert_msg(e < 1e-5, "T %u d %u G %u %s kernel, %d threads: rel. error %.3g", T, d, G,
-                                      generic ? "generic" : "fast", threads, e);
+                        ck_assert_msg(e < 1e-5, "T %u d %u G %u mode %d (%s kernel), %d threads: rel. error %.3g", T,
+                                      d, G, mode, kern, threads, e);
                     }
                 fp16_attention_generic = 0;
                 free(k), free(v), free(q), free(o), free(want);
