@@ -84,10 +84,11 @@ void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bit
 }
 
 /* R rows x 16*NJ channels from channel c0 (inside group g of the G of a row),
- * over n tokens: o[r][c] += sum_t p[r][t] scale_t code_tc + bias[r]. */
+ * over n tokens: o[r][c] += sum_t p[r][t] scale_t code_tc + bias[r].  pw:
+ * the products p[r][t] scale_t (rows n apart), or NULL to form them here. */
 INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned G, unsigned g,
-                        const float *dl, const float *p, const float *bias, unsigned R, unsigned NJ, unsigned c0,
-                        float *o, unsigned d)
+                        const float *dl, const float *p, const float *pw, const float *bias, unsigned R, unsigned NJ,
+                        unsigned c0, float *o, unsigned d)
 {
     __m256 acc[4][8];
     for (unsigned r = 0; r < R; r++)
@@ -99,7 +100,7 @@ INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits,
             __m256 lo, hi;
             codes16(row, bits, c0 / 16 + j, &lo, &hi);
             for (unsigned r = 0; r < R; r++) {
-                __m256 wr = _mm256_set1_ps(p[(size_t)r * n + t] * sc);
+                __m256 wr = pw ? _mm256_broadcast_ss(pw + (size_t)r * n + t) : _mm256_set1_ps(p[(size_t)r * n + t] * sc);
                 acc[r][2 * j] = _mm256_fmadd_ps(wr, lo, acc[r][2 * j]);
                 acc[r][2 * j + 1] = _mm256_fmadd_ps(wr, hi, acc[r][2 * j + 1]);
             }
@@ -126,8 +127,15 @@ INLINE void values_rows(const uint8_t *codes, unsigned row_bytes, unsigned bits,
         for (unsigned t = 0; t < n; t++) b += p[(size_t)r * n + t] * mn[(size_t)t * G + g];
         bias[r] = b;
     }
+    /* the weights p*scale once for the 64/(16*NJ) passes (the same
+     * products as values_pass forms: bit-identical), where they fit */
+    float pw[4 * 256];
+    int pre = n <= 256;
+    if (pre)
+        for (unsigned r = 0; r < R; r++)
+            for (unsigned t = 0; t < n; t++) pw[(size_t)r * n + t] = p[(size_t)r * n + t] * dl[(size_t)t * G + g];
     for (unsigned c0 = 64 * k; c0 < 64 * k + 64; c0 += 16 * NJ)
-        values_pass(codes, row_bytes, bits, n, G, g, dl, p, bias, R, NJ, c0, o, d);
+        values_pass(codes, row_bytes, bits, n, G, g, dl, p, pre ? pw : NULL, bias, R, NJ, c0, o, d);
 }
 
 #define VALUES(B, R) \
