@@ -326,10 +326,14 @@ CPU_INLINE float row_max(const float *s, unsigned n, float mx)
     return m[0];
 }
 
-/* s[t] = e^(s[t] - mx); returns the sum. */
+/* s[t] = e^(s[t] - mx); returns the sum, an OpenMP simd reduction (a
+ * plain running sum kept the exponentials vectorized but added their
+ * lanes one by one: a chain of n dependent adds, most of the portable
+ * softmax's time at G = 4). */
 CPU_INLINE float row_exp(float *s, unsigned n, float mx)
 {
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (unsigned t = 0; t < n; t++) {
         s[t] = gear_exp_neg(s[t] - mx);
         sum += s[t];
@@ -355,14 +359,18 @@ CPU_INLINE void online_softmax(unsigned rows, unsigned n, unsigned d, float *s, 
     }
 }
 
-/* Scale the scores and mask positions a query may not see. */
+/* Scale the scores and mask positions a query may not see: row i sees
+ * positions up to T - n_qtok + i % n_qtok, here the first `vis` of the n
+ * (two plain loops, which vectorize; the per-element test did not). */
 CPU_INLINE void scale_mask(const gear_attention_args *a, unsigned rows, unsigned n, size_t pos0,
                        size_t T, float *s)
 {
     for (unsigned i = 0; i < rows; i++) {
         size_t limit = T - a->n_qtok + i % a->n_qtok;
-        for (unsigned t = 0; t < n; t++)
-            s[(size_t)i * n + t] = pos0 + t <= limit ? s[(size_t)i * n + t] * a->scale : -INFINITY;
+        unsigned vis = limit < pos0 ? 0 : limit - pos0 >= n ? n : (unsigned)(limit - pos0 + 1);
+        float *si = s + (size_t)i * n;
+        for (unsigned t = 0; t < vis; t++) si[t] *= a->scale;
+        for (unsigned t = vis; t < n; t++) si[t] = -INFINITY;
     }
 }
 
