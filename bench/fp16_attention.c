@@ -84,6 +84,16 @@ static void chunk(const f16 *k, const f16 *v, unsigned n, unsigned d, const floa
     }
 }
 
+/* CALL(R) for R = left rows (1, 2, 3 or 4 and more), R a constant in each
+ * case, so that the kernels' loops over rows unroll. */
+#define BY_ROWS(left, CALL)         \
+    switch (left) {                 \
+    case 1: CALL(1); break;         \
+    case 2: CALL(2); break;         \
+    case 3: CALL(3); break;         \
+    default: CALL(4); break;        \
+    }
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define T512 __attribute__((target("avx512f,fma,f16c")))
@@ -186,16 +196,9 @@ T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d
 {
     for (unsigned jb = 0; jb < n; jb += 16) {
         if (pf_keys) prefetch_keys16(k, n, d, jb + 16, next_k);
-        for (unsigned g = 0; g < G; g += 4) {
-            const float *qg = q + (size_t)g * d;
-            float *sg = s + (size_t)g * n;
-            switch (G - g) {
-            case 1: key_scores16(k, d, qg, 1, jb, scale, sg, n); break;
-            case 2: key_scores16(k, d, qg, 2, jb, scale, sg, n); break;
-            case 3: key_scores16(k, d, qg, 3, jb, scale, sg, n); break;
-            default: key_scores16(k, d, qg, 4, jb, scale, sg, n); break;
-            }
-        }
+#define KEYS16(R) key_scores16(k, d, q + (size_t)g * d, R, jb, scale, s + (size_t)g * n, n)
+        for (unsigned g = 0; g < G; g += 4) BY_ROWS(G - g, KEYS16)
+#undef KEYS16
     }
     for (unsigned g = 0; g < G; g++) l[g] = softmax_row(s + (size_t)g * n, n, &m[g]);
     memset(o, 0, sizeof(float) * G * d);
@@ -203,17 +206,10 @@ T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d
      * 64-channel pass), up to 4 query rows a pass */
     for (unsigned j0 = 0; j0 < n; j0 += 64) {
         unsigned j1 = j0 + 64 < n ? j0 + 64 : n;
+#define VALUES64(R) values64(v, d, c0, j0, j1, s + (size_t)g * n, n, R, o + (size_t)g * d)
         for (unsigned g = 0; g < G; g += 4)
-            for (unsigned c0 = 0; c0 < d; c0 += 64) {
-                const float *sg = s + (size_t)g * n;
-                float *og = o + (size_t)g * d;
-                switch (G - g) {
-                case 1: values64(v, d, c0, j0, j1, sg, n, 1, og); break;
-                case 2: values64(v, d, c0, j0, j1, sg, n, 2, og); break;
-                case 3: values64(v, d, c0, j0, j1, sg, n, 3, og); break;
-                default: values64(v, d, c0, j0, j1, sg, n, 4, og); break;
-                }
-            }
+            for (unsigned c0 = 0; c0 < d; c0 += 64) BY_ROWS(G - g, VALUES64)
+#undef VALUES64
     }
 }
 
@@ -298,31 +294,20 @@ T256 static void chunk_avx2(const f16 *k, const f16 *v, unsigned n, unsigned d, 
             if (nx)
                 for (size_t b = 0; b < (size_t)16 * d * 2; b += 64) _mm_prefetch((const char *)nx + b, _MM_HINT_T0);
         }
-        for (unsigned g = 0; g < G; g += 4) {
-            const float *qg = q + (size_t)g * d;
-            float *sg = s + (size_t)g * n;
-            switch (G - g) {
-            case 1: key_scores8(k, d, qg, 1, jb, scale, sg, n); break;
-            case 2: key_scores8(k, d, qg, 2, jb, scale, sg, n); break;
-            case 3: key_scores8(k, d, qg, 3, jb, scale, sg, n); break;
-            default: key_scores8(k, d, qg, 4, jb, scale, sg, n); break;
-            }
-        }
+#define KEYS8(R) key_scores8(k, d, q + (size_t)g * d, R, jb, scale, s + (size_t)g * n, n)
+        for (unsigned g = 0; g < G; g += 4) BY_ROWS(G - g, KEYS8)
+#undef KEYS8
     }
     for (unsigned g = 0; g < G; g++) l[g] = softmax_row(s + (size_t)g * n, n, &m[g]);
     memset(o, 0, sizeof(float) * G * d);
     for (unsigned j0 = 0; j0 < n; j0 += 64) {
         unsigned j1 = j0 + 64 < n ? j0 + 64 : n;
-        for (unsigned g = 0; g < G; g += 4) {
-            const float *sg = s + (size_t)g * n;
-            float *og = o + (size_t)g * d;
-            switch (G - g) {
-            case 1: for (unsigned c0 = 0; c0 < d; c0 += 32) values_v8(v, d, c0, j0, j1, sg, n, 1, 4, og); break;
-            case 2: for (unsigned c0 = 0; c0 < d; c0 += 32) values_v8(v, d, c0, j0, j1, sg, n, 2, 4, og); break;
-            case 3: for (unsigned c0 = 0; c0 < d; c0 += 16) values_v8(v, d, c0, j0, j1, sg, n, 3, 2, og); break;
-            default: for (unsigned c0 = 0; c0 < d; c0 += 16) values_v8(v, d, c0, j0, j1, sg, n, 4, 2, og); break;
-            }
-        }
+/* 32 channels a pass for one or two rows, 16 for three or four */
+#define VALUES8(R)                                                                                          \
+    for (unsigned c0 = 0; c0 < d; c0 += (R) <= 2 ? 32 : 16)                                                 \
+    values_v8(v, d, c0, j0, j1, s + (size_t)g * n, n, R, (R) <= 2 ? 4 : 2, o + (size_t)g * d)
+        for (unsigned g = 0; g < G; g += 4) BY_ROWS(G - g, VALUES8)
+#undef VALUES8
     }
 }
 #endif
