@@ -17,8 +17,18 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "testutil.h"
 #include "../bench/fp16_attention.h"
+
+/* GEAR_CPU_NO_AVX512 back to the caller's value (NULL: unset). */
+static void restore_env(const char *saved)
+{
+    if (saved)
+        setenv("GEAR_CPU_NO_AVX512", saved, 1);
+    else
+        unsetenv("GEAR_CPU_NO_AVX512");
+}
 
 /* Softmax(q.k * scale) v per query row, in double. */
 static void direct(const uint16_t *k, const uint16_t *v, unsigned H, unsigned T, unsigned d, const float *q,
@@ -82,11 +92,16 @@ START_TEST(test_fp16_baseline_matches_direct)
      * 16).  Chunk lengths: chunk_len in bench/fp16_attention.c. */
     static const unsigned Ts[] = {336, 464, 576, 300, 1000, 4352, 5000};
     const unsigned H = 3;
+    /* mode 1 sets GEAR_CPU_NO_AVX512; the caller's setting (a copy: setenv
+     * may free the string) is put back after each use */
+    const char *env = getenv("GEAR_CPU_NO_AVX512");
+    char *saved = env ? strdup(env) : NULL;
+    ck_assert(!env || saved);
     for (unsigned d = 64; d <= 256; d *= 2) {
         printf("fp16 baseline, head dim %u: fast mode runs the %s kernel", d, fp16_attention_kernel(d));
         setenv("GEAR_CPU_NO_AVX512", "1", 1);
         printf(", with GEAR_CPU_NO_AVX512 the %s kernel\n", fp16_attention_kernel(d));
-        unsetenv("GEAR_CPU_NO_AVX512");
+        restore_env(saved);
     }
     for (unsigned ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
         for (unsigned d = 64; d <= 256; d *= 2)
@@ -113,7 +128,7 @@ START_TEST(test_fp16_baseline_matches_direct)
                         if (mode == 1) setenv("GEAR_CPU_NO_AVX512", "1", 1);
                         const char *kern = mode == 2 ? "generic" : fp16_attention_kernel(d);
                         ck_assert_int_eq(fp16_attention(k, v, H, T, d, q, G, scale, o, threads), 0);
-                        unsetenv("GEAR_CPU_NO_AVX512");
+                        restore_env(saved);
                         double e = rel_err(o, want, nq);
                         ck_assert_msg(e < 1e-5, "T %u d %u G %u mode %d (%s kernel), %d threads: rel. error %.3g", T,
                                       d, G, mode, kern, threads, e);
@@ -121,6 +136,7 @@ START_TEST(test_fp16_baseline_matches_direct)
                 fp16_attention_generic = 0;
                 free(k), free(v), free(q), free(o), free(want);
             }
+    free(saved);
 }
 END_TEST
 
