@@ -84,8 +84,7 @@ INLINE __m512 exp_neg16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
-    p = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+    p = _mm512_scalef_ps(p, k);
     __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
     return _mm512_maskz_mov_ps((__mmask16)~under, p);
 }
@@ -713,7 +712,9 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
         memset(lo, 0, m);
         return tb >= 0x7f800000u ? __builtin_nanf("") : 0.0f;
     }
-    if (!fine) return grid16(v, m, top, hi, lo, NULL);
+    /* each weight rounds by at most half a step: when m/2 steps are within
+     * `coarse`, no finer grid can be needed and the exact bound is skipped */
+    if (!fine || 0.5f * (float)m * (top / 32512.0f) <= coarse) return grid16(v, m, top, hi, lo, NULL);
     al = grid16(v, m, top, hi, lo, &worst);
     float tops[NFINE + 1] = {top}, als[NFINE + 1] = {al};
     for (unsigned l = 0; l < NFINE && worst * als[l] > coarse; l++) {
