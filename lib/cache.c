@@ -92,6 +92,7 @@ gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const ge
     c->d_in = d;
     c->block = cfg_k->block;
     c->max_tokens = max_tokens;
+    c->pairs = !ctx->be->on_device;
     c->layers = calloc(n_layer, sizeof *c->layers);
     if (!c->layers) st = gear_fail(GEAR_ERR_NO_MEMORY, "gear_cache_create: layers");
     if (!st && cal) st = gear_calib_dup(cal, &c->cal);
@@ -169,16 +170,16 @@ gear_status gear_cache_reserve(gear_cache *c, gear_layer *ly, unsigned want)
     if (cap > max_blocks) cap = max_blocks;
     if (cap < want) return gear_fail(GEAR_ERR_INTERNAL, "reserve beyond max_tokens");
     uint8_t *na[2] = {NULL, NULL};
-    for (int kv = 0; kv < 2; kv++) {
-        size_t bytes;
-        if (!gear_mul_ok((size_t)cap * c->n_head, c->L[kv].bytes, &bytes)) {
+    for (int kv = 0; kv < (c->pairs ? 1 : 2); kv++) {
+        size_t bytes, entry = gear_cache_entry_bytes(c, kv);
+        if (!gear_mul_ok((size_t)cap * c->n_head, entry, &bytes)) {
             if (na[0]) be->mem_free(c->ctx->state, na[0]);
             return gear_fail(GEAR_ERR_OVERFLOW, "cache arena size overflows");
         }
         gear_status st = be->mem_alloc(c->ctx->state, bytes, (void **)&na[kv]);
         if (!st && ly->n_blocks)
             st = be->mem_copy(c->ctx->state, na[kv], ly->arena[kv],
-                              (size_t)ly->n_blocks * c->n_head * c->L[kv].bytes,
+                              (size_t)ly->n_blocks * c->n_head * entry,
                               be->on_device ? GEAR_COPY_D2D : GEAR_COPY_H2H);
         if (st) {
             for (int j = 0; j <= kv; j++)

@@ -9,7 +9,8 @@ typedef struct gear_layer {
     unsigned tokens;     /* cached tokens: n_blocks*block + buffered */
     unsigned n_blocks;   /* compressed blocks per head, K and V alike */
     unsigned cap_blocks; /* blocks the arenas can hold */
-    uint8_t *arena[2];   /* K, V: [block][head] blocks of L[kv].bytes, backend memory */
+    uint8_t *arena[2];   /* backend memory, [block][head]: K and V block pairs in arena[0] (pairs), else
+                          * K blocks in arena[0] and V blocks in arena[1] (gear_cache_block) */
     float *buf[2];       /* K, V: [head][block][d] fp32, host; first tokens%block rows valid */
 } gear_layer;
 
@@ -20,6 +21,12 @@ struct gear_cache {
     /* n_head, d: what the blocks store (n_head_in/hc_group heads of hc_dim
      * channels under head compression; else the model's shape) */
     unsigned n_layer, n_head, d, block, max_tokens;
+    /* Host backends keep a head's K and V blocks side by side, so that
+     * attention reads one stream of memory per thread rather than two
+     * (docs/PERF-HISTORY.md, nineteenth session); device backends keep one
+     * region per kind, so that an append's blocks of one kind are one
+     * transfer (pipeline.c). */
+    int pairs;
     unsigned n_head_in, d_in;  /* the model's KV heads and head dim (the API's shapes) */
     gear_layer *layers;
     gear_calib *cal;           /* owned copy of the calibration, or NULL */
@@ -45,11 +52,20 @@ gear_status gear_cache_new(gear_context *ctx, const gear_config *cfg_k, const ge
 gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly);
 /* Make room for at least want blocks per head in a layer. */
 gear_status gear_cache_reserve(gear_cache *c, gear_layer *ly, unsigned want);
+/* Bytes from one (block, head) to the next in the arena that holds kind
+ * kv.  Block sizes are multiples of GEAR_BLOCK_ALIGN, so every block keeps
+ * the arena's alignment either way. */
+static inline size_t gear_cache_entry_bytes(const gear_cache *c, int kv)
+{
+    return c->pairs ? c->L[0].bytes + c->L[1].bytes : c->L[kv].bytes;
+}
+
 /* Block (blk, head) of kind kv in a layer. */
 static inline uint8_t *gear_cache_block(const gear_cache *c, const gear_layer *ly, int kv,
                                         unsigned blk, unsigned head)
 {
-    return ly->arena[kv] + ((size_t)blk * c->n_head + head) * c->L[kv].bytes;
+    size_t at = ((size_t)blk * c->n_head + head) * gear_cache_entry_bytes(c, kv);
+    return c->pairs ? ly->arena[0] + at + (kv ? c->L[0].bytes : 0) : ly->arena[kv] + at;
 }
 
 #endif
