@@ -53,8 +53,8 @@ gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly);
 /* Make room for at least want blocks per head in a layer. */
 gear_status gear_cache_reserve(gear_cache *c, gear_layer *ly, unsigned want);
 /* Bytes from one (block, head) to the next in the arena that holds kind
- * kv.  Block sizes are multiples of GEAR_BLOCK_ALIGN, so every block keeps
- * the arena's alignment either way. */
+ * kv.  Block sizes are multiples of GEAR_BLOCK_ALIGN, so every block is
+ * aligned to GEAR_BLOCK_ALIGN either way (the kernels ask no more). */
 static inline size_t gear_cache_entry_bytes(const gear_cache *c, int kv)
 {
     return c->pairs ? c->L[0].bytes + c->L[1].bytes : c->L[kv].bytes;

@@ -176,6 +176,12 @@ int gear_view_rows_disjoint(const gear_tensor *x);
  * of a checked view: 1 and the pointer, or 0 for any other view. */
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld);
+/* Rows [t0, t0+nt) of head h of a checked view as one packed fp32 block
+ * (host memory, rows d floats apart), every value finite and within fp16
+ * range: 1 and the pointer, or 0 (any other view, or a bad value, which
+ * gear_view_read then reports). */
+int gear_view_f32_block(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                        const float **rows);
 /* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).
  * Checks every value is finite and within fp16 range when check_range. */
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,

@@ -159,6 +159,16 @@ int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16
     return 1;
 }
 
+int gear_view_f32_block(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
+                        const float **rows)
+{
+    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
+    int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
+    if (x->dtype != GEAR_F32 || cs != 1 || x->on_device || (nt > 1 && ts != d)) return 0;
+    *rows = (const float *)x->data + view_offset(x, h, t0, 0);
+    return row_in_range(*rows, nt * d, 65504.0f);
+}
+
 /* Contiguous fp16 rows converted and range-checked in one pass; 0 when
  * the view is not such or a value is not finite (the general path then
  * finds and reports it). */

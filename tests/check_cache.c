@@ -587,6 +587,61 @@ START_TEST(test_failed_append_leaves_cache_unchanged)
 }
 END_TEST
 
+/* Whole blocks of packed fp32 input are compressed where they lie (no
+ * staging copy): the same bytes as through the staged path (a token-major
+ * view, which is never read in place), and a bad value among them still
+ * gets its own status and leaves the cache as it was. */
+START_TEST(test_fp32_in_place_matches_staged)
+{
+    const int H = 2, d = 16, T = 16 * 3 + 5;
+    const size_t N = (size_t)H * T * d;
+    float *k = tu_synth(95, GEAR_KEY, H, T, d), *v = tu_synth(96, GEAR_VALUE, H, T, d);
+    float *kt = tu_alloc_f(N), *vt = tu_alloc_f(N); /* [T][H][d] copies */
+    for (int h = 0; h < H; h++)
+        for (int t = 0; t < T; t++) {
+            memcpy(kt + ((size_t)t * H + h) * d, k + ((size_t)h * T + t) * d, sizeof(float) * d);
+            memcpy(vt + ((size_t)t * H + h) * d, v + ((size_t)h * T + t) * d, sizeof(float) * d);
+        }
+    gear_cache *a = make_cache(NULL, 16, 1, H, d, 64), *b = make_cache(NULL, 16, 1, H, d, 64);
+    TU_OK(tu_cache_append(a, 0, k, v, H, T, d));
+    gear_tensor tk, tv;
+    TU_OK(gear_tensor_init(&tk, kt, GEAR_F32, 3, H, T, d, 0));
+    TU_OK(gear_tensor_init(&tv, vt, GEAR_F32, 3, H, T, d, 0));
+    tk.strides[0] = tv.strides[0] = d;
+    tk.strides[1] = tv.strides[1] = (int64_t)H * d;
+    TU_OK(gear_cache_append(b, 0, &tk, &tv));
+    TU_CHECK(same_bytes(a, b));
+    struct { int which, h, t, ch; float val; gear_status want; } bad[] = {
+        {0, 1, 20, 3, NAN, GEAR_ERR_NONFINITE},     /* block 1, keys */
+        {1, 0, 47, 15, INFINITY, GEAR_ERR_NONFINITE}, /* block 2, values */
+        {1, 1, 0, 0, 65520.0f, GEAR_ERR_RANGE},      /* block 0 */
+        {0, 0, 33, 7, -1e6f, GEAR_ERR_RANGE},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        gear_cache *c = make_cache(NULL, 16, 1, H, d, 64);
+        size_t l0, l1;
+        uint8_t *before = tu_cache_save(c, &l0);
+        float *x = bad[i].which ? v : k, *at = x + ((size_t)bad[i].h * T + bad[i].t) * d + bad[i].ch, keep = *at;
+        *at = bad[i].val;
+        TU_STATUS(tu_cache_append(c, 0, k, v, H, T, d), bad[i].want);
+        *at = keep;
+        uint8_t *after = tu_cache_save(c, &l1);
+        TU_ASSERT(l0 == l1 && !memcmp(before, after, l0), "case %zu changed the cache", i);
+        TU_OK(tu_cache_append(c, 0, k, v, H, T, d)); /* and it still takes good input */
+        TU_CHECK(same_bytes(a, c));
+        free(before);
+        free(after);
+        gear_cache_free(c);
+    }
+    gear_cache_free(a);
+    gear_cache_free(b);
+    free(kt);
+    free(vt);
+    free(k);
+    free(v);
+}
+END_TEST
+
 START_TEST(test_layers_independent)
 {
     const int H = 2, d = 16;
@@ -726,6 +781,7 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, test_stats);
     tcase_add_test(tc, test_capacity);
     tcase_add_test(tc, test_failed_append_leaves_cache_unchanged);
+    tcase_add_test(tc, test_fp32_in_place_matches_staged);
     tcase_add_test(tc, test_layers_independent);
     suite_add_tcase(s, tc);
     return s;
