@@ -642,6 +642,55 @@ START_TEST(test_fp32_in_place_matches_staged)
 }
 END_TEST
 
+/* A staged append long enough for several batches (bf16 input, 8 heads x
+ * 64 x 128: four blocks a batch), after buffered rows and with rows left
+ * over: the same bytes as the same values in fp32, which go in place; and
+ * a bad value in the last batch keeps its status and the cache as it was. */
+START_TEST(test_staged_batches)
+{
+    const int H = 8, d = 128, n = 64, T = 5 + 10 * n + 7;
+    const size_t N = (size_t)H * T * d;
+    float *k = tu_synth(97, GEAR_KEY, H, T, d), *v = tu_synth(98, GEAR_VALUE, H, T, d);
+    uint16_t *kb = malloc(2 * N), *vb = malloc(2 * N);
+    TU_CHECK(kb && vb);
+    for (size_t i = 0; i < N; i++) { /* values that bf16 holds exactly */
+        kb[i] = gear_float_to_bf16(k[i]);
+        vb[i] = gear_float_to_bf16(v[i]);
+        k[i] = gear_bf16_to_float(kb[i]);
+        v[i] = gear_bf16_to_float(vb[i]);
+    }
+    gear_cache *a = make_cache(NULL, n, 1, H, d, 1024), *b = make_cache(NULL, n, 1, H, d, 1024);
+    TU_OK(tu_cache_append_rows(a, 0, k, v, H, T, d, 0, 5));
+    TU_OK(tu_cache_append_rows(b, 0, k, v, H, T, d, 0, 5));
+    size_t l0, l1;
+    uint8_t *before = tu_cache_save(a, &l0);
+    gear_tensor tk, tv;
+    TU_OK(gear_tensor_init(&tk, kb + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    TU_OK(gear_tensor_init(&tv, vb + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    tk.strides[0] = tv.strides[0] = (int64_t)T * d;
+    uint16_t keep = vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100];
+    vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100] = 0x7fc0; /* NaN in block 9 */
+    TU_STATUS(gear_cache_append(a, 0, &tk, &tv), GEAR_ERR_NONFINITE);
+    uint8_t *after = tu_cache_save(a, &l1);
+    TU_CHECK(l0 == l1 && !memcmp(before, after, l0));
+    vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100] = keep;
+    TU_OK(gear_cache_append(a, 0, &tk, &tv));
+    TU_OK(tu_cache_append_rows(b, 0, k, v, H, T, d, 5, T - 5));
+    TU_CHECK(same_bytes(a, b));
+    unsigned t;
+    TU_OK(gear_cache_tokens(a, 0, &t));
+    TU_EQ(t, (unsigned)T);
+    free(before);
+    free(after);
+    gear_cache_free(a);
+    gear_cache_free(b);
+    free(kb);
+    free(vb);
+    free(k);
+    free(v);
+}
+END_TEST
+
 START_TEST(test_layers_independent)
 {
     const int H = 2, d = 16;
@@ -782,6 +831,7 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, test_capacity);
     tcase_add_test(tc, test_failed_append_leaves_cache_unchanged);
     tcase_add_test(tc, test_fp32_in_place_matches_staged);
+    tcase_add_test(tc, test_staged_batches);
     tcase_add_test(tc, test_layers_independent);
     suite_add_tcase(s, tc);
     return s;
