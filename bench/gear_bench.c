@@ -343,6 +343,77 @@ static void bench_codec_cq(int threads, const char *preset, const uint16_t *kv[2
     gear_context_free(ctx);
 }
 
+/* ---------------------------------------------------------------- prefill */
+
+/* A prefill: a fresh one-layer cache takes [H, T, d] K and V in one
+ * append, per input type: fp16 and bf16 ([H, T, d]), fp32 [H, T, d], and
+ * fp32 token-major ([T, H, d] behind a strided view, the way an engine's
+ * projections come out), each repeat from its own copies (evicted from
+ * the LLC).  Timed: the append, with the cache's first allocation and page
+ * faults (a new sequence's cache).  GB/s of fp16-equivalent KV (2 bytes an
+ * element, so that every input type does the same work per byte), and
+ * that over memcpy at the same thread count. */
+static void bench_prefill(int threads, const char *preset, const uint16_t *kv[2], int H, int T, int d, bw base,
+                          size_t llc)
+{
+    gear_context *ctx = make_ctx("cpu", threads);
+    if (!ctx) return;
+    gear_config cfk, cfv;
+    check(gear_config_preset(preset, GEAR_KEY, &cfk), "preset");
+    check(gear_config_preset(preset, GEAR_VALUE, &cfv), "preset");
+    size_t n = (size_t)H * T * d, fp16_bytes = 2 * n * 2;
+    static const char *names[] = {"f16", "bf16", "f32", "f32-TH"};
+    for (int ty = 0; ty < 4; ty++) {
+        size_t esz = ty < 2 ? 2 : 4;
+        void *in[2];
+        for (int kind = 0; kind < 2; kind++) { /* the same values in the input type and layout */
+            in[kind] = xmalloc(n * esz);
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++)
+                    for (int c = 0; c < d; c++) {
+                        size_t from = ((size_t)h * T + t) * d + c, to = ty == 3 ? ((size_t)t * H + h) * d + c : from;
+                        float x = gear_half_to_float(kv[kind][from]);
+                        if (ty == 0) ((uint16_t *)in[kind])[to] = kv[kind][from];
+                        else if (ty == 1) ((uint16_t *)in[kind])[to] = gear_float_to_bf16(x);
+                        else ((float *)in[kind])[to] = x;
+                    }
+        }
+        int nk, nv;
+        void **ck = input_copies(in[0], n * esz, llc, &nk), **cv = input_copies(in[1], n * esz, llc, &nv);
+        gear_dtype dt = ty == 0 ? GEAR_F16 : ty == 1 ? GEAR_BF16 : GEAR_F32;
+        gear_tensor tk, tv;
+        check(gear_tensor_init(&tk, ck[0], dt, 3, H, T, d, 0), "tensor");
+        check(gear_tensor_init(&tv, cv[0], dt, 3, H, T, d, 0), "tensor");
+        if (ty == 3) {
+            tk.strides[0] = tv.strides[0] = d;
+            tk.strides[1] = tv.strides[1] = (int64_t)H * d;
+        }
+        double ta[MAX_REP];
+        for (int r = 0; r < reps; r++) {
+            gear_cache *c = NULL;
+            check(gear_cache_create(ctx, &cfk, &cfv, 1, (unsigned)H, (unsigned)d, (unsigned)T, &c), "cache");
+            tk.data = ck[r];
+            tv.data = cv[r];
+            double t0 = now();
+            check(gear_cache_append(c, 0, &tk, &tv), "append");
+            ta[r] = now() - t0;
+            gear_cache_free(c);
+        }
+        double g = fp16_bytes / median(ta, reps) / 1e9;
+        printf("%-7s %-6s %2d   %8.3f %8.3f\n", preset, names[ty], threads, g, g / base.memcpy_gbs);
+        if (jf)
+            fprintf(jf,
+                    "{\"bench\":\"prefill\",\"backend\":\"cpu\",\"preset\":\"%s\",\"input\":\"%s\",\"threads\":%d,"
+                    "\"H\":%d,\"T\":%d,\"d\":%d,\"fp16_bytes\":%zu,\"gbs\":%.4f,\"over_memcpy\":%.4f}\n",
+                    preset, names[ty], threads, H, T, d, fp16_bytes, g, g / base.memcpy_gbs);
+        free_copies(ck, nk);
+        free_copies(cv, nv);
+        free(in[0]);
+        free(in[1]);
+    }
+    gear_context_free(ctx);
+}
+
 /* The compress target's baseline: llama.cpp's q4_0 quantizer (ggml's CPU
  * reference, bench/q4_0_baseline.c) on one thread over the same key
  * tensor as fp32, each repeat on its own copy from DRAM.  Returns GB/s of
@@ -781,7 +852,7 @@ static void bench_incache(const char *const *presets, int np, int quick)
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
-               "                  [--only bw|codec|attn|cache] [--shape T,d,G] [--llc-mult M]\n"
+               "                  [--only bw|codec|prefill|attn|cache] [--shape T,d,G] [--llc-mult M]\n"
                "                  [--presets P1,P2,...]\n"
                "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n"
                "--presets: the compressed caches of the attention bench (default\n"
@@ -895,6 +966,18 @@ int main(int argc, char **argv)
         }
         /* ref, the scalar oracle, on a quarter of the data (it is slow) */
         for (int p = 0; p < 8 && !quick; p++) bench_codec("ref", 1, all[p], kv, H, T / 4, d, b1, llc);
+        free((void *)kv[0]);
+        free((void *)kv[1]);
+    }
+    if (!only || !strcmp(only, "prefill")) {
+        const int H = 8, T = quick ? 1024 : 4096, d = 128;
+        const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};
+        printf("\nprefill: one append of [%d,%d,%d] K and V into a fresh cache, by input type (f32-TH: fp32\n"
+               "  token-major behind a strided view); GB/s of fp16-equivalent KV; ratio to memcpy\n",
+               H, T, d);
+        printf("preset  input  th   GB/s     /memcpy\n");
+        static const char *pp[] = {"kivi2", "gear2"};
+        for (int p = 0; p < 2; p++) bench_prefill(threads, pp[p], kv, H, T, d, bn, llc);
         free((void *)kv[0]);
         free((void *)kv[1]);
     }
