@@ -207,11 +207,14 @@ static gear_status check_layer(const gear_cache *c, unsigned layer)
 /* Compress blocks [first, first+count) of both kinds, all heads in one
  * batch each (CQ blocks of one call share a codebook: one batch per head).
  * Block b of head h comes from the staged rows[kv] (per head `total` rows,
- * the block at row b*n) or, when rows is NULL, straight from src[kv] at
- * token t0 + b*n: fp16 rows through the backend's fp16 slot, packed fp32
- * rows in place; that way gives GEAR_ERR_UNSUPPORTED / _NONFINITE without
- * a message where the caller must stage instead (any other view, or a
- * value the staged path must report). */
+ * the block at row b*n) or, when rows is NULL, straight from the rows of
+ * src[kv] at token t0 + b*n (host memory, contiguous channels): fp16
+ * through the backend's compress_blocks_f16, fp32 and bf16 through its
+ * compress_blocks_rows, which read, convert and check them in the
+ * backend's threads.  That way gives GEAR_ERR_UNSUPPORTED / _NONFINITE /
+ * _RANGE without a message where the caller must stage instead (another
+ * view, a backend without the slot, or a value the staged path must
+ * report). */
 static gear_status compress_blocks(gear_cache *c, gear_layer *ly, unsigned layer, unsigned first,
                                    unsigned count, float *const *rows, unsigned total,
                                    const gear_tensor *const *src, unsigned t0)
@@ -221,43 +224,39 @@ static gear_status compress_blocks(gear_cache *c, gear_layer *ly, unsigned layer
                          c->n_head);
     unsigned all = count * c->n_head, n = c->block, d = c->d;
     gear_block_id *ids = malloc(sizeof *ids * all);
-    const float **x32 = malloc(sizeof *x32 * all);
+    const float **x32 = rows ? malloc(sizeof *x32 * all) : NULL;
     const uint16_t **x16 = rows ? NULL : malloc(sizeof *x16 * all);
+    const void **xr = rows ? NULL : malloc(sizeof *xr * all);
     uint8_t **blks = malloc(sizeof *blks * all);
     gear_status st = GEAR_OK;
-    if (!ids || !x32 || (!rows && !x16) || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
+    if (!ids || (rows ? !x32 : !x16 || !xr) || !blks) st = gear_fail(GEAR_ERR_NO_MEMORY, "append staging");
     for (int kv = 0; kv < 2 && !st; kv++) {
-        int per_head = c->L[kv].cq_dim != 0, f32 = rows || src[kv]->dtype == GEAR_F32;
-        /* fp32 rows read in place are range-checked just before their
-         * batch, in batches of about 128 blocks (4 MiB at head dim 128), so
-         * that the compressor reads them from the cache, not again from
-         * DRAM; device backends keep one batch (one transfer) */
-        unsigned step = count, hn = per_head ? 1 : c->n_head;
-        if (!rows && f32 && !c->ctx->be->on_device) step = hn >= 128 ? 1 : 128 / hn;
-        for (unsigned h0 = 0; h0 < (per_head ? c->n_head : 1) && !st; h0++)
-            for (unsigned b0 = 0; b0 < count && !st; b0 += step) {
-                unsigned i = 0, b1 = count - b0 < step ? count : b0 + step;
-                size_t ld = 0;
-                for (unsigned b = b0; b < b1 && !st; b++)
-                    for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : c->n_head) && !st;
-                         h++, i++) {
-                        ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, first + b};
-                        blks[i] = gear_cache_block(c, ly, kv, first + b, h);
-                        if (rows)
-                            x32[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
-                        else if (f32 ? !gear_view_f32_block(src[kv], h, t0 + b * n, n, d, &x32[i])
-                                     : !gear_view_f16_rows(src[kv], h, t0 + b * n, &x16[i], &ld))
-                            st = GEAR_ERR_UNSUPPORTED;
-                    }
-                gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
-                if (!st)
-                    st = f32 ? gear_pipeline_compress_batch(c->ctx, &L, i, ids, x32, blks)
-                             : gear_pipeline_compress_f16(c->ctx, &L, i, ids, x16, ld, blks);
-            }
+        int per_head = c->L[kv].cq_dim != 0, f16 = !rows && src[kv]->dtype == GEAR_F16;
+        for (unsigned h0 = 0; h0 < (per_head ? c->n_head : 1) && !st; h0++) {
+            unsigned i = 0;
+            size_t ld = 0;
+            for (unsigned b = 0; b < count && !st; b++)
+                for (unsigned h = per_head ? h0 : 0; h < (per_head ? h0 + 1 : c->n_head) && !st;
+                     h++, i++) {
+                    ids[i] = (gear_block_id){c->cfg[kv].seed, layer, h, first + b};
+                    blks[i] = gear_cache_block(c, ly, kv, first + b, h);
+                    if (rows)
+                        x32[i] = rows[kv] + ((size_t)h * total + (size_t)b * n) * d;
+                    else if (f16 ? !gear_view_f16_rows(src[kv], h, t0 + b * n, &x16[i], &ld)
+                                 : !gear_view_host_rows(src[kv], h, t0 + b * n, &xr[i], &ld))
+                        st = GEAR_ERR_UNSUPPORTED;
+                }
+            gear_block_layout L = gear_cache_layout(c, kv, layer, h0);
+            if (!st)
+                st = rows  ? gear_pipeline_compress_batch(c->ctx, &L, i, ids, x32, blks)
+                     : f16 ? gear_pipeline_compress_f16(c->ctx, &L, i, ids, x16, ld, blks)
+                           : gear_pipeline_compress_rows(c->ctx, &L, i, ids, xr, src[kv]->dtype, ld, blks);
+        }
     }
     free(ids);
     free(x32);
     free(x16);
+    free(xr);
     free(blks);
     return st;
 }
@@ -345,13 +344,14 @@ static gear_status append_stored(gear_cache *c, unsigned layer, const gear_tenso
     st = gear_cache_buffers(c, ly);
     if (!st && new_blocks) st = gear_cache_reserve(c, ly, ly->n_blocks + new_blocks);
     if (st) return st;
-    /* Whole blocks of fp16 input, or of packed fp32 input ([n_head, T, d]
-     * rows d floats apart), go to the backend as they are, so a prefill
-     * stages only the rows that complete the buffered block and those left
-     * over (staging everything, an fp32 prefill took 6-13x as long as an
-     * fp16 one).  Where the backend cannot take them, or a value is bad
-     * (the staged path reports it precisely), everything is staged.
-     * Blocks written past n_blocks before a failure are never seen. */
+    /* Whole blocks of input in host memory with contiguous channels go
+     * to the backend as they are (fp16, bf16, fp32; any row stride), so a
+     * prefill stages only the rows that complete the buffered block and
+     * those left over (staging everything, an fp32 or bf16 prefill took
+     * 6-13x as long as an fp16 one).  Where the backend cannot take them,
+     * or a value is bad (the staged path reports it precisely), everything
+     * is staged.  Blocks written past n_blocks before a failure are never
+     * seen. */
     unsigned lead = nbuf ? n - nbuf : 0, direct = new_blocks - (nbuf && new_blocks ? 1 : 0);
     unsigned rg[4] = {0, t, t, t};
     if (direct && c->L[0].bits && c->L[1].bits &&

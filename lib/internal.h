@@ -176,12 +176,10 @@ int gear_view_rows_disjoint(const gear_tensor *x);
  * of a checked view: 1 and the pointer, or 0 for any other view. */
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld);
-/* Rows [t0, t0+nt) of head h of a checked view as one packed fp32 block
- * (host memory, rows d floats apart), every value finite and within fp16
- * range: 1 and the pointer, or 0 (any other view, or a bad value, which
- * gear_view_read then reports). */
-int gear_view_f32_block(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
-                        const float **rows);
+/* Rows of head h from token t0 of a checked view in host memory whose
+ * channels are contiguous (any dtype; rows ld elements apart): 1 and the
+ * pointer, or 0 for any other view. */
+int gear_view_host_rows(const gear_tensor *x, int64_t h, int64_t t0, const void **rows, size_t *ld);
 /* Read rows [t0, t0+nt) of head h as fp32 into dst (nt x d, contiguous).
  * Checks every value is finite and within fp16 range when check_range. */
 gear_status gear_view_read(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
@@ -250,6 +248,14 @@ gear_status gear_pipeline_compress_host(gear_context *ctx, const gear_block_layo
 gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layout *L,
                                        unsigned count, const gear_block_id *ids,
                                        const uint16_t *const *x, size_t ld, uint8_t *const *blk);
+/* The same from fp32 or bf16 rows (x[i], ld values of dtype apart)
+ * through the backend's compress_blocks_rows, host backends and layouts
+ * with codes only: GEAR_ERR_UNSUPPORTED (no message) where that slot is
+ * missing or declines, GEAR_ERR_NONFINITE or GEAR_ERR_RANGE (no message)
+ * for a bad input, which the caller's staging then reports. */
+gear_status gear_pipeline_compress_rows(gear_context *ctx, const gear_block_layout *L, unsigned count,
+                                        const gear_block_id *ids, const void *const *x, gear_dtype dtype,
+                                        size_t ld, uint8_t *const *blk);
 gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
                                            const uint8_t *hblk, float *out);
 /* Same shape and content description (everything but the CRC). */

@@ -372,6 +372,24 @@ gear_status gear_pipeline_compress_f16(gear_context *ctx, const gear_block_layou
     return st;
 }
 
+gear_status gear_pipeline_compress_rows(gear_context *ctx, const gear_block_layout *L, unsigned count,
+                                        const gear_block_id *ids, const void *const *x, gear_dtype dtype,
+                                        size_t ld, uint8_t *const *blk)
+{
+    const struct gear_backend_i *be = ctx->be;
+    if (be->on_device || !be->compress_blocks_rows || !L->bits || (L->cq_dim && !L->codebook) ||
+        (dtype != GEAR_F32 && dtype != GEAR_BF16))
+        return GEAR_ERR_UNSUPPORTED;
+    int mode = gear_round_nearest();
+    for (unsigned i = 0; i < count; i++) memset(blk[i], 0, L->bytes); /* same padding everywhere */
+    gear_status st = be->compress_blocks_rows(ctx->state, L, count, ids, x, dtype, ld, blk);
+    if (st && st != GEAR_ERR_UNSUPPORTED && st != GEAR_ERR_NONFINITE && st != GEAR_ERR_RANGE)
+        st = gear_backend_failed(ctx, st, "compressing blocks");
+    for (unsigned i = 0; i < count && !st; i++) gear_block_seal(L, blk[i]);
+    gear_round_restore(mode);
+    return st;
+}
+
 gear_status gear_pipeline_reconstruct_host(gear_context *ctx, const gear_block_layout *L,
                                            const uint8_t *hblk, float *out)
 {

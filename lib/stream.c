@@ -82,26 +82,31 @@ static unsigned batch_blocks(size_t nd)
     return b < 1 ? 1 : b > STREAM_BATCH_MAX ? STREAM_BATCH_MAX : (unsigned)b;
 }
 
-/* Every full block straight from fp16 rows in one call, where the backend
- * can: no staging, so no reason to batch, and one parallel region for the
- * whole tensor.  Anything else, an error included, makes the caller stage
+/* Every full block straight from the input's rows (host memory,
+ * contiguous channels: fp16 through the backend's compress_blocks_f16,
+ * fp32 and bf16 through its compress_blocks_rows), where the backend can:
+ * no staging.  Anything else, an error included, makes the caller stage
  * fp32 rows, which also reports a bad value precisely. */
-static gear_status compress_f16(gear_context *ctx, const plan *p, const gear_tensor *x,
-                                uint32_t layer, uint8_t *w)
+static gear_status compress_direct(gear_context *ctx, const plan *p, const gear_tensor *x,
+                                   uint32_t layer, uint8_t *w)
 {
-    const uint16_t *rows;
+    const void *rows;
     size_t ld, count = (size_t)(p->H * p->nfull);
-    if (!count || count > UINT32_MAX ||
-        !gear_view_f16_rows(x, 0, 0, &rows, &ld))
+    int f16 = x->dtype == GEAR_F16;
+    if (!count || count > UINT32_MAX || !gear_view_host_rows(x, 0, 0, &rows, &ld))
         return GEAR_ERR_UNSUPPORTED;
     gear_block_id *ids = malloc(sizeof *ids * count);
-    const uint16_t **xs = malloc(sizeof *xs * count);
+    const uint16_t **x16 = f16 ? malloc(sizeof *x16 * count) : NULL;
+    const void **xr = f16 ? NULL : malloc(sizeof *xr * count);
     uint8_t **blk = malloc(sizeof *blk * count);
-    gear_status st = ids && xs && blk ? GEAR_OK : GEAR_ERR_NO_MEMORY;
+    gear_status st = ids && (x16 || xr) && blk ? GEAR_OK : GEAR_ERR_NO_MEMORY;
     for (size_t i = 0; i < count && !st; i++) {
         uint64_t h = i / p->nfull, b = i % p->nfull;
         ids[i] = (gear_block_id){p->cfg.seed, layer, (uint32_t)h, (uint32_t)b};
-        gear_view_f16_rows(x, (int64_t)h, (int64_t)(b * p->cfg.block), &xs[i], &ld);
+        if (f16)
+            gear_view_f16_rows(x, (int64_t)h, (int64_t)(b * p->cfg.block), &x16[i], &ld);
+        else
+            gear_view_host_rows(x, (int64_t)h, (int64_t)(b * p->cfg.block), &xr[i], &ld);
         blk[i] = w + i * p->L.bytes;
     }
     /* in chunks whose output stays in L2 between its zeroing, its
@@ -109,10 +114,12 @@ static gear_status compress_f16(gear_context *ctx, const plan *p, const gear_ten
      * back twice, 10-15% of a 64 MiB tensor's time) */
     for (size_t i = 0; i < count && !st; i += STREAM_F16_CHUNK) {
         size_t m = count - i < STREAM_F16_CHUNK ? count - i : STREAM_F16_CHUNK;
-        st = gear_pipeline_compress_f16(ctx, &p->L, (unsigned)m, ids + i, xs + i, ld, blk + i);
+        st = f16 ? gear_pipeline_compress_f16(ctx, &p->L, (unsigned)m, ids + i, x16 + i, ld, blk + i)
+                 : gear_pipeline_compress_rows(ctx, &p->L, (unsigned)m, ids + i, xr + i, x->dtype, ld, blk + i);
     }
     free(ids);
-    free(xs);
+    free(x16);
+    free(xr);
     free(blk);
     return st;
 }
@@ -149,7 +156,7 @@ gear_status gear_compress(gear_context *ctx, const gear_config *cfg, const gear_
     gear_block_id ids[STREAM_BATCH_MAX];
     if (!buf) return gear_fail(GEAR_ERR_NO_MEMORY, "gear_compress scratch");
     uint8_t *w = out + STREAM_HEADER;
-    int direct = compress_f16(ctx, &p, x, layer, w) == GEAR_OK;
+    int direct = compress_direct(ctx, &p, x, layer, w) == GEAR_OK;
     if (direct) w += (size_t)(p.H * p.nfull) * p.L.bytes;
     for (uint64_t h = 0; h < p.H && !st && !direct; h++) {
         for (uint64_t b0 = 0; b0 < p.nfull && !st; b0 += batch) {

@@ -162,14 +162,14 @@ int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16
     return 1;
 }
 
-int gear_view_f32_block(const gear_tensor *x, int64_t h, int64_t t0, int64_t nt, int64_t d,
-                        const float **rows)
+int gear_view_host_rows(const gear_tensor *x, int64_t h, int64_t t0, const void **rows, size_t *ld)
 {
     int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
     int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
-    if (x->dtype != GEAR_F32 || cs != 1 || x->on_device || (nt > 1 && ts != d)) return 0;
-    *rows = (const float *)x->data + view_offset(x, h, t0, 0);
-    return row_in_range(*rows, nt * d, 65504.0f);
+    if (cs != 1 || x->on_device || ts < 0) return 0;
+    *rows = (const char *)x->data + view_offset(x, h, t0, 0) * (int64_t)gear_dtype_size(x->dtype);
+    *ld = (size_t)ts;
+    return 1;
 }
 
 /* Contiguous fp16 rows converted and range-checked in one pass; 0 when

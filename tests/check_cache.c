@@ -587,22 +587,30 @@ START_TEST(test_failed_append_leaves_cache_unchanged)
 }
 END_TEST
 
-/* Whole blocks of packed fp32 input are compressed where they lie (no
- * staging copy): the same bytes as through the staged path (a token-major
- * view, which is never read in place), and a bad value among them still
- * gets its own status and leaves the cache as it was. */
+/* Whole blocks of fp32 input are compressed from where they lie, packed
+ * or token-major, with the backend checking them: the same bytes as
+ * through the staged path (a view whose channels are 2 floats apart, with
+ * NaN between them, which is never read in place), and a bad value among
+ * them still gets its own status and leaves the cache as it was. */
 START_TEST(test_fp32_in_place_matches_staged)
 {
     const int H = 2, d = 16, T = 16 * 3 + 5;
     const size_t N = (size_t)H * T * d;
     float *k = tu_synth(95, GEAR_KEY, H, T, d), *v = tu_synth(96, GEAR_VALUE, H, T, d);
-    float *kt = tu_alloc_f(N), *vt = tu_alloc_f(N); /* [T][H][d] copies */
+    float *kt = tu_alloc_f(N), *vt = tu_alloc_f(N);         /* [T][H][d] */
+    float *ks = tu_alloc_f(2 * N), *vs = tu_alloc_f(2 * N); /* channels 2 apart */
     for (int h = 0; h < H; h++)
-        for (int t = 0; t < T; t++) {
-            memcpy(kt + ((size_t)t * H + h) * d, k + ((size_t)h * T + t) * d, sizeof(float) * d);
-            memcpy(vt + ((size_t)t * H + h) * d, v + ((size_t)h * T + t) * d, sizeof(float) * d);
-        }
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < d; c++) {
+                size_t i = ((size_t)h * T + t) * d + c, j = ((size_t)t * H + h) * d + c;
+                kt[j] = k[i];
+                vt[j] = v[i];
+                ks[2 * i] = k[i];
+                vs[2 * i] = v[i];
+                ks[2 * i + 1] = vs[2 * i + 1] = NAN;
+            }
     gear_cache *a = make_cache(NULL, 16, 1, H, d, 64), *b = make_cache(NULL, 16, 1, H, d, 64);
+    gear_cache *s2 = make_cache(NULL, 16, 1, H, d, 64);
     TU_OK(tu_cache_append(a, 0, k, v, H, T, d));
     gear_tensor tk, tv;
     TU_OK(gear_tensor_init(&tk, kt, GEAR_F32, 3, H, T, d, 0));
@@ -610,7 +618,14 @@ START_TEST(test_fp32_in_place_matches_staged)
     tk.strides[0] = tv.strides[0] = d;
     tk.strides[1] = tv.strides[1] = (int64_t)H * d;
     TU_OK(gear_cache_append(b, 0, &tk, &tv));
-    TU_CHECK(same_bytes(a, b));
+    TU_OK(gear_tensor_init(&tk, ks, GEAR_F32, 3, H, T, d, 0));
+    TU_OK(gear_tensor_init(&tv, vs, GEAR_F32, 3, H, T, d, 0));
+    tk.strides[0] = tv.strides[0] = 2 * (int64_t)T * d;
+    tk.strides[1] = tv.strides[1] = 2 * (int64_t)d;
+    tk.strides[2] = tv.strides[2] = 2;
+    TU_OK(gear_cache_append(s2, 0, &tk, &tv));
+    TU_CHECK(same_bytes(a, s2));
+    TU_CHECK(same_bytes(b, s2));
     struct { int which, h, t, ch; float val; gear_status want; } bad[] = {
         {0, 1, 20, 3, NAN, GEAR_ERR_NONFINITE},     /* block 1, keys */
         {1, 0, 47, 15, INFINITY, GEAR_ERR_NONFINITE}, /* block 2, values */
@@ -635,48 +650,64 @@ START_TEST(test_fp32_in_place_matches_staged)
     }
     gear_cache_free(a);
     gear_cache_free(b);
+    gear_cache_free(s2);
     free(kt);
     free(vt);
+    free(ks);
+    free(vs);
     free(k);
     free(v);
 }
 END_TEST
 
-/* A staged append long enough for several batches (bf16 input, 8 heads x
- * 64 x 128: four blocks a batch), after buffered rows and with rows left
- * over: the same bytes as the same values in fp32, which go in place; and
- * a bad value in the last batch keeps its status and the cache as it was. */
+/* A staged append long enough for several batches (bf16 whose channels
+ * are 2 apart, which is never read in place; 8 heads x 64 x 128: four
+ * blocks a batch), after buffered rows and with rows left over: the same
+ * bytes as the same values in fp32 and in packed bf16, which the backend
+ * reads where they lie; and a bad value in the last batch keeps its
+ * status and the cache as it was. */
 START_TEST(test_staged_batches)
 {
     const int H = 8, d = 128, n = 64, T = 5 + 10 * n + 7;
     const size_t N = (size_t)H * T * d;
     float *k = tu_synth(97, GEAR_KEY, H, T, d), *v = tu_synth(98, GEAR_VALUE, H, T, d);
-    uint16_t *kb = malloc(2 * N), *vb = malloc(2 * N);
-    TU_CHECK(kb && vb);
+    uint16_t *kb = malloc(4 * N), *vb = malloc(4 * N), *kp = malloc(2 * N), *vp = malloc(2 * N);
+    TU_CHECK(kb && vb && kp && vp);
     for (size_t i = 0; i < N; i++) { /* values that bf16 holds exactly */
-        kb[i] = gear_float_to_bf16(k[i]);
-        vb[i] = gear_float_to_bf16(v[i]);
-        k[i] = gear_bf16_to_float(kb[i]);
-        v[i] = gear_bf16_to_float(vb[i]);
+        kp[i] = kb[2 * i] = gear_float_to_bf16(k[i]);
+        vp[i] = vb[2 * i] = gear_float_to_bf16(v[i]);
+        kb[2 * i + 1] = vb[2 * i + 1] = 0x7fc0; /* NaN between the channels */
+        k[i] = gear_bf16_to_float(kp[i]);
+        v[i] = gear_bf16_to_float(vp[i]);
     }
     gear_cache *a = make_cache(NULL, n, 1, H, d, 1024), *b = make_cache(NULL, n, 1, H, d, 1024);
+    gear_cache *p = make_cache(NULL, n, 1, H, d, 1024);
     TU_OK(tu_cache_append_rows(a, 0, k, v, H, T, d, 0, 5));
     TU_OK(tu_cache_append_rows(b, 0, k, v, H, T, d, 0, 5));
+    TU_OK(tu_cache_append_rows(p, 0, k, v, H, T, d, 0, 5));
     size_t l0, l1;
     uint8_t *before = tu_cache_save(a, &l0);
     gear_tensor tk, tv;
-    TU_OK(gear_tensor_init(&tk, kb + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
-    TU_OK(gear_tensor_init(&tv, vb + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
-    tk.strides[0] = tv.strides[0] = (int64_t)T * d;
-    uint16_t keep = vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100];
-    vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100] = 0x7fc0; /* NaN in block 9 */
+    TU_OK(gear_tensor_init(&tk, kb + (size_t)2 * 5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    TU_OK(gear_tensor_init(&tv, vb + (size_t)2 * 5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    tk.strides[0] = tv.strides[0] = 2 * (int64_t)T * d;
+    tk.strides[1] = tv.strides[1] = 2 * (int64_t)d;
+    tk.strides[2] = tv.strides[2] = 2;
+    size_t bad = 2 * (((size_t)6 * T + 5 + 9 * n + 3) * d + 100);
+    uint16_t keep = vb[bad];
+    vb[bad] = 0x7fc0; /* NaN in block 9 */
     TU_STATUS(gear_cache_append(a, 0, &tk, &tv), GEAR_ERR_NONFINITE);
     uint8_t *after = tu_cache_save(a, &l1);
     TU_CHECK(l0 == l1 && !memcmp(before, after, l0));
-    vb[((size_t)6 * T + 5 + 9 * n + 3) * d + 100] = keep;
+    vb[bad] = keep;
     TU_OK(gear_cache_append(a, 0, &tk, &tv));
     TU_OK(tu_cache_append_rows(b, 0, k, v, H, T, d, 5, T - 5));
     TU_CHECK(same_bytes(a, b));
+    TU_OK(gear_tensor_init(&tk, kp + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    TU_OK(gear_tensor_init(&tv, vp + (size_t)5 * d, GEAR_BF16, 3, H, T - 5, d, 0));
+    tk.strides[0] = tv.strides[0] = (int64_t)T * d;
+    TU_OK(gear_cache_append(p, 0, &tk, &tv));
+    TU_CHECK(same_bytes(a, p));
     unsigned t;
     TU_OK(gear_cache_tokens(a, 0, &t));
     TU_EQ(t, (unsigned)T);
@@ -684,8 +715,11 @@ START_TEST(test_staged_batches)
     free(after);
     gear_cache_free(a);
     gear_cache_free(b);
+    gear_cache_free(p);
     free(kb);
     free(vb);
+    free(kp);
+    free(vp);
     free(k);
     free(v);
 }

@@ -88,6 +88,43 @@ static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d
     return rows_from_halves_generic(x, ld, n, d, xf);
 }
 
+/* Whether every value of a block of fp32 or bf16 rows (ld values apart)
+ * is within fp16's range (NaN fails too), converted into xf unless they
+ * are fp32 rows already packed (then read where they are).  Cloned so
+ * that both loops vectorize. */
+GEAR_CLONES
+static int rows_in_range(const void *x, gear_dtype dt, size_t ld, unsigned n, unsigned d, float *xf)
+{
+    int ok = 1;
+    if (dt == GEAR_F32 && ld == d) {
+        const float *p = x;
+        for (size_t i = 0; i < (size_t)n * d; i++) ok &= fabsf(p[i]) <= 65504.0f;
+        return ok;
+    }
+    for (unsigned t = 0; t < n; t++) {
+        float *o = xf + (size_t)t * d;
+        if (dt == GEAR_BF16)
+            for (unsigned c = 0; c < d; c++) o[c] = gear_bf16_to_float(((const uint16_t *)x)[t * ld + c]);
+        else
+            for (unsigned c = 0; c < d; c++) o[c] = ((const float *)x)[t * ld + c];
+        for (unsigned c = 0; c < d; c++) ok &= fabsf(o[c]) <= 65504.0f;
+    }
+    return ok;
+}
+
+/* Why a block of rows_in_range failed (rare: the core then stages it and
+ * reports where). */
+static gear_status rows_fault(const void *x, gear_dtype dt, size_t ld, unsigned n, unsigned d)
+{
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned c = 0; c < d; c++) {
+            float v = dt == GEAR_BF16 ? gear_bf16_to_float(((const uint16_t *)x)[t * ld + c])
+                                      : ((const float *)x)[t * ld + c];
+            if (!isfinite(v)) return GEAR_ERR_NONFINITE;
+        }
+    return GEAR_ERR_RANGE;
+}
+
 /* Ask for every cache line of a block's fp16 rows. */
 static void prefetch_rows(const uint16_t *x, size_t ld, unsigned n, unsigned d)
 {
@@ -95,12 +132,14 @@ static void prefetch_rows(const uint16_t *x, size_t ld, unsigned n, unsigned d)
         for (unsigned c = 0; c < d; c += 32) __builtin_prefetch(x + t * ld + c, 0, 3);
 }
 
-/* Blocks from fp32 rows (x32) or fp16 rows ld apart (x16), spread over
- * the threads; each thread converts its own fp16 blocks, so conversion
- * and compression overlap across threads and the rows are read once. */
+/* Blocks from fp32 rows (x32), fp16 rows ld apart (x16), or fp32 / bf16
+ * rows ld apart to be checked (xr, of type rdt), spread over the threads;
+ * each thread converts and checks its own blocks, so conversion and
+ * compression overlap across threads and the rows are read once. */
 static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsigned count,
                                  const gear_block_id *ids, const float *const *x32,
-                                 const uint16_t *const *x16, size_t ld, uint8_t *const *blk)
+                                 const uint16_t *const *x16, const void *const *xr, gear_dtype rdt,
+                                 size_t ld, uint8_t *const *blk)
 {
     float *cbt = NULL; /* CQ: the head's codebook, centroid-major, shared by the threads */
     if (L->cq_dim) {
@@ -127,12 +166,16 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
         if (sc) sc->cbt = cbt;
         /* fp16 blocks go straight to the fused compressor where it fits
          * them, else through an fp32 copy */
-        float *xf = x16 && !direct ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
+        int conv = (x16 && !direct) || xr; /* blocks converted into xf */
+        float *xf = conv ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
             gear_status st = GEAR_OK;
-            if (!sc || (x16 && !direct && !xf)) st = GEAR_ERR_NO_MEMORY;
+            const float *in = x32 ? x32[i] : xf;
+            if (!sc || (conv && !xf)) st = GEAR_ERR_NO_MEMORY;
             else if (x16 && !direct && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
+            else if (xr && !rows_in_range(xr[i], rdt, ld, L->n, L->d, xf)) st = rows_fault(xr[i], rdt, ld, L->n, L->d);
+            if (xr && rdt == GEAR_F32 && ld == L->d) in = xr[i]; /* checked where it lies */
             /* the next block's rows arrive while this one computes: spread
              * over the fused compressor's strips (256 prefetches at once
              * stalled on the misses in flight), else all at once */
@@ -140,7 +183,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
             if (sc) sc->after = x16 && direct && i + 2 < count ? x16[i + 2] : NULL;
             if (x16 && !direct && i + 1 < count) prefetch_rows(x16[i + 1], ld, L->n, L->d);
             if (!st && x16 && direct) st = gear_cpu_compress_one_f16(L, &ids[i], x16[i], ld, blk[i], sc);
-            else if (!st) st = gear_cpu_compress_one(L, &ids[i], x16 ? xf : x32[i], blk[i], sc);
+            else if (!st) st = gear_cpu_compress_one(L, &ids[i], in, blk[i], sc);
             if (st) {
 #pragma omp atomic write
                 err = st;
@@ -158,7 +201,7 @@ static gear_status cpu_compress_blocks(void *state, const gear_block_layout *L, 
                                        const gear_block_id *ids, const float *const *x,
                                        uint8_t *const *blk)
 {
-    return compress_many(state, L, count, ids, x, NULL, 0, blk);
+    return compress_many(state, L, count, ids, x, NULL, NULL, GEAR_F32, 0, blk);
 }
 
 static gear_status cpu_compress_blocks_f16(void *state, const gear_block_layout *L,
@@ -166,7 +209,15 @@ static gear_status cpu_compress_blocks_f16(void *state, const gear_block_layout 
                                            const uint16_t *const *x, size_t ld,
                                            uint8_t *const *blk)
 {
-    return compress_many(state, L, count, ids, NULL, x, ld, blk);
+    return compress_many(state, L, count, ids, NULL, x, NULL, GEAR_F16, ld, blk);
+}
+
+static gear_status cpu_compress_blocks_rows(void *state, const gear_block_layout *L, unsigned count,
+                                            const gear_block_id *ids, const void *const *x, gear_dtype dtype,
+                                            size_t ld, uint8_t *const *blk)
+{
+    if (dtype != GEAR_F32 && dtype != GEAR_BF16) return GEAR_ERR_UNSUPPORTED;
+    return compress_many(state, L, count, ids, NULL, NULL, x, dtype, ld, blk);
 }
 
 /* Blocks spread over the threads, into fp32 (out) or fp16 rows ld apart
@@ -229,6 +280,7 @@ static struct gear_backend_i cpu_backend = {
     .mem_free = cpu_free,
     .compress_blocks = cpu_compress_blocks,
     .compress_blocks_f16 = cpu_compress_blocks_f16,
+    .compress_blocks_rows = cpu_compress_blocks_rows,
     .reconstruct_blocks = cpu_reconstruct_blocks,
     .reconstruct_blocks_f16 = cpu_reconstruct_blocks_f16,
     .attention = gear_cpu_attention,

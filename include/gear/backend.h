@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define GEAR_BACKEND_ABI_VERSION 4u
+#define GEAR_BACKEND_ABI_VERSION 5u
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #  define GEAR_HD __host__ __device__ static inline
@@ -424,6 +424,18 @@ struct gear_backend_i {
      * core then stages fp32 itself). */
     gear_status (*reconstruct_blocks_f16)(void *state, const gear_block_layout *L, unsigned count,
                                           const uint8_t *const *blk, uint16_t *const *out, size_t ld);
+    /* compress_blocks from fp32 or bf16 rows in host memory, for host
+     * backends (ABI 5): block i is n rows of d values of type dtype
+     * (GEAR_F32 or GEAR_BF16) from x[i], rows ld values apart.  The backend
+     * reads, converts and checks them in its threads, next to its compute,
+     * instead of the core staging and checking fp32 rows serially.
+     * Returns GEAR_ERR_NONFINITE if a value is Inf or NaN and
+     * GEAR_ERR_RANGE if one is beyond fp16's largest finite value (the core
+     * then finds and reports it; blk contents are then unspecified),
+     * GEAR_ERR_UNSUPPORTED for a layout or type it does not handle. */
+    gear_status (*compress_blocks_rows)(void *state, const gear_block_layout *L, unsigned count,
+                                        const gear_block_id *ids, const void *const *x, gear_dtype dtype,
+                                        size_t ld, uint8_t *const *blk);
 };
 
 /* The built-in reference backend's table, exported by libgear so that a
