@@ -467,6 +467,7 @@ static const struct gear_backend_i gpu_backend = {
     NULL, /* compress_blocks_f16: host memory only */
     NULL, /* reconstruct_blocks: one launch per block for now */
     NULL, /* reconstruct_blocks_f16: host memory only */
+    NULL, /* compress_blocks_rows: host memory only */
 };
 
 extern "C" GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi)
