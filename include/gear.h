@@ -350,11 +350,11 @@ GEAR_API void gear_cache_free(gear_cache *c);
 
 /** Append T new tokens to a layer: k and v are [n_head_kv, T, head_dim]
  *  (or [T, head_dim] when n_head_kv == 1).  Every full block is compressed.
- *  On any error the cache is left exactly as it was.  Whole blocks of host
- *  tensors whose channels are contiguous (any dtype, any head and token
- *  strides, e.g. a token-major [T, n_head_kv, head_dim] buffer) are read
- *  where they lie by the backend's threads; other views are copied by the
- *  library first, which is slower. */
+ *  On any error the cache is left exactly as it was.  With the cpu
+ *  backend, whole blocks of host tensors whose channels are contiguous (any
+ *  dtype, any head and token strides, e.g. a token-major [T, n_head_kv,
+ *  head_dim] buffer) are read where they lie by its threads; other views
+ *  are copied by the library first, which is slower. */
 GEAR_API gear_status gear_cache_append(gear_cache *c, unsigned layer,
                                        const gear_tensor *k, const gear_tensor *v);
 
