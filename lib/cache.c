@@ -153,7 +153,9 @@ void gear_cache_free(gear_cache *c)
  * large, mostly empty cache (or a hostile file header) costs little. */
 gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly)
 {
-    size_t n = (size_t)c->n_head * c->block * c->d; /* <= 65536 * 65536 */
+    size_t hn, n;
+    if (!gear_mul_ok(c->n_head, c->block, &hn) || !gear_mul_ok(hn, c->d, &n) || n > SIZE_MAX / sizeof(float))
+        return gear_fail(GEAR_ERR_OVERFLOW, "cache buffers overflow");
     for (int kv = 0; kv < 2; kv++)
         if (!ly->buf[kv] && !(ly->buf[kv] = malloc(n * sizeof(float))))
             return gear_fail(GEAR_ERR_NO_MEMORY, "cache buffers of %zu floats", n);
@@ -296,12 +298,15 @@ static gear_status append_staged(gear_cache *c, gear_layer *ly, unsigned layer,
 {
     unsigned H = c->n_head, n = c->block, d = c->d, nbuf = ly->tokens % n;
     unsigned total = nbuf + (rg[1] - rg[0]) + (rg[3] - rg[2]), nb = total / n, rem = total % n;
-    size_t block_rows = (size_t)H * n * d; /* <= 65536 * 65536 */
+    size_t block_rows = (size_t)n * d; /* one head's block (n*d <= 65536, config.c) */
     unsigned cb = nb;
-    if (!c->ctx->be->on_device) cb = block_rows >= (1u << 18) ? 1 : (unsigned)((1u << 18) / block_rows);
+    size_t lim = ((size_t)1 << 18) / block_rows; /* heads x blocks in 1 MiB of fp32 rows */
+    if (!c->ctx->be->on_device) cb = H >= lim ? 1 : (unsigned)(lim / H);
+    if (cb < 4) cb = 4; /* CQ batches are per head: blocks for every thread */
     if (cb > nb) cb = nb;
-    size_t per_head = (size_t)cb * n > rem ? (size_t)cb * n : rem, rows_sz;
-    if (!gear_mul_ok((size_t)H * per_head, d, &rows_sz) || rows_sz > SIZE_MAX / sizeof(float) - 1)
+    size_t per_head = (size_t)cb * n > rem ? (size_t)cb * n : rem, head_sz, rows_sz;
+    if (!gear_mul_ok(per_head, d, &head_sz) || !gear_mul_ok(head_sz, H, &rows_sz) ||
+        rows_sz > SIZE_MAX / sizeof(float) - 1)
         return gear_fail(GEAR_ERR_OVERFLOW, "append size overflows");
     /* (+1: an empty append must not look like a failed allocation) */
     float *rows[2] = {malloc(rows_sz * sizeof(float) + 1), malloc(rows_sz * sizeof(float) + 1)};

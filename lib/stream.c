@@ -12,7 +12,7 @@
 #define STREAM_HEADER 64u
 #define STREAM_BATCH_BYTES (512u << 10)
 #define STREAM_BATCH_MAX 64u
-#define STREAM_F16_CHUNK 128u
+#define STREAM_DIRECT_CHUNK 128u
 
 typedef struct plan {
     gear_config cfg;
@@ -112,8 +112,8 @@ static gear_status compress_direct(gear_context *ctx, const plan *p, const gear_
     /* in chunks whose output stays in L2 between its zeroing, its
      * compression and its CRC (the whole output at once went to DRAM and
      * back twice, 10-15% of a 64 MiB tensor's time) */
-    for (size_t i = 0; i < count && !st; i += STREAM_F16_CHUNK) {
-        size_t m = count - i < STREAM_F16_CHUNK ? count - i : STREAM_F16_CHUNK;
+    for (size_t i = 0; i < count && !st; i += STREAM_DIRECT_CHUNK) {
+        size_t m = count - i < STREAM_DIRECT_CHUNK ? count - i : STREAM_DIRECT_CHUNK;
         st = f16 ? gear_pipeline_compress_f16(ctx, &p->L, (unsigned)m, ids + i, x16 + i, ld, blk + i)
                  : gear_pipeline_compress_rows(ctx, &p->L, (unsigned)m, ids + i, xr + i, x->dtype, ld, blk + i);
     }
@@ -262,11 +262,11 @@ static gear_status decompress_f16(gear_context *ctx, const plan *p, const uint8_
     if (!count || !gear_view_f16_rows(out, 0, 0, &rows, &ld) || !gear_view_rows_disjoint(out) ||
         !gear_pipeline_has_f16_out(ctx, &p->L))
         return GEAR_ERR_UNSUPPORTED;
-    const uint8_t *blk[STREAM_F16_CHUNK];
-    uint16_t *os[STREAM_F16_CHUNK];
+    const uint8_t *blk[STREAM_DIRECT_CHUNK];
+    uint16_t *os[STREAM_DIRECT_CHUNK];
     gear_status st = GEAR_OK;
-    for (size_t i0 = 0; i0 < count && !st; i0 += STREAM_F16_CHUNK) {
-        unsigned m = count - i0 < STREAM_F16_CHUNK ? (unsigned)(count - i0) : STREAM_F16_CHUNK;
+    for (size_t i0 = 0; i0 < count && !st; i0 += STREAM_DIRECT_CHUNK) {
+        unsigned m = count - i0 < STREAM_DIRECT_CHUNK ? (unsigned)(count - i0) : STREAM_DIRECT_CHUNK;
         for (unsigned i = 0; i < m; i++) {
             uint64_t h = (i0 + i) / p->nfull, b = (i0 + i) % p->nfull;
             gear_view_f16_rows(out, (int64_t)h, (int64_t)(b * p->cfg.block), &rows, &ld);

@@ -587,12 +587,13 @@ START_TEST(test_failed_append_leaves_cache_unchanged)
 }
 END_TEST
 
-/* Whole blocks of fp32 input are compressed from where they lie, packed
- * or token-major, with the backend checking them: the same bytes as
- * through the staged path (a view whose channels are 2 floats apart, with
- * NaN between them, which is never read in place), and a bad value among
- * them still gets its own status and leaves the cache as it was. */
-START_TEST(test_fp32_in_place_matches_staged)
+/* fp32 appends on ref, which has no backend slot for reading rows in
+ * place, so the core stages every layout: packed, token-major and with
+ * channels 2 apart (NaN between them, never read) give the same bytes, and
+ * a bad value inside a whole block gets its own status and leaves the cache
+ * as it was.  The cpu module's in-place path has its own test
+ * (check_xbackend: test_rows_cache_append). */
+START_TEST(test_fp32_views_same_bytes)
 {
     const int H = 2, d = 16, T = 16 * 3 + 5;
     const size_t N = (size_t)H * T * d;
@@ -660,12 +661,12 @@ START_TEST(test_fp32_in_place_matches_staged)
 }
 END_TEST
 
-/* A staged append long enough for several batches (bf16 whose channels
- * are 2 apart, which is never read in place; 8 heads x 64 x 128: four
- * blocks a batch), after buffered rows and with rows left over: the same
- * bytes as the same values in fp32 and in packed bf16, which the backend
- * reads where they lie; and a bad value in the last batch keeps its
- * status and the cache as it was. */
+/* A staged append long enough for several of the core's staging batches
+ * (8 heads x 64 x 128: four blocks a batch; on ref every input is staged),
+ * after buffered rows and with rows left over, from bf16 whose channels
+ * are 2 apart: the same bytes as the same values in fp32 and in packed
+ * bf16; and a bad value in the last batch keeps its status and the cache
+ * as it was. */
 START_TEST(test_staged_batches)
 {
     const int H = 8, d = 128, n = 64, T = 5 + 10 * n + 7;
@@ -864,7 +865,7 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, test_stats);
     tcase_add_test(tc, test_capacity);
     tcase_add_test(tc, test_failed_append_leaves_cache_unchanged);
-    tcase_add_test(tc, test_fp32_in_place_matches_staged);
+    tcase_add_test(tc, test_fp32_views_same_bytes);
     tcase_add_test(tc, test_staged_batches);
     tcase_add_test(tc, test_layers_independent);
     suite_add_tcase(s, tc);

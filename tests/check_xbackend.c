@@ -1121,35 +1121,70 @@ static void f16_cache_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_f16_cache_append) { for_each_backend(f16_cache_case); }
 END_TEST
 
-/* Cache appends of fp32 and bf16 rows in uneven pieces, in four layouts:
- * fp32 [H, T, d] and [T, H, d] and bf16 [H, T, d] (whole blocks read in
- * place where the backend can) and bf16 with its channels 2 apart
- * (always staged by the core): the same cache, byte for byte, on the same
- * backend; a NaN or a value beyond fp16 inside a whole block is reported
- * with its position and leaves the cache as it was. */
+/* Cache appends of fp32 and bf16 rows in uneven pieces (one with two
+ * whole blocks per head), in four layouts: fp32 [H, T, d] and [T, H, d]
+ * and bf16 [H, T, d] (whole blocks read in place where the backend can)
+ * and bf16 with its channels 2 apart (always staged by the core): the
+ * same cache, byte for byte, on the same backend.  A NaN, an Inf or a
+ * value beyond fp16's 65504 inside a whole block of the keys or of the
+ * values is reported with its position and leaves the cache as it was. */
 enum { RW_H = 2, RW_T = 325, RW_D = 64 };
-static void append_rows(gear_cache *c, const float *x, const float *xt, const uint16_t *xb, int layout, int t0,
-                        int len, gear_status want)
+typedef struct rw_src {
+    float *x, *xt; /* fp32 [H, T, d] and [T, H, d] */
+    uint16_t *xb;  /* bf16 [H, T, d] */
+} rw_src;
+
+static void rw_view(gear_tensor *k, const rw_src *s, const uint16_t *xs, int layout, int t0, int len)
 {
-    gear_tensor k;
     const size_t T = RW_T, D = RW_D;
     if (layout == 0) {
-        TU_OK(gear_tensor_init(&k, (void *)(x + t0 * D), GEAR_F32, 3, RW_H, len, RW_D, 0));
-        k.strides[0] = (int64_t)(T * D);
+        TU_OK(gear_tensor_init(k, s->x + t0 * D, GEAR_F32, 3, RW_H, len, RW_D, 0));
+        k->strides[0] = (int64_t)(T * D);
     } else if (layout == 1) {
-        TU_OK(gear_tensor_init(&k, (void *)(xt + t0 * RW_H * D), GEAR_F32, 3, RW_H, len, RW_D, 0));
-        k.strides[0] = (int64_t)D;
-        k.strides[1] = (int64_t)(RW_H * D);
+        TU_OK(gear_tensor_init(k, s->xt + t0 * RW_H * D, GEAR_F32, 3, RW_H, len, RW_D, 0));
+        k->strides[0] = (int64_t)D;
+        k->strides[1] = (int64_t)(RW_H * D);
     } else {
         int w = layout == 3 ? 2 : 1; /* bf16 elements between channels */
-        TU_OK(gear_tensor_init(&k, (void *)(xb + t0 * D * w), GEAR_BF16, 3, RW_H, len, RW_D, 0));
-        k.strides[0] = (int64_t)(T * D * w);
-        k.strides[1] = (int64_t)(D * w);
-        k.strides[2] = w;
+        TU_OK(gear_tensor_init(k, (void *)((layout == 3 ? xs : s->xb) + t0 * D * w), GEAR_BF16, 3, RW_H, len, RW_D, 0));
+        k->strides[0] = (int64_t)(T * D * w);
+        k->strides[1] = (int64_t)(D * w);
+        k->strides[2] = w;
     }
-    gear_status st = gear_cache_append(c, 0, &k, &k);
+}
+
+static void append_rows(gear_cache *c, const rw_src *ks, const rw_src *vs, const uint16_t *xs, int layout, int t0,
+                        int len, gear_status want)
+{
+    gear_tensor k, v;
+    rw_view(&k, ks, xs, layout, t0, len);
+    rw_view(&v, vs, xs, layout, t0, len);
+    gear_status st = gear_cache_append(c, 0, &k, &v);
     TU_ASSERT(st == want, "append of %d tokens at %d (layout %d) -> %s (%s)", len, t0, layout,
               gear_status_string(st), gear_last_error_message());
+}
+
+/* The same values in the three packed or token-major layouts; xs (if not
+ * NULL) gets bf16 with channels 2 apart and NaN between them. */
+static void rw_fill(rw_src *s, uint64_t seed, gear_kind kind, uint16_t *xs)
+{
+    const int H = RW_H, T = RW_T, D = RW_D;
+    const size_t N = (size_t)H * T * D;
+    s->x = tu_synth(seed, kind, H, T, D);
+    s->xt = tu_alloc_f(N);
+    s->xb = malloc(sizeof *s->xb * N);
+    TU_CHECK(s->xb != NULL);
+    for (size_t i = 0; i < N; i++) { /* values that bf16 holds exactly */
+        s->xb[i] = gear_float_to_bf16(s->x[i]);
+        s->x[i] = gear_bf16_to_float(s->xb[i]);
+        if (xs) {
+            xs[2 * i] = s->xb[i];
+            xs[2 * i + 1] = 0x7fc0;
+        }
+    }
+    for (int h = 0; h < H; h++)
+        for (int t = 0; t < T; t++)
+            memcpy(s->xt + ((size_t)t * H + h) * D, s->x + ((size_t)h * T + t) * D, sizeof(float) * D);
 }
 
 static void rows_cache_case(gear_context *be, gear_context *ref, const char *name, int same)
@@ -1157,18 +1192,13 @@ static void rows_cache_case(gear_context *be, gear_context *ref, const char *nam
     (void)ref;
     (void)same;
     const int H = RW_H, T = RW_T, D = RW_D;
-    static const int pieces[] = {10, 150, 1, 64, 100};
+    static const int pieces[] = {10, 182, 1, 64, 68}; /* the second: blocks 1 and 2 whole */
     const size_t N = (size_t)H * T * D;
-    float *x = tu_synth(907, GEAR_KEY, H, T, D), *xt = tu_alloc_f(N);
-    uint16_t *xb = malloc(sizeof *xb * N), *xs = malloc(2 * sizeof *xs * N);
-    TU_CHECK(xb && xs);
-    for (size_t i = 0; i < N; i++) { /* values that bf16 holds exactly */
-        xb[i] = xs[2 * i] = gear_float_to_bf16(x[i]);
-        xs[2 * i + 1] = 0x7fc0; /* NaN between the channels: never read */
-        x[i] = gear_bf16_to_float(xb[i]);
-    }
-    for (int h = 0; h < H; h++)
-        for (int t = 0; t < T; t++) memcpy(xt + ((size_t)t * H + h) * D, x + ((size_t)h * T + t) * D, sizeof(float) * D);
+    uint16_t *xs = malloc(2 * sizeof *xs * N);
+    TU_CHECK(xs != NULL);
+    rw_src s, sv;
+    rw_fill(&s, 907, GEAR_KEY, xs);
+    rw_fill(&sv, 908, GEAR_VALUE, NULL);
     int np = gear_preset_count();
     for (int p = 0; p < np; p++) {
         gear_config ck = tu_preset(gear_preset_name(p), GEAR_KEY);
@@ -1181,7 +1211,7 @@ static void rows_cache_case(gear_context *be, gear_context *ref, const char *nam
             TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
             int t0 = 0;
             for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
-                append_rows(c, x, xt, layout == 3 ? xs : xb, layout, t0, pieces[i], GEAR_OK);
+                append_rows(c, &s, &s, xs, layout, t0, pieces[i], GEAR_OK);
                 t0 += pieces[i];
             }
             saved[layout] = tu_cache_save(c, &len[layout]);
@@ -1193,39 +1223,46 @@ static void rows_cache_case(gear_context *be, gear_context *ref, const char *nam
         for (int layout = 0; layout < 4; layout++) free(saved[layout]);
     }
     /* a bad value at token 100 of a 150-token append after 10 buffered
-     * tokens: inside the second whole block of the piece */
+     * tokens: in the layer's block 1, the piece's one whole block, of the
+     * keys or of the values (the keys' blocks then went through) */
     gear_config ck = tu_preset("gear2", GEAR_KEY), cv = tu_preset("gear2", GEAR_VALUE);
-    static const struct { int layout; float val; gear_status want; } bad[] = {
-        {0, NAN, GEAR_ERR_NONFINITE}, {0, 7e4f, GEAR_ERR_RANGE}, {1, -INFINITY, GEAR_ERR_NONFINITE},
-        {1, -1e5f, GEAR_ERR_RANGE}, {2, NAN, GEAR_ERR_NONFINITE}, {2, 1e6f, GEAR_ERR_RANGE},
+    static const struct { int layout, in_v; float val; gear_status want; } bad[] = {
+        {0, 0, NAN, GEAR_ERR_NONFINITE},      {0, 1, 65505.0f, GEAR_ERR_RANGE},
+        {1, 1, -INFINITY, GEAR_ERR_NONFINITE}, {1, 0, -65520.0f, GEAR_ERR_RANGE},
+        {2, 1, NAN, GEAR_ERR_NONFINITE},      {2, 0, 65536.0f, GEAR_ERR_RANGE},
+        {2, 1, -1e6f, GEAR_ERR_RANGE},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rw_src *b = bad[i].in_v ? &sv : &s;
         gear_cache *c = NULL;
         TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
-        append_rows(c, x, xt, xb, bad[i].layout, 0, 10, GEAR_OK);
+        append_rows(c, &s, &sv, xs, bad[i].layout, 0, 10, GEAR_OK);
         size_t l0, l1;
         uint8_t *before = tu_cache_save(c, &l0);
         size_t at = ((size_t)1 * T + 10 + 100) * D + 7, att = ((size_t)(10 + 100) * H + 1) * D + 7;
-        float kx = x[at], kt = xt[att];
-        uint16_t kb = xb[at];
-        x[at] = xt[att] = bad[i].val;
-        xb[at] = gear_float_to_bf16(bad[i].val);
-        append_rows(c, x, xt, xb, bad[i].layout, 10, 150, bad[i].want);
+        float kx = b->x[at], kt = b->xt[att];
+        uint16_t kb = b->xb[at];
+        b->x[at] = b->xt[att] = bad[i].val;
+        b->xb[at] = gear_float_to_bf16(bad[i].val);
+        append_rows(c, &s, &sv, xs, bad[i].layout, 10, 150, bad[i].want);
         TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 100 channel 7") != NULL,
                   "%s: message '%s' does not name the position", name, gear_last_error_message());
-        x[at] = kx;
-        xt[att] = kt;
-        xb[at] = kb;
+        b->x[at] = kx;
+        b->xt[att] = kt;
+        b->xb[at] = kb;
         uint8_t *after = tu_cache_save(c, &l1);
         TU_ASSERT(l0 == l1 && !memcmp(before, after, l0), "%s: a failed append changed the cache", name);
         free(before);
         free(after);
         gear_cache_free(c);
     }
+    rw_src *all[] = {&s, &sv};
+    for (int k = 0; k < 2; k++) {
+        free(all[k]->x);
+        free(all[k]->xt);
+        free(all[k]->xb);
+    }
     free(xs);
-    free(xb);
-    free(xt);
-    free(x);
 }
 
 START_TEST(test_rows_cache_append) { for_each_backend(rows_cache_case); }

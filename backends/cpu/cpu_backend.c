@@ -166,7 +166,8 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
         if (sc) sc->cbt = cbt;
         /* fp16 blocks go straight to the fused compressor where it fits
          * them, else through an fp32 copy */
-        int conv = (x16 && !direct) || xr; /* blocks converted into xf */
+        int packed = xr && rdt == GEAR_F32 && ld == L->d; /* fp32 read where it lies */
+        int conv = (x16 && !direct) || (xr && !packed); /* blocks converted into xf */
         float *xf = conv ? gear_cpu_buf(&tw->b[0], sizeof(float) * L->n * L->d) : NULL;
 #pragma omp for schedule(static)
         for (unsigned i = 0; i < count; i++) {
@@ -175,7 +176,7 @@ static gear_status compress_many(cpu_state *s, const gear_block_layout *L, unsig
             if (!sc || (conv && !xf)) st = GEAR_ERR_NO_MEMORY;
             else if (x16 && !direct && !rows_from_halves(x16[i], ld, L->n, L->d, xf)) st = GEAR_ERR_NONFINITE;
             else if (xr && !rows_in_range(xr[i], rdt, ld, L->n, L->d, xf)) st = rows_fault(xr[i], rdt, ld, L->n, L->d);
-            if (xr && rdt == GEAR_F32 && ld == L->d) in = xr[i]; /* checked where it lies */
+            if (packed) in = xr[i]; /* checked where it lies */
             /* the next block's rows arrive while this one computes: spread
              * over the fused compressor's strips (256 prefetches at once
              * stalled on the misses in flight), else all at once */

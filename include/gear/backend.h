@@ -426,12 +426,17 @@ struct gear_backend_i {
                                           const uint8_t *const *blk, uint16_t *const *out, size_t ld);
     /* compress_blocks from fp32 or bf16 rows in host memory, for host
      * backends (ABI 5): block i is n rows of d values of type dtype
-     * (GEAR_F32 or GEAR_BF16) from x[i], rows ld values apart.  The backend
-     * reads, converts and checks them in its threads, next to its compute,
-     * instead of the core staging and checking fp32 rows serially.
-     * Returns GEAR_ERR_NONFINITE if a value is Inf or NaN and
-     * GEAR_ERR_RANGE if one is beyond fp16's largest finite value (the core
-     * then finds and reports it; blk contents are then unspecified),
+     * (GEAR_F32 or GEAR_BF16) from x[i], rows ld values apart (ld may be
+     * anything, 0 included: rows may overlap; x[i] is aligned to its
+     * element size only).  The backend reads, converts and checks them in
+     * its threads, next to its compute, instead of the core staging and
+     * checking fp32 rows serially.  The core calls it only for layouts
+     * with codes (bits > 0; CQ with its codebook), in round-to-nearest,
+     * with blk zero-filled, and writes headers and CRCs afterwards.
+     * Returns GEAR_ERR_NONFINITE or GEAR_ERR_RANGE if a value is Inf or
+     * NaN, or beyond fp16's largest finite value, 65504 (which of the two
+     * when a batch holds both kinds is unspecified: the core then stages
+     * and reports the first; blk contents are then unspecified), and
      * GEAR_ERR_UNSUPPORTED for a layout or type it does not handle. */
     gear_status (*compress_blocks_rows)(void *state, const gear_block_layout *L, unsigned count,
                                         const gear_block_id *ids, const void *const *x, gear_dtype dtype,
