@@ -172,8 +172,9 @@ gear_status gear_view_check(const gear_tensor *x, const char *name, int64_t *h, 
 /* 1 if no two of the view's (head, token) rows share an element (strides
  * at least the extent below them), so that threads may write rows at once. */
 int gear_view_rows_disjoint(const gear_tensor *x);
-/* Contiguous fp16 rows of head h from token t0 (rows ld halves apart)
- * of a checked view: 1 and the pointer, or 0 for any other view. */
+/* Contiguous fp16 rows of head h from token t0 (rows ld halves apart,
+ * ld >= 0) of a checked view in host memory: 1 and the pointer, or 0 for
+ * any other view. */
 int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
                        size_t *ld);
 /* Rows of head h from token t0 of a checked view in host memory whose

@@ -151,17 +151,6 @@ int gear_view_rows_disjoint(const gear_tensor *x)
     return 1;
 }
 
-int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
-                       size_t *ld)
-{
-    int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
-    int64_t ts = x->ndim == 2 ? x->strides[0] : x->strides[1];
-    if (x->dtype != GEAR_F16 || cs != 1 || x->on_device) return 0;
-    *rows = (const uint16_t *)x->data + view_offset(x, h, t0, 0);
-    *ld = (size_t)ts;
-    return 1;
-}
-
 int gear_view_host_rows(const gear_tensor *x, int64_t h, int64_t t0, const void **rows, size_t *ld)
 {
     int64_t cs = x->ndim == 2 ? x->strides[1] : x->strides[2];
@@ -169,6 +158,15 @@ int gear_view_host_rows(const gear_tensor *x, int64_t h, int64_t t0, const void 
     if (cs != 1 || x->on_device || ts < 0) return 0;
     *rows = (const char *)x->data + view_offset(x, h, t0, 0) * (int64_t)gear_dtype_size(x->dtype);
     *ld = (size_t)ts;
+    return 1;
+}
+
+int gear_view_f16_rows(const gear_tensor *x, int64_t h, int64_t t0, const uint16_t **rows,
+                       size_t *ld)
+{
+    const void *p;
+    if (x->dtype != GEAR_F16 || !gear_view_host_rows(x, h, t0, &p, ld)) return 0;
+    *rows = p;
     return 1;
 }
 
