@@ -633,6 +633,57 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
 END_TEST
 
+/* Attention over layouts beside the presets' (rank 2, one outlier per
+ * side): ranks 1, 3 and 4, and 2, 3 and 4 outliers per side (outlier
+ * ratios 0.05 to 0.12 on groups of 64), which the cpu module's AVX-512
+ * kernels take as far as their per-block scratch holds them, and beyond
+ * that its portable path. */
+static void layouts_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const struct { const char *preset; unsigned rank; float s; } lay[] = {
+        {"gear2", 1, 0.02f}, {"gear2", 3, 0.02f}, {"gear2", 4, 0.02f}, {"gear2", 2, 0.05f},
+        {"gear2", 2, 0.10f}, {"gear2", 4, 0.05f}, {"kivi2", 0, 0.12f}, {"gear4", 4, 0.05f},
+    };
+    static const int dims[] = {64, 128}, groups[] = {1, 4};
+    const int hkv = 2, T = 64 * 5 + 5;
+    for (size_t di = 0; di < 2; di++) {
+        int d = dims[di];
+        float *k = tu_synth(230 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(240 + di, GEAR_VALUE, hkv, T, d);
+        for (size_t li = 0; li < sizeof lay / sizeof lay[0]; li++) {
+            gear_config ck = tu_preset(lay[li].preset, GEAR_KEY), cv = tu_preset(lay[li].preset, GEAR_VALUE);
+            ck.rank = cv.rank = lay[li].rank;
+            ck.iters = cv.iters = 3;
+            ck.outlier_ratio = cv.outlier_ratio = lay[li].s;
+            gear_cache *ca, *cb;
+            twin_caches(ref, be, &ck, &cv, hkv, d, T, 1024, k, v, &ca, &cb);
+            for (size_t gi = 0; gi < 2; gi++)
+                for (int nq = 1; nq <= 2; nq++) {
+                    int hq = hkv * groups[gi];
+                    size_t qn = (size_t)hq * nq * d;
+                    float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+                    gear_synth_normal(250 + (uint64_t)nq + gi, (int)qn, q);
+                    float sc = 1.0f / sqrtf((float)d);
+                    TU_OK(tu_cache_attention(ca, 0, q, hq, nq, d, sc, oa));
+                    TU_OK(tu_cache_attention(cb, 0, q, hq, nq, d, sc, ob));
+                    TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s rank %u s %g d %d G %d nq %d: attention NMSE %g",
+                              name, lay[li].preset, lay[li].rank, (double)lay[li].s, d, groups[gi], nq,
+                              tu_nmse(ob, oa, qn));
+                    free(q);
+                    free(oa);
+                    free(ob);
+                }
+            gear_cache_free(ca);
+            gear_cache_free(cb);
+        }
+        free(k);
+        free(v);
+    }
+}
+
+START_TEST(test_attention_other_layouts) { for_each_backend(layouts_case); }
+END_TEST
+
 /* The same attention with q scaled by f and the softmax scale by 1/f:
  * the logits, and so the outputs, are those of f = 1 up to rounding, on
  * every backend.  A tiny q with a huge scale once made the cpu module's
@@ -1508,6 +1559,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
+    tcase_add_test(tc, test_attention_other_layouts);
     tcase_add_test(tc, test_attention_extreme_scale);
     tcase_add_test(tc, test_attention_huge_queries);
     tcase_add_test(tc, test_attention_dominant_keys);

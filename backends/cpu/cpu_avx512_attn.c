@@ -1,6 +1,7 @@
 /*
  * cpu_avx512_attn.c - AVX-512 decode attention over 2-bit blocks with
- * groups of 64 (kivi2, and gear2's outliers and rank-2 factors) and, in
+ * groups of 64 (kivi2, and gear2's outliers and low-rank factors: ranks up
+ * to 4, k outliers per side, within a block's scratch) and, in
  * the fixed-point kernel, 4-bit ones (kivi4, kcvt4, gear4), one (block,
  * KV head) at a time for every query row (two heads side by side for a
  * single row at head dim 64 without outliers or rank: attend_fix_pair).  Compiled with AVX-512
@@ -30,6 +31,27 @@
 #define NB 64       /* tokens per block */
 #define MAXD 256    /* largest head dim taken (gear_cpu_attn2_fits) */
 #define QUAD 4      /* query rows per pass: 16 accumulators */
+#define RMAX 4      /* largest low rank taken */
+
+/* Per-block fp32 copies shared by a block's row quads.  The low-rank
+ * columns and the outliers share x: A_k (rank x 64), B_k (rank x d), the
+ * outliers, each at an offset of the layout (lowrank_b, outliers_at), with
+ * the rank-2 offsets of every layout up to rank 2.  The struct's size and
+ * the offsets of rank 2 stay what they were when it held fixed arrays for
+ * rank 2 and one outlier per side: a few hundred bytes more on this stack
+ * frame made gear2 and even kivi2 (which touches none of it) 6-10 % slower
+ * at G = 4 (Zen 4, twentieth session), by where the other arrays landed. */
+#define XFLOATS (2 * NB + 4 * MAXD)
+#define OMAX (2 * MAXD) /* most outliers a block may have here */
+typedef struct blk2 {
+    float dl[MAXD], mn[MAXD];        /* scales, minima: [row][group] */
+    float dlT[MAXD], mnT[MAXD];      /* values: [group][token] */
+    float x[XFLOATS];                /* A_k, B_k, outlier value minus its group minimum */
+    uint8_t ot[OMAX], oc[OMAX];      /* outlier token, channel (< 256) */
+} blk2;
+
+INLINE unsigned lowrank_b(const gear_block_layout *L) { return L->rank <= 2 ? 2 * NB : L->rank * NB; }
+INLINE unsigned outliers_at(const gear_block_layout *L) { return L->rank <= 2 ? 2 * NB + 2 * MAXD : L->rank * (NB + L->d); }
 
 /* The fixed-point kernel's weights drop a block's key products when all
  * are below 2^-100 (fix16), which the softmax scale, applied to the sum
@@ -56,9 +78,13 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
         if ((x->bits != 2 && x->bits != 4) || x->cq_dim || x->row_bytes != x->row_len * x->bits / 8) return 0;
         /* keys: one group per channel row; values: 64 channels or the row */
         if (x->group != 64 && !(i == 1 && x->group == d)) return 0;
-        if (x->rank != 0 && x->rank != 2) return 0;
-        /* outliers: none, or one max and one min per group, group by group */
-        if (x->n_outliers && (x->k_full != 1 || x->outliers_per_row != 2 * x->groups_per_row)) return 0;
+        /* rank up to 4, its columns and the outliers within blk2 */
+        if (x->rank > RMAX || x->rank * (NB + d) > XFLOATS) return 0;
+        /* outliers: none, or k maxima and k minima in every group, all
+         * groups whole (so that outlier j lies in group j / 2k) */
+        if (x->n_outliers &&
+            (x->tail_len != x->group || x->n_outliers > OMAX || outliers_at(x) + x->n_outliers > XFLOATS))
+            return 0;
         flt &= x->bits == 2 && x->group == 64;
     }
     return flt || fixed;
@@ -187,7 +213,7 @@ INLINE void deint2(const float *src, unsigned m, float *ev, float *od)
     }
 }
 
-/* m rows of w fp16 (w = 1, 2 or 4) as w fp32 columns of m: dst[k*m + x]. */
+/* m rows of w fp16 (w = 1 to 4) as w fp32 columns of m: dst[k*m + x]. */
 INLINE void columns(const uint8_t *src, unsigned m, unsigned w, float *dst)
 {
     float t[4 * MAXD], u[4 * MAXD];
@@ -198,6 +224,11 @@ INLINE void columns(const uint8_t *src, unsigned m, unsigned w, float *dst)
     halves16(src, m * w, t);
     if (w == 2) {
         deint2(t, m, dst, dst + m);
+        return;
+    }
+    if (w == 3) { /* rank 3 only: not worth a permute table */
+        for (unsigned x = 0; x < m; x++)
+            for (unsigned k = 0; k < 3; k++) dst[k * m + x] = t[3 * x + k];
         return;
     }
     deint2(t, 2 * m, u, u + 2 * m); /* columns {0,2} and {1,3}, still paired */
@@ -226,17 +257,53 @@ INLINE void axpy2(float *y, float a, const float *x, float b, const float *z, un
     }
 }
 
-/* Per-block fp32 copies shared by a block's row quads. */
-typedef struct blk2 {
-    float dl[MAXD], mn[MAXD];        /* scales, minima: [row][group] */
-    float dlT[MAXD], mnT[MAXD];      /* values: [group][token] */
-    float a[2 * NB], b[2 * MAXD];    /* low-rank columns A_k, B_k */
-    float ov[2 * MAXD];              /* outlier value minus its group minimum */
-    uint8_t ot[2 * MAXD], oc[2 * MAXD]; /* outlier token, channel (< 256) */
-} blk2;
+/* y (ny floats) += sum over k < rank of (x . u_k) v_k, with u_k and v_k
+ * the columns u + k*nx and v + k*ny: the low-rank term of one row, two
+ * columns a pass. */
+INLINE void lowrank_row(float *y, unsigned ny, const float *x, const float *u, unsigned nx, const float *v, unsigned rank)
+{
+    unsigned k = 0;
+    for (; k + 2 <= rank; k += 2)
+        axpy2(y, dot16(x, u + (size_t)k * nx, nx), v + (size_t)k * ny, dot16(x, u + (size_t)(k + 1) * nx, nx),
+              v + (size_t)(k + 1) * ny, ny);
+    if (k < rank) {
+        __m512 a = _mm512_set1_ps(dot16(x, u + (size_t)k * nx, nx));
+        for (unsigned i = 0; i < ny; i += 16)
+            _mm512_storeu_ps(y + i, _mm512_fmadd_ps(a, _mm512_loadu_ps(v + (size_t)k * ny + i), _mm512_loadu_ps(y + i)));
+    }
+}
 
-/* Scales, minima, factors and outliers of one block as fp32. */
-INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
+/* Lane i: x[(j + i) / per] (0 past len), for the 16 outliers from j
+ * (a multiple of 16) whose source rows (or groups) hold per >= 2 each, in
+ * order: they span at most 9 rows, so one window of 16 and a permute
+ * gather them.  per a power of two (sh = log2 per; with a constant sh,
+ * constant masks and indices): rows j/per on, 16/per of them (one for
+ * per >= 16); else inv = 1/per in fp32: (j + i + 0.5) * inv is within
+ * 2^-7/per of its exact value for j < 2^16, and at least 0.5/per from an
+ * integer, so it truncates to the exact quotient. */
+INLINE __m512 rows16(const float *x, unsigned len, unsigned j, unsigned per, int sh, float inv)
+{
+    (void)per;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    if (sh >= 0) {
+        __m512i r = sh <= 4 ? _mm512_srli_epi32(lane, (unsigned)sh) : _mm512_setzero_si512();
+        __mmask16 m = sh <= 4 ? (__mmask16)((1u << (16 >> sh)) - 1) : 1;
+        return _mm512_permutexvar_ps(r, _mm512_maskz_loadu_ps(m, x + (j >> sh)));
+    }
+    unsigned r0 = (unsigned)(((float)j + 0.5f) * inv), left = len > r0 ? len - r0 : 0;
+    __m512 jf = _mm512_add_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lane, _mm512_set1_epi32((int)j))), _mm512_set1_ps(0.5f));
+    __m512i r = _mm512_sub_epi32(_mm512_cvttps_epi32(_mm512_mul_ps(jf, _mm512_set1_ps(inv))), _mm512_set1_epi32((int)r0));
+    __m512 w = _mm512_maskz_loadu_ps(left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1), x + r0);
+    return _mm512_permutexvar_ps(r, w);
+}
+
+/* log2 x for a power of two, else -1 */
+INLINE int log2_exact(unsigned x) { return x && !(x & (x - 1)) ? __builtin_ctz(x) : -1; }
+
+/* Scales, minima, factors and outliers of one block as fp32; gen: any
+ * layout gear_cpu_attn2_fits takes, else rank 0 or 2 and one outlier per
+ * side (a constant in every kernel: see attend_fix_gen). */
+INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, int gen)
 {
     unsigned d = L->d, G = L->groups_per_row, ng = L->rows * G, lg = d == 64 ? 6 : d == 128 ? 7 : 8;
     if (L->kind == GEAR_KEY) halves16(blk + L->off_scales, ng, f->dl);
@@ -246,18 +313,20 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f)
         columns(blk + L->off_mins, NB, G, f->mnT);
     }
     if (L->rank) {
-        columns(blk + L->off_a, NB, 2, f->a);
-        columns(blk + L->off_b, d, 2, f->b);
+        columns(blk + L->off_a, NB, gen ? L->rank : 2, f->x);
+        columns(blk + L->off_b, d, gen ? L->rank : 2, f->x + lowrank_b(L));
     }
     if (L->n_outliers) {
-        /* outlier j lies in group j/2 (one max, one min per group) */
-        const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        /* outlier j lies in group j/2k (k maxima and k minima a group;
+         * n_outliers is a multiple of 16: 2k a group, 64 or d rows) */
         const uint8_t *idx = blk + L->off_oidx, *val = blk + L->off_oval;
+        unsigned opg = gen ? 2 * L->k_full : 2;
+        float *ov = f->x + outliers_at(L);
         for (unsigned j = 0; j < L->n_outliers; j += 16) {
             __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 2 * j)));
-            __m512 mn = _mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, f->mn + j / 2));
+            __m512 mn = gen ? rows16(f->mn, ng, j, opg, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 2, 1, 0.5f);
             __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(val + 2 * j)));
-            _mm512_storeu_ps(f->ov + j, _mm512_sub_ps(v, mn));
+            _mm512_storeu_ps(ov + j, _mm512_sub_ps(v, mn));
             _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(_mm512_srli_epi32(x, lg)));
             _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(_mm512_and_si512(x, _mm512_set1_epi32((int)d - 1))));
         }
@@ -331,17 +400,19 @@ INLINE void scatter16(part4 pt, __m512 x, const uint8_t *idx)
 
 /* corr (len x 4 interleaved rows) = sum over j < n of ov[j] *
  * xT[4*(j/per) .. +4] at corr[4*idx[j] ..] (n a multiple of 4, idx < len,
- * len a multiple of 4; per = 2, 4 or 8 outliers per source row: keys, 2 a
- * channel; values, 2 per group of a token, which gear_block_parse checks):
- * the 4-row form of scatter16.  Four
- * outliers a step: their terms in one vector (lanes 4k..4k+3 for outlier
- * j+k), then four 4-lane read-modify-writes, the even ones into corr and
- * the odd ones into a second copy: the two outliers of a group never
- * share an index, so consecutive ones never wait on each other.  One
- * outlier at a time (a broadcast and an FMA each), the whole kernel was
- * 2-5 % slower at G = 4 with outliers. */
+ * len a multiple of 4; per, the outliers of a source row, even: keys, 2k a
+ * channel; values, 2k per group of a token, which gear_block_parse
+ * checks): the 4-row form of scatter16.  Four outliers a step: their terms
+ * in one vector (lanes 4k..4k+3 for outlier j+k), then four 4-lane
+ * read-modify-writes, the even ones into corr and the odd ones into a
+ * second copy: the two outliers of a group never share an index, so
+ * consecutive ones never wait on each other.  One outlier at a time (a
+ * broadcast and an FMA each), the whole kernel was 2-5 % slower at G = 4
+ * with outliers.  gen: per any even number (else 2, 4 or 8): outliers
+ * j+2 and j+3 start the next source row or neither does (when j is
+ * per - 2 into its row). */
 INLINE void scatter_fma4(const float *restrict ov, const float *restrict xT, unsigned per,
-                         const uint8_t *restrict idx, unsigned n, float *restrict corr, unsigned len)
+                         const uint8_t *restrict idx, unsigned n, float *restrict corr, unsigned len, int gen)
 {
     float part[4 * MAXD];
     for (unsigned i = 0; i < 4 * len; i += 16) {
@@ -350,13 +421,20 @@ INLINE void scatter_fma4(const float *restrict ov, const float *restrict xT, uns
     }
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __m512i pair = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
-    unsigned sh = per == 2 ? 1 : per == 4 ? 2 : 3;
+    unsigned sh = per == 2 ? 1 : per == 4 ? 2 : 3, row = 0, rem = 0; /* gen: j = row*per + rem */
     for (unsigned j = 0; j < n; j += 4) {
         __m512 x;
-        if (per == 2) /* rows j/2 (twice) and j/2 + 1 (twice) */
+        if (gen) {
+            if (rem + 2 == per) /* rows `row` (twice) and row + 1 (twice) */
+                x = _mm512_permutexvar_ps(pair, _mm512_castps256_ps512(_mm256_loadu_ps(xT + 4 * row)));
+            else /* row `row` four times */
+                x = _mm512_broadcast_f32x4(_mm_loadu_ps(xT + 4 * row));
+            for (rem += 4; rem >= per; rem -= per) row++;
+        } else if (per == 2) { /* rows j/2 (twice) and j/2 + 1 (twice) */
             x = _mm512_permutexvar_ps(pair, _mm512_castps256_ps512(_mm256_loadu_ps(xT + 4 * (j / 2))));
-        else /* row j/per four times */
+        } else { /* row j/per four times */
             x = _mm512_broadcast_f32x4(_mm_loadu_ps(xT + 4 * (j >> sh)));
+        }
         x = _mm512_mul_ps(x, _mm512_permutexvar_ps(quad, _mm512_castps128_ps512(_mm_loadu_ps(ov + j))));
         uint32_t w; /* the four indices in one load, before any store */
         memcpy(&w, idx + j, 4);
@@ -371,30 +449,41 @@ INLINE void scatter_fma4(const float *restrict ov, const float *restrict xT, uns
         _mm512_storeu_ps(corr + i, _mm512_add_ps(_mm512_loadu_ps(corr + i), _mm512_loadu_ps(part + i)));
 }
 
+/* pt[idx[j]] += x[j / per] * ov[j] for the n outliers of one row (x:
+ * len floats; per 2, 4 or 8 unless gen). */
+INLINE void outlier_terms(part4 pt, const float *x, unsigned len, unsigned per, const float *ov, unsigned n,
+                          const uint8_t *idx, int gen)
+{
+    int sh = gen ? log2_exact(per) : per == 2 ? 1 : per == 4 ? 2 : 3;
+    float inv = gen ? 1.0f / (float)per : 0.0f;
+    for (unsigned j = 0; j < n; j += 16)
+        scatter16(pt, _mm512_mul_ps(rows16(x, len, j, per, sh, inv), _mm512_loadu_ps(ov + j)), idx + j);
+}
+
 /* The outlier terms of one row of key scores, into pt (partial copies):
  * run before the code loop, which they do not depend on, so that its
  * dot products and these loads and stores overlap. */
-INLINE void key_outliers1(const gear_block_layout *L, const blk2 *f, const float *q, part4 pt)
+INLINE void key_outliers1(const gear_block_layout *L, const blk2 *f, const float *q, part4 pt, int gen)
 {
-    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     part4_zero(pt, NB);
-    for (unsigned j = 0; j < L->n_outliers; j += 16)
-        scatter16(pt, _mm512_mul_ps(_mm512_permutexvar_ps(dup, _mm512_maskz_loadu_ps(0xff, q + j / 2)), _mm512_loadu_ps(f->ov + j)),
-                  f->ot + j);
+    outlier_terms(pt, q, L->d, gen ? L->outliers_per_row : 2, f->x + outliers_at(L), L->n_outliers, f->ot, gen);
 }
 
 /* Low-rank and outlier terms of R rows of key scores s (natural order);
  * one row's outliers are already in pt (key_outliers1). */
-INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s, part4 pt)
+INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q, unsigned R, float *s, part4 pt, int gen)
 {
     unsigned d = L->d;
     if (L->rank) /* (q.B_k) A_k */
         for (unsigned r = 0; r < R; r++) {
-            const float *qr = q + (size_t)r * d;
-            axpy2(s + r * NB, dot16(qr, f->b, d), f->a, dot16(qr, f->b + d, d), f->a + NB, NB);
+            const float *qr = q + (size_t)r * d, *a = f->x, *b = f->x + lowrank_b(L);
+            if (gen)
+                lowrank_row(s + r * NB, NB, qr, b, d, a, L->rank);
+            else
+                axpy2(s + r * NB, dot16(qr, b, d), a, dot16(qr, b + d, d), a + NB, NB);
         }
     /* outliers: the exact value replaces the minimum that code 0 gave;
-     * outlier j lies in channel j/2 */
+     * outlier j lies in channel j/2k */
     unsigned n = L->n_outliers;
     if (!n) return;
     if (R == 1) {
@@ -404,52 +493,48 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     /* several rows: one 4-row update per outlier, rows interleaved */
     float qT[4 * MAXD], corr[4 * NB];
     interleave4(q, d, R, d, qT);
-    scatter_fma4(f->ov, qT, 2, f->ot, n, corr, NB);
+    scatter_fma4(f->x + outliers_at(L), qT, gen ? L->outliers_per_row : 2, f->ot, n, corr, NB, gen);
     add_deinterleaved4(s, NB, R, NB, corr);
 }
 
 /* Low-rank and outlier terms of R value rows, into onat (natural order). */
-INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float *p, unsigned R, float *onat)
+INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float *p, unsigned R, float *onat, int gen)
 {
     unsigned d = L->d;
     if (L->rank) /* (p.A_k) B_k */
         for (unsigned r = 0; r < R; r++) {
-            const float *pr = p + r * NB;
-            axpy2(onat + (size_t)r * d, dot16(pr, f->a, NB), f->b, dot16(pr, f->a + NB, NB), f->b + d, d);
+            const float *pr = p + r * NB, *a = f->x, *b = f->x + lowrank_b(L);
+            if (gen)
+                lowrank_row(onat + (size_t)r * d, d, pr, a, NB, b, L->rank);
+            else
+                axpy2(onat + (size_t)r * d, dot16(pr, a, NB), b, dot16(pr, a + NB, NB), b + d, d);
         }
     unsigned n = L->n_outliers;
     if (!n) return;
     if (R == 1) {
         part4 pt;
-        /* outlier j belongs to token j / per (gear_block_parse checks the
-         * order): the 16 tokens' weights are 16/per floats, each per times */
-        unsigned per = L->outliers_per_row, sh = per == 2 ? 1 : per == 4 ? 2 : 3;
-        const __m512i tok = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), sh);
-        __mmask16 m = (__mmask16)((1u << (16 >> sh)) - 1);
+        /* outlier j belongs to token j / per (gear_block_parse checks the order) */
         part4_zero(pt, d);
-        for (unsigned j = 0; j < n; j += 16) {
-            __m512 w = _mm512_permutexvar_ps(tok, _mm512_maskz_loadu_ps(m, p + (j >> sh)));
-            scatter16(pt, _mm512_mul_ps(w, _mm512_loadu_ps(f->ov + j)), f->oc + j);
-        }
+        outlier_terms(pt, p, NB, L->outliers_per_row, f->x + outliers_at(L), n, f->oc, gen);
         part4_add(pt, onat, d);
         return;
     }
     float pT[4 * NB], corr[4 * MAXD];
     interleave4(p, NB, R, NB, pT);
-    scatter_fma4(f->ov, pT, L->outliers_per_row, f->oc, n, corr, d);
+    scatter_fma4(f->x + outliers_at(L), pT, L->outliers_per_row, f->oc, n, corr, d, gen);
     add_deinterleaved4(onat, d, R, d, corr);
 }
 
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
 INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                        unsigned R, float *s, const uint8_t *next, float scale)
+                        unsigned R, float *s, const uint8_t *next, float scale, int gen)
 {
     (void)scale;
     unsigned d = L->d;
     float qs[QUAD * MAXD];
     __m512 acc[QUAD][4];
     part4 pt;
-    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
+    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt, gen);
     for (unsigned r = 0; r < R; r++) {
         const float *qr = q + (size_t)r * d;
         __m512 b = _mm512_setzero_ps();
@@ -473,13 +558,13 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
         }
     }
     for (unsigned r = 0; r < R; r++) unpermute64(acc[r], s + r * NB);
-    key_extras(L, f, q, R, s, pt);
+    key_extras(L, f, q, R, s, pt, gen);
 }
 
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
  * and low-rank terms. */
 INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                    unsigned R, float *o, float *onat, const uint8_t *next)
+                    unsigned R, float *o, float *onat, const uint8_t *next, int gen)
 {
     unsigned d = L->d, G = L->groups_per_row;
     float pw[QUAD * NB];
@@ -513,7 +598,7 @@ INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *
                 _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), _mm512_add_ps(acc[r][j], _mm512_set1_ps(bias[r]))));
             }
     }
-    value_extras(L, f, p, R, onat);
+    value_extras(L, f, p, R, onat, gen);
 }
 
 /* Scale, mask (positions past lim[r]), fold into the running softmax of
@@ -895,7 +980,7 @@ key_fine_passes(const uint8_t *codes, fixw *fine, float (*fal)[QUAD], unsigned R
  * dim d: constants after inlining.  scale: the softmax scale, for the
  * precision check. */
 VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                              unsigned R, float *s, const uint8_t *next, float scale, unsigned bits, unsigned d)
+                              unsigned R, float *s, const uint8_t *next, float scale, unsigned bits, unsigned d, int gen)
 {
     unsigned rb = 8 * bits, lines = next ? (unsigned)((L->bytes + 63) / 64) : 0; /* rb: 64 codes */
     fixw w, fine[NFINE];
@@ -903,7 +988,7 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
     float bias[QUAD], coarse = KEY_LOGIT_ERR / (fabsf(scale) * (float)((1u << bits) - 1));
     int more = 0;
     part4 pt;
-    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt);
+    if (R == 1 && L->n_outliers) key_outliers1(L, f, q, pt, gen);
     for (unsigned r = 0; r < R; r++) { /* the minima enter once per token */
         w.al[r] = fix16(q + (size_t)r * d, f->dl, f->mn, d, w.hi[r], w.lo[r], &bias[r], coarse, fine, fal, r);
         more |= fal[0][r] != 0.0f;
@@ -923,27 +1008,27 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
         else
             unpermute64_b4(v, s + r * NB);
     }
-    key_extras(L, f, q, R, s, pt);
+    key_extras(L, f, q, R, s, pt, gen);
 }
 
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                            unsigned R, float *s, const uint8_t *next, float scale)
+                            unsigned R, float *s, const uint8_t *next, float scale, int gen)
 {
     if (L->bits == 2 && L->d == 64)
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 64);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 64, gen);
     else if (L->bits == 2)
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 128);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 128, gen);
     else if (L->d == 64)
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 64);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 64, gen);
     else
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 128);
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, 128, gen);
 }
 
 /* values2 in fixed point, 64 channels at a time; a group is 64 channels or
  * the whole row (one set of weights for every chunk).  bits and d are
  * constants after inlining, so that the code loops know their row stride. */
 VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                          unsigned R, float *o, float *onat, const uint8_t *next, unsigned bits, unsigned d)
+                          unsigned R, float *o, float *onat, const uint8_t *next, unsigned bits, unsigned d, int gen)
 {
     unsigned rb = d * bits / 8, chunks = d / 64, steps = chunks * (NB / 4);
     unsigned lines = next ? (unsigned)((L->bytes + 63) / 64) : 0, per = (lines + steps - 1) / steps;
@@ -966,54 +1051,77 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
                 _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), v));
             }
     }
-    value_extras(L, f, p, R, onat);
+    value_extras(L, f, p, R, onat, gen);
 }
 
 VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                        unsigned R, float *o, float *onat, const uint8_t *next)
+                        unsigned R, float *o, float *onat, const uint8_t *next, int gen)
 {
     if (L->bits == 2 && L->d == 64)
-        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 64);
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 64, gen);
     else if (L->bits == 2)
-        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 128);
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, 128, gen);
     else if (L->d == 64)
-        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 64);
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 64, gen);
     else
-        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 128);
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, 128, gen);
 }
 
 /* One (K, V) block pair for R rows (a compile-time count) starting at r0:
  * scores, softmax, values, through the float (KEYS = key_scores2, VALS =
- * values2) or the fixed-point kernels.  The first row quad prefetches. */
-#define BLOCK_ROWS(a, fk, fv, r0, R, KEYS, VALS)                                                           \
+ * values2) or the fixed-point kernels, for any layout (GEN) or rank 0 or 2
+ * and one outlier per side.  The first row quad prefetches. */
+#define BLOCK_ROWS(a, fk, fv, r0, R, KEYS, VALS, GEN)                                                      \
     do {                                                                                                  \
         float s_[QUAD * NB];                                                                              \
         unsigned d_ = (a)->lk->d;                                                                         \
         float *onat_ = (a)->onat ? (a)->onat + (size_t)(r0) * d_ : NULL, *o_ = (a)->o + (size_t)(r0) * d_; \
-        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k, (a)->scale); \
+        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k, (a)->scale, GEN); \
         softmax2(s_, R, (a)->scale, (a)->pos0, (a)->lim + (r0), (a)->pt + (r0), o_, onat_, d_);           \
-        VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v);                        \
+        VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v, GEN);                   \
     } while (0)
 
 /* Every row of a block pair, four at a time. */
-#define ALL_ROWS(a, KEYS, VALS)                                                              \
+#define ALL_ROWS(a, KEYS, VALS, GEN)                                                         \
     do {                                                                                     \
         blk2 fk_, fv_;                                                                       \
-        block_prep((a)->lk, (a)->kblk, &fk_);                                                \
-        block_prep((a)->lv, (a)->vblk, &fv_);                                                \
+        block_prep((a)->lk, (a)->kblk, &fk_, GEN);                                           \
+        block_prep((a)->lv, (a)->vblk, &fv_, GEN);                                           \
         for (unsigned r0_ = 0; r0_ < (a)->rows; r0_ += QUAD) {                               \
             switch ((a)->rows - r0_) {                                                       \
-            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS); break;                    \
-            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS); break;                    \
-            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS); break;                    \
-            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS); break;                   \
+            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS, GEN); break;               \
+            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS, GEN); break;               \
+            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS, GEN); break;               \
+            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS, GEN); break;              \
             }                                                                                \
         }                                                                                    \
     } while (0)
 
 __attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix(const gear_attn2_block *a)
 {
-    ALL_ROWS(a, key_scores_fix, values_fix);
+    ALL_ROWS(a, key_scores_fix, values_fix, 0);
+}
+
+/* The same for layouts of other ranks and outlier counts: a kernel of its
+ * own, so that the presets' code is compiled as it was without them
+ * (inlined into the one kernel, the general paths made gear2 at G = 4
+ * 5-10 % slower and even kivi2 5 %, by how GCC 12 then allocated the
+ * kernel's registers and laid out its code). */
+__attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix_gen(const gear_attn2_block *a)
+{
+    ALL_ROWS(a, key_scores_fix, values_fix, 1);
+}
+
+__attribute__((noinline)) static void attend_flt_gen(const gear_attn2_block *a)
+{
+    ALL_ROWS(a, key_scores2, values2, 1);
+}
+
+/* Rank 0 or 2 and at most one outlier per side: the presets' layouts. */
+static int common_layout(const gear_block_layout *L)
+{
+    return (L->rank == 0 || L->rank == 2) &&
+           (!L->n_outliers || (L->k_full == 1 && L->outliers_per_row == 2 * L->groups_per_row));
 }
 
 /* Two heads of one query row each, phase by phase (keys of both, then the
@@ -1024,26 +1132,37 @@ __attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix
     blk2 fk[2], fv[2];
     float s[2][NB];
     for (unsigned i = 0; i < 2; i++) {
-        block_prep(a[i].lk, a[i].kblk, &fk[i]);
-        block_prep(a[i].lv, a[i].vblk, &fv[i]);
+        block_prep(a[i].lk, a[i].kblk, &fk[i], 0);
+        block_prep(a[i].lv, a[i].vblk, &fv[i], 0);
     }
-    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k, a[i].scale);
+    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k, a[i].scale, 0);
     for (unsigned i = 0; i < 2; i++)
         softmax2(s[i], 1, a[i].scale, a[i].pos0, a[i].lim, a[i].pt, a[i].o, a[i].onat, a[i].lk->d);
-    for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v);
+    for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v, 0);
 }
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
 {
+    int gen = !common_layout(a->lk) || !common_layout(a->lv); /* the same for every block of a call */
     if (use_fixed(a->lk->d, a->scale)) {
         if (n == 2 && a[0].rows == 1 && a[1].rows == 1) {
             attend_fix_pair(a);
             return;
         }
-        for (unsigned i = 0; i < n; i++) attend_fix(a + i);
+        for (unsigned i = 0; i < n; i++) {
+            if (gen)
+                attend_fix_gen(a + i);
+            else
+                attend_fix(a + i);
+        }
         return;
     }
-    for (unsigned i = 0; i < n; i++) ALL_ROWS(a + i, key_scores2, values2);
+    for (unsigned i = 0; i < n; i++) {
+        if (gen)
+            attend_flt_gen(a + i);
+        else
+            ALL_ROWS(a + i, key_scores2, values2, 0);
+    }
 }
 
 /* o[r] (64-channel groups in the permuted order of `bits`-bit codes) =
