@@ -583,6 +583,24 @@ static void twin_caches(gear_context *ref, gear_context *be, const gear_config *
     TU_OK(tu_cache_append(*cb, 0, k, v, hkv, T, d));
 }
 
+/* NMSE between the attention outputs of caches ca (ref) and cb for
+ * queries [hq, nq, d] drawn from seed, times qmul; scale 1/sqrt(d). */
+static double twin_attention(gear_cache *ca, gear_cache *cb, int hq, int nq, int d, uint64_t seed, float qmul)
+{
+    size_t qn = (size_t)hq * nq * d;
+    float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+    gear_synth_normal(seed, (int)qn, q);
+    for (size_t i = 0; i < qn; i++) q[i] *= qmul;
+    float sc = 1.0f / sqrtf((float)d);
+    TU_OK(tu_cache_attention(ca, 0, q, hq, nq, d, sc, oa));
+    TU_OK(tu_cache_attention(cb, 0, q, hq, nq, d, sc, ob));
+    double e = tu_nmse(ob, oa, qn);
+    free(q);
+    free(oa);
+    free(ob);
+    return e;
+}
+
 /* Attention at the shapes real models use (head_dim 64 and 128, 64-token
  * blocks, 1 and 4 query heads per KV head, 1 and 2 query tokens) where a
  * backend takes its fast paths, for every preset; the context spans many
@@ -609,18 +627,9 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
             for (size_t gi = 0; gi < 2; gi++)
                 for (int nq = ti ? 3 : 1; nq <= nq_max; nq++) {
                     int hq = hkv * groups[gi];
-                    size_t qn = (size_t)hq * nq * d;
-                    float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
-                    gear_synth_normal(220 + (uint64_t)nq + gi, (int)qn, q);
-                    for (size_t i = 0; i < qn; i++) q[i] *= 2.0f; /* peaked softmax */
-                    float sc = 1.0f / sqrtf((float)d);
-                    TU_OK(tu_cache_attention(ca, 0, q, hq, nq, d, sc, oa));
-                    TU_OK(tu_cache_attention(cb, 0, q, hq, nq, d, sc, ob));
-                    TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s d %d G %d nq %d: attention NMSE %g",
-                              name, gear_preset_name(p), d, groups[gi], nq, tu_nmse(ob, oa, qn));
-                    free(q);
-                    free(oa);
-                    free(ob);
+                    double e = twin_attention(ca, cb, hq, nq, d, 220 + (uint64_t)nq + gi, 2.0f); /* peaked softmax */
+                    TU_ASSERT(e < NMSE_MAX, "%s %s d %d G %d nq %d: attention NMSE %g", name, gear_preset_name(p), d,
+                              groups[gi], nq, e);
                 }
             gear_cache_free(ca);
             gear_cache_free(cb);
@@ -660,18 +669,9 @@ static void layouts_case(gear_context *be, gear_context *ref, const char *name, 
             for (size_t gi = 0; gi < 2; gi++)
                 for (int nq = 1; nq <= 2; nq++) {
                     int hq = hkv * groups[gi];
-                    size_t qn = (size_t)hq * nq * d;
-                    float *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
-                    gear_synth_normal(250 + (uint64_t)nq + gi, (int)qn, q);
-                    float sc = 1.0f / sqrtf((float)d);
-                    TU_OK(tu_cache_attention(ca, 0, q, hq, nq, d, sc, oa));
-                    TU_OK(tu_cache_attention(cb, 0, q, hq, nq, d, sc, ob));
-                    TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s rank %u s %g d %d G %d nq %d: attention NMSE %g",
-                              name, lay[li].preset, lay[li].rank, (double)lay[li].s, d, groups[gi], nq,
-                              tu_nmse(ob, oa, qn));
-                    free(q);
-                    free(oa);
-                    free(ob);
+                    double e = twin_attention(ca, cb, hq, nq, d, 250 + (uint64_t)nq + gi, 1.0f);
+                    TU_ASSERT(e < NMSE_MAX, "%s %s rank %u s %g d %d G %d nq %d: attention NMSE %g", name,
+                              lay[li].preset, lay[li].rank, (double)lay[li].s, d, groups[gi], nq, e);
                 }
             gear_cache_free(ca);
             gear_cache_free(cb);
@@ -1392,15 +1392,17 @@ static void edge_case(gear_context *be, gear_context *ref, const char *name, int
     static const unsigned bits[] = {1, 2, 4, 8};
     for (int c = 0; c < 6; c++)
         for (int d = 64; d <= 128; d += 64)
-            for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+            for (size_t p = 0; p < sizeof names / sizeof names[0] + 2; p++) /* + gear2, kivi2: 3 outliers a side */
                 for (size_t b = 0; b < sizeof bits / sizeof bits[0]; b++)
                     for (int kind = 0; kind < 2; kind++) {
                         shape s = {2, 64 * 2, d, 64};
-                        gear_config cfg = tu_preset(names[p], (gear_kind)kind);
+                        size_t np = sizeof names / sizeof names[0];
+                        gear_config cfg = tu_preset(names[p % np], (gear_kind)kind);
                         cfg.bits = bits[b];
-                        char what[128];
-                        snprintf(what, sizeof what, "%s vs ref, edge input %d, %s %u bits %s d %d", name, c,
-                                 names[p], bits[b], kind ? "V" : "K", d);
+                        if (p >= np) cfg.outlier_ratio = 0.1f;
+                        char what[160];
+                        snprintf(what, sizeof what, "%s vs ref, edge input %d, %s outliers %g %u bits %s d %d", name,
+                                 c, names[p % np], (double)cfg.outlier_ratio, bits[b], kind ? "V" : "K", d);
                         float *x = edge_input(c, (gear_kind)kind, s.H, s.T, d);
                         size_t la, lb;
                         uint8_t *sa = tu_compress(ref, &cfg, x, s.H, s.T, d, 2, &la);

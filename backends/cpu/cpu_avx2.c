@@ -228,9 +228,10 @@ void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
     pos[1] = b;
 }
 
-/* gear_cpu_mul_ep_avx512 eight lanes wide: y[t][k] = sum_c e[t][c] pt[k][c]
- * for d a multiple of 8, r <= 4, one pass over each row of e. */
-void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y)
+/* gear_cpu_mul_ep_avx512 eight lanes wide: y[t*ys + k] = sum_c e[t][c]
+ * pt[k][c] for d a multiple of 8, r <= 4, one pass over each row of e. */
+void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
+                          unsigned ys)
 {
     for (unsigned t = 0; t < n; t++) {
         const float *et = e + (size_t)t * d;
@@ -243,7 +244,7 @@ void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned 
         for (unsigned k = 0; k < r; k++) {
             __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
             s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            y[t * r + k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+            y[(size_t)t * ys + k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
         }
     }
 }

@@ -271,10 +271,10 @@ void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2])
     pos[1] = b;
 }
 
-/* y[t][k] = sum_c e[t][c] pt[k][c] for d a multiple of 16, r <= 4: one
- * pass over each row of e for all r columns. */
+/* y[t*ys + k] = sum_c e[t][c] pt[k][c] for d a multiple of 16, r <= 4:
+ * one pass over each row of e for all r columns. */
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
-                            float *y)
+                            float *y, unsigned ys)
 {
     for (unsigned t = 0; t < n; t++) {
         const float *et = e + (size_t)t * d;
@@ -285,6 +285,6 @@ void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigne
             for (unsigned k = 0; k < r; k++)
                 acc[k] = _mm512_fmadd_ps(x, _mm512_loadu_ps(pt + (size_t)k * d + c), acc[k]);
         }
-        for (unsigned k = 0; k < r; k++) y[t * r + k] = _mm512_reduce_add_ps(acc[k]);
+        for (unsigned k = 0; k < r; k++) y[(size_t)t * ys + k] = _mm512_reduce_add_ps(acc[k]);
     }
 }

@@ -122,33 +122,42 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
     }
 }
 
-/* Codes (and residuals) of one token row of a key group. */
+/* Code (and residual, with e) of row[c] against (mn, dl); out: an outlier
+ * (code 0, residual 0). */
+CPU_INLINE void code_one(const float *restrict row, unsigned c, int out, float mn, float dl, float levels,
+                         uint8_t *restrict codes, float *restrict e)
+{
+    float q = out ? 0.0f : code_of(row[c], mn, dl, levels);
+    codes[c] = (uint8_t)(int)q;
+    if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl, mn);
+}
+
+/* Codes (and residuals) of one token row of a key group: outliers where
+ * mrow[c] (any count a side), else, with k, at amx[c] and amn[c]. */
 GEAR_CLONES
 static void key_codes(unsigned d, const float *restrict row, unsigned t, const float *restrict mn,
                       const float *restrict dl, const unsigned *restrict amx,
-                      const unsigned *restrict amn, int k, float levels, uint8_t *restrict codes,
-                      float *restrict e)
+                      const unsigned *restrict amn, const uint8_t *restrict mrow, int k, float levels,
+                      uint8_t *restrict codes, float *restrict e)
 {
-    for (unsigned c = 0; c < d; c++) {
-        int out = k & ((amx[c] == t) | (amn[c] == t));
-        float q = out ? 0.0f : code_of(row[c], mn[c], dl[c], levels);
-        codes[c] = (uint8_t)(int)q;
-        if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl[c], mn[c]);
-    }
+    if (mrow) /* two loops: as one, GCC 12 computed both tests in every lane */
+        for (unsigned c = 0; c < d; c++) code_one(row, c, mrow[c], mn[c], dl[c], levels, codes, e);
+    else
+        for (unsigned c = 0; c < d; c++)
+            code_one(row, c, k & ((amx[c] == t) | (amn[c] == t)), mn[c], dl[c], levels, codes, e);
 }
 
-/* Codes (and residuals) of channels [c0, c1) of one value row. */
+/* Codes (and residuals) of channels [c0, c1) of one value row: outliers
+ * where mrow[c], else, with k, at amx and amn. */
 GEAR_CLONES
 static void value_codes(const float *restrict row, unsigned c0, unsigned c1, unsigned amx,
-                        unsigned amn, int k, float mn, float dl, float levels,
+                        unsigned amn, const uint8_t *restrict mrow, int k, float mn, float dl, float levels,
                         uint8_t *restrict codes, float *restrict e)
 {
-    for (unsigned c = c0; c < c1; c++) {
-        int out = k & ((c == amx) | (c == amn));
-        float q = out ? 0.0f : code_of(row[c], mn, dl, levels);
-        codes[c] = (uint8_t)(int)q;
-        if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl, mn);
-    }
+    if (mrow)
+        for (unsigned c = c0; c < c1; c++) code_one(row, c, mrow[c], mn, dl, levels, codes, e);
+    else
+        for (unsigned c = c0; c < c1; c++) code_one(row, c, k & ((c == amx) | (c == amn)), mn, dl, levels, codes, e);
 }
 
 /* Statistics of one value group row[c0, c1): maximum (first position),
@@ -253,7 +262,7 @@ static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *b
                              &s->mn[c], &s->dl[c]);
         }
         for (unsigned t = t0; t < t1 && codes; t++)
-            key_codes(d, x + (size_t)t * d, t, s->mn, s->dl, s->omax, s->omin, k != 0, (float)levels,
+            key_codes(d, x + (size_t)t * d, t, s->mn, s->dl, s->omax, s->omin, NULL, k != 0, (float)levels,
                       s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
     }
 }
@@ -288,8 +297,193 @@ static void quantize_values(const gear_block_layout *L, const float *x, uint8_t 
             size_t gi = (size_t)t * L->groups_per_row + g;
             group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
                          &mnf, &dlf);
-            value_codes(row, c0, c1, amx, amn, k != 0, mnf, dlf, (float)levels,
+            value_codes(row, c0, c1, amx, amn, NULL, k != 0, mnf, dlf, (float)levels,
                         s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
+        }
+    }
+}
+
+/* More than one outlier per side, up to SEL_KMAX (beyond, ref's sort). */
+#define SEL_KMAX 64
+
+/* Floats kept as their bits in the selection's lists, so that its
+ * selects are bitwise: written as `better ? a : b` on floats, GCC 12
+ * stores only the lanes that change (masked stores, several times slower
+ * on Zen 4: compression with 2 outliers a side 0.45 -> 0.56 GB/s). */
+static inline uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* One insertion step into list j of every column: where c beats v (sign
+ * +1: larger; -1: smaller; equal values: the earlier row, as a displaced
+ * entry carried down the list is earlier than those it meets), they trade
+ * places, positions with them. */
+CPU_INLINE void insert_step(uint32_t *restrict v, uint32_t *restrict p, uint32_t *restrict cv, uint32_t *restrict cp,
+                            unsigned w, float sign)
+{
+    for (unsigned i = 0; i < w; i++) {
+        float a_ = float_of(cv[i]), b_ = float_of(v[i]);
+        int better = (sign * a_ > sign * b_) | ((a_ == b_) & (float_of(cp[i]) < float_of(p[i])));
+        uint32_t m = 0u - (uint32_t)better;
+        uint32_t a = v[i], b = cv[i], c = p[i], e = cp[i];
+        v[i] = (b & m) | (a & ~m);
+        cv[i] = (a & m) | (b & ~m);
+        p[i] = (e & m) | (c & ~m);
+        cp[i] = (c & m) | (e & ~m);
+    }
+}
+
+/* Per column i < w of the rows [a0, a1) of z (row stride w), as ref
+ * selects a group's outliers: the k largest entries (ties: the first row
+ * first) into tv/tp[j*w + i], best first, then the k smallest of the other
+ * entries into bv/bp.  Each list runs to k + 1 entries: with more than 2k
+ * rows, their last values are the largest and the smallest entry left
+ * (the range the group's codes cover).  Values and positions (rows from
+ * a0, as floats, exact below 2^24) as bits; cv, cp: w entries of scratch.
+ * Every column at once, so the loops run across the vector lanes (ref
+ * sorts each group, twice). */
+GEAR_CLONES
+static void select_columns(const float *restrict z, unsigned w, unsigned a0, unsigned a1, unsigned k,
+                           uint32_t *restrict tv, uint32_t *restrict tp, uint32_t *restrict bv,
+                           uint32_t *restrict bp, uint32_t *restrict cv, uint32_t *restrict cp)
+{
+    for (size_t i = 0; i < (size_t)(k + 1) * w; i++) {
+        tv[i] = bits_of(-INFINITY);
+        bv[i] = bits_of(INFINITY);
+        tp[i] = bp[i] = bits_of(-1.0f);
+    }
+    for (unsigned a = a0; a < a1; a++) {
+        const float *row = z + (size_t)a * w;
+        for (unsigned i = 0; i < w; i++) {
+            cv[i] = bits_of(row[i]);
+            cp[i] = bits_of((float)(a - a0));
+        }
+        for (unsigned j = 0; j <= k; j++) insert_step(tv + (size_t)j * w, tp + (size_t)j * w, cv, cp, w, 1.0f);
+    }
+    for (unsigned a = a0; a < a1; a++) {
+        const float *row = z + (size_t)a * w;
+        uint32_t pa = bits_of((float)(a - a0));
+        for (unsigned i = 0; i < w; i++) {
+            cv[i] = bits_of(row[i]);
+            cp[i] = pa;
+        }
+        for (unsigned j = 0; j < k; j++) { /* the k largest stay out: +Inf never enters (inputs are finite) */
+            const uint32_t *p = tp + (size_t)j * w;
+            for (unsigned i = 0; i < w; i++) cv[i] = p[i] == pa ? bits_of(INFINITY) : cv[i];
+        }
+        for (unsigned j = 0; j <= k; j++) insert_step(bv + (size_t)j * w, bp + (size_t)j * w, cv, cp, w, -1.0f);
+    }
+}
+
+/* z (rows x w) transposed into zt (w x rows). */
+GEAR_CLONES
+static void transpose(const float *restrict z, unsigned rows, unsigned w, float *restrict zt)
+{
+    for (unsigned a = 0; a < rows; a++)
+        for (unsigned i = 0; i < w; i++) zt[(size_t)i * rows + a] = z[(size_t)a * w + i];
+}
+
+static void sort_small(unsigned *a, unsigned n)
+{
+    for (unsigned i = 1; i < n; i++)
+        for (unsigned j = i; j > 0 && a[j] < a[j - 1]; j--) {
+            unsigned t = a[j];
+            a[j] = a[j - 1];
+            a[j - 1] = t;
+        }
+}
+
+/* Any number of outliers per side (k_full, k_tail <= SEL_KMAX), as ref's
+ * outlier_select and quantize give them: group by group, the outliers
+ * into mask (n*d, flat index: 1 at an outlier), then, with codes, the
+ * group quantized over the rest, and the residual of the low rank (0 at
+ * outliers) with want_e; last the block's outlier section, row by row.
+ * Selection runs on z, whose rows are the groups' positions and whose
+ * columns are the layout's rows: x for keys, x transposed for values. */
+static void quantize_masked(const gear_block_layout *L, const float *x, uint8_t *blk, cpu_scratch *s, int codes,
+                            int want_e)
+{
+    unsigned n = L->n, d = L->d, levels = (1u << L->bits) - 1u, key = L->kind == GEAR_KEY;
+    unsigned w = key ? d : n, kmax = (L->k_full > L->k_tail ? L->k_full : L->k_tail) + 1;
+    uint8_t *mask = (uint8_t *)s->omin; /* n*d unsigned: room for n*d bytes */
+    unsigned *res = s->omax;            /* [group][column][2k]: at most n*d */
+    const float *z = x;
+    if (!key) {
+        transpose(x, n, d, s->dl);
+        z = s->dl;
+    }
+    /* y and pt hold 256*max(n, d) floats each: (2(k+1) + 1)*w fit (allocated
+     * memory: its entries take the type they are stored with) */
+    uint32_t *tv = (uint32_t *)s->y, *bv = tv + (size_t)kmax * w, *cv = tv + 2 * (size_t)kmax * w;
+    uint32_t *tp = (uint32_t *)s->pt, *bp = tp + (size_t)kmax * w, *cp = tp + 2 * (size_t)kmax * w;
+    memset(mask, 0, (size_t)n * d);
+    size_t rpos = 0;
+    for (unsigned g = 0; g < L->groups_per_row; g++) {
+        unsigned last = g + 1 == L->groups_per_row, a0 = g * L->group, m = last ? L->tail_len : L->group;
+        unsigned k = last ? L->k_tail : L->k_full, a1 = a0 + m;
+        if (k) select_columns(z, w, a0, a1, k, tv, tp, bv, bp, cv, cp);
+        for (unsigned i = 0; i < w; i++) { /* column i: layout row i (a channel of keys, a token of values) */
+            float lo = INFINITY, hi = -INFINITY;
+            if (k) {
+                unsigned *pos = res + rpos;
+                rpos += 2 * k;
+                for (unsigned j = 0; j < k; j++) {
+                    pos[j] = a0 + (unsigned)float_of(tp[(size_t)j * w + i]);
+                    pos[k + j] = a0 + (unsigned)float_of(bp[(size_t)j * w + i]);
+                }
+                for (unsigned j = 0; j < 2 * k; j++) mask[key ? (size_t)pos[j] * d + i : (size_t)i * d + pos[j]] = 1;
+                sort_small(pos, 2 * k);
+                if (m > 2 * k) {
+                    lo = float_of(bv[(size_t)k * w + i]);
+                    hi = float_of(tv[(size_t)k * w + i]);
+                }
+            } else { /* no outliers in this group (a short tail) */
+                for (unsigned a = a0; a < a1; a++) {
+                    float v = z[(size_t)a * w + i];
+                    lo = v < lo ? v : lo;
+                    hi = v > hi ? v : hi;
+                }
+            }
+            if (!codes) continue;
+            if (lo > hi) lo = hi = 0.0f; /* every entry an outlier */
+            size_t gi = (size_t)i * L->groups_per_row + g;
+            float mnf, dlf;
+            group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi, &mnf, &dlf);
+            if (key) {
+                s->mn[i] = mnf;
+                s->dl[i] = dlf;
+            } else {
+                value_codes(x + (size_t)i * d, a0, a1, 0, 0, mask + (size_t)i * d, 1, mnf, dlf, (float)levels,
+                            s->codes + (size_t)i * d, want_e ? s->e + (size_t)i * d : NULL);
+            }
+        }
+        if (codes && key) /* the group's token rows, now that every channel's outliers are marked */
+            for (unsigned t = a0; t < a1; t++)
+                key_codes(d, x + (size_t)t * d, t, s->mn, s->dl, NULL, NULL, mask + (size_t)t * d, 1, (float)levels,
+                          s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
+    }
+    /* the outlier section: layout row r, its groups in order */
+    size_t j = 0;
+    for (unsigned r = 0; r < L->rows; r++) {
+        size_t gpos = 0;
+        for (unsigned g = 0; g < L->groups_per_row; g++) {
+            unsigned k = g + 1 == L->groups_per_row ? L->k_tail : L->k_full;
+            const unsigned *pos = res + gpos + (size_t)r * 2 * k;
+            gpos += (size_t)w * 2 * k;
+            for (unsigned i = 0; i < 2 * k; i++, j++) {
+                unsigned f = key ? pos[i] * d + r : r * d + pos[i];
+                cpu_put_u16(blk + L->off_oidx + 2 * j, (uint16_t)f);
+                cpu_put_u16(blk + L->off_oval + 2 * j, gear_float_to_half(x[f]));
+            }
         }
     }
 }
@@ -399,35 +593,68 @@ static void mul_ep(const float *e, const float *pt, unsigned n, unsigned d, unsi
         }
 }
 
-/* pt[k][c] = sum_t y[t][k] e[t][c] */
+/* pt[k][c] = sum_t y[t][k] e[t][c]: 16 channels of one column at a time,
+ * the sums in a register through every token (one update of pt per token
+ * and column, and the stores bounded it: rank 8 spent a quarter of its
+ * time here) */
 GEAR_CLONES
-static void mul_ety(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+static void mul_ety(const float *restrict e, const float *restrict y, unsigned n, unsigned d, unsigned r,
+                    float *restrict pt)
 {
-    memset(pt, 0, sizeof(float) * r * d);
-    for (unsigned t = 0; t < n; t++)
+    unsigned c0 = 0;
+    for (; c0 + 16 <= d; c0 += 16)
         for (unsigned k = 0; k < r; k++) {
-            const float *et = e + (size_t)t * d;
-            float *pk = pt + (size_t)k * d, w = y[t * r + k];
-            for (unsigned c = 0; c < d; c++) pk[c] += w * et[c];
+            float acc[16] = {0};
+            for (unsigned t = 0; t < n; t++) {
+                const float *et = e + (size_t)t * d + c0;
+                float w = y[(size_t)t * r + k];
+                for (unsigned j = 0; j < 16; j++) acc[j] += w * et[j];
+            }
+            for (unsigned j = 0; j < 16; j++) pt[(size_t)k * d + c0 + j] = acc[j];
+        }
+    for (unsigned c = c0; c < d; c++) /* the last d mod 16 channels */
+        for (unsigned k = 0; k < r; k++) {
+            float acc = 0.0f;
+            for (unsigned t = 0; t < n; t++) acc += y[(size_t)t * r + k] * e[(size_t)t * d + c];
+            pt[(size_t)k * d + c] = acc;
         }
 }
 
-/* Modified Gram-Schmidt on the r columns of y (n x r), as in ref. */
-static void orthonormalize(float *y, unsigned n, unsigned r)
+/* sum a[i]*b[i] in double, eight partial sums (one latency chain was most
+ * of the orthonormalization) */
+CPU_INLINE double dot_d(const float *restrict a, const float *restrict b, unsigned n)
 {
+    double acc[8] = {0};
+    unsigned i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (unsigned j = 0; j < 8; j++) acc[j] += (double)a[i + j] * b[i + j];
+    for (; i < n; i++) acc[0] += (double)a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Modified Gram-Schmidt on the r columns of y (n x r), as in ref, on a
+ * column-major copy (yt, n*r floats of scratch) so that every loop runs
+ * along contiguous memory. */
+GEAR_CLONES
+static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *restrict yt)
+{
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < r; c++) yt[(size_t)c * n + i] = y[(size_t)i * r + c];
     for (unsigned c = 0; c < r; c++) {
-        double orig = 0.0, nrm = 0.0;
-        for (unsigned i = 0; i < n; i++) orig += (double)y[i * r + c] * y[i * r + c];
+        float *yc = yt + (size_t)c * n;
+        double orig = dot_d(yc, yc, n);
         for (unsigned p = 0; p < c; p++) {
-            double dot = 0.0;
-            for (unsigned i = 0; i < n; i++) dot += (double)y[i * r + p] * y[i * r + c];
-            for (unsigned i = 0; i < n; i++) y[i * r + c] -= (float)dot * y[i * r + p];
+            const float *yp = yt + (size_t)p * n;
+            float dot = (float)dot_d(yp, yc, n);
+            for (unsigned i = 0; i < n; i++) yc[i] -= dot * yp[i];
         }
-        for (unsigned i = 0; i < n; i++) nrm += (double)y[i * r + c] * y[i * r + c];
+        double nrm = dot_d(yc, yc, n);
         int dead = !(nrm > 1e-24) || nrm <= orig * 1e-12;
         float inv = dead ? 0.0f : (float)(1.0 / sqrt(nrm));
-        for (unsigned i = 0; i < n; i++) y[i * r + c] *= inv;
+        for (unsigned i = 0; i < n; i++) yc[i] *= inv;
     }
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < r; c++) y[(size_t)i * r + c] = yt[(size_t)c * n + i];
 }
 
 static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scratch *s,
@@ -437,19 +664,21 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
     uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
     for (unsigned c = 0; c < d; c++)
         for (unsigned k = 0; k < r; k++) s->pt[(size_t)k * d + c] = gear_rng_uniform(key, c * r + k);
-    int fast = CPU_AVX512 && d % 16 == 0 && r <= 4, fast2 = CPU_AVX2 && d % 8 == 0 && r <= 4;
+    int fast = CPU_AVX512 && d % 16 == 0, fast2 = CPU_AVX2 && d % 8 == 0;
     (void)fast;
     (void)fast2;
     for (unsigned it = 0; it < L->iters; it++) {
 #ifdef GEAR_CPU_AVX512
-        if (fast)
-            gear_cpu_mul_ep_avx512(s->e, s->pt, n, d, r, s->y);
-        else if (fast2)
-            gear_cpu_mul_ep_avx2(s->e, s->pt, n, d, r, s->y);
+        /* four columns a pass over e (their accumulators in registers):
+         * ranks above 4 took the portable loop, 20x slower at rank 8 */
+        if (fast || fast2)
+            for (unsigned k0 = 0; k0 < r; k0 += 4)
+                (fast ? gear_cpu_mul_ep_avx512 : gear_cpu_mul_ep_avx2)(s->e, s->pt + (size_t)k0 * d, n, d,
+                                                                      r - k0 < 4 ? r - k0 : 4, s->y + k0, r);
         else
 #endif
             mul_ep(s->e, s->pt, n, d, r, s->y);
-        orthonormalize(s->y, n, r);
+        orthonormalize(s->y, n, r, s->mn); /* mn: n*d floats, free by now */
         mul_ety(s->e, s->y, n, d, r, s->pt);
     }
     for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, gear_half_sat(s->y[i]));
@@ -505,8 +734,11 @@ gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_i
 #endif
     int want_e = L->rank > 0, cq = L->cq_dim != 0;
     const struct gear_backend_i *ref = gear_backend_ref_table();
-    if (L->k_full > 1 || L->k_tail > 1) {
-        /* general outlier counts: the reference primitives define them */
+    if ((L->k_full > 1 || L->k_tail > 1) && L->k_full <= SEL_KMAX && L->k_tail <= SEL_KMAX) {
+        quantize_masked(L, x, blk, s, !cq, want_e);
+        if (!cq) pack_codes(L, s, blk);
+    } else if (L->k_full > 1 || L->k_tail > 1) {
+        /* hundreds of outliers a side: the reference primitives (a sort a group) */
         gear_status st = ref->outlier_select(NULL, L, x, blk);
         if (!st && !cq) st = ref->quantize(NULL, L, x, blk);
         if (!st && want_e && !cq) st = ref->dequantize(NULL, L, blk, s->e);

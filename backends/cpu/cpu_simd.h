@@ -56,8 +56,10 @@ void gear_cpu_values64_avx512(const uint8_t *codes, unsigned row_bytes, unsigned
                               unsigned d, const float *dl, const float *mn, const float *p,
                               unsigned rows, float *o);
 void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
+/* y[t*ys + k] = sum_c e[t][c] pt[k][c], k < r <= 4 (lowrank takes
+ * larger ranks four columns at a time) */
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
-                            float *y);
+                            float *y, unsigned ys);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
 /* dst[j] = fmaf(code j, dl, mn), len codes (a multiple of 16) of a 2-, 4-
  * or 8-bit row from a 16-code boundary. */
@@ -80,7 +82,8 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
 void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
-void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y);
+void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
+                          unsigned ys);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
  * running softmax of every query row: cpu_avx512_attn.c. */
