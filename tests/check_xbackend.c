@@ -642,17 +642,19 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
 END_TEST
 
-/* Attention over layouts beside the presets' (rank 2, one outlier per
- * side): ranks 1, 3 and 4, and 2, 3 and 4 outliers per side (outlier
+/* Caches of layouts beside the presets' (rank 2, one outlier per side):
+ * ranks 1, 3, 4, 6 and 8, and 2, 3 and 4 outliers per side (outlier
  * ratios 0.05 to 0.12 on groups of 64), which the cpu module's AVX-512
- * kernels take as far as their per-block scratch holds them, and beyond
- * that its portable path. */
+ * kernels take as far as they fit (compression to rank 8 and one outlier
+ * a side; attention to rank 4 and its per-block scratch), and beyond that
+ * its portable paths: reconstructions and attention against ref. */
 static void layouts_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const struct { const char *preset; unsigned rank; float s; } lay[] = {
         {"gear2", 1, 0.02f}, {"gear2", 3, 0.02f}, {"gear2", 4, 0.02f}, {"gear2", 2, 0.05f},
         {"gear2", 2, 0.10f}, {"gear2", 4, 0.05f}, {"kivi2", 0, 0.12f}, {"gear4", 4, 0.05f},
+        {"gear2", 8, 0.02f}, {"gear4", 6, 0.02f},
     };
     static const int dims[] = {64, 128}, groups[] = {1, 4};
     const int hkv = 2, T = 64 * 5 + 5;
@@ -666,6 +668,17 @@ static void layouts_case(gear_context *be, gear_context *ref, const char *name, 
             ck.outlier_ratio = cv.outlier_ratio = lay[li].s;
             gear_cache *ca, *cb;
             twin_caches(ref, be, &ck, &cv, hkv, d, T, 1024, k, v, &ca, &cb);
+            float *ka, *va, *kb, *vb;
+            size_t N = (size_t)hkv * T * d;
+            tu_cache_decompress(ca, 0, hkv, T, d, &ka, &va);
+            tu_cache_decompress(cb, 0, hkv, T, d, &kb, &vb);
+            TU_ASSERT(tu_nmse(kb, ka, N) < NMSE_MAX && tu_nmse(vb, va, N) < NMSE_MAX,
+                      "%s %s rank %u s %g d %d: reconstruction NMSE %g / %g", name, lay[li].preset, lay[li].rank,
+                      (double)lay[li].s, d, tu_nmse(kb, ka, N), tu_nmse(vb, va, N));
+            free(ka);
+            free(va);
+            free(kb);
+            free(vb);
             for (size_t gi = 0; gi < 2; gi++)
                 for (int nq = 1; nq <= 2; nq++) {
                     int hq = hkv * groups[gi];

@@ -248,3 +248,32 @@ void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned 
         }
     }
 }
+
+/* gear_cpu_mul_ety_avx512 eight lanes wide (d a multiple of 8) */
+void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+{
+    for (unsigned c = 0; c < d; c += 8) {
+        unsigned k0 = 0;
+        for (; k0 + 4 <= r; k0 += 4) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (unsigned t = 0; t < n; t++) {
+                __m256 x = _mm256_loadu_ps(e + (size_t)t * d + c);
+                const float *w = y + (size_t)t * r + k0;
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[0]), x, a0);
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(w[1]), x, a1);
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(w[2]), x, a2);
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(w[3]), x, a3);
+            }
+            _mm256_storeu_ps(pt + (size_t)k0 * d + c, a0);
+            _mm256_storeu_ps(pt + (size_t)(k0 + 1) * d + c, a1);
+            _mm256_storeu_ps(pt + (size_t)(k0 + 2) * d + c, a2);
+            _mm256_storeu_ps(pt + (size_t)(k0 + 3) * d + c, a3);
+        }
+        for (; k0 < r; k0++) {
+            __m256 a = _mm256_setzero_ps();
+            for (unsigned t = 0; t < n; t++)
+                a = _mm256_fmadd_ps(_mm256_set1_ps(y[(size_t)t * r + k0]), _mm256_loadu_ps(e + (size_t)t * d + c), a);
+            _mm256_storeu_ps(pt + (size_t)k0 * d + c, a);
+        }
+    }
+}

@@ -288,3 +288,34 @@ void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigne
         for (unsigned k = 0; k < r; k++) y[(size_t)t * ys + k] = _mm512_reduce_add_ps(acc[k]);
     }
 }
+
+/* pt[k][c] = sum_t y[t*r + k] e[t][c] for d a multiple of 16: 16 channels
+ * of four columns in registers through every token, so that a row of e is
+ * loaded once per four columns (one column a pass, the loads bounded it) */
+void gear_cpu_mul_ety_avx512(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+{
+    for (unsigned c = 0; c < d; c += 16) {
+        unsigned k0 = 0;
+        for (; k0 + 4 <= r; k0 += 4) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (unsigned t = 0; t < n; t++) {
+                __m512 x = _mm512_loadu_ps(e + (size_t)t * d + c);
+                const float *w = y + (size_t)t * r + k0;
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(w[0]), x, a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(w[1]), x, a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(w[2]), x, a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(w[3]), x, a3);
+            }
+            _mm512_storeu_ps(pt + (size_t)k0 * d + c, a0);
+            _mm512_storeu_ps(pt + (size_t)(k0 + 1) * d + c, a1);
+            _mm512_storeu_ps(pt + (size_t)(k0 + 2) * d + c, a2);
+            _mm512_storeu_ps(pt + (size_t)(k0 + 3) * d + c, a3);
+        }
+        for (; k0 < r; k0++) {
+            __m512 a = _mm512_setzero_ps();
+            for (unsigned t = 0; t < n; t++)
+                a = _mm512_fmadd_ps(_mm512_set1_ps(y[(size_t)t * r + k0]), _mm512_loadu_ps(e + (size_t)t * d + c), a);
+            _mm512_storeu_ps(pt + (size_t)k0 * d + c, a);
+        }
+    }
+}

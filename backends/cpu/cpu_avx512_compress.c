@@ -771,6 +771,20 @@ static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, cons
     }
 }
 
+/* mul_rows and mul_cols for ranks up to 8: four rows of w and out a
+ * pass (the kernels keep four columns' sums in registers) */
+static void mul_rows_any(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out, int rev)
+{
+    for (unsigned k0 = 0; k0 < r; k0 += 4)
+        mul_rows(ez, nr, nc, r - k0 < 4 ? r - k0 : 4, w + (size_t)k0 * nc, out + (size_t)k0 * nr, rev);
+}
+
+static void mul_cols_any(const float *ez, unsigned nr, unsigned nc, unsigned r, const float *w, float *out, int rev)
+{
+    for (unsigned k0 = 0; k0 < r; k0 += 4)
+        mul_cols(ez, nr, nc, r - k0 < 4 ? r - k0 : 4, w + (size_t)k0 * nr, out + (size_t)k0 * nc, rev);
+}
+
 /* sum a[i] b[i] in double, len a multiple of 16: two chains (the
  * orthonormalization is a chain of these dots, latency-bound) */
 static double dot_d(const float *a, const float *b, unsigned len)
@@ -788,7 +802,7 @@ static double dot_d(const float *a, const float *b, unsigned len)
  * once (they are independent; a first column's is also its final one). */
 static void orthonormalize_t(float *yt, unsigned len, unsigned r)
 {
-    double orig[4];
+    double orig[8];
     for (unsigned c = 0; c < r; c++) orig[c] = dot_d(yt + (size_t)c * len, yt + (size_t)c * len, len);
     for (unsigned c = 0; c < r; c++) {
         float *yc = yt + (size_t)c * len;
@@ -813,7 +827,7 @@ static void put_factor(const float *src, unsigned len, unsigned r, uint8_t *dst)
 {
     const __m512 hi = _mm512_set1_ps(65504.0f), lo = _mm512_set1_ps(-65504.0f);
     for (unsigned i = 0; i < len; i += 16) {
-        __m512i h[4];
+        __m512i h[8];
         for (unsigned k = 0; k < r; k++) {
             __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(src + (size_t)k * len + i), lo), hi);
             h[k] = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -823,7 +837,7 @@ static void put_factor(const float *src, unsigned len, unsigned r, uint8_t *dst)
         } else if (r == 2) {
             _mm512_storeu_si512(dst + 4 * (size_t)i, _mm512_or_si512(h[0], _mm512_slli_epi32(h[1], 16)));
         } else {
-            uint32_t t[4][16];
+            uint32_t t[8][16];
             for (unsigned k = 0; k < r; k++) _mm512_storeu_si512(t[k], h[k]);
             for (unsigned l = 0; l < 16; l++)
                 for (unsigned k = 0; k < r; k++) cpu_put_u16(dst + 2 * ((size_t)(i + l) * r + k), (uint16_t)t[k][l]);
@@ -885,12 +899,12 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, const z
          * left in L1 */
         for (unsigned it = 0; it < L->iters; it++) {
             prefetch_again(J, 2 * it);
-            if (J->key) mul_rows(J->ez, nr, nc, r, pt, yt, 0); /* Y = E P */
-            else mul_cols(J->ez, nr, nc, r, pt, yt, 0);
+            if (J->key) mul_rows_any(J->ez, nr, nc, r, pt, yt, 0); /* Y = E P */
+            else mul_cols_any(J->ez, nr, nc, r, pt, yt, 0);
             orthonormalize_t(yt, n, r);
             prefetch_again(J, 2 * it + 1);
-            if (J->key) mul_cols(J->ez, nr, nc, r, yt, pt, 1); /* P = E^T Y */
-            else mul_rows(J->ez, nr, nc, r, yt, pt, 1);
+            if (J->key) mul_cols_any(J->ez, nr, nc, r, yt, pt, 1); /* P = E^T Y */
+            else mul_rows_any(J->ez, nr, nc, r, yt, pt, 1);
         }
     }
     put_factor(yt, n, r, J->blk + L->off_a);
@@ -919,10 +933,10 @@ static int run(const gear_block_layout *L, const gear_block_id *id, zjob *J, uin
 }
 
 /* bf16 products where the CPU has them and the thin factors fit the
- * stack scratch of lowrank. */
+ * stack scratch of lowrank (rank 4 at most). */
 static int use_bf16(const gear_block_layout *L)
 {
-    return gear_cpu_have_avx512_bf16 && L->rank && L->n <= 1024 && L->d <= 1024;
+    return gear_cpu_have_avx512_bf16 && L->rank && L->rank <= 4 && L->n <= 1024 && L->d <= 1024;
 }
 
 void gear_cpu_compress_avx512(const gear_block_layout *L, const gear_block_id *id, const float *x,

@@ -679,7 +679,12 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 #endif
             mul_ep(s->e, s->pt, n, d, r, s->y);
         orthonormalize(s->y, n, r, s->mn); /* mn: n*d floats, free by now */
-        mul_ety(s->e, s->y, n, d, r, s->pt);
+#ifdef GEAR_CPU_AVX512
+        if (fast || fast2)
+            (fast ? gear_cpu_mul_ety_avx512 : gear_cpu_mul_ety_avx2)(s->e, s->y, n, d, r, s->pt);
+        else
+#endif
+            mul_ety(s->e, s->y, n, d, r, s->pt);
     }
     for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, gear_half_sat(s->y[i]));
     for (unsigned c = 0; c < d; c++)
@@ -689,13 +694,13 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 
 /* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): whole
  * groups of a multiple of 32 entries (codes fill whole dwords), at most
- * one outlier per side, 16-lane columns, rank <= 4. */
+ * one outlier per side, 16-lane columns, rank <= 8. */
 static int avx512_fits(const gear_block_layout *L)
 {
     unsigned b = L->bits;
     return CPU_AVX512_COMPRESS && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) &&
            L->k_full <= 1 && L->tail_len == L->group && L->group % 32 == 0 && L->group * b <= 512 &&
-           L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 4;
+           L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 8;
 }
 
 int gear_cpu_compress_f16_direct(const gear_block_layout *L)

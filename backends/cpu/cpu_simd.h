@@ -60,6 +60,8 @@ void gear_cpu_stats64_avx512(const float *x, float out[4], unsigned pos[2]);
  * larger ranks four columns at a time) */
 void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigned d, unsigned r,
                             float *y, unsigned ys);
+/* pt[k][c] = sum_t y[t*r + k] e[t][c], d a multiple of 16 */
+void gear_cpu_mul_ety_avx512(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
 /* dst[j] = fmaf(code j, dl, mn), len codes (a multiple of 16) of a 2-, 4-
  * or 8-bit row from a 16-code boundary. */
@@ -84,6 +86,7 @@ void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys);
+void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
  * running softmax of every query row: cpu_avx512_attn.c. */
