@@ -35,6 +35,7 @@
 #include <gear/backend.h>
 #include "fp16_attention.h"
 #include "isa_floor.h"
+#include "lowrank_blas.h"
 #include "q4_0_baseline.h"
 #include "../tools/gear/synth.h"
 
@@ -86,6 +87,38 @@ static void check(gear_status st, const char *what)
 /* ------------------------------------------------------------ bandwidth */
 
 /* Read one small sysfs file of CPU 0's cache index i; 0 if absent. */
+/* A preset name, or one with overrides after colons: gear2:r4 (rank 4),
+ * gear2:s0.05 (outlier ratio 0.05), gear2:r4:s0.05, for the layouts the
+ * presets do not name (bench_layouts). */
+static gear_status spec_config(const char *spec, gear_kind kind, gear_config *cfg)
+{
+    char name[32];
+    const char *c = strchr(spec, ':');
+    size_t n = c ? (size_t)(c - spec) : strlen(spec);
+    if (n >= sizeof name) return GEAR_ERR_UNKNOWN_PRESET;
+    memcpy(name, spec, n);
+    name[n] = 0;
+    gear_status st = gear_config_preset(name, kind, cfg);
+    while (!st && c) {
+        const char *o = c + 1;
+        char *end;
+        c = strchr(o, ':');
+        if (*o == 'r') {
+            long r = strtol(o + 1, &end, 10);
+            if (end == o + 1 || (*end && *end != ':') || r < 0 || r > 255) return GEAR_ERR_INVALID_ARG;
+            cfg->rank = (unsigned)r;
+            if (r && !cfg->iters) cfg->iters = 3;
+        } else if (*o == 's') {
+            double x = strtod(o + 1, &end);
+            if (end == o + 1 || (*end && *end != ':')) return GEAR_ERR_INVALID_ARG;
+            cfg->outlier_ratio = (float)x;
+        } else {
+            return GEAR_ERR_INVALID_ARG;
+        }
+    }
+    return st ? st : gear_config_validate(cfg, 128);
+}
+
 static int cache_attr(int i, const char *name, char *buf, size_t len)
 {
     char path[96];
@@ -241,7 +274,7 @@ static void free_copies(void **c, int n)
 static void codec_report(const char *backend, const char *preset, const char *kind, const char *kind_json,
                          int threads, int H, int T, int d, size_t in, size_t len, double cg, double dg, bw base)
 {
-    printf("%-6s %-7s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", backend, preset, kind, threads, cg,
+    printf("%-6s %-14s %-2s %2d   %8.3f %8.3f %7.3f %6.2f   %8.3f %7.3f %7.3f\n", backend, preset, kind, threads, cg,
            cg / threads, cg / base.memcpy_gbs, cg / threads / q4_gbs, dg, dg / base.memcpy_gbs, dg / base.read_gbs);
     if (jf)
         fprintf(jf,
@@ -261,7 +294,7 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
     if (!ctx) return;
     for (int kind = 0; kind < 2; kind++) {
         gear_config cfg;
-        check(gear_config_preset(preset, (gear_kind)kind, &cfg), "preset");
+        check(spec_config(preset, (gear_kind)kind, &cfg), "preset");
         gear_tensor x, y;
         size_t cap, len = 0, in = (size_t)H * T * d * 2;
         int ncopies;
@@ -613,8 +646,8 @@ static void bench_attn(const attn_shape *s, const char *const *presets, int np, 
     check(gear_tensor_init(&tk, k0, GEAR_F16, 3, H, T, d, 0), "tensor");
     check(gear_tensor_init(&tv, v0, GEAR_F16, 3, H, T, d, 0), "tensor");
     for (int p = 0; p < np; p++) {
-        check(gear_config_preset(presets[p], GEAR_KEY, &ck), "preset");
-        check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
+        check(spec_config(presets[p], GEAR_KEY, &ck), "preset");
+        check(spec_config(presets[p], GEAR_VALUE, &cv), "preset");
         gear_cache *c = NULL;
         if (ck.cq_dim) { /* CQ: codebooks fitted on this (synthetic) data */
             gear_calib *cal = cq_calib(presets[p], L, &tk, &tv);
@@ -773,7 +806,7 @@ static void bench_incache(const char *const *presets, int np, int quick)
            H, T1, T2, fp16_attention_kernel(128), ns_dp, ns_fma);
     if (jf)
         fprintf(jf, "{\"bench\":\"isa\",\"vpdpbusd_zmm_ns\":%.5f,\"vfmadd231ps_zmm_ns\":%.5f}\n", ns_dp, ns_fma);
-    printf("   d  G  cache     ns/pair   /floor   fp16/\n");
+    printf("   d  G  cache             ns/pair   /floor   fp16/\n");
     if (!ctx) {
         printf("  (no cpu backend: skipped)\n");
         return;
@@ -800,7 +833,7 @@ static void bench_incache(const char *const *presets, int np, int quick)
             int avx16 = !strcmp(fp16_attention_kernel((unsigned)d), "avx512");
             double ns16 = dt16 / ((double)H * (F2 - F1) / 64) * 1e9;
             double fl16 = ns_fma > 0 && avx16 ? ns16 / (8.0 * G * d * ns_fma) : 0;
-            printf("%4d %2d  fp16*  %s   %s\n", d, G, fig(b1, sizeof b1, ns16, "%*.1f", 10),
+            printf("%4d %2d  %-14s %s   %s\n", d, G, "fp16*", fig(b1, sizeof b1, ns16, "%*.1f", 10),
                    fig(b2, sizeof b2, fl16, "%*.2f", 6));
             if (jf)
                 fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"fp16_baseline\",\"d\":%d,\"G\":%d,\"ns_pair\":%s,"
@@ -810,8 +843,8 @@ static void bench_incache(const char *const *presets, int np, int quick)
             check(gear_tensor_init(&to, o, GEAR_F32, 3, H * G, 1, d, 0), "tensor");
             for (int p = 0; p < (quick && np > 2 ? 2 : np); p++) {
                 gear_config ck, cv;
-                check(gear_config_preset(presets[p], GEAR_KEY, &ck), "preset");
-                check(gear_config_preset(presets[p], GEAR_VALUE, &cv), "preset");
+                check(spec_config(presets[p], GEAR_KEY, &ck), "preset");
+                check(spec_config(presets[p], GEAR_VALUE, &cv), "preset");
                 if (ck.cq_dim) continue; /* calibrated caches: not timed here */
                 cache_call a[2];
                 for (int i = 0; i < 2; i++) {
@@ -828,7 +861,7 @@ static void bench_incache(const char *const *presets, int np, int quick)
                 /* the fixed-point kernels: 2 or 4 bits, head dim 64 or 128 */
                 int fx = fixed && (ck.bits == 2 || ck.bits == 4) && (d == 64 || d == 128);
                 double fl = fx ? ns / (4.0 * G * d * ns_dp) : 0, x = ns16 / ns;
-                printf("%4d %2d  %-6s %s   %s  %s\n", d, G, presets[p], fig(b1, sizeof b1, ns, "%*.1f", 10),
+                printf("%4d %2d  %-14s %s   %s  %s\n", d, G, presets[p], fig(b1, sizeof b1, ns, "%*.1f", 10),
                        fig(b2, sizeof b2, fl, "%*.2f", 6), fig(b3, sizeof b3, x, "%*.2f", 6));
                 if (jf)
                     fprintf(jf, "{\"bench\":\"incache\",\"impl\":\"libgear\",\"preset\":\"%s\",\"d\":%d,\"G\":%d,"
@@ -847,18 +880,86 @@ static void bench_incache(const char *const *presets, int np, int quick)
     gear_context_free(ctx);
 }
 
+/* The low-rank step of compression in the cpu module against the same
+ * power iteration with OpenBLAS's sgemm (bench/lowrank_blas.c), one
+ * thread each, per block: the module's time is gear_compress of gear2
+ * values at rank r less the same at rank 0 (the residual, the iteration,
+ * the factors' conversion), OpenBLAS's the products and Gram-Schmidt
+ * alone, which favours OpenBLAS. */
+static void bench_lowrank(int quick)
+{
+    static const unsigned shp[][2] = {{64, 128}, {256, 128}, {512, 128}, {64, 64}, {1024, 64}}, rk[] = {2, 4, 8};
+    printf("\nlowrank: the power iteration of one block (n tokens x d, rank r), one thread: module = gear2\n"
+           "  values compressed at rank r less at rank 0, per block; openblas = its products by sgemm (plus\n"
+           "  the same Gram-Schmidt); openblas/module > 1: the module is faster\n");
+    if (!lowrank_blas_available()) {
+        printf("  (OpenBLAS not found by configure: skipped)\n");
+        return;
+    }
+    gear_context *ctx = make_ctx("cpu", 1);
+    if (!ctx) {
+        printf("  (no cpu backend: skipped)\n");
+        return;
+    }
+    printf("     n    d  r   module us   openblas us   openblas/module\n");
+    for (size_t si = 0; si < (quick ? 1 : sizeof shp / sizeof shp[0]); si++) {
+        const int H = 8, T = 4096, n = (int)shp[si][0], d = (int)shp[si][1];
+        uint16_t *x16 = make_kv(GEAR_VALUE, H, T, d, 2);
+        gear_tensor x;
+        check(gear_tensor_init(&x, x16, GEAR_F16, 3, H, T, d, 0), "tensor");
+        unsigned blocks = (unsigned)(H * T / n);
+        double t0 = 0.0;
+        for (int ri = -1; ri < 3; ri++) {
+            gear_config cfg;
+            check(spec_config("gear2", GEAR_VALUE, &cfg), "preset");
+            cfg.block = (unsigned)n;
+            cfg.rank = ri < 0 ? 0 : rk[ri];
+            size_t cap, len;
+            check(gear_compress_bound(&cfg, &x, &cap), "bound");
+            void *dst = xmalloc(cap);
+            double t[MAX_REP];
+            for (int r = 0; r < reps; r++) {
+                double s = now();
+                check(gear_compress(ctx, &cfg, &x, 0, dst, cap, &len), "compress");
+                t[r] = now() - s;
+            }
+            free(dst);
+            double tm = median(t, reps) / blocks;
+            if (ri < 0) {
+                t0 = tm;
+                continue;
+            }
+            double mod = tm - t0, blas = lowrank_blas_seconds((unsigned)n, (unsigned)d, cfg.rank, cfg.iters,
+                                                              blocks < 64 ? blocks : 64, reps);
+            printf("%6d %4d %2u   %9.2f   %11.2f   %15.2f\n", n, d, cfg.rank, mod * 1e6, blas * 1e6, blas / mod);
+            if (jf)
+                fprintf(jf, "{\"bench\":\"lowrank\",\"n\":%d,\"d\":%d,\"rank\":%u,\"iters\":%u,"
+                            "\"module_us\":%.4f,\"openblas_us\":%.4f,\"openblas_over_module\":%.4f}\n",
+                        n, d, cfg.rank, cfg.iters, mod * 1e6, blas * 1e6, blas / mod);
+        }
+        free(x16);
+        fflush(stdout);
+    }
+    gear_context_free(ctx);
+}
+
 /* ----------------------------------------------------------------- main */
 
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
-               "                  [--only bw|codec|prefill|attn|cache] [--shape T,d,G] [--llc-mult M]\n"
+               "                  [--only bw|codec|layouts|lowrank|prefill|attn|cache] [--shape T,d,G]\n"
+               "                  [--llc-mult M]\n"
                "                  [--presets P1,P2,...]\n"
                "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n"
                "--presets: the compressed caches of the attention bench (default\n"
-               "kivi2,gear2,kivi4,gear4,cq-4c8b); the fp16 baseline always runs.\n"
+               "kivi2,gear2,kivi4,gear4,cq-4c8b); the fp16 baseline always runs.  A\n"
+               "preset may carry overrides: gear2:r4 (rank 4), gear2:s0.05 (outlier ratio).\n"
                "--only cache: attention in cache on one thread against the instruction\n"
-               "floors of this CPU (what compute alone allows).\n");
+               "floors of this CPU (what compute alone allows).\n"
+               "--only layouts: gear2 at other ranks and outlier ratios, compression\n"
+               "and attention in cache.  --only lowrank: the power iteration in the\n"
+               "cpu module against OpenBLAS (when configure found it).\n");
 }
 
 int main(int argc, char **argv)
@@ -893,7 +994,7 @@ int main(int argc, char **argv)
             nap = 0;
             for (char *t = strtok(plist, ","); t && nap < 8; t = strtok(NULL, ",")) {
                 gear_config c;
-                if (gear_config_preset(t, GEAR_KEY, &c) != GEAR_OK) {
+                if (spec_config(t, GEAR_KEY, &c) != GEAR_OK) {
                     fprintf(stderr, "gear-bench: --presets: unknown preset %s\n", t);
                     return 2;
                 }
@@ -953,7 +1054,7 @@ int main(int argc, char **argv)
                "at the same thread count;\n  /q4_0 = compress GB/s (fp16 in) per thread over the q4_0 "
                "baseline's GB/s (fp32 in), the units of the compress target\n", H, T, d);
         q4_gbs = bench_q4_0(kv[0], H, T, d, llc);
-        printf("backend preset kv th   comp GB/s /thread /memcpy  /q4_0   dec GB/s /memcpy   /read\n");
+        printf("backend preset        kv th   comp GB/s /thread /memcpy  /q4_0   dec GB/s /memcpy   /read\n");
         for (int p = 0; p < 8; p++) {
             bench_codec("cpu", 1, all[p], kv, H, T, d, b1, llc);
             if (threads > 1) bench_codec("cpu", threads, all[p], kv, H, T, d, bn, llc);
@@ -969,6 +1070,24 @@ int main(int argc, char **argv)
         free((void *)kv[0]);
         free((void *)kv[1]);
     }
+    if (!only || !strcmp(only, "layouts")) {
+        /* gear2 at other ranks and outlier ratios: compression on one
+         * thread (against q4_0, as the codec section) and attention in
+         * cache (against the fp16 cache, as the cache section) */
+        static const char *lay[] = {"gear2", "gear2:r1", "gear2:r4", "gear2:r8", "gear2:s0.05", "gear2:s0.1",
+                                    "gear2:r4:s0.05"};
+        const int nl = quick ? 3 : 7, H = 8, T = quick ? 1024 : 4096, d = 128;
+        const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};
+        if (!(q4_gbs > 0)) q4_gbs = bench_q4_0(kv[0], H, T, d, llc);
+        printf("\nlayouts: gear2 with rank rN and outlier ratio sX (the preset: r2, s0.02); compression of\n"
+               "  [%d,%d,%d] fp16 on one thread, as in codec\n", H, T, d);
+        printf("backend preset        kv th   comp GB/s /thread /memcpy  /q4_0   dec GB/s /memcpy   /read\n");
+        for (int p = 0; p < nl; p++) bench_codec("cpu", 1, lay[p], kv, H, T, d, b1, llc);
+        free((void *)kv[0]);
+        free((void *)kv[1]);
+        bench_incache(lay, nl, 0);
+    }
+    if (!only || !strcmp(only, "lowrank")) bench_lowrank(quick);
     if (!only || !strcmp(only, "prefill")) {
         const int H = 8, T = quick ? 1024 : 4096, d = 128;
         const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};

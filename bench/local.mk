@@ -10,9 +10,14 @@ if HAVE_OPENMP
 EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
 bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
 	bench/q4_0_baseline.c bench/q4_0_baseline.h bench/isa_floor.c bench/isa_floor.h \
-	tools/gear/synth.c tools/gear/synth.h
+	bench/lowrank_blas.c bench/lowrank_blas.h tools/gear/synth.c tools/gear/synth.h
 bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
+# the lowrank section's OpenBLAS baseline (only the bench links it)
+if HAVE_OPENBLAS
+bench_gear_bench_CFLAGS += -DGEAR_BENCH_OPENBLAS $(OPENBLAS_CFLAGS)
+bench_gear_bench_LDADD += $(OPENBLAS_LIBS)
+endif
 bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
 CLEANFILES += bench/gear-bench$(EXEEXT)
 
