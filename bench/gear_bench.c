@@ -84,12 +84,10 @@ static void check(gear_status st, const char *what)
     }
 }
 
-/* ------------------------------------------------------------ bandwidth */
-
-/* Read one small sysfs file of CPU 0's cache index i; 0 if absent. */
 /* A preset name, or one with overrides after colons: gear2:r4 (rank 4),
  * gear2:s0.05 (outlier ratio 0.05), gear2:r4:s0.05, for the layouts the
- * presets do not name (bench_layouts). */
+ * presets do not name (--only layouts); not on CQ presets, whose caches
+ * are calibrated by name. */
 static gear_status spec_config(const char *spec, gear_kind kind, gear_config *cfg)
 {
     char name[32];
@@ -99,6 +97,7 @@ static gear_status spec_config(const char *spec, gear_kind kind, gear_config *cf
     memcpy(name, spec, n);
     name[n] = 0;
     gear_status st = gear_config_preset(name, kind, cfg);
+    if (!st && c && cfg->cq_dim) return GEAR_ERR_INVALID_ARG;
     while (!st && c) {
         const char *o = c + 1;
         char *end;
@@ -119,6 +118,9 @@ static gear_status spec_config(const char *spec, gear_kind kind, gear_config *cf
     return st ? st : gear_config_validate(cfg, 128);
 }
 
+/* ------------------------------------------------------------ bandwidth */
+
+/* Read one small sysfs file of CPU 0's cache index i; 0 if absent. */
 static int cache_attr(int i, const char *name, char *buf, size_t len)
 {
     char path[96];
@@ -931,6 +933,11 @@ static void bench_lowrank(int quick)
             }
             double mod = tm - t0, blas = lowrank_blas_seconds((unsigned)n, (unsigned)d, cfg.rank, cfg.iters,
                                                               blocks < 64 ? blocks : 64, reps);
+            if (!(mod > 0) || !(blas > 0)) { /* noise above the difference, or no memory */
+                printf("%6d %4d %2u   (not measurable: module %.2f us, openblas %.2f us)\n", n, d, cfg.rank,
+                       mod * 1e6, blas * 1e6);
+                continue;
+            }
             printf("%6d %4d %2u   %9.2f   %11.2f   %15.2f\n", n, d, cfg.rank, mod * 1e6, blas * 1e6, blas / mod);
             if (jf)
                 fprintf(jf, "{\"bench\":\"lowrank\",\"n\":%d,\"d\":%d,\"rank\":%u,\"iters\":%u,"
@@ -995,7 +1002,9 @@ int main(int argc, char **argv)
             for (char *t = strtok(plist, ","); t && nap < 8; t = strtok(NULL, ",")) {
                 gear_config c;
                 if (spec_config(t, GEAR_KEY, &c) != GEAR_OK) {
-                    fprintf(stderr, "gear-bench: --presets: unknown preset %s\n", t);
+                    fprintf(stderr,
+                            "gear-bench: --presets: %s is not a preset, or a preset with valid overrides "
+                            "(:rN rank, :sX outlier ratio; none on CQ presets)\n", t);
                     return 2;
                 }
                 ap[nap++] = t;
@@ -1085,7 +1094,7 @@ int main(int argc, char **argv)
         for (int p = 0; p < nl; p++) bench_codec("cpu", 1, lay[p], kv, H, T, d, b1, llc);
         free((void *)kv[0]);
         free((void *)kv[1]);
-        bench_incache(lay, nl, 0);
+        bench_incache(lay, nl, quick);
     }
     if (!only || !strcmp(only, "lowrank")) bench_lowrank(quick);
     if (!only || !strcmp(only, "prefill")) {

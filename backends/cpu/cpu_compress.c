@@ -4,7 +4,8 @@
  * Codes, scales and outliers match the reference backend bit for bit (same
  * fp32 operations: true division, round half to even, fp16 rounding of the
  * scale and minimum before coding).  Groups with more than one outlier per
- * side fall back to the reference primitives for selection and coding.
+ * side take quantize_masked (selection across the vector lanes), more than
+ * SEL_KMAX per side the reference primitives.
  */
 #include <math.h>
 #include <stdlib.h>

@@ -103,8 +103,9 @@ typedef struct gear_attn2_block {
     float *o;            /* rows x d, 64-channel groups in permuted order */
     float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
 } gear_attn2_block;
-/* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 or
- * 2, 0 or 1+1 outliers per group; 2-bit codes in groups of 64 at head dim
+/* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 to
+ * 4, k+k outliers per group within its per-block scratch (rank*(64 + d)
+ * + outliers <= 1152 floats, <= 512 outliers); 2-bit codes in groups of 64 at head dim
  * 64/128/256; with the fixed-point kernel (head dim 64/128), also 4-bit
  * codes and value groups of the whole row (kivi4, kcvt4, gear4), for
  * softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
