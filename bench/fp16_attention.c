@@ -118,25 +118,26 @@ I512 __m512 hsum16(const __m512 *v)
     return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xDD));
 }
 
-/* o[r][c0..c0+64) += sum_j s[r][j] v_j[c0..] for R (constant) rows and
- * tokens [j0, j1): 4R accumulators in registers. */
+/* o[r][c0..c0+16W) += sum_j s[r][j] v_j[c0..] for R (constant) rows and
+ * tokens [j0, j1), W = 4 (64 channels) or, at the end of a head dim that
+ * is not a multiple of 64, 1 to 3: WR accumulators in registers. */
 I512 void values64(const f16 *v, unsigned d, unsigned c0, unsigned j0, unsigned j1, const float *s, unsigned n,
-                   unsigned R, float *o)
+                   unsigned R, unsigned W, float *o)
 {
     __m512 acc[4][4];
     for (unsigned r = 0; r < R; r++)
-        for (unsigned i = 0; i < 4; i++) acc[r][i] = _mm512_loadu_ps(o + (size_t)r * d + c0 + 16 * i);
+        for (unsigned i = 0; i < W; i++) acc[r][i] = _mm512_loadu_ps(o + (size_t)r * d + c0 + 16 * i);
     for (unsigned j = j0; j < j1; j++) {
         const f16 *vr = v + (size_t)j * d + c0;
         __m512 x[4];
-        for (unsigned i = 0; i < 4; i++) x[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vr + 16 * i)));
+        for (unsigned i = 0; i < W; i++) x[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vr + 16 * i)));
         for (unsigned r = 0; r < R; r++) {
             __m512 w = _mm512_set1_ps(s[(size_t)r * n + j]);
-            for (unsigned i = 0; i < 4; i++) acc[r][i] = _mm512_fmadd_ps(w, x[i], acc[r][i]);
+            for (unsigned i = 0; i < W; i++) acc[r][i] = _mm512_fmadd_ps(w, x[i], acc[r][i]);
         }
     }
     for (unsigned r = 0; r < R; r++)
-        for (unsigned i = 0; i < 4; i++) _mm512_storeu_ps(o + (size_t)r * d + c0 + 16 * i, acc[r][i]);
+        for (unsigned i = 0; i < W; i++) _mm512_storeu_ps(o + (size_t)r * d + c0 + 16 * i, acc[r][i]);
 }
 
 /* Lane partials of q_r . k_j for R (constant) query rows and the 16/R'
@@ -188,7 +189,7 @@ I512 void prefetch_keys16(const f16 *k, unsigned n, unsigned d, unsigned j, cons
         prefetch_rows(next_k + (size_t)(j - n) * d, 16, d);
 }
 
-/* chunk() for n a multiple of 16 and d a multiple of 64, on AVX-512.
+/* chunk() for n a multiple of 16 and d a multiple of 16, on AVX-512.
  * With pf_keys, the key loop fetches the key rows 16 ahead (into the next
  * chunk's, next_k, or NULL). */
 T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d, const float *q, unsigned G,
@@ -206,9 +207,24 @@ T512 static void chunk_avx512(const f16 *k, const f16 *v, unsigned n, unsigned d
      * 64-channel pass), up to 4 query rows a pass */
     for (unsigned j0 = 0; j0 < n; j0 += 64) {
         unsigned j1 = j0 + 64 < n ? j0 + 64 : n;
-#define VALUES64(R) values64(v, d, c0, j0, j1, s + (size_t)g * n, n, R, o + (size_t)g * d)
-        for (unsigned g = 0; g < G; g += 4)
-            for (unsigned c0 = 0; c0 < d; c0 += 64) BY_ROWS(G - g, VALUES64)
+#define VALUES64(R) values64(v, d, c0, j0, j1, s + (size_t)g * n, n, R, 4, o + (size_t)g * d)
+#define VALUES_TAIL(R)                                                                        \
+    do {                                                                                      \
+        float *o_ = o + (size_t)g * d;                                                        \
+        const float *s_ = s + (size_t)g * n;                                                  \
+        if (d - c0 == 16)                                                                     \
+            values64(v, d, c0, j0, j1, s_, n, R, 1, o_);                                      \
+        else if (d - c0 == 32)                                                                \
+            values64(v, d, c0, j0, j1, s_, n, R, 2, o_);                                      \
+        else                                                                                  \
+            values64(v, d, c0, j0, j1, s_, n, R, 3, o_);                                      \
+    } while (0)
+        for (unsigned g = 0; g < G; g += 4) {
+            unsigned c0 = 0;
+            for (; c0 + 64 <= d; c0 += 64) BY_ROWS(G - g, VALUES64);
+            if (c0 < d) BY_ROWS(G - g, VALUES_TAIL); /* head dims 80, 96, 112, ... */
+        }
+#undef VALUES_TAIL
 #undef VALUES64
     }
 }
@@ -318,9 +334,9 @@ int fp16_attention_generic = 0;
 static int fast_kernel(unsigned d)
 {
 #ifdef HAVE_CHUNK512
-    if (d % 64 || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return 0;
+    if (d % 16 || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return 0;
     if (__builtin_cpu_supports("avx512f") && getenv("GEAR_CPU_NO_AVX512") == NULL) return 2;
-    return __builtin_cpu_supports("avx2") ? 1 : 0;
+    return __builtin_cpu_supports("avx2") && d % 64 == 0 ? 1 : 0;
 #else
     (void)d;
     return 0;

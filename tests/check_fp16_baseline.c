@@ -4,7 +4,8 @@
  * computes attention: its AVX-512 kernel (where the CPU has one), its AVX2
  * kernel (the one GEAR_CPU_NO_AVX512 selects where the CPU has AVX2) and
  * its generic kernel all agree with a direct double-precision attention over
- * the same fp16 keys and values, on head dims 64, 128 and 256, 1 to 5
+ * the same fp16 keys and values, on head dims 64, 128 and 256 (and 80,
+ * 96, 112 on the shorter contexts), 1 to 5
  * query rows per KV head (a quad and a single row), and context lengths
  * whose last chunk (256 tokens long, or 512, 2048 and 4096) is short: a
  * multiple of 16 tokens with a short last 64-token value pass (the
@@ -97,16 +98,21 @@ START_TEST(test_fp16_baseline_matches_direct)
     const char *env = getenv("GEAR_CPU_NO_AVX512");
     char *saved = env ? strdup(env) : NULL;
     ck_assert(!env || saved);
-    for (unsigned d = 64; d <= 256; d *= 2) {
+    /* 80, 96 and 112: the AVX-512 kernel's last value pass 16, 32 or 48
+     * channels wide (on the four shorter contexts) */
+    static const unsigned ds[] = {64, 128, 256, 80, 96, 112};
+    const size_t nd = sizeof ds / sizeof *ds;
+    for (size_t di = 0; di < nd; di++) {
+        unsigned d = ds[di];
         printf("fp16 baseline, head dim %u: fast mode runs the %s kernel", d, fp16_attention_kernel(d));
         setenv("GEAR_CPU_NO_AVX512", "1", 1);
         printf(", with GEAR_CPU_NO_AVX512 the %s kernel\n", fp16_attention_kernel(d));
         restore_env(saved);
     }
     for (unsigned ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
-        for (unsigned d = 64; d <= 256; d *= 2)
+        for (size_t di = 0; di < (ti < 4 ? nd : 3); di++)
             for (unsigned G = 1; G <= 5; G++) {
-                unsigned T = Ts[ti];
+                unsigned T = Ts[ti], d = ds[di];
                 size_t nkv = (size_t)H * T * d, nq = (size_t)H * G * d;
                 uint16_t *k = malloc(nkv * 2), *v = malloc(nkv * 2);
                 float *q = malloc(nq * 4), *o = malloc(nq * 4);

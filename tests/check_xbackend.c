@@ -609,13 +609,15 @@ static double twin_attention(gear_cache *ca, gear_cache *cb, int hq, int nq, int
 static void attention_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
-    /* 256: the float kernel's widest head, where a value row holds eight
-     * outliers (the several-row outlier path broadcasts its source row) */
-    static const int dims[] = {64, 128, 256}, groups[] = {1, 4};
+    /* 256: the widest head, where a value row holds eight outliers (the
+     * several-row outlier path broadcasts its source row); 80 and 96
+     * (Phi-2, Phi-3): value rows end in a short group (16, 32 channels) */
+    static const int dims[] = {64, 128, 256, 80, 96}, groups[] = {1, 4};
+    const size_t nd = sizeof dims / sizeof dims[0];
     const int hkv = 3; /* odd: the cpu kernel's two-heads-at-a-time path (G = 1) ends with one left over */
     int np = gear_preset_count();
-    for (size_t cs = 0; cs < 6; cs++) {
-        size_t ti = cs / 3, di = cs % 3;
+    for (size_t cs = 0; cs < 2 * nd; cs++) {
+        size_t ti = cs / nd, di = cs % nd;
         const int T = ti ? 64 * 9 : 64 * 9 + 5, nq_max = ti ? 3 : 2, d = dims[di];
         float *k = tu_synth(200 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(210 + di, GEAR_VALUE, hkv, T, d);
         for (int p = 0; p < np; p++) {
@@ -656,11 +658,12 @@ static void layouts_case(gear_context *be, gear_context *ref, const char *name, 
         {"gear2", 2, 0.10f}, {"gear2", 4, 0.05f}, {"kivi2", 0, 0.12f}, {"gear4", 4, 0.05f},
         {"gear2", 8, 0.02f}, {"gear4", 6, 0.02f},
     };
-    /* 256: the float kernel's widest head, where rank 2 and one outlier a
-     * side fill its scratch exactly and rank 3 no longer fits */
-    static const int dims[] = {64, 128, 256}, groups[] = {1, 4};
+    /* 256: the widest head, where rank 2 and one outlier a side fill the
+     * AVX-512 kernels' scratch exactly and rank 3 no longer fits; 96:
+     * short value groups, with fewer outliers than the others (or none) */
+    static const int dims[] = {64, 128, 256, 96}, groups[] = {1, 4};
     const int hkv = 2, T = 64 * 5 + 5;
-    for (size_t di = 0; di < 3; di++) {
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         int d = dims[di];
         float *k = tu_synth(230 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(240 + di, GEAR_VALUE, hkv, T, d);
         for (size_t li = 0; li < sizeof lay / sizeof lay[0]; li++) {

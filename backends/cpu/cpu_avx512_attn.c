@@ -62,16 +62,23 @@ INLINE unsigned outliers_at(const gear_block_layout *L) { return L->rank <= 2 ? 
 
 static int use_fixed(unsigned d, float scale)
 {
-    return gear_cpu_have_avx512_vnni && (d == 64 || d == 128) && fabsf(scale) <= FIX_MAX_SCALE;
+    return gear_cpu_have_avx512_vnni && d % 16 == 0 && d >= 64 && d <= MAXD && fabsf(scale) <= FIX_MAX_SCALE;
 }
 
-/* The float kernel: 2-bit codes, groups of 64; the fixed-point kernel
- * also 4-bit codes and value groups of a whole row, at head dim 64/128. */
+/* Head dims other than 64 and 128 (80 and 96 in Phi-2 and Phi-3, 256 in
+ * Gemma) run the fixed-point kernel's general instantiation, so that the
+ * two common ones stay compiled as they were. */
+INLINE int common_dim(unsigned d) { return d == 64 || d == 128; }
+
+/* The float kernel: 2-bit codes, groups of 64, head dim 64/128/256; the
+ * fixed-point kernel also 4-bit codes and value groups of a whole row, at
+ * any head dim of 64 to 256 in steps of 16 (a value row's last group then
+ * may be short: 16, 32 or 48 channels). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale)
 {
     unsigned d = lk->d;
-    int fixed = use_fixed(d, scale), flt = 1;
-    if ((d != 64 && d != 128 && d != MAXD) || lv->d != d || lk->n != NB || lv->n != NB) return 0;
+    int fixed = use_fixed(d, scale), flt = d == 64 || d == 128 || d == MAXD;
+    if (d % 16 || d < 64 || d > MAXD || lv->d != d || lk->n != NB || lv->n != NB) return 0;
     const gear_block_layout *L[2] = {lk, lv};
     for (int i = 0; i < 2; i++) {
         const gear_block_layout *x = L[i];
@@ -80,12 +87,10 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
         if (x->group != 64 && !(i == 1 && x->group == d)) return 0;
         /* rank up to 4, its columns and the outliers within blk2 */
         if (x->rank > RMAX || x->rank * (NB + d) > XFLOATS) return 0;
-        /* outliers: none, or k maxima and k minima in every group, all
-         * groups whole (so that outlier j lies in group j / 2k) */
-        if (x->n_outliers &&
-            (x->tail_len != x->group || x->n_outliers > OMAX || outliers_at(x) + x->n_outliers > XFLOATS))
-            return 0;
-        flt &= x->bits == 2 && x->group == 64;
+        /* outliers: none, or k maxima and k minima in every group (the
+         * last, shorter group of a value row may have fewer) */
+        if (x->n_outliers && (x->n_outliers > OMAX || outliers_at(x) + x->n_outliers > XFLOATS)) return 0;
+        flt &= x->bits == 2 && x->group == 64 && x->tail_len == x->group;
     }
     return flt || fixed;
 }
@@ -297,6 +302,13 @@ INLINE __m512 rows16(const float *x, unsigned len, unsigned j, unsigned per, int
     return _mm512_permutexvar_ps(r, w);
 }
 
+/* One fp16 as fp32 (vcvtph2ps; F16C's scalar form would need its own
+ * target here). */
+INLINE float half1(const uint8_t *p)
+{
+    return _mm512_cvtss_f32(_mm512_cvtph_ps(_mm256_castsi128_si256(_mm_cvtsi32_si128(cpu_u16(p)))));
+}
+
 /* log2 x for a power of two, else -1 */
 INLINE int log2_exact(unsigned x) { return x && !(x & (x - 1)) ? __builtin_ctz(x) : -1; }
 
@@ -305,7 +317,8 @@ INLINE int log2_exact(unsigned x) { return x && !(x & (x - 1)) ? __builtin_ctz(x
  * side (a constant in every kernel: see attend_fix_gen). */
 INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, int gen)
 {
-    unsigned d = L->d, G = L->groups_per_row, ng = L->rows * G, lg = d == 64 ? 6 : d == 128 ? 7 : 8;
+    unsigned d = L->d, G = L->groups_per_row, ng = L->rows * G;
+    int lg = log2_exact(d);
     if (L->kind == GEAR_KEY) halves16(blk + L->off_scales, ng, f->dl);
     if (L->kind == GEAR_KEY || L->n_outliers) halves16(blk + L->off_mins, ng, f->mn);
     if (L->kind == GEAR_VALUE) {
@@ -327,8 +340,27 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
             __m512 mn = gen ? rows16(f->mn, ng, j, opg, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 2, 1, 0.5f);
             __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(val + 2 * j)));
             _mm512_storeu_ps(ov + j, _mm512_sub_ps(v, mn));
-            _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(_mm512_srli_epi32(x, lg)));
-            _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(_mm512_and_si512(x, _mm512_set1_epi32((int)d - 1))));
+            __m512i t, c;
+            if (!gen || lg >= 0) {
+                t = _mm512_srli_epi32(x, (unsigned)(gen ? lg : d == 64 ? 6 : d == 128 ? 7 : 8));
+                c = _mm512_and_si512(x, _mm512_set1_epi32((int)d - 1));
+            } else { /* (x + 0.5)/d truncates to x / d exactly for x < 2^16 (rows16) */
+                __m512 xf = _mm512_add_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(0.5f));
+                t = _mm512_cvttps_epi32(_mm512_mul_ps(xf, _mm512_set1_ps(1.0f / (float)d)));
+                c = _mm512_sub_epi32(x, _mm512_mullo_epi32(t, _mm512_set1_epi32((int)d)));
+            }
+            _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(t));
+            _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(c));
+        }
+        if (gen && L->tail_len != L->group) {
+            /* a value row's short last group has k_tail <= k_full a side:
+             * the row's outliers lie 2k_full a group, the rest in the last */
+            unsigned per = L->outliers_per_row, opf = 2 * L->k_full;
+            for (unsigned r = 0, j = 0; r < L->rows; r++)
+                for (unsigned u = 0, g = 0, c = 0; u < per; u++, j++) {
+                    ov[j] = half1(val + 2 * j) - f->mn[r * G + g];
+                    if (++c == opf && g + 1 < G) c = 0, g++;
+                }
         }
     }
 }
@@ -527,9 +559,9 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
 
 /* s[r][t] = q_r . k_t for R rows (compile-time), natural token order. */
 INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                        unsigned R, float *s, const uint8_t *next, float scale, int gen)
+                        unsigned R, float *s, const uint8_t *next, float scale, int gen, unsigned dc)
 {
-    (void)scale;
+    (void)scale, (void)dc;
     unsigned d = L->d;
     float qs[QUAD * MAXD];
     __m512 acc[QUAD][4];
@@ -564,8 +596,9 @@ INLINE void key_scores2(const gear_block_layout *L, const uint8_t *blk, const bl
 /* o[r] (permuted groups) += sum_t p[r][t] v_t; onat[r] gets the outlier
  * and low-rank terms. */
 INLINE void values2(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                    unsigned R, float *o, float *onat, const uint8_t *next, int gen)
+                    unsigned R, float *o, float *onat, const uint8_t *next, int gen, unsigned dc)
 {
+    (void)dc;
     unsigned d = L->d, G = L->groups_per_row;
     float pw[QUAD * NB];
     const uint8_t *codes = blk + L->off_codes;
@@ -714,11 +747,16 @@ VINLINE float grid16(__m512 *v, unsigned m, float top, int8_t *hi, int8_t *lo, f
         __m512 ps[MAXD / 16];
         unsigned nv = m / 16;
         for (unsigned i = 0; i < nv; i++) ps[i] = _mm512_max_ps(red[i], _mm512_setzero_ps());
-        for (unsigned h = nv / 2; h >= 1; h /= 2)
+        for (unsigned h = nv / 2; h >= 1; nv = h, h /= 2) {
             for (unsigned i = 0; i < h; i++) {
                 ps[i] = _mm512_add_ps(ps[i], ps[i + h]);
                 red[i] = _mm512_add_ps(red[i], red[i + h]);
             }
+            if (nv & 1) { /* 12 vectors (head dim 192) fold to 6, 3, then 1 */
+                ps[0] = _mm512_add_ps(ps[0], ps[nv - 1]);
+                red[0] = _mm512_add_ps(red[0], red[nv - 1]);
+            }
+        }
         /* both in one reduction: positive parts in lanes 0-7, all in 8-15 */
         __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ps[0], red[0], 0x44), _mm512_shuffle_f32x4(ps[0], red[0], 0xEE));
         t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, 0xB1));
@@ -762,8 +800,9 @@ typedef struct fixw {
     float al[QUAD];
 } fixw;
 
-/* x[i]*w[i] for i < m (m = 64 or 128, a constant after inlining, so
- * the products stay in registers between the passes), as int16
+/* x[i]*w[i] for i < m (m a multiple of 16; 64 or 128, a constant after
+ * inlining, so the products stay in registers between the passes; other
+ * head dims pad them with zeros to whole 64s for grid16), as int16
  * al*(256*hi[i] + lo[i]) within +-32512; returns al, and in *bias the sum
  * of x[i]*mn[i] (the minima's term).  NaN when a product is not finite (it
  * then reaches the output as it would in fp32); 0 when all are below
@@ -781,11 +820,13 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
                     float *bias, float coarse, fixw *fine, float (*fal)[QUAD], unsigned r)
 {
     __m512 v[MAXD / 16], b = _mm512_setzero_ps();
+    unsigned mp = (m + 63) & ~63u;
     for (unsigned i = 0; i < m / 16; i++) {
         __m512 xi = _mm512_loadu_ps(x + 16 * i);
         v[i] = _mm512_mul_ps(xi, _mm512_loadu_ps(w + 16 * i));
         b = _mm512_fmadd_ps(xi, _mm512_loadu_ps(mn + 16 * i), b);
     }
+    for (unsigned i = m / 16; i < mp / 16; i++) v[i] = _mm512_setzero_ps();
     *bias = _mm512_reduce_add_ps(b);
     uint32_t tb = top_bits(v, m / 16);
     float top, al, worst;
@@ -799,18 +840,19 @@ VINLINE float fix16(const float *x, const float *w, const float *mn, unsigned m,
     }
     /* each weight rounds by at most half a step: when m/2 steps are within
      * `coarse`, no finer grid can be needed and the exact bound is skipped */
-    if (!fine || 0.5f * (float)m * (top / 32512.0f) <= coarse) return grid16(v, m, top, hi, lo, NULL);
-    al = grid16(v, m, top, hi, lo, &worst);
+    if (!fine || 0.5f * (float)m * (top / 32512.0f) <= coarse) return grid16(v, mp, top, hi, lo, NULL);
+    al = grid16(v, mp, top, hi, lo, &worst);
     float tops[NFINE + 1] = {top}, als[NFINE + 1] = {al};
     for (unsigned l = 0; l < NFINE && worst * als[l] > coarse; l++) {
         /* the products again, less every grid so far: rare, and cheaper
          * than keeping them in registers through grid16 */
-        for (unsigned i = 0; i < m / 16; i++) v[i] = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(w + 16 * i));
-        for (unsigned j = 0; j <= l; j++) residual16(v, m, tops[j], als[j]);
+        for (unsigned i = 0; i < mp / 16; i++)
+            v[i] = i < m / 16 ? _mm512_mul_ps(_mm512_loadu_ps(x + 16 * i), _mm512_loadu_ps(w + 16 * i)) : _mm512_setzero_ps();
+        for (unsigned j = 0; j <= l; j++) residual16(v, mp, tops[j], als[j]);
         tb = top_bits(v, m / 16);
         if (tb < 0x0d800000u) break; /* below 2^-100: nothing fp32 would keep */
         memcpy(&tops[l + 1], &tb, 4);
-        als[l + 1] = fal[l][r] = grid16(v, m, tops[l + 1], fine[l].hi[r], fine[l].lo[r], &worst);
+        als[l + 1] = fal[l][r] = grid16(v, mp, tops[l + 1], fine[l].hi[r], fine[l].lo[r], &worst);
     }
     return al;
 }
@@ -928,9 +970,18 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
  * level's pass runs over the rows that took it only, packed to the front
  * of its grid: at G = 4 it is mostly one row of the four (gear-bench's
  * keys: kivi2 took a level in 48 % of blocks, 13 % of rows).  n (the rows
- * of the pass), bits and d become constants in each case, as dot_codes
- * needs. */
+ * of the pass) and bits become constants in each case, as dot_codes
+ * needs, and so does d where it is 64 or 128. */
 #define FINE_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, &fine[l], R_, acc, NULL, 0, 0, 0)
+#define FINE_D(R_, B_)                                                                              \
+    do {                                                                                            \
+        if (d == 64)                                                                                \
+            FINE_PASS(R_, B_, 64);                                                                  \
+        else if (d == 128)                                                                          \
+            FINE_PASS(R_, B_, 128);                                                                 \
+        else                                                                                        \
+            FINE_PASS(R_, B_, d);                                                                   \
+    } while (0)
 __attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void
 key_fine_passes(const uint8_t *codes, fixw *fine, float (*fal)[QUAD], unsigned R, unsigned bits, unsigned d,
                 __m512 sum[QUAD][4])
@@ -951,29 +1002,22 @@ key_fine_passes(const uint8_t *codes, fixw *fine, float (*fal)[QUAD], unsigned R
         }
         __m512i acc[QUAD][4];
         memset(acc, 0, sizeof acc); /* each case sets its n rows; GCC cannot see that */
-        switch ((n - 1) * 4 + (bits == 4) * 2 + (d == 128)) {
-        case 0: FINE_PASS(1, 2, 64); break;
-        case 1: FINE_PASS(1, 2, 128); break;
-        case 2: FINE_PASS(1, 4, 64); break;
-        case 3: FINE_PASS(1, 4, 128); break;
-        case 4: FINE_PASS(2, 2, 64); break;
-        case 5: FINE_PASS(2, 2, 128); break;
-        case 6: FINE_PASS(2, 4, 64); break;
-        case 7: FINE_PASS(2, 4, 128); break;
-        case 8: FINE_PASS(3, 2, 64); break;
-        case 9: FINE_PASS(3, 2, 128); break;
-        case 10: FINE_PASS(3, 4, 64); break;
-        case 11: FINE_PASS(3, 4, 128); break;
-        case 12: FINE_PASS(4, 2, 64); break;
-        case 13: FINE_PASS(4, 2, 128); break;
-        case 14: FINE_PASS(4, 4, 64); break;
-        default: FINE_PASS(4, 4, 128); break;
+        switch ((n - 1) * 2 + (bits == 4)) {
+        case 0: FINE_D(1, 2); break;
+        case 1: FINE_D(1, 4); break;
+        case 2: FINE_D(2, 2); break;
+        case 3: FINE_D(2, 4); break;
+        case 4: FINE_D(3, 2); break;
+        case 5: FINE_D(3, 4); break;
+        case 6: FINE_D(4, 2); break;
+        default: FINE_D(4, 4); break;
         }
         for (unsigned k = 0; k < n; k++)
             for (unsigned j = 0; j < 4; j++)
                 sum[row[k]][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[k][j]), _mm512_set1_ps(fine[l].al[k]), sum[row[k]][j]);
     }
 }
+#undef FINE_D
 #undef FINE_PASS
 
 /* key_scores2 in fixed point, for `bits` (2 or 4) bits a code and head
@@ -1011,10 +1055,17 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
     key_extras(L, f, q, R, s, pt, gen);
 }
 
+/* dc: the head dim as a constant (a kernel of its own: attend_fix_dim),
+ * or 0 */
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
-                            unsigned R, float *s, const uint8_t *next, float scale, int gen)
+                            unsigned R, float *s, const uint8_t *next, float scale, int gen, unsigned dc)
 {
-    if (L->bits == 2 && L->d == 64)
+    unsigned d = dc ? dc : L->d;
+    if (gen && !common_dim(d) && L->bits == 2)
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, d, gen);
+    else if (gen && !common_dim(d))
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, d, gen);
+    else if (L->bits == 2 && L->d == 64)
         key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 64, gen);
     else if (L->bits == 2)
         key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 128, gen);
@@ -1026,38 +1077,66 @@ VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, cons
 
 /* values2 in fixed point, 64 channels at a time; a group is 64 channels or
  * the whole row (one set of weights for every chunk).  bits and d are
- * constants after inlining, so that the code loops know their row stride. */
+ * constants after inlining where d is 64 or 128, so that the code loops
+ * know their row stride.  A head dim that is not a multiple of 64 ends in
+ * a short chunk (16, 32 or 48 channels), added to o in natural order. */
 VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
                           unsigned R, float *o, float *onat, const uint8_t *next, unsigned bits, unsigned d, int gen)
 {
-    unsigned rb = d * bits / 8, chunks = d / 64, steps = chunks * (NB / 4);
+    unsigned rb = d * bits / 8, chunks = (d + 63) / 64, steps = chunks * (NB / 4);
     unsigned lines = next ? (unsigned)((L->bytes + 63) / 64) : 0, per = (lines + steps - 1) / steps;
     fixw w;
     float bias[QUAD] = {0}; /* set with w at chunk 0 */
     for (unsigned ch = 0; ch < chunks; ch++) {
-        unsigned g = ch * 64 / L->group;
+        unsigned g = ch * 64 / L->group, tw = d - 64 * ch < 64 ? d - 64 * ch : 64;
         if (ch == 0 || g != (ch - 1) * 64 / L->group)
             for (unsigned r = 0; r < R; r++) {
                 w.al[r] = fix16(p + r * NB, f->dlT + g * NB, f->mnT + g * NB, NB, w.hi[r], w.lo[r], &bias[r], 0.0f, NULL, NULL, 0);
             }
         __m512i acc[QUAD][4];
-        /* value rows are tokens: a step takes chunk ch of four, rb apart */
-        dot_codes(blk + L->off_codes, 4 * rb, rb, ch * 8 * bits, bits, NB / 4, &w, R, acc, next, ch * per * (NB / 4), per,
-                  lines);
-        for (unsigned r = 0; r < R; r++)
-            for (unsigned j = 0; j < 4; j++) {
-                float *dst = o + (size_t)r * d + 64 * ch + 16 * j;
-                __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
-                _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), v));
+        /* value rows are tokens: a step takes chunk ch of four, rb apart
+         * (a short chunk reads past its row's end, into the next row or,
+         * for the last token, into the scales that follow the codes; those
+         * lanes are dropped below) */
+        const uint8_t *src = blk + L->off_codes;
+        unsigned off = ch * 8 * bits;
+        if (bits == 4 && tw <= 32) { /* its codes are in the first 16 bytes */
+            dot_planes(src, 4 * rb, rb, off, NB / 4, &w, R, 4, 0, 2, 0, acc, next, ch * per * (NB / 4), per, lines);
+            for (unsigned r = 0; r < R; r++) acc[r][2] = acc[r][3] = _mm512_setzero_si512();
+        } else {
+            dot_codes(src, 4 * rb, rb, off, bits, NB / 4, &w, R, acc, next, ch * per * (NB / 4), per, lines);
+        }
+        for (unsigned r = 0; r < R; r++) {
+            __m512 v[4];
+            for (unsigned j = 0; j < 4; j++)
+                v[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][j]), _mm512_set1_ps(w.al[r]), _mm512_set1_ps(bias[r]));
+            float *dst = o + (size_t)r * d + 64 * ch;
+            if (tw == 64) {
+                for (unsigned j = 0; j < 4; j++)
+                    _mm512_storeu_ps(dst + 16 * j, _mm512_add_ps(_mm512_loadu_ps(dst + 16 * j), v[j]));
+            } else {
+                float nat[64];
+                if (bits == 2)
+                    unpermute64(v, nat);
+                else
+                    unpermute64_b4(v, nat);
+                for (unsigned j = 0; j < tw; j += 16)
+                    _mm512_storeu_ps(dst + j, _mm512_add_ps(_mm512_loadu_ps(dst + j), _mm512_loadu_ps(nat + j)));
             }
+        }
     }
     value_extras(L, f, p, R, onat, gen);
 }
 
 VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
-                        unsigned R, float *o, float *onat, const uint8_t *next, int gen)
+                        unsigned R, float *o, float *onat, const uint8_t *next, int gen, unsigned dc)
 {
-    if (L->bits == 2 && L->d == 64)
+    unsigned d = dc ? dc : L->d;
+    if (gen && !common_dim(d) && L->bits == 2)
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, d, gen);
+    else if (gen && !common_dim(d))
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, d, gen);
+    else if (L->bits == 2 && L->d == 64)
         values_fix_b(L, blk, f, p, R, o, onat, next, 2, 64, gen);
     else if (L->bits == 2)
         values_fix_b(L, blk, f, p, R, o, onat, next, 2, 128, gen);
@@ -1071,35 +1150,35 @@ VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const bl
  * scores, softmax, values, through the float (KEYS = key_scores2, VALS =
  * values2) or the fixed-point kernels, for any layout (GEN) or rank 0 or 2
  * and one outlier per side.  The first row quad prefetches. */
-#define BLOCK_ROWS(a, fk, fv, r0, R, KEYS, VALS, GEN)                                                      \
+#define BLOCK_ROWS(a, fk, fv, r0, R, KEYS, VALS, GEN, DC)                                                  \
     do {                                                                                                  \
         float s_[QUAD * NB];                                                                              \
-        unsigned d_ = (a)->lk->d;                                                                         \
+        unsigned d_ = (DC) ? (DC) : (a)->lk->d;                                                           \
         float *onat_ = (a)->onat ? (a)->onat + (size_t)(r0) * d_ : NULL, *o_ = (a)->o + (size_t)(r0) * d_; \
-        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k, (a)->scale, GEN); \
+        KEYS((a)->lk, (a)->kblk, fk, (a)->q + (size_t)(r0) * d_, R, s_, (r0) ? NULL : (a)->next_k, (a)->scale, GEN, DC); \
         softmax2(s_, R, (a)->scale, (a)->pos0, (a)->lim + (r0), (a)->pt + (r0), o_, onat_, d_);           \
-        VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v, GEN);                   \
+        VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v, GEN, DC);              \
     } while (0)
 
 /* Every row of a block pair, four at a time. */
-#define ALL_ROWS(a, KEYS, VALS, GEN)                                                         \
+#define ALL_ROWS(a, KEYS, VALS, GEN, DC)                                                       \
     do {                                                                                     \
         blk2 fk_, fv_;                                                                       \
         block_prep((a)->lk, (a)->kblk, &fk_, GEN);                                           \
         block_prep((a)->lv, (a)->vblk, &fv_, GEN);                                           \
         for (unsigned r0_ = 0; r0_ < (a)->rows; r0_ += QUAD) {                               \
             switch ((a)->rows - r0_) {                                                       \
-            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS, GEN); break;               \
-            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS, GEN); break;               \
-            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS, GEN); break;               \
-            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS, GEN); break;              \
+            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS, GEN, DC); break;             \
+            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS, GEN, DC); break;             \
+            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS, GEN, DC); break;             \
+            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS, GEN, DC); break;            \
             }                                                                                \
         }                                                                                    \
     } while (0)
 
 __attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix(const gear_attn2_block *a)
 {
-    ALL_ROWS(a, key_scores_fix, values_fix, 0);
+    ALL_ROWS(a, key_scores_fix, values_fix, 0, 0);
 }
 
 /* The same for layouts of other ranks and outlier counts: a kernel of its
@@ -1109,12 +1188,25 @@ __attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix
  * kernel's registers and laid out its code). */
 __attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix_gen(const gear_attn2_block *a)
 {
-    ALL_ROWS(a, key_scores_fix, values_fix, 1);
+    ALL_ROWS(a, key_scores_fix, values_fix, 1, 0);
 }
+
+/* Head dims 80, 96 and 256 as constants: with the head dim read from the
+ * layout, its loops and the weights' registers cost kivi2 at head dim 96
+ * and G = 4 1219 ns a pair in cache (d 128: 1106). */
+#define ATTEND_FIX_DIM(D)                                                                                        \
+    __attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix_d##D(const gear_attn2_block *a) \
+    {                                                                                                            \
+        ALL_ROWS(a, key_scores_fix, values_fix, 1, D);                                                           \
+    }
+ATTEND_FIX_DIM(80)
+ATTEND_FIX_DIM(96)
+ATTEND_FIX_DIM(256)
+#undef ATTEND_FIX_DIM
 
 __attribute__((noinline)) static void attend_flt_gen(const gear_attn2_block *a)
 {
-    ALL_ROWS(a, key_scores2, values2, 1);
+    ALL_ROWS(a, key_scores2, values2, 1, 0);
 }
 
 /* Rank 0 or 2 and at most one outlier per side: the presets' layouts. */
@@ -1135,22 +1227,30 @@ __attribute__((target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix
         block_prep(a[i].lk, a[i].kblk, &fk[i], 0);
         block_prep(a[i].lv, a[i].vblk, &fv[i], 0);
     }
-    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k, a[i].scale, 0);
+    for (unsigned i = 0; i < 2; i++) key_scores_fix(a[i].lk, a[i].kblk, &fk[i], a[i].q, 1, s[i], a[i].next_k, a[i].scale, 0, 0);
     for (unsigned i = 0; i < 2; i++)
         softmax2(s[i], 1, a[i].scale, a[i].pos0, a[i].lim, a[i].pt, a[i].o, a[i].onat, a[i].lk->d);
-    for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v, 0);
+    for (unsigned i = 0; i < 2; i++) values_fix(a[i].lv, a[i].vblk, &fv[i], s[i], 1, a[i].o, a[i].onat, a[i].next_v, 0, 0);
 }
 
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
 {
     int gen = !common_layout(a->lk) || !common_layout(a->lv); /* the same for every block of a call */
     if (use_fixed(a->lk->d, a->scale)) {
-        if (n == 2 && a[0].rows == 1 && a[1].rows == 1) {
+        gen |= !common_dim(a->lk->d);
+        if (n == 2 && a[0].rows == 1 && a[1].rows == 1 && !gen) {
             attend_fix_pair(a);
             return;
         }
+        unsigned d = a->lk->d;
         for (unsigned i = 0; i < n; i++) {
-            if (gen)
+            if (d == 80)
+                attend_fix_d80(a + i);
+            else if (d == 96)
+                attend_fix_d96(a + i);
+            else if (d == 256)
+                attend_fix_d256(a + i);
+            else if (gen)
                 attend_fix_gen(a + i);
             else
                 attend_fix(a + i);
@@ -1161,24 +1261,28 @@ void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
         if (gen)
             attend_flt_gen(a + i);
         else
-            ALL_ROWS(a + i, key_scores2, values2, 0);
+            ALL_ROWS(a + i, key_scores2, values2, 0, 0);
     }
 }
 
-/* o[r] (64-channel groups in the permuted order of `bits`-bit codes) =
- * natural order + onat[r]. */
+/* o[r] (64-channel groups in the permuted order of `bits`-bit codes, a
+ * last short group in natural order: values_fix_b) = natural order +
+ * onat[r]. */
 void gear_cpu_values_unpermute(float *o, const float *onat, unsigned rows, unsigned d, unsigned bits)
 {
     for (unsigned r = 0; r < rows; r++)
         for (unsigned g = 0; g < d; g += 64) {
             float *x = o + (size_t)r * d + g;
-            __m512 v[4] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x + 32), _mm512_loadu_ps(x + 48)};
-            if (bits == 2)
-                unpermute64(v, x);
-            else
-                unpermute64_b4(v, x);
+            unsigned tw = d - g < 64 ? d - g : 64;
+            if (tw == 64) {
+                __m512 v[4] = {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16), _mm512_loadu_ps(x + 32), _mm512_loadu_ps(x + 48)};
+                if (bits == 2)
+                    unpermute64(v, x);
+                else
+                    unpermute64_b4(v, x);
+            }
             if (onat)
-                for (unsigned j = 0; j < 64; j += 16)
+                for (unsigned j = 0; j < tw; j += 16)
                     _mm512_storeu_ps(x + j, _mm512_add_ps(_mm512_loadu_ps(x + j), _mm512_loadu_ps(onat + (size_t)r * d + g + j)));
         }
 }
