@@ -302,11 +302,12 @@ INLINE __m512 rows16(const float *x, unsigned len, unsigned j, unsigned per, int
     return _mm512_permutexvar_ps(r, w);
 }
 
-/* One fp16 as fp32 (vcvtph2ps; F16C's scalar form would need its own
- * target here). */
-INLINE float half1(const uint8_t *p)
+/* x / m in 16 lanes, x < 2^16: (x + 0.5)/m in fp32 truncates to the
+ * exact quotient (rows16). */
+INLINE __m512i quot16(__m512i x, unsigned m)
 {
-    return _mm512_cvtss_f32(_mm512_cvtph_ps(_mm256_castsi128_si256(_mm_cvtsi32_si128(cpu_u16(p)))));
+    __m512 xf = _mm512_add_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(0.5f));
+    return _mm512_cvttps_epi32(_mm512_mul_ps(xf, _mm512_set1_ps(1.0f / (float)m)));
 }
 
 /* log2 x for a power of two, else -1 */
@@ -337,31 +338,33 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
         float *ov = f->x + outliers_at(L);
         for (unsigned j = 0; j < L->n_outliers; j += 16) {
             __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 2 * j)));
-            __m512 mn = gen ? rows16(f->mn, ng, j, opg, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 2, 1, 0.5f);
+            __m512 mn;
+            if (gen && L->tail_len != L->group) {
+                /* a value row's short last group has k_tail <= k_full a
+                 * side: outlier u of row r lies in group min(u / 2k_full,
+                 * G - 1), its minimum at mn[r*G + that] */
+                __m512i jr = _mm512_add_epi32(_mm512_set1_epi32((int)j), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+                __m512i r = quot16(jr, L->outliers_per_row);
+                __m512i u = _mm512_sub_epi32(jr, _mm512_mullo_epi32(r, _mm512_set1_epi32((int)L->outliers_per_row)));
+                __m512i g = _mm512_min_epu32(quot16(u, opg), _mm512_set1_epi32((int)G - 1));
+                mn = _mm512_i32gather_ps(_mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32((int)G)), g), f->mn, 4);
+            } else {
+                mn = gen ? rows16(f->mn, ng, j, opg, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 2, 1, 0.5f);
+            }
             __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(val + 2 * j)));
             _mm512_storeu_ps(ov + j, _mm512_sub_ps(v, mn));
             __m512i t, c;
             if (!gen || lg >= 0) {
                 t = _mm512_srli_epi32(x, (unsigned)(gen ? lg : d == 64 ? 6 : d == 128 ? 7 : 8));
                 c = _mm512_and_si512(x, _mm512_set1_epi32((int)d - 1));
-            } else { /* (x + 0.5)/d truncates to x / d exactly for x < 2^16 (rows16) */
-                __m512 xf = _mm512_add_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(0.5f));
-                t = _mm512_cvttps_epi32(_mm512_mul_ps(xf, _mm512_set1_ps(1.0f / (float)d)));
+            } else {
+                t = quot16(x, d);
                 c = _mm512_sub_epi32(x, _mm512_mullo_epi32(t, _mm512_set1_epi32((int)d)));
             }
             _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(t));
             _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(c));
         }
-        if (gen && L->tail_len != L->group) {
-            /* a value row's short last group has k_tail <= k_full a side:
-             * the row's outliers lie 2k_full a group, the rest in the last */
-            unsigned per = L->outliers_per_row, opf = 2 * L->k_full;
-            for (unsigned r = 0, j = 0; r < L->rows; r++)
-                for (unsigned u = 0, g = 0, c = 0; u < per; u++, j++) {
-                    ov[j] = half1(val + 2 * j) - f->mn[r * G + g];
-                    if (++c == opf && g + 1 < G) c = 0, g++;
-                }
-        }
+
     }
 }
 
