@@ -41,6 +41,8 @@ typedef struct shape { int H, T, d; unsigned block; } shape;
 static const shape shapes[] = {
     {2, 64 * 2 + 7, 64, 64},  /* default block, a tail */
     {2, 64 + 33, 96, 64},     /* values: a short last group (64 + 32) */
+    {2, 64 * 2 + 3, 80, 64},  /* and 64 + 16 */
+    {1, 96 * 2 + 5, 64, 96},  /* keys: a short last group (64 + 32) */
     {1, 24 * 3 + 5, 40, 24},  /* odd block and head dim */
     {3, 17, 16, 16},          /* one block and a one-token tail */
     {1, 11, 8, 16},           /* tail only */
@@ -195,7 +197,7 @@ static void bits_case(gear_context *be, gear_context *ref, const char *name, int
 {
     (void)same;
     static const unsigned bits[] = {1, 2, 3, 4, 8};
-    static const float ratios[] = {0.0f, 0.02f, 0.1f};
+    static const float ratios[] = {0.0f, 0.02f, 0.04f, 0.1f}; /* 0.04: one a side in groups of 32 too */
     for (size_t bi = 0; bi < sizeof bits / sizeof bits[0]; bi++)
         for (size_t ri = 0; ri < sizeof ratios / sizeof ratios[0]; ri++)
             for (int kind = 0; kind < 2; kind++)
@@ -1038,6 +1040,7 @@ static void f16_case(gear_context *be, gear_context *ref, const char *name, int 
     static const struct { int H, T, d, ld; } sh[] = {
         {3, 64 * 3 + 9, 128, 128}, /* contiguous: blocks straight from the halves */
         {2, 64 * 2 + 1, 64, 80},   /* padded rows */
+        {2, 64 * 2 + 5, 96, 96},   /* values with a short last group */
     };
     int np = gear_preset_count();
     for (size_t si = 0; si < sizeof sh / sizeof sh[0]; si++) {
@@ -1401,7 +1404,7 @@ static void streams_agree(gear_context *be, gear_context *ref, int same, const g
     free(sb);
 }
 
-/* Head dims 64 and 128 at the default block, every uniform bit width,
+/* Head dims 64, 96 and 128 at the default block, every uniform bit width,
  * with and without outliers and low rank, on edge_input: codes, scales
  * and outliers exact, reconstructions within NMSE_MAX. */
 static void edge_case(gear_context *be, gear_context *ref, const char *name, int same)
@@ -1409,7 +1412,7 @@ static void edge_case(gear_context *be, gear_context *ref, const char *name, int
     static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
     static const unsigned bits[] = {1, 2, 4, 8};
     for (int c = 0; c < 6; c++)
-        for (int d = 64; d <= 128; d += 64)
+        for (int d = 64; d <= 128; d += 32) /* 96: values with a short last group */
             for (size_t p = 0; p < sizeof names / sizeof names[0] + 2; p++) /* + gear2, kivi2: 3 outliers a side */
                 for (size_t b = 0; b < sizeof bits / sizeof bits[0]; b++)
                     for (int kind = 0; kind < 2; kind++) {
@@ -1452,7 +1455,7 @@ static void f16_edge_case(gear_context *be, gear_context *ref, const char *name,
 {
     static const char *names[] = {"gear2", "kivi2", "gear4", "kivi4", "kcvt4"};
     for (int c = 0; c < 8; c++)
-        for (int d = 64; d <= 128; d += 64)
+        for (int d = 64; d <= 128; d += 32) /* 96: values with a short last group */
             for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
                 for (int kind = 0; kind < 2; kind++) {
                     shape s = {2, 64 * 2, d, 64};

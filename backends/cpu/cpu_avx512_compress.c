@@ -9,6 +9,10 @@
  * `group` consecutive rows of one column, so 16 groups fill one vector:
  * keys: Z = X (n tokens x d channels); values: Z = X^T (d x n), staged
  * by a 16x16 transpose.  A code row of the block is a column of Z.
+ * The last group of a column may be shorter (tail rows, e.g. values at
+ * d = 80 or 96 with groups of 64) as long as its codes fill whole words
+ * (so its length is a multiple of 4, as pass 1 wants); the passes take
+ * the group length m and outlier count k of the rows they work on.
  *
  * Needs AVX-512 F/BW/VL/DQ (vreduceps, vrangeps) and VBMI2 (vpshrdvd packs
  * codes); called only after gear_cpu_have_avx512_compress was set.
@@ -39,6 +43,8 @@ typedef struct zjob {
     float *ez;          /* residual, nr x nc (NULL: no low rank) */
     uint8_t *blk;
     unsigned nr, nc, group, G, levels, k, key;
+    unsigned tail, kt;  /* rows and outliers a side of the last group */
+    unsigned ow;        /* outlier dwords a column (a pair per group that has one) */
     float thr;          /* |q - rint(q)| at or above this: a true division */
     const uint16_t *pf; /* fp16 rows of the next block (pf_ld apart), or NULL */
     const uint16_t *after; /* and of the block after it, or NULL */
@@ -263,10 +269,11 @@ INLINE int chunk_fast(const zjob *J, const int h, unsigned i0, unsigned c0, unsi
  * [0, levels] (strip_in_range), so the codes of trusted rows need no
  * clamping.  The residual is v - code*dl everywhere, so that fp16 and fp32
  * input, which take different paths, give the same low-rank factors. */
-INLINE void strip_codes(const zjob *J, const int h, unsigned r0, unsigned c0, const gparams *g, const int k,
-                        const int tie, const int we, const int inr, __m512i *acc, __m512i *amx, __m512i *amn)
+INLINE void strip_codes(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, const gparams *g,
+                        const int k, const int tie, const int we, const int inr, __m512i *acc, __m512i *amx,
+                        __m512i *amn)
 {
-    const unsigned nc = J->nc, m = J->group, bits = J->L->bits, cpd = 32 / bits;
+    const unsigned nc = J->nc, bits = J->L->bits, cpd = 32 / bits;
     const __m512 M = _mm512_set1_ps(MAGIC), MN = _mm512_set1_ps(MAGIC + (float)J->levels);
     const __m512 thr = _mm512_set1_ps(J->thr);
     const __m512 tdl = _mm512_mul_ps(thr, g->dlf);
@@ -353,7 +360,7 @@ INLINE void store_codes(const zjob *J, unsigned c0, unsigned w0, const __m512i *
 /* Scales, minima and (k = 1) the two outliers of 16 groups (columns
  * c0.., group gb).  Outliers of a group are sorted by position; their
  * values are the extremes themselves. */
-INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, const gparams *g,
+INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, const int k, const gparams *g,
                         __m512i amx, __m512i amn)
 {
     const gear_block_layout *L = J->L;
@@ -377,7 +384,7 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
             memcpy(J->blk + L->off_mins + 2 * gi, &n[l], 2);
         }
     }
-    if (!J->k) return;
+    if (!k) return;
     __m512i a = _mm512_min_epu32(amx, amn), b = _mm512_max_epu32(amx, amn);
     __mmask16 amax = _mm512_cmpeq_epi32_mask(a, amx);
     __m512 va = _mm512_mask_blend_ps(amax, g->mn1, g->mx1), vb = _mm512_mask_blend_ps(amax, g->mx1, g->mn1);
@@ -409,37 +416,39 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     __m512i hv = _mm512_or_si512(
         _mm512_cvtepu16_epi32(_mm512_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)),
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), 16));
-    /* pair j = c*outliers_per_row + 2*gb, outliers_per_row = 2G: dword
-     * c*G + gb.  G = 1 and 2 (gear2 keys and values: n = group, d = 2 *
-     * group): plain and masked stores (a scatter was ~1 % of a gear2 block
-     * apiece) */
-    uint8_t *oi = J->blk + L->off_oidx + 4 * (size_t)c0 * G, *ov = J->blk + L->off_oval + 4 * (size_t)c0 * G;
-    if (G == 1) {
+    /* pair j = c*outliers_per_row + 2*gb*k_full: dword c*ow + gb*k_full
+     * (a last group without outliers stores none).  ow = 1 and 2 (gear2
+     * keys and values: n = group, d = 2 * group, or d = group + a tail
+     * too short for one; slot0 is then 0, or 0 and 1): plain and masked
+     * stores (a scatter was ~1 % of a gear2 block apiece) */
+    const unsigned ow = J->ow, slot0 = gb * J->k;
+    uint8_t *oi = J->blk + L->off_oidx + 4 * (size_t)c0 * ow, *ov = J->blk + L->off_oval + 4 * (size_t)c0 * ow;
+    if (ow == 1) {
         _mm512_storeu_si512(oi, idx);
         _mm512_storeu_si512(ov, hv);
-    } else if (G == 2) {
-        /* lane l to dword 2l + gb of 32: lanes 0-7 in the first 16, 8-15 in the second */
+    } else if (ow == 2) {
+        /* lane l to dword 2l + slot0 of 32: lanes 0-7 in the first 16, 8-15 in the second */
         const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
         const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-        const __mmask16 m = (__mmask16)(gb ? 0xAAAA : 0x5555);
+        const __mmask16 m = (__mmask16)(slot0 ? 0xAAAA : 0x5555);
         _mm512_mask_storeu_epi32(oi, m, _mm512_permutexvar_epi32(lo, idx));
         _mm512_mask_storeu_epi32(oi + 64, m, _mm512_permutexvar_epi32(hi, idx));
         _mm512_mask_storeu_epi32(ov, m, _mm512_permutexvar_epi32(lo, hv));
         _mm512_mask_storeu_epi32(ov + 64, m, _mm512_permutexvar_epi32(hi, hv));
     } else {
-        __m512i slot = _mm512_add_epi32(_mm512_mullo_epi32(col, _mm512_set1_epi32((int)G)), _mm512_set1_epi32((int)gb));
+        __m512i slot = _mm512_add_epi32(_mm512_mullo_epi32(col, _mm512_set1_epi32((int)ow)), _mm512_set1_epi32((int)slot0));
         _mm512_i32scatter_epi32(J->blk + L->off_oidx, slot, idx, 4);
         _mm512_i32scatter_epi32(J->blk + L->off_oval, slot, hv, 4);
     }
 }
 
-/* The outliers of 16 groups, rows pmx and pmn (one per column), after
- * codes and residual were computed as if there were none: their codes
- * (in acc) and residual entries become 0. */
-INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned c0, __m512i pmx, __m512i pmn, __m512i *acc,
-                           const int we)
+/* The outliers of 16 groups of m rows from r0, rows pmx and pmn (one per
+ * column), after codes and residual were computed as if there were none:
+ * their codes (in acc) and residual entries become 0. */
+INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, __m512i pmx, __m512i pmn,
+                           __m512i *acc, const int we)
 {
-    const unsigned bits = J->L->bits, W = J->group * bits / 32;
+    const unsigned bits = J->L->bits, W = m * bits / 32;
     const unsigned lb = bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : 3, lc = 5 - lb; /* log2 bits, codes a dword */
     __m512i pos[2] = {_mm512_sub_epi32(pmx, _mm512_set1_epi32((int)r0)), _mm512_sub_epi32(pmn, _mm512_set1_epi32((int)r0))};
     for (unsigned o = 0; o < 2; o++) {
@@ -475,30 +484,33 @@ INLINE int strip_in_range(const gparams *g, __m512 lo, __m512 hi, unsigned level
     return ok == 0xffff;
 }
 
-/* One strip of 16 columns, one group of rows: both passes and the stores;
+/* One strip of 16 columns, one group of rows (m of them, k outliers a
+ * side: the last group's may be fewer): both passes and the stores;
  * 0 if the strip holds Inf or NaN (fp16 rows; fp32 ones were checked). */
 INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int we)
 {
-    const unsigned r0 = gb * J->group, W = J->group * J->L->bits / 32;
+    const int last = gb + 1 == J->G;
+    const unsigned r0 = gb * J->group, m = last ? J->tail : J->group, k = last ? J->kt : J->k;
+    const unsigned W = m * J->L->bits / 32;
     __m512 mx1, mx2 = _mm512_setzero_ps(), mn1, mn2 = mx2;
     __m512i pmx = _mm512_setzero_si512(), pmn = pmx;
     if (h) {
-        if (!strip_stats16(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
+        if (!strip_stats16(J, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
     } else {
-        strip_stats(J, c0, r0, J->group, J->k, &mx1, &mx2, &mn1, &mn2);
+        strip_stats(J, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
     }
     gparams g;
     g.mx1 = mx1, g.mn1 = mn1;
-    __m512 lo = J->k ? mn2 : mn1, hi = J->k ? mx2 : mx1;
+    __m512 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
     strip_params(lo, hi, J->levels, &g);
     __m512i acc[16], amx, amn;
     const int inr = strip_in_range(&g, lo, hi, J->levels);
 #define CODES(K, TIE)                                                                              \
     do {                                                                                           \
-        if (inr) strip_codes(J, h, r0, c0, &g, K, TIE, we, 1, acc, &amx, &amn);                    \
-        else strip_codes(J, h, r0, c0, &g, K, TIE, we, 0, acc, &amx, &amn);                        \
+        if (inr) strip_codes(J, h, r0, m, c0, &g, K, TIE, we, 1, acc, &amx, &amn);                 \
+        else strip_codes(J, h, r0, m, c0, &g, K, TIE, we, 0, acc, &amx, &amn);                     \
     } while (0)
-    if (!J->k) {
+    if (!k) {
         CODES(0, 0);
     } else {
         __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
@@ -506,7 +518,7 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
             /* each extreme occurs once, at the row pass 1 found: codes and
              * residual without per-entry outlier tests, then cleared there */
             CODES(0, 0);
-            clear_outliers(J, r0, c0, pmx, pmn, acc, we);
+            clear_outliers(J, r0, m, c0, pmx, pmn, acc, we);
             amx = pmx, amn = pmn;
         } else if (!tie) {
             CODES(1, 0);
@@ -515,8 +527,8 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
         }
     }
 #undef CODES
-    store_codes(J, c0, gb * W, acc, W);
-    store_group(J, h, c0, gb, &g, amx, amn);
+    store_codes(J, c0, gb * (J->group * J->L->bits / 32), acc, W);
+    store_group(J, h, c0, gb, (int)k, &g, amx, amn);
     return 1;
 }
 
@@ -925,6 +937,9 @@ static int run(const gear_block_layout *L, const gear_block_id *id, zjob *J, uin
     J->G = L->groups_per_row;
     J->levels = (1u << L->bits) - 1u;
     J->k = L->k_full;
+    J->tail = L->tail_len;
+    J->kt = L->k_tail;
+    J->ow = L->outliers_per_row / 2;
     /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
     J->thr = 0.5f - (float)(J->levels + 1) * 0x1p-21f;
     if (!quantize_z(J)) return 0;

@@ -693,15 +693,16 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
             cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), gear_half_sat(s->pt[(size_t)k * d + c]));
 }
 
-/* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): whole
- * groups of a multiple of 32 entries (codes fill whole dwords), at most
- * one outlier per side, 16-lane columns, rank <= 8. */
+/* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): groups of
+ * a multiple of 32 entries, and a last one that may be shorter (values
+ * at d = 80, 96), whose codes still fill whole dwords; at most one
+ * outlier per side in each; 16-lane columns, rank <= 8. */
 static int avx512_fits(const gear_block_layout *L)
 {
     unsigned b = L->bits;
     return CPU_AVX512_COMPRESS && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) &&
-           L->k_full <= 1 && L->tail_len == L->group && L->group % 32 == 0 && L->group * b <= 512 &&
-           L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 8;
+           L->k_full <= 1 && L->k_tail <= 1 && L->group % 32 == 0 && L->group * b <= 512 &&
+           L->tail_len * b % 32 == 0 && L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 8;
 }
 
 int gear_cpu_compress_f16_direct(const gear_block_layout *L)
