@@ -793,15 +793,15 @@ static void call_f16(void *p)
  * (threads, merge) drop out, and those per work item (4 blocks) are
  * spread over its pairs.  What compute alone allows, against the
  * instruction floors measured in this run. */
-static void bench_incache(const char *const *presets, int np, int quick)
+static void bench_incache(const char *const *presets, int np, const int *ds, int nd, int quick)
 {
     const int H = 8, T1 = 1024, T2 = 2048;
     double ns_dp = isa_ns_vpdpbusd(), ns_fma = isa_ns_fma512();
     gear_context *ctx = make_ctx("cpu", 1);
     int fixed = ns_dp > 0 && ctx && cpu_fixed_point();
     printf("\nattention in cache: one thread, one layer of %d KV heads; ns/pair = the time a (KV head, 64-token)\n"
-           "  pair adds between %d and %d tokens (fp16 cache: 256 and 512 at d = 64, 128 and 256 at d = 128;\n"
-           "  its %s kernel); /floor = ns/pair over the pair's 4*G*d vpdpbusd (the fixed-point kernels' dot\n"
+           "  pair adds between %d and %d tokens (fp16 cache: 16384/d tokens down to a multiple of 64, and\n"
+           "  twice that; its %s kernel); /floor = ns/pair over the pair's 4*G*d vpdpbusd (the fixed-point kernels' dot\n"
            "  products; %.3f ns each here) or, for the fp16 cache, its 8*G*d vfmadd231ps (%.3f ns each),\n"
            "  512-bit (-: not measured, or another kernel runs); fp16/ = the fp16 pair's ns over this one:\n"
            "  the speed-up compute alone allows; ?: the repeats spread wider than their median\n",
@@ -813,13 +813,13 @@ static void bench_incache(const char *const *presets, int np, int quick)
         printf("  (no cpu backend: skipped)\n");
         return;
     }
-    static const int ds[] = {64, 128}, Gs[] = {1, 4};
+    static const int Gs[] = {1, 4};
     char b1[32], b2[32], b3[32], j1[32], j2[32], j3[32];
-    for (int di = 0; di < 2; di++) {
+    for (int di = 0; di < nd; di++) {
         /* the keys and values of both lengths, for every G and cache:
-         * fp16 at F1 and F2 tokens (1 MiB at F2), the caches' input at T1
-         * and T2 */
-        int d = ds[di], F1 = 16384 / d, F2 = 2 * F1, len[4] = {F1, F2, T1, T2};
+         * fp16 at F1 and F2 tokens (1 MiB at F2 for d = 64, 128), the
+         * caches' input at T1 and T2 */
+        int d = ds[di], F1 = 16384 / d / 64 * 64, F2 = 2 * F1, len[4] = {F1, F2, T1, T2};
         uint16_t *k[4], *v[4];
         for (int i = 0; i < 4; i++) {
             k[i] = make_kv(GEAR_KEY, H, len[i], d, 11);
@@ -860,8 +860,8 @@ static void bench_incache(const char *const *presets, int np, int quick)
                 double dt = extra_per_call(call_cache, &a[0], &a[1]);
                 for (int i = 0; i < 2; i++) gear_cache_free(a[i].c);
                 double ns = dt / ((double)H * (T2 - T1) / 64) * 1e9;
-                /* the fixed-point kernels: 2 or 4 bits, head dim 64 or 128 */
-                int fx = fixed && (ck.bits == 2 || ck.bits == 4) && (d == 64 || d == 128);
+                /* the fixed-point kernels: 2 or 4 bits, head dims 64 to 256 in steps of 16 */
+                int fx = fixed && (ck.bits == 2 || ck.bits == 4) && d % 16 == 0 && d >= 64 && d <= 256;
                 double fl = fx ? ns / (4.0 * G * d * ns_dp) : 0, x = ns16 / ns;
                 printf("%4d %2d  %-14s %s   %s  %s\n", d, G, presets[p], fig(b1, sizeof b1, ns, "%*.1f", 10),
                        fig(b2, sizeof b2, fl, "%*.2f", 6), fig(b3, sizeof b3, x, "%*.2f", 6));
@@ -955,7 +955,7 @@ static void bench_lowrank(int quick)
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: gear-bench [--json FILE] [--threads N] [--reps R] [--quick]\n"
-               "                  [--only bw|codec|layouts|lowrank|prefill|attn|cache] [--shape T,d,G]\n"
+               "                  [--only bw|codec|layouts|lowrank|prefill|attn|cache|dims] [--shape T,d,G]\n"
                "                  [--llc-mult M]\n"
                "                  [--presets P1,P2,...]\n"
                "Medians of R repeats (default 7).  --quick: fewer shapes, for a smoke run.\n"
@@ -966,7 +966,8 @@ static void usage(FILE *f)
                "floors of this CPU (what compute alone allows).\n"
                "--only layouts: gear2 at other ranks and outlier ratios, compression\n"
                "and attention in cache.  --only lowrank: the power iteration in the\n"
-               "cpu module against OpenBLAS (when configure found it).\n");
+               "cpu module against OpenBLAS (when configure found it).  --only dims:\n"
+               "head dims 80, 96 and 256, compression and attention in cache.\n");
 }
 
 int main(int argc, char **argv)
@@ -1094,7 +1095,8 @@ int main(int argc, char **argv)
         for (int p = 0; p < nl; p++) bench_codec("cpu", 1, lay[p], kv, H, T, d, b1, llc);
         free((void *)kv[0]);
         free((void *)kv[1]);
-        bench_incache(lay, nl, quick);
+        static const int dl[] = {64, 128};
+        bench_incache(lay, nl, dl, 2, quick);
     }
     if (!only || !strcmp(only, "lowrank")) bench_lowrank(quick);
     if (!only || !strcmp(only, "prefill")) {
@@ -1109,7 +1111,30 @@ int main(int argc, char **argv)
         free((void *)kv[0]);
         free((void *)kv[1]);
     }
-    if (!only || !strcmp(only, "cache")) bench_incache(ap, nap, quick);
+    static const int d_common[] = {64, 128}, d_other[] = {80, 96, 256};
+    if (!only || !strcmp(only, "cache")) bench_incache(ap, nap, d_common, 2, quick);
+    if (!only || !strcmp(only, "dims")) {
+        /* head dims beside 64 and 128 (Phi-2 80, Phi-3 96, Gemma 256):
+         * compression on one thread as in codec, attention in cache */
+        static const char *dp[] = {"kivi2", "gear2", "kivi4", "gear4"};
+        const int H = 8, T = quick ? 1024 : 4096;
+        if (!(q4_gbs > 0)) {
+            uint16_t *k128 = make_kv(GEAR_KEY, H, T, 128, 1);
+            q4_gbs = bench_q4_0(k128, H, T, 128, llc);
+            free(k128);
+        }
+        printf("\ndims: head dims 80, 96, 256; compression of [%d,%d,d] fp16 on one thread, as in codec\n", H, T);
+        printf("backend preset        kv th   comp GB/s /thread /memcpy  /q4_0   dec GB/s /memcpy   /read\n");
+        for (int di = 0; di < 3; di++) {
+            int d = d_other[di];
+            const uint16_t *kv[2] = {make_kv(GEAR_KEY, H, T, d, 1), make_kv(GEAR_VALUE, H, T, d, 2)};
+            printf("d = %d\n", d);
+            for (int p = 0; p < (quick ? 2 : 4); p++) bench_codec("cpu", 1, dp[p], kv, H, T, d, b1, llc);
+            free((void *)kv[0]);
+            free((void *)kv[1]);
+        }
+        bench_incache(dp, quick ? 2 : 4, d_other, quick ? 1 : 3, quick);
+    }
     if (!only || !strcmp(only, "attn")) {
         printf("\nattention: one decode step over all layers (8 KV heads, G query heads each), %d threads;\n"
                "  MB = bytes read (compressed blocks + buffer); GB/s = MB/time; /read = median over the repeats\n"
