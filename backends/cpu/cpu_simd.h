@@ -105,13 +105,14 @@ typedef struct gear_attn2_block {
 } gear_attn2_block;
 /* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 to
  * 4, k+k outliers per group within its per-block scratch (rank*(64 + d)
- * + outliers <= 1152 floats, <= 512 outliers); 2-bit codes in groups of 64 at head dim
- * 64/128/256; with the fixed-point kernel (head dim 64/128), also 4-bit
- * codes and value groups of the whole row (kivi4, kcvt4, gear4), for
- * softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
+ * + outliers <= 1152 floats, <= 512 outliers); 2-bit codes in groups of
+ * 64 at head dim 64/128/256; with the fixed-point kernel (head dims 64 to
+ * 256 in steps of 16, value rows that end in a short group included),
+ * also 4-bit codes and value groups of the whole row (kivi4, kcvt4,
+ * gear4), for softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale);
-/* Head dims 64 and 128 go through the fixed-point (VNNI) kernel when the
- * CPU has AVX-512 VBMI, VNNI and DQ and GEAR_CPU_NO_VNNI is unset. */
+/* Those head dims go through the fixed-point (VNNI) kernel when the CPU
+ * has AVX-512 VBMI, VNNI and DQ and GEAR_CPU_NO_VNNI is unset. */
 extern int gear_cpu_have_avx512_vnni;
 /* n (1 or 2) pairs of different KV heads, independent of each other. */
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
