@@ -603,7 +603,7 @@ static double twin_attention(gear_cache *ca, gear_cache *cb, int hq, int nq, int
     return e;
 }
 
-/* Attention at the shapes real models use (head_dim 64 and 128, 64-token
+/* Attention at the shapes real models use (head_dim 64, 80, 96, 128, 256, 64-token
  * blocks, 1 and 4 query heads per KV head, 1 and 2 query tokens) where a
  * backend takes its fast paths, for every preset; the context spans many
  * blocks plus a buffer tail, or (T = 576, 3 query tokens) ends on a block

@@ -14,7 +14,7 @@
  * output rows until gear_cpu_values_unpermute.  Outlier and low-rank terms
  * of values go to a second, natural-order accumulator (onat).
  *
- * Where the CPU has VBMI, VNNI and DQ (head dim 64 or 128), the codes enter
+ * Where the CPU has VBMI, VNNI and DQ (head dims 64, 80, 96, 128, 256), the codes enter
  * through int8 dot products against 16-bit fixed-point weights instead
  * (key_scores_fix, values_fix below): same layout, same permuted order.
  * That kernel also takes 4-bit codes (kivi4, kcvt4, gear4): 16 bytes hold
@@ -62,23 +62,27 @@ INLINE unsigned outliers_at(const gear_block_layout *L) { return L->rank <= 2 ? 
 
 static int use_fixed(unsigned d, float scale)
 {
-    return gear_cpu_have_avx512_vnni && d % 16 == 0 && d >= 64 && d <= MAXD && fabsf(scale) <= FIX_MAX_SCALE;
+    /* the kernel is written for any multiple of 16 up to MAXD; admitted
+     * are the head dims the cross-backend suite runs (check_xbackend) */
+    return gear_cpu_have_avx512_vnni && (d == 64 || d == 80 || d == 96 || d == 128 || d == MAXD) &&
+           fabsf(scale) <= FIX_MAX_SCALE;
 }
 
 /* Head dims other than 64 and 128 (80 and 96 in Phi-2 and Phi-3, 256 in
- * Gemma) run the fixed-point kernel's general instantiation, so that the
- * two common ones stay compiled as they were. */
+ * Gemma) run kernels of their own (attend_fix_d*, attend_fix_gen), so that
+ * the two common ones stay compiled as they were. */
 INLINE int common_dim(unsigned d) { return d == 64 || d == 128; }
 
 /* The float kernel: 2-bit codes, groups of 64, head dim 64/128/256; the
  * fixed-point kernel also 4-bit codes and value groups of a whole row, at
- * any head dim of 64 to 256 in steps of 16 (a value row's last group then
- * may be short: 16, 32 or 48 channels). */
+ * head dims 64, 80, 96, 128 and 256 (use_fixed; a value row's last group
+ * then may be short: 16 or 32 channels). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale)
 {
     unsigned d = lk->d;
     int fixed = use_fixed(d, scale), flt = d == 64 || d == 128 || d == MAXD;
-    if (d % 16 || d < 64 || d > MAXD || lv->d != d || lk->n != NB || lv->n != NB) return 0;
+    if (!flt && !fixed) return 0;
+    if (lv->d != d || lk->n != NB || lv->n != NB) return 0;
     const gear_block_layout *L[2] = {lk, lv};
     for (int i = 0; i < 2; i++) {
         const gear_block_layout *x = L[i];
@@ -687,7 +691,7 @@ INLINE void softmax2(float *s, unsigned R, float scale, size_t pos0, const size_
 }
 
 /*
- * Fixed-point variant (AVX-512 VBMI + VNNI + DQ, head dim 64 or 128): the
+ * Fixed-point variant (AVX-512 VBMI + VNNI + DQ, head dims 64, 80, 96, 128, 256): the
  * weights that multiply the codes (q_c*scale_c for keys, p_t*scale_t for
  * values) become 16-bit fixed point per (block, row) and every code enters
  * through vpdpbusd, which sums four u8 x s8 products per lane exactly in
@@ -902,8 +906,10 @@ VINLINE __m512i code_rows(const uint8_t *p, unsigned rs, unsigned off)
  * k*rs, k < 4) so that lane i holds byte off+i of each row.  Plane j = the
  * codes at bits `bits`*(p0+j) of every byte, which meet the weights' dword
  * st: acc[r][a0+j] (int32) = sum of code x (256*hi + lo) over the steps.
- * Exact: before the shift at most 257 * 4*240*128 * 32 steps < 2^31.  The steps also prefetch the next
- * block's lines [pf0, pf0 + steps*per). */
+ * Exact: before the shift at most 257 * 4*240*128 * MAXD/4 steps (64: keys
+ * at head dim 256) < 2^31.  The steps also prefetch the next block's lines
+ * [pf0, pf0 + steps*per). */
+_Static_assert(257LL * 4 * 240 * 128 * (MAXD / 4) < (1LL << 31), "dot_planes' int32 sums must stay exact");
 VINLINE void dot_planes(const uint8_t *src, unsigned stride, unsigned rs, unsigned off, unsigned steps,
                         const fixw *w, unsigned R, unsigned bits, unsigned p0, unsigned JP, unsigned a0,
                         __m512i acc[QUAD][4], const uint8_t *next, unsigned pf0, unsigned per, unsigned lines)
@@ -974,7 +980,8 @@ VINLINE void dot_codes(const uint8_t *src, unsigned stride, unsigned rs, unsigne
  * of its grid: at G = 4 it is mostly one row of the four (gear-bench's
  * keys: kivi2 took a level in 48 % of blocks, 13 % of rows).  n (the rows
  * of the pass) and bits become constants in each case, as dot_codes
- * needs, and so does d where it is 64 or 128. */
+ * needs, and so does d where it is 64 or 128 (or the kernel's constant:
+ * attend_fix_d*). */
 #define FINE_PASS(R_, B_, D_) dot_codes(codes, 4 * 8 * (B_), 8 * (B_), 0, B_, (D_) / 4, &fine[l], R_, acc, NULL, 0, 0, 0)
 #define FINE_D(R_, B_)                                                                              \
     do {                                                                                            \
@@ -1080,7 +1087,7 @@ VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, cons
 
 /* values2 in fixed point, 64 channels at a time; a group is 64 channels or
  * the whole row (one set of weights for every chunk).  bits and d are
- * constants after inlining where d is 64 or 128, so that the code loops
+ * constants after inlining where d is 64 or 128 (or attend_fix_d*'s), so that the code loops
  * know their row stride.  A head dim that is not a multiple of 64 ends in
  * a short chunk (16, 32 or 48 channels), added to o in natural order. */
 VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,

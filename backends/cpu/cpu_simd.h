@@ -100,14 +100,14 @@ typedef struct gear_attn2_block {
     size_t pos0;         /* position of the block's first token */
     const size_t *lim;   /* per row: the last position it sees */
     part *pt;            /* per row */
-    float *o;            /* rows x d, 64-channel groups in permuted order */
+    float *o;            /* rows x d, 64-channel groups in permuted order (a short last one natural) */
     float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
 } gear_attn2_block;
 /* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 to
  * 4, k+k outliers per group within its per-block scratch (rank*(64 + d)
  * + outliers <= 1152 floats, <= 512 outliers); 2-bit codes in groups of
- * 64 at head dim 64/128/256; with the fixed-point kernel (head dims 64 to
- * 256 in steps of 16, value rows that end in a short group included),
+ * 64 at head dim 64/128/256; with the fixed-point kernel (head dims 64,
+ * 80, 96, 128 and 256, value rows that end in a short group included),
  * also 4-bit codes and value groups of the whole row (kivi4, kcvt4,
  * gear4), for softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale);
