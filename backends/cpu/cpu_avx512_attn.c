@@ -69,8 +69,8 @@ static int use_fixed(unsigned d, float scale)
 }
 
 /* Head dims other than 64 and 128 (80 and 96 in Phi-2 and Phi-3, 256 in
- * Gemma) run kernels of their own (attend_fix_d*, attend_fix_gen), so that
- * the two common ones stay compiled as they were. */
+ * Gemma) run kernels of their own (attend_fix_d*), so that the two common
+ * ones stay compiled as they were. */
 INLINE int common_dim(unsigned d) { return d == 64 || d == 128; }
 
 /* The float kernel: 2-bit codes, groups of 64, head dim 64/128/256; the
@@ -368,7 +368,6 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
             _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(t));
             _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(c));
         }
-
     }
 }
 
@@ -1065,16 +1064,15 @@ VINLINE void key_scores_fix_b(const gear_block_layout *L, const uint8_t *blk, co
     key_extras(L, f, q, R, s, pt, gen);
 }
 
-/* dc: the head dim as a constant (a kernel of its own: attend_fix_dim),
- * or 0 */
+/* dc: the head dim as a constant in the kernels of the other head dims
+ * (attend_fix_d*), else 0 (64 or 128, from the layout) */
 VINLINE void key_scores_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *q,
                             unsigned R, float *s, const uint8_t *next, float scale, int gen, unsigned dc)
 {
-    unsigned d = dc ? dc : L->d;
-    if (gen && !common_dim(d) && L->bits == 2)
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, d, gen);
-    else if (gen && !common_dim(d))
-        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, d, gen);
+    if (dc && !common_dim(dc) && L->bits == 2)
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, dc, gen);
+    else if (dc && !common_dim(dc))
+        key_scores_fix_b(L, blk, f, q, R, s, next, scale, 4, dc, gen);
     else if (L->bits == 2 && L->d == 64)
         key_scores_fix_b(L, blk, f, q, R, s, next, scale, 2, 64, gen);
     else if (L->bits == 2)
@@ -1141,11 +1139,10 @@ VINLINE void values_fix_b(const gear_block_layout *L, const uint8_t *blk, const 
 VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const blk2 *f, const float *p,
                         unsigned R, float *o, float *onat, const uint8_t *next, int gen, unsigned dc)
 {
-    unsigned d = dc ? dc : L->d;
-    if (gen && !common_dim(d) && L->bits == 2)
-        values_fix_b(L, blk, f, p, R, o, onat, next, 2, d, gen);
-    else if (gen && !common_dim(d))
-        values_fix_b(L, blk, f, p, R, o, onat, next, 4, d, gen);
+    if (dc && !common_dim(dc) && L->bits == 2)
+        values_fix_b(L, blk, f, p, R, o, onat, next, 2, dc, gen);
+    else if (dc && !common_dim(dc))
+        values_fix_b(L, blk, f, p, R, o, onat, next, 4, dc, gen);
     else if (L->bits == 2 && L->d == 64)
         values_fix_b(L, blk, f, p, R, o, onat, next, 2, 64, gen);
     else if (L->bits == 2)
