@@ -351,7 +351,7 @@ INLINE void store_codes(const zjob *J, unsigned c0, unsigned w0, const __m512i *
         }
         return;
     }
-    uint32_t t[16][16];
+    uint32_t t[32][16];
     for (unsigned w = 0; w < W; w++) _mm512_storeu_si512(t[w], acc[w]);
     for (unsigned l = 0; l < 16; l++)
         for (unsigned w = 0; w < W; w++) memcpy(base + (size_t)l * rb + 4 * w, &t[w][l], 4);
@@ -442,16 +442,15 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     }
 }
 
-/* The outliers of 16 groups of m rows from r0, rows pmx and pmn (one per
- * column), after codes and residual were computed as if there were none:
- * their codes (in acc) and residual entries become 0. */
-INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, __m512i pmx, __m512i pmn,
+/* The outliers of 16 groups of m rows from r0, np per column at rows
+ * r0 + pos[o] (o < np), after codes and residual were computed as if
+ * there were none: their codes (in acc) and residual entries become 0. */
+INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, const __m512i *pos, unsigned np,
                            __m512i *acc, const int we)
 {
     const unsigned bits = J->L->bits, W = m * bits / 32;
     const unsigned lb = bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : 3, lc = 5 - lb; /* log2 bits, codes a dword */
-    __m512i pos[2] = {_mm512_sub_epi32(pmx, _mm512_set1_epi32((int)r0)), _mm512_sub_epi32(pmn, _mm512_set1_epi32((int)r0))};
-    for (unsigned o = 0; o < 2; o++) {
+    for (unsigned o = 0; o < np; o++) {
         __m512i w = _mm512_srli_epi32(pos[o], lc);
         __m512i off = _mm512_slli_epi32(_mm512_and_si512(pos[o], _mm512_set1_epi32((1 << lc) - 1)), lb);
         __m512i clr = _mm512_sllv_epi32(_mm512_set1_epi32((1 << bits) - 1), off);
@@ -461,13 +460,109 @@ INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, 
         }
     }
     if (we) { /* plain stores: a scatter of 16 cost more than all 32 */
-        uint32_t p[2][16];
         float *e = J->ez + (size_t)r0 * J->nc + c0;
-        _mm512_storeu_si512(p[0], pos[0]);
-        _mm512_storeu_si512(p[1], pos[1]);
-        for (unsigned l = 0; l < 16; l++) {
-            e[(size_t)p[0][l] * J->nc + l] = 0.0f;
-            e[(size_t)p[1][l] * J->nc + l] = 0.0f;
+        for (unsigned o = 0; o < np; o++) {
+            uint32_t p[16];
+            _mm512_storeu_si512(p, pos[o]);
+            for (unsigned l = 0; l < 16; l++) e[(size_t)p[l] * J->nc + l] = 0.0f;
+        }
+    }
+}
+
+/* More than one outlier a side: ref's selection (the k largest entries,
+ * the first row on ties, then the k smallest of the others) one extreme
+ * per round, each round a pass over the group's rows, which are in L1 by
+ * then (pass 1 of k = 1, a top-2 network, does not extend: ties among k
+ * entries need their rows).  Four chains a round, merged with the
+ * earlier row winning ties.  sel[i]: bit l set when row r0 + i of column
+ * c0 + l is taken.  Needs 2k <= m, so that every round finds a free
+ * entry in every column. */
+INLINE __m512i select_one(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, uint16_t *sel,
+                          const int top, __m512 *val)
+{
+    const int cmp = top ? _CMP_GT_OQ : _CMP_LT_OQ;
+    __m512 b[4];
+    __m512i p[4];
+    for (unsigned u = 0; u < 4; u++) {
+        b[u] = _mm512_set1_ps(top ? -INFINITY : INFINITY);
+        p[u] = _mm512_setzero_si512();
+    }
+    for (unsigned i = 0; i < m; i += 4) /* m is a multiple of 4 (avx512_fits) */
+        for (unsigned u = 0; u < 4; u++) {
+            __m512 x = zload(ZROW(J, h, r0 + i + u), c0, h);
+            __mmask16 bt = _mm512_mask_cmp_ps_mask((__mmask16)~sel[i + u], x, b[u], cmp);
+            b[u] = _mm512_mask_mov_ps(b[u], bt, x);
+            p[u] = _mm512_mask_mov_epi32(p[u], bt, _mm512_set1_epi32((int)(i + u)));
+        }
+    for (unsigned s = 1; s < 4; s *= 2) /* chains u and u + s: rows apart, so ties go by row */
+        for (unsigned u = 0; u + s < 4; u += 2 * s) {
+            __mmask16 bt = _mm512_cmp_ps_mask(b[u + s], b[u], cmp) |
+                           (_mm512_cmp_ps_mask(b[u + s], b[u], _CMP_EQ_OQ) & _mm512_cmplt_epu32_mask(p[u + s], p[u]));
+            b[u] = _mm512_mask_mov_ps(b[u], bt, b[u + s]);
+            p[u] = _mm512_mask_mov_epi32(p[u], bt, p[u + s]);
+        }
+    uint32_t q[16];
+    _mm512_storeu_si512(q, p[0]);
+    for (unsigned l = 0; l < 16; l++) sel[q[l]] |= (uint16_t)(1u << l);
+    *val = b[0];
+    return p[0];
+}
+
+/* The 2k outliers of 16 groups (rows from r0 into pos, entries into val:
+ * k top, k bottom) and the range of the other entries (lo > hi: none left, as ref says
+ * for a group of outliers only). */
+INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, unsigned k, __m512i *pos,
+                     __m512 *val, __m512 *lo, __m512 *hi)
+{
+    uint16_t sel[1024]; /* m <= 1024 (1-bit codes) */
+    memset(sel, 0, sizeof(uint16_t) * m);
+    for (unsigned o = 0; o < k; o++) pos[o] = select_one(J, h, r0, m, c0, sel, 1, &val[o]);
+    for (unsigned o = 0; o < k; o++) pos[k + o] = select_one(J, h, r0, m, c0, sel, 0, &val[k + o]);
+    __m512 a = _mm512_set1_ps(-INFINITY), b = _mm512_set1_ps(INFINITY);
+    for (unsigned i = 0; i < m; i++) {
+        __m512 x = zload(ZROW(J, h, r0 + i), c0, h);
+        a = _mm512_mask_max_ps(a, (__mmask16)~sel[i], a, x);
+        b = _mm512_mask_min_ps(b, (__mmask16)~sel[i], b, x);
+    }
+    *lo = b, *hi = a;
+}
+
+/* The 2k outliers of 16 groups as the block stores them: per column, in
+ * the order of their rows (a sorting network across the lanes), at pair
+ * gb*k_full of its row's section; values are the entries themselves
+ * (fp16 input: exact; vcvtps2ph rounds as gear_float_to_half). */
+static void store_outliers_k(const zjob *J, unsigned c0, unsigned gb, unsigned r0, unsigned k, __m512i *pos,
+                             __m512 *val)
+{
+    const gear_block_layout *L = J->L;
+    const unsigned np = 2 * k;
+    for (unsigned o = 1; o < np; o++)
+        for (unsigned j = o; j > 0; j--) {
+            __mmask16 sw = _mm512_cmpgt_epu32_mask(pos[j - 1], pos[j]);
+            __m512i p = pos[j - 1];
+            __m512 v = val[j - 1];
+            pos[j - 1] = _mm512_mask_mov_epi32(pos[j - 1], sw, pos[j]);
+            pos[j] = _mm512_mask_mov_epi32(pos[j], sw, p);
+            val[j - 1] = _mm512_mask_mov_ps(val[j - 1], sw, val[j]);
+            val[j] = _mm512_mask_mov_ps(val[j], sw, v);
+        }
+    const __m512i col = _mm512_add_epi32(_mm512_set1_epi32((int)c0),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    const __m512i dv = _mm512_set1_epi32((int)L->d), rv = _mm512_set1_epi32((int)r0);
+    uint16_t ti[2 * CPU_AVX512_KMAX][16], tv[2 * CPU_AVX512_KMAX][16];
+    for (unsigned o = 0; o < np; o++) {
+        __m512i a = _mm512_add_epi32(pos[o], rv); /* row of Z */
+        __m512i f = J->key ? _mm512_add_epi32(_mm512_mullo_epi32(a, dv), col)
+                           : _mm512_add_epi32(_mm512_mullo_epi32(col, dv), a);
+        _mm256_storeu_si256((__m256i *)ti[o], _mm512_cvtepi32_epi16(f));
+        _mm256_storeu_si256((__m256i *)tv[o], _mm512_cvtps_ph(val[o], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (unsigned l = 0; l < 16; l++) {
+        size_t j0 = (size_t)(c0 + l) * L->outliers_per_row + 2 * (size_t)gb * J->k;
+        uint8_t *oi = J->blk + L->off_oidx + 2 * j0, *ov = J->blk + L->off_oval + 2 * j0;
+        for (unsigned o = 0; o < np; o++) {
+            memcpy(oi + 2 * o, &ti[o][l], 2);
+            memcpy(ov + 2 * o, &tv[o][l], 2);
         }
     }
 }
@@ -492,18 +587,26 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     const int last = gb + 1 == J->G;
     const unsigned r0 = gb * J->group, m = last ? J->tail : J->group, k = last ? J->kt : J->k;
     const unsigned W = m * J->L->bits / 32;
-    __m512 mx1, mx2 = _mm512_setzero_ps(), mn1, mn2 = mx2;
+    __m512 mx1 = _mm512_setzero_ps(), mx2 = mx1, mn1 = mx1, mn2 = mx1;
     __m512i pmx = _mm512_setzero_si512(), pmn = pmx;
     if (h) {
-        if (!strip_stats16(J, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
-    } else {
+        if (!strip_stats16(J, c0, r0, m, k > 1 ? 0 : k, &mx1, &mx2, &mn1, &mn2, &pmx, &pmn)) return 0;
+    } else if (k <= 1) {
         strip_stats(J, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
+    }
+    __m512i pos[2 * CPU_AVX512_KMAX];
+    __m512 val[2 * CPU_AVX512_KMAX];
+    if (k > 1) { /* mx2, mn2: the range of the rest */
+        select_k(J, h, r0, m, c0, k, pos, val, &mn2, &mx2);
+        __mmask16 none = _mm512_cmp_ps_mask(mn2, mx2, _CMP_GT_OQ);
+        mn2 = _mm512_mask_mov_ps(mn2, none, _mm512_setzero_ps());
+        mx2 = _mm512_mask_mov_ps(mx2, none, _mm512_setzero_ps());
     }
     gparams g;
     g.mx1 = mx1, g.mn1 = mn1;
     __m512 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
     strip_params(lo, hi, J->levels, &g);
-    __m512i acc[16], amx, amn;
+    __m512i acc[32], amx, amn;
     const int inr = strip_in_range(&g, lo, hi, J->levels);
 #define CODES(K, TIE)                                                                              \
     do {                                                                                           \
@@ -512,13 +615,18 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     } while (0)
     if (!k) {
         CODES(0, 0);
+    } else if (k > 1) { /* codes as if there were no outliers, then cleared */
+        CODES(0, 0);
+        clear_outliers(J, r0, m, c0, pos, 2 * k, acc, we);
     } else {
         __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
         if (h && !tie) {
             /* each extreme occurs once, at the row pass 1 found: codes and
              * residual without per-entry outlier tests, then cleared there */
+            const __m512i r = _mm512_set1_epi32((int)r0);
+            const __m512i p2[2] = {_mm512_sub_epi32(pmx, r), _mm512_sub_epi32(pmn, r)};
             CODES(0, 0);
-            clear_outliers(J, r0, m, c0, pmx, pmn, acc, we);
+            clear_outliers(J, r0, m, c0, p2, 2, acc, we);
             amx = pmx, amn = pmn;
         } else if (!tie) {
             CODES(1, 0);
@@ -528,7 +636,8 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     }
 #undef CODES
     store_codes(J, c0, gb * (J->group * J->L->bits / 32), acc, W);
-    store_group(J, h, c0, gb, (int)k, &g, amx, amn);
+    store_group(J, h, c0, gb, k == 1, &g, amx, amn);
+    if (k > 1) store_outliers_k(J, c0, gb, r0, k, pos, val);
     return 1;
 }
 
