@@ -477,9 +477,44 @@ INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, 
  * earlier row winning ties.  sel[i]: bit l set when row r0 + i of column
  * c0 + l is taken.  Needs 2k <= m, so that every round finds a free
  * entry in every column. */
+/* select_one on fp16 rows: their int16 keys (half_key), 16 lanes to a
+ * 256-bit vector, rows as 16-bit words (twice the rate of the float
+ * compares here).  val comes back as key_float: -0 as +0, so the stored
+ * outliers take their halves from the rows (store_outliers_k). */
+INLINE __m512i select_one16(const zjob *J, unsigned r0, unsigned m, unsigned c0, uint16_t *sel, const int top,
+                            __m512 *val)
+{
+    __m256i b[4], p[4];
+    for (unsigned u = 0; u < 4; u++) {
+        b[u] = _mm256_set1_epi16(top ? -32768 : 32767); /* finite keys lie strictly inside */
+        p[u] = _mm256_setzero_si256();
+    }
+    for (unsigned i = 0; i < m; i += 4)
+        for (unsigned u = 0; u < 4; u++) {
+            __m256i x = half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(r0 + i + u) * J->ld16 + c0)));
+            __mmask16 fr = (__mmask16)~sel[i + u];
+            __mmask16 bt = top ? _mm256_mask_cmpgt_epi16_mask(fr, x, b[u]) : _mm256_mask_cmplt_epi16_mask(fr, x, b[u]);
+            b[u] = _mm256_mask_mov_epi16(b[u], bt, x);
+            p[u] = _mm256_mask_mov_epi16(p[u], bt, _mm256_set1_epi16((short)(i + u)));
+        }
+    for (unsigned s = 1; s < 4; s *= 2)
+        for (unsigned u = 0; u + s < 4; u += 2 * s) {
+            __mmask16 bt = (top ? _mm256_cmpgt_epi16_mask(b[u + s], b[u]) : _mm256_cmplt_epi16_mask(b[u + s], b[u])) |
+                           (_mm256_cmpeq_epi16_mask(b[u + s], b[u]) & _mm256_cmplt_epu16_mask(p[u + s], p[u]));
+            b[u] = _mm256_mask_mov_epi16(b[u], bt, b[u + s]);
+            p[u] = _mm256_mask_mov_epi16(p[u], bt, p[u + s]);
+        }
+    uint16_t q[16];
+    _mm256_storeu_si256((__m256i *)q, p[0]);
+    for (unsigned l = 0; l < 16; l++) sel[q[l]] |= (uint16_t)(1u << l);
+    *val = key_float(b[0]);
+    return _mm512_cvtepu16_epi32(p[0]);
+}
+
 INLINE __m512i select_one(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, uint16_t *sel,
                           const int top, __m512 *val)
 {
+    if (h) return select_one16(J, r0, m, c0, sel, top, val);
     const int cmp = top ? _CMP_GT_OQ : _CMP_LT_OQ;
     __m512 b[4];
     __m512i p[4];
@@ -518,6 +553,19 @@ INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsign
     memset(sel, 0, sizeof(uint16_t) * m);
     for (unsigned o = 0; o < k; o++) pos[o] = select_one(J, h, r0, m, c0, sel, 1, &val[o]);
     for (unsigned o = 0; o < k; o++) pos[k + o] = select_one(J, h, r0, m, c0, sel, 0, &val[k + o]);
+    if (h) {
+        __m256i a = _mm256_set1_epi16(-32768), b = _mm256_set1_epi16(32767);
+        for (unsigned i = 0; i < m; i++) {
+            __m256i x = half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(r0 + i) * J->ld16 + c0)));
+            a = _mm256_mask_max_epi16(a, (__mmask16)~sel[i], a, x);
+            b = _mm256_mask_min_epi16(b, (__mmask16)~sel[i], b, x);
+        }
+        /* none left: lo > hi as floats */
+        __mmask16 none = _mm256_cmpgt_epi16_mask(b, a);
+        *lo = _mm512_mask_mov_ps(key_float(b), none, _mm512_set1_ps(INFINITY));
+        *hi = _mm512_mask_mov_ps(key_float(a), none, _mm512_set1_ps(-INFINITY));
+        return;
+    }
     __m512 a = _mm512_set1_ps(-INFINITY), b = _mm512_set1_ps(INFINITY);
     for (unsigned i = 0; i < m; i++) {
         __m512 x = zload(ZROW(J, h, r0 + i), c0, h);
@@ -530,7 +578,7 @@ INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsign
 /* The 2k outliers of 16 groups as the block stores them: per column, in
  * the order of their rows (a sorting network across the lanes), at pair
  * gb*k_full of its row's section; values are the entries themselves
- * (fp16 input: exact; vcvtps2ph rounds as gear_float_to_half). */
+ * (fp16 rows: their halves; fp32: vcvtps2ph rounds as gear_float_to_half). */
 static void store_outliers_k(const zjob *J, unsigned c0, unsigned gb, unsigned r0, unsigned k, __m512i *pos,
                              __m512 *val)
 {
@@ -555,7 +603,13 @@ static void store_outliers_k(const zjob *J, unsigned c0, unsigned gb, unsigned r
         __m512i f = J->key ? _mm512_add_epi32(_mm512_mullo_epi32(a, dv), col)
                            : _mm512_add_epi32(_mm512_mullo_epi32(col, dv), a);
         _mm256_storeu_si256((__m256i *)ti[o], _mm512_cvtepi32_epi16(f));
-        _mm256_storeu_si256((__m256i *)tv[o], _mm512_cvtps_ph(val[o], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        if (J->z16) { /* the halves themselves (val has -0 as +0) */
+            uint32_t r[16];
+            _mm512_storeu_si512(r, a);
+            for (unsigned l = 0; l < 16; l++) tv[o][l] = J->z16[(size_t)r[l] * J->ld16 + c0 + l];
+        } else {
+            _mm256_storeu_si256((__m256i *)tv[o], _mm512_cvtps_ph(val[o], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
     }
     for (unsigned l = 0; l < 16; l++) {
         size_t j0 = (size_t)(c0 + l) * L->outliers_per_row + 2 * (size_t)gb * J->k;
