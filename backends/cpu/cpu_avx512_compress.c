@@ -469,98 +469,135 @@ INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, 
     }
 }
 
-/* More than one outlier a side: ref's selection (the k largest entries,
- * the first row on ties, then the k smallest of the others) one extreme
- * per round, each round a pass over the group's rows, which are in L1 by
- * then (pass 1 of k = 1, a top-2 network, does not extend: ties among k
- * entries need their rows).  Four chains a round, merged with the
- * earlier row winning ties.  sel[i]: bit l set when row r0 + i of column
- * c0 + l is taken.  Needs 2k <= m, so that every round finds a free
- * entry in every column. */
-/* select_one on fp16 rows: their int16 keys (half_key), 16 lanes to a
- * 256-bit vector, rows as 16-bit words (twice the rate of the float
- * compares here).  val comes back as key_float: -0 as +0, so the stored
- * outliers take their halves from the rows (store_outliers_k). */
-INLINE __m512i select_one16(const zjob *J, unsigned r0, unsigned m, unsigned c0, uint16_t *sel, const int top,
-                            __m512 *val)
+/* More than one outlier a side (k = 2 .. CPU_AVX512_KMAX), as ref selects
+ * them: the k largest entries of a group (the first row on ties), then
+ * the k smallest of the others.  The result is a mask a row, sel[i]
+ * (bit l: row r0 + i of column c0 + l is an outlier), from which the
+ * codes and residual are cleared and the outlier section written.  Pass
+ * 1 of k = 1 (a top-2 network with the rows of the extremes) does not
+ * extend to ties among k entries, so: */
+
+/* The common case in one pass: sorted lists of the k + 1 largest and
+ * smallest entries (a multiset; Y is __m256i of int16 keys for fp16 rows,
+ * __m512 for fp32 ones), and where every column's k-th and (k+1)-th
+ * largest differ, and so do its smallest, the outliers are exactly the
+ * entries beyond the (k+1)-th, with no ties to break; with m >= 2k + 2
+ * the two sets are disjoint, and the (k+1)-th of each side bound the
+ * rest.  Returns 0 (sel untouched) where that does not hold. */
+#define SELECT_LISTS(Y, LOAD, MAX, MIN, LO0, HI0, GT, LT)                                                   \
+    do {                                                                                                   \
+        Y t[CPU_AVX512_KMAX + 1], b[CPU_AVX512_KMAX + 1];                                                  \
+        for (unsigned j = 0; j <= k; j++) t[j] = LO0, b[j] = HI0;                                          \
+        for (unsigned i = 0; i < m; i++) {                                                                 \
+            Y x = LOAD(i), y = x;                                                                          \
+            for (unsigned j = 0; j <= k; j++) {                                                            \
+                Y u = MAX(t[j], x), v = MIN(b[j], y);                                                      \
+                x = MIN(t[j], x), y = MAX(b[j], y);                                                        \
+                t[j] = u, b[j] = v;                                                                        \
+            }                                                                                              \
+        }                                                                                                  \
+        if ((__mmask16)(GT(t[k - 1], t[k]) & LT(b[k - 1], b[k])) != 0xffff) return 0;                      \
+        for (unsigned i = 0; i < m; i++) {                                                                 \
+            Y x = LOAD(i);                                                                                 \
+            sel[i] = (uint16_t)(GT(x, t[k]) | LT(x, b[k]));                                                \
+        }                                                                                                  \
+        *hi = t[k], *lo = b[k];                                                                            \
+    } while (0)
+
+INLINE int select_lists16(const zjob *J, unsigned r0, unsigned m, unsigned c0, const unsigned k, uint16_t *sel,
+                          __m256i *lo, __m256i *hi)
 {
-    __m256i b[4], p[4];
-    for (unsigned u = 0; u < 4; u++) {
-        b[u] = _mm256_set1_epi16(top ? -32768 : 32767); /* finite keys lie strictly inside */
-        p[u] = _mm256_setzero_si256();
-    }
-    for (unsigned i = 0; i < m; i += 4)
-        for (unsigned u = 0; u < 4; u++) {
-            __m256i x = half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(r0 + i + u) * J->ld16 + c0)));
-            __mmask16 fr = (__mmask16)~sel[i + u];
-            __mmask16 bt = top ? _mm256_mask_cmpgt_epi16_mask(fr, x, b[u]) : _mm256_mask_cmplt_epi16_mask(fr, x, b[u]);
-            b[u] = _mm256_mask_mov_epi16(b[u], bt, x);
-            p[u] = _mm256_mask_mov_epi16(p[u], bt, _mm256_set1_epi16((short)(i + u)));
-        }
-    for (unsigned s = 1; s < 4; s *= 2)
-        for (unsigned u = 0; u + s < 4; u += 2 * s) {
-            __mmask16 bt = (top ? _mm256_cmpgt_epi16_mask(b[u + s], b[u]) : _mm256_cmplt_epi16_mask(b[u + s], b[u])) |
-                           (_mm256_cmpeq_epi16_mask(b[u + s], b[u]) & _mm256_cmplt_epu16_mask(p[u + s], p[u]));
-            b[u] = _mm256_mask_mov_epi16(b[u], bt, b[u + s]);
-            p[u] = _mm256_mask_mov_epi16(p[u], bt, p[u + s]);
-        }
-    uint16_t q[16];
-    _mm256_storeu_si256((__m256i *)q, p[0]);
-    for (unsigned l = 0; l < 16; l++) sel[q[l]] |= (uint16_t)(1u << l);
-    *val = key_float(b[0]);
-    return _mm512_cvtepu16_epi32(p[0]);
+#define LOAD16(i) half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(r0 + (i)) * J->ld16 + c0)))
+    SELECT_LISTS(__m256i, LOAD16, _mm256_max_epi16, _mm256_min_epi16, _mm256_set1_epi16(-32768),
+                 _mm256_set1_epi16(32767), _mm256_cmpgt_epi16_mask, _mm256_cmplt_epi16_mask);
+    return 1;
 }
 
-INLINE __m512i select_one(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, uint16_t *sel,
-                          const int top, __m512 *val)
+INLINE int select_lists32(const zjob *J, unsigned r0, unsigned m, unsigned c0, const unsigned k, uint16_t *sel,
+                          __m512 *lo, __m512 *hi)
 {
-    if (h) return select_one16(J, r0, m, c0, sel, top, val);
-    const int cmp = top ? _CMP_GT_OQ : _CMP_LT_OQ;
-    __m512 b[4];
-    __m512i p[4];
-    for (unsigned u = 0; u < 4; u++) {
-        b[u] = _mm512_set1_ps(top ? -INFINITY : INFINITY);
-        p[u] = _mm512_setzero_si512();
-    }
-    for (unsigned i = 0; i < m; i += 4) /* m is a multiple of 4 (avx512_fits) */
-        for (unsigned u = 0; u < 4; u++) {
-            __m512 x = zload(ZROW(J, h, r0 + i + u), c0, h);
-            __mmask16 bt = _mm512_mask_cmp_ps_mask((__mmask16)~sel[i + u], x, b[u], cmp);
-            b[u] = _mm512_mask_mov_ps(b[u], bt, x);
-            p[u] = _mm512_mask_mov_epi32(p[u], bt, _mm512_set1_epi32((int)(i + u)));
-        }
-    for (unsigned s = 1; s < 4; s *= 2) /* chains u and u + s: rows apart, so ties go by row */
-        for (unsigned u = 0; u + s < 4; u += 2 * s) {
-            __mmask16 bt = _mm512_cmp_ps_mask(b[u + s], b[u], cmp) |
-                           (_mm512_cmp_ps_mask(b[u + s], b[u], _CMP_EQ_OQ) & _mm512_cmplt_epu32_mask(p[u + s], p[u]));
-            b[u] = _mm512_mask_mov_ps(b[u], bt, b[u + s]);
-            p[u] = _mm512_mask_mov_epi32(p[u], bt, p[u + s]);
-        }
-    uint32_t q[16];
-    _mm512_storeu_si512(q, p[0]);
-    for (unsigned l = 0; l < 16; l++) sel[q[l]] |= (uint16_t)(1u << l);
-    *val = b[0];
-    return p[0];
+#define LOAD32(i) _mm512_loadu_ps(J->z + (size_t)(r0 + (i)) * J->nc + c0)
+#define GT32(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+#define LT32(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+    SELECT_LISTS(__m512, LOAD32, _mm512_max_ps, _mm512_min_ps, _mm512_set1_ps(-INFINITY), _mm512_set1_ps(INFINITY),
+                 GT32, LT32);
+    return 1;
 }
+#undef SELECT_LISTS
 
-/* The 2k outliers of 16 groups (rows from r0 into pos, entries into val:
- * k top, k bottom) and the range of the other entries (lo > hi: none left, as ref says
+/* Otherwise one extreme a round, each round a pass over the group's rows
+ * (in L1 by then), four chains merged with the earlier row winning ties:
+ * the largest (top) or smallest entry of each column not yet in sel,
+ * added to it.  Needs 2k <= m, so that every round finds a free entry. */
+#define SELECT_ROUND(Y, LOAD, INIT, BT, MOVY, EQ, POS0, POSI, MOVP, PLT, POSW)                              \
+    do {                                                                                                   \
+        Y b[4];                                                                                            \
+        __typeof__(POS0) p[4];                                                                             \
+        for (unsigned u = 0; u < 4; u++) b[u] = INIT, p[u] = POS0;                                         \
+        for (unsigned i = 0; i < m; i += 4) /* m is a multiple of 4 (avx512_fits) */                       \
+            for (unsigned u = 0; u < 4; u++) {                                                             \
+                Y x = LOAD(i + u);                                                                         \
+                __mmask16 bt = BT((__mmask16)~sel[i + u], x, b[u]);                                        \
+                b[u] = MOVY(b[u], bt, x);                                                                  \
+                p[u] = MOVP(p[u], bt, POSI(i + u));                                                        \
+            }                                                                                              \
+        for (unsigned s = 1; s < 4; s *= 2)                                                                \
+            for (unsigned u = 0; u + s < 4; u += 2 * s) {                                                  \
+                __mmask16 bt = BT(0xffff, b[u + s], b[u]) | (EQ(b[u + s], b[u]) & PLT(p[u + s], p[u]));   \
+                b[u] = MOVY(b[u], bt, b[u + s]);                                                           \
+                p[u] = MOVP(p[u], bt, p[u + s]);                                                           \
+            }                                                                                              \
+        POSW q[16];                                                                                        \
+        memcpy(q, &p[0], sizeof q);                                                                        \
+        for (unsigned l = 0; l < 16; l++) sel[q[l]] |= (uint16_t)(1u << l);                                \
+    } while (0)
+
+INLINE void select_round(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, uint16_t *sel,
+                         const int top)
+{
+    if (h) { /* int16 keys: 16 lanes to a 256-bit vector, rows as 16-bit words */
+#define BT16(f, x, b) (top ? _mm256_mask_cmpgt_epi16_mask(f, x, b) : _mm256_mask_cmplt_epi16_mask(f, x, b))
+#define POSI16(i) _mm256_set1_epi16((short)(i))
+        SELECT_ROUND(__m256i, LOAD16, _mm256_set1_epi16(top ? -32768 : 32767), BT16, _mm256_mask_mov_epi16,
+                     _mm256_cmpeq_epi16_mask, _mm256_setzero_si256(), POSI16, _mm256_mask_mov_epi16,
+                     _mm256_cmplt_epu16_mask, uint16_t);
+    } else {
+#define BT32(f, x, b) _mm512_mask_cmp_ps_mask(f, x, b, top ? _CMP_GT_OQ : _CMP_LT_OQ)
+#define EQ32(a, b) _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)
+#define POSI32(i) _mm512_set1_epi32((int)(i))
+        SELECT_ROUND(__m512, LOAD32, _mm512_set1_ps(top ? -INFINITY : INFINITY), BT32, _mm512_mask_mov_ps, EQ32,
+                     _mm512_setzero_si512(), POSI32, _mm512_mask_mov_epi32, _mm512_cmplt_epu32_mask, uint32_t);
+    }
+}
+#undef SELECT_ROUND
+
+/* sel for k outliers a side of 16 groups of m rows from r0, and the
+ * range [lo, hi] of the other entries (lo > hi: none left, as ref says
  * for a group of outliers only). */
-INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, unsigned k, __m512i *pos,
-                     __m512 *val, __m512 *lo, __m512 *hi)
+INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsigned c0, const unsigned k, uint16_t *sel,
+                     __m512 *lo, __m512 *hi)
 {
-    uint16_t sel[1024]; /* m <= 1024 (1-bit codes) */
+    if (m >= 2 * k + 2) {
+        if (h) {
+            __m256i a, b;
+            if (select_lists16(J, r0, m, c0, k, sel, &a, &b)) {
+                *lo = key_float(a), *hi = key_float(b);
+                return;
+            }
+        } else if (select_lists32(J, r0, m, c0, k, sel, lo, hi)) {
+            return;
+        }
+    }
     memset(sel, 0, sizeof(uint16_t) * m);
-    for (unsigned o = 0; o < k; o++) pos[o] = select_one(J, h, r0, m, c0, sel, 1, &val[o]);
-    for (unsigned o = 0; o < k; o++) pos[k + o] = select_one(J, h, r0, m, c0, sel, 0, &val[k + o]);
+    for (unsigned o = 0; o < k; o++) select_round(J, h, r0, m, c0, sel, 1);
+    for (unsigned o = 0; o < k; o++) select_round(J, h, r0, m, c0, sel, 0);
     if (h) {
         __m256i a = _mm256_set1_epi16(-32768), b = _mm256_set1_epi16(32767);
         for (unsigned i = 0; i < m; i++) {
-            __m256i x = half_key(_mm256_loadu_si256((const __m256i *)(J->z16 + (size_t)(r0 + i) * J->ld16 + c0)));
+            __m256i x = LOAD16(i);
             a = _mm256_mask_max_epi16(a, (__mmask16)~sel[i], a, x);
             b = _mm256_mask_min_epi16(b, (__mmask16)~sel[i], b, x);
         }
-        /* none left: lo > hi as floats */
         __mmask16 none = _mm256_cmpgt_epi16_mask(b, a);
         *lo = _mm512_mask_mov_ps(key_float(b), none, _mm512_set1_ps(INFINITY));
         *hi = _mm512_mask_mov_ps(key_float(a), none, _mm512_set1_ps(-INFINITY));
@@ -568,56 +605,78 @@ INLINE void select_k(const zjob *J, const int h, unsigned r0, unsigned m, unsign
     }
     __m512 a = _mm512_set1_ps(-INFINITY), b = _mm512_set1_ps(INFINITY);
     for (unsigned i = 0; i < m; i++) {
-        __m512 x = zload(ZROW(J, h, r0 + i), c0, h);
+        __m512 x = LOAD32(i);
         a = _mm512_mask_max_ps(a, (__mmask16)~sel[i], a, x);
         b = _mm512_mask_min_ps(b, (__mmask16)~sel[i], b, x);
     }
     *lo = b, *hi = a;
 }
+#undef LOAD16
+#undef LOAD32
 
-/* The 2k outliers of 16 groups as the block stores them: per column, in
- * the order of their rows (a sorting network across the lanes), at pair
- * gb*k_full of its row's section; values are the entries themselves
- * (fp16 rows: their halves; fp32: vcvtps2ph rounds as gear_float_to_half). */
-static void store_outliers_k(const zjob *J, unsigned c0, unsigned gb, unsigned r0, unsigned k, __m512i *pos,
-                             __m512 *val)
+/* The outliers in sel out of the codes (acc: the group's code words),
+ * after they were computed as if there were none; a word at a time in
+ * registers (a masked store a row into acc, reloaded by the next, cost
+ * more than the selection). */
+INLINE void clear_sel(const zjob *J, unsigned m, const uint16_t *sel, __m512i *acc)
+{
+    const unsigned bits = J->L->bits, cpd = 32 / bits;
+    const __m512i ones = _mm512_set1_epi32((int)((1u << bits) - 1u));
+    for (unsigned w = 0; w * cpd < m; w++) {
+        __m512i clr = _mm512_setzero_si512();
+        for (unsigned j = 0; j < cpd; j++)
+            clr = _mm512_mask_or_epi32(clr, sel[w * cpd + j], clr, _mm512_slli_epi32(ones, j * bits));
+        acc[w] = _mm512_andnot_si512(clr, acc[w]);
+    }
+}
+
+/* The outliers in sel as the block stores them: per column, in the order
+ * of their rows, from pair gb*k_full of its row's section; values are the
+ * entries themselves (fp16 rows: their halves; fp32: vcvtps2ph rounds as
+ * gear_float_to_half).  With we, their residual entries become 0.  A
+ * column's rows come from its bit of sel, 32 rows at a time
+ * (vptestmw), compressed into a list (vpcompressw, vpexpandw). */
+static void store_sel(const zjob *J, const int h, unsigned c0, unsigned gb, unsigned r0, unsigned m,
+                      const uint16_t *sel, unsigned np, const int we)
 {
     const gear_block_layout *L = J->L;
-    const unsigned np = 2 * k;
-    for (unsigned o = 1; o < np; o++)
-        for (unsigned j = o; j > 0; j--) {
-            __mmask16 sw = _mm512_cmpgt_epu32_mask(pos[j - 1], pos[j]);
-            __m512i p = pos[j - 1];
-            __m512 v = val[j - 1];
-            pos[j - 1] = _mm512_mask_mov_epi32(pos[j - 1], sw, pos[j]);
-            pos[j] = _mm512_mask_mov_epi32(pos[j], sw, p);
-            val[j - 1] = _mm512_mask_mov_ps(val[j - 1], sw, val[j]);
-            val[j] = _mm512_mask_mov_ps(val[j], sw, v);
-        }
-    const __m512i col = _mm512_add_epi32(_mm512_set1_epi32((int)c0),
-                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    const __m512i dv = _mm512_set1_epi32((int)L->d), rv = _mm512_set1_epi32((int)r0);
-    uint16_t ti[2 * CPU_AVX512_KMAX][16], tv[2 * CPU_AVX512_KMAX][16];
-    for (unsigned o = 0; o < np; o++) {
-        __m512i a = _mm512_add_epi32(pos[o], rv); /* row of Z */
-        __m512i f = J->key ? _mm512_add_epi32(_mm512_mullo_epi32(a, dv), col)
-                           : _mm512_add_epi32(_mm512_mullo_epi32(col, dv), a);
-        _mm256_storeu_si256((__m256i *)ti[o], _mm512_cvtepi32_epi16(f));
-        if (J->z16) { /* the halves themselves (val has -0 as +0) */
-            uint32_t r[16];
-            _mm512_storeu_si512(r, a);
-            for (unsigned l = 0; l < 16; l++) tv[o][l] = J->z16[(size_t)r[l] * J->ld16 + c0 + l];
-        } else {
-            _mm256_storeu_si256((__m256i *)tv[o], _mm512_cvtps_ph(val[o], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        }
-    }
+    const __m512i step = _mm512_set1_epi16(32);
+    const __m512i iota = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
+                                          13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __mmask16 out = (__mmask16)((1u << np) - 1u);
     for (unsigned l = 0; l < 16; l++) {
-        size_t j0 = (size_t)(c0 + l) * L->outliers_per_row + 2 * (size_t)gb * J->k;
-        uint8_t *oi = J->blk + L->off_oidx + 2 * j0, *ov = J->blk + L->off_oval + 2 * j0;
-        for (unsigned o = 0; o < np; o++) {
-            memcpy(oi + 2 * o, &ti[o][l], 2);
-            memcpy(ov + 2 * o, &tv[o][l], 2);
+        const unsigned c = c0 + l;
+        const __m512i bit = _mm512_set1_epi16((short)(1u << l));
+        __m512i rv = _mm512_setzero_si512(); /* the column's rows, first np lanes */
+        unsigned cnt = 0;
+        __m512i ri = _mm512_add_epi16(iota, _mm512_set1_epi16((short)r0));
+        for (unsigned i = 0; i < m; i += 32, ri = _mm512_add_epi16(ri, step)) {
+            __mmask32 mk = _mm512_test_epi16_mask(_mm512_loadu_si512(sel + i), bit);
+            if (m - i < 32) mk &= (__mmask32)((1u << (m - i)) - 1u);
+            unsigned pc = (unsigned)__builtin_popcount(mk);
+            /* appended at lane cnt in registers (vpcompressw to memory is
+             * microcoded on Zen 4, and reloading the pieces stalls) */
+            rv = _mm512_mask_expand_epi16(rv, (__mmask32)(((1u << pc) - 1u) << cnt), _mm512_maskz_compress_epi16(mk, ri));
+            cnt += pc;
         }
+        uint16_t rows[32];
+        _mm512_storeu_si512(rows, rv);
+        __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(rv)); /* rows of Z */
+        __m512i f = J->key ? _mm512_add_epi32(_mm512_mullo_epi32(a, _mm512_set1_epi32((int)L->d)), _mm512_set1_epi32((int)c))
+                           : _mm512_add_epi32(a, _mm512_set1_epi32((int)(c * L->d)));
+        size_t j0 = (size_t)c * L->outliers_per_row + 2 * (size_t)gb * J->k;
+        _mm256_mask_storeu_epi16(J->blk + L->off_oidx + 2 * j0, out, _mm512_cvtepi32_epi16(f));
+        if (h) {
+            uint8_t *ov = J->blk + L->off_oval + 2 * j0;
+            for (unsigned o = 0; o < np; o++) memcpy(ov + 2 * o, J->z16 + (size_t)rows[o] * J->ld16 + c, 2);
+        } else {
+            __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(a, _mm512_set1_epi32((int)J->nc)), _mm512_set1_epi32((int)c));
+            __m512 x = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), out, at, J->z, 4);
+            _mm256_mask_storeu_epi16(J->blk + L->off_oval + 2 * j0, out,
+                                     _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        if (we)
+            for (unsigned o = 0; o < np; o++) J->ez[(size_t)rows[o] * J->nc + c] = 0.0f;
     }
 }
 
@@ -648,10 +707,13 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
     } else if (k <= 1) {
         strip_stats(J, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
     }
-    __m512i pos[2 * CPU_AVX512_KMAX];
-    __m512 val[2 * CPU_AVX512_KMAX];
+    uint16_t sel[1024]; /* k > 1: the outliers, a mask a row (m <= 1024: 1-bit codes) */
     if (k > 1) { /* mx2, mn2: the range of the rest */
-        select_k(J, h, r0, m, c0, k, pos, val, &mn2, &mx2);
+        switch (k) { /* k a constant in select_lists */
+#define K(v) case v: select_k(J, h, r0, m, c0, v, sel, &mn2, &mx2); break;
+        K(2) K(3) K(4) K(5) K(6) K(7) default: select_k(J, h, r0, m, c0, CPU_AVX512_KMAX, sel, &mn2, &mx2);
+#undef K
+        }
         __mmask16 none = _mm512_cmp_ps_mask(mn2, mx2, _CMP_GT_OQ);
         mn2 = _mm512_mask_mov_ps(mn2, none, _mm512_setzero_ps());
         mx2 = _mm512_mask_mov_ps(mx2, none, _mm512_setzero_ps());
@@ -671,7 +733,7 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
         CODES(0, 0);
     } else if (k > 1) { /* codes as if there were no outliers, then cleared */
         CODES(0, 0);
-        clear_outliers(J, r0, m, c0, pos, 2 * k, acc, we);
+        clear_sel(J, m, sel, acc);
     } else {
         __mmask16 tie = _mm512_cmp_ps_mask(mx1, mx2, _CMP_EQ_OQ) | _mm512_cmp_ps_mask(mn1, mn2, _CMP_EQ_OQ);
         if (h && !tie) {
@@ -691,7 +753,7 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
 #undef CODES
     store_codes(J, c0, gb * (J->group * J->L->bits / 32), acc, W);
     store_group(J, h, c0, gb, k == 1, &g, amx, amn);
-    if (k > 1) store_outliers_k(J, c0, gb, r0, k, pos, val);
+    if (k > 1) store_sel(J, h, c0, gb, r0, m, sel, 2 * k, we);
     return 1;
 }
 
