@@ -693,18 +693,19 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
             cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), gear_half_sat(s->pt[(size_t)k * d + c]));
 }
 
-/* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): groups of
- * a multiple of 32 entries, 1024 code bits at most, and a last one that
- * may be shorter (values at d = 80, 96), whose codes still fill whole
- * dwords; up to CPU_AVX512_KMAX outliers a side in each, and no more
- * than half its entries; 16-lane columns, rank <= 8. */
+/* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): groups
+ * whose codes fill whole dwords (1024 bits at most), the last one
+ * possibly shorter (values at d = 80, 96 in groups of 64), both of a
+ * multiple of 4 entries (pass 1 takes 4 rows a step); up to
+ * CPU_AVX512_KMAX outliers a side in each, and no more than half its
+ * entries; 16-lane columns, rank <= 8. */
 static int avx512_fits(const gear_block_layout *L)
 {
 #ifdef GEAR_CPU_AVX512
     unsigned b = L->bits;
     return CPU_AVX512_COMPRESS && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) &&
            L->k_full <= CPU_AVX512_KMAX && L->k_tail <= CPU_AVX512_KMAX && 2 * L->k_full <= L->group &&
-           2 * L->k_tail <= L->tail_len && L->group % 32 == 0 && L->group * b <= 1024 &&
+           2 * L->k_tail <= L->tail_len && L->group % 4 == 0 && L->group * b % 32 == 0 && L->group * b <= 1024 &&
            L->tail_len * b % 32 == 0 && L->n % 16 == 0 && L->d % 16 == 0 && L->rank <= 8;
 #else
     (void)L;
