@@ -442,15 +442,16 @@ INLINE void store_group(const zjob *J, const int h, unsigned c0, unsigned gb, co
     }
 }
 
-/* The outliers of 16 groups of m rows from r0, np per column at rows
- * r0 + pos[o] (o < np), after codes and residual were computed as if
- * there were none: their codes (in acc) and residual entries become 0. */
-INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, const __m512i *pos, unsigned np,
+/* The outliers of 16 groups of m rows from r0, rows pmx and pmn (one per
+ * column), after codes and residual were computed as if there were none:
+ * their codes (in acc) and residual entries become 0. */
+INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, __m512i pmx, __m512i pmn,
                            __m512i *acc, const int we)
 {
     const unsigned bits = J->L->bits, W = m * bits / 32;
     const unsigned lb = bits == 1 ? 0 : bits == 2 ? 1 : bits == 4 ? 2 : 3, lc = 5 - lb; /* log2 bits, codes a dword */
-    for (unsigned o = 0; o < np; o++) {
+    __m512i pos[2] = {_mm512_sub_epi32(pmx, _mm512_set1_epi32((int)r0)), _mm512_sub_epi32(pmn, _mm512_set1_epi32((int)r0))};
+    for (unsigned o = 0; o < 2; o++) {
         __m512i w = _mm512_srli_epi32(pos[o], lc);
         __m512i off = _mm512_slli_epi32(_mm512_and_si512(pos[o], _mm512_set1_epi32((1 << lc) - 1)), lb);
         __m512i clr = _mm512_sllv_epi32(_mm512_set1_epi32((1 << bits) - 1), off);
@@ -460,11 +461,13 @@ INLINE void clear_outliers(const zjob *J, unsigned r0, unsigned m, unsigned c0, 
         }
     }
     if (we) { /* plain stores: a scatter of 16 cost more than all 32 */
+        uint32_t p[2][16];
         float *e = J->ez + (size_t)r0 * J->nc + c0;
-        for (unsigned o = 0; o < np; o++) {
-            uint32_t p[16];
-            _mm512_storeu_si512(p, pos[o]);
-            for (unsigned l = 0; l < 16; l++) e[(size_t)p[l] * J->nc + l] = 0.0f;
+        _mm512_storeu_si512(p[0], pos[0]);
+        _mm512_storeu_si512(p[1], pos[1]);
+        for (unsigned l = 0; l < 16; l++) {
+            e[(size_t)p[0][l] * J->nc + l] = 0.0f;
+            e[(size_t)p[1][l] * J->nc + l] = 0.0f;
         }
     }
 }
@@ -739,10 +742,8 @@ INLINE int strip(const zjob *J, const int h, unsigned c0, unsigned gb, const int
         if (h && !tie) {
             /* each extreme occurs once, at the row pass 1 found: codes and
              * residual without per-entry outlier tests, then cleared there */
-            const __m512i r = _mm512_set1_epi32((int)r0);
-            const __m512i p2[2] = {_mm512_sub_epi32(pmx, r), _mm512_sub_epi32(pmn, r)};
             CODES(0, 0);
-            clear_outliers(J, r0, m, c0, p2, 2, acc, we);
+            clear_outliers(J, r0, m, c0, pmx, pmn, acc, we);
             amx = pmx, amn = pmn;
         } else if (!tie) {
             CODES(1, 0);
