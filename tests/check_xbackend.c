@@ -708,15 +708,18 @@ END_TEST
  * the logits, and so the outputs, are those of f = 1 up to rounding, on
  * every backend.  A tiny q with a huge scale once made the cpu module's
  * fixed-point kernel drop every key product (below 2^-100) that the
- * scale then made count (cpu vs ref relative error 1.5 at f = 1e-32). */
+ * scale then made count (cpu vs ref relative error 1.5 at f = 1e-32).
+ * Head dims 64 and 128, and 80 and 96, whose value rows end in a short
+ * group (16, 32 channels) and which the fixed-point kernel also takes. */
 static void extreme_scale_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const char *const presets[] = {"kivi2", "kcvt4", "gear2", "gear4"};
     static const float fs[] = {1e-32f, 1e-20f, 1e20f};
+    static const int dims[] = {64, 128, 80, 96};
     const int hkv = 2, G = 4, hq = hkv * G;
-    for (int di = 0; di < 2; di++) {
-        const int d = di ? 128 : 64, T = 64 * 4 + 5;
+    for (int di = 0; di < (int)(sizeof dims / sizeof dims[0]); di++) {
+        const int d = dims[di], T = 64 * 4 + 5;
         float *k = tu_synth(240 + (uint64_t)di, GEAR_KEY, hkv, T, d), *v = tu_synth(250 + (uint64_t)di, GEAR_VALUE, hkv, T, d);
         size_t qn = (size_t)hq * d;
         float *q0 = tu_alloc_f(qn), *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
@@ -753,16 +756,18 @@ END_TEST
  * where ref overflows too) and, when both succeed, ref's output.  A query
  * channel of 1e38 once gave the cpu module GEAR_ERR_RANGE where ref
  * returned the one-hot softmax: its fp32 intermediates (the fixed-point
- * grid's bound, the dot products) overflowed where the scores did not. */
+ * grid's bound, the dot products) overflowed where the scores did not.
+ * Head dims 64, 128, 80 and 96. */
 static void huge_query_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const char *const presets[] = {"kivi2", "gear2", "kivi4", "gear4", "fp16"};
     static const char *const what[] = {"one channel 1e38", "one channel 3e37", "all x 1e36", "all x 1e37"};
+    static const int dims[] = {64, 128, 80, 96};
     const int hkv = 2, T = 64 * 4 + 9;
-    for (int di = 0; di < 2; di++)
+    for (int di = 0; di < (int)(sizeof dims / sizeof dims[0]); di++)
         for (int G = 1; G <= 4; G += 3) {
-            const int d = di ? 128 : 64, hq = hkv * G;
+            const int d = dims[di], hq = hkv * G;
             size_t qn = (size_t)hq * d;
             float *k = tu_synth(300 + (uint64_t)di, GEAR_KEY, hkv, T, d), *v = tu_synth(305 + (uint64_t)di, GEAR_VALUE, hkv, T, d);
             float *q0 = tu_alloc_f(qn), *q = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
@@ -799,33 +804,122 @@ static void huge_query_case(gear_context *be, gear_context *ref, const char *nam
  * (scaled logits -22 and -21), every other key -60000.  The sums before
  * the scale overflow fp32 (-3.5e38 and -3.4e38 against a limit of
  * 3.4e38): the cpu module's buffer and raw-block paths once took the
- * first for -Inf and gave its token weight 0 (output 0, ref 0.269). */
+ * first for -Inf and gave its token weight 0 (output 0, ref 0.269).
+ * The same on D = 80 and 96 channels: logits -22 D / 64 and -21 D / 64,
+ * out[0] = 1 / (1 + e^(D / 64)), sums further beyond fp32. */
 static void tiny_scale_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const char *const presets[] = {"fp16", "kivi2"};
-    enum { D = 64 };
-    for (int T = 2; T <= 66; T += 64) {
-        float *k = tu_alloc_f((size_t)T * D), *v = tu_alloc_f((size_t)T * D), q[D], oa[D], ob[D];
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < D; i++) {
-                k[t * D + i] = t == T - 2 ? -5.5f : t == T - 1 ? -5.25f : -60000.0f;
-                v[t * D + i] = t == T - 2 ? 1.0f : 0.0f;
+    enum { DMAX = 96 };
+    for (int D = 64; D <= DMAX; D += D == 64 ? 16 : 32) { /* 64, 80, 96 */
+        for (int T = 2; T <= 66; T += 64) {
+            float *k = tu_alloc_f((size_t)T * D), *v = tu_alloc_f((size_t)T * D), q[DMAX], oa[DMAX], ob[DMAX];
+            const double want = 1.0 / (1.0 + exp(D / 64.0));
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < D; i++) {
+                    k[t * D + i] = t == T - 2 ? -5.5f : t == T - 1 ? -5.25f : -60000.0f;
+                    v[t * D + i] = t == T - 2 ? 1.0f : 0.0f;
+                }
+            for (int i = 0; i < D; i++) q[i] = 1e36f;
+            for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+                gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                gear_cache *ca, *cb;
+                twin_caches(ref, be, &ck, &cv, 1, D, T, (unsigned)T, k, v, &ca, &cb);
+                TU_OK(tu_cache_attention(ca, 0, q, 1, 1, D, 6.25e-38f, oa));
+                TU_OK(tu_cache_attention(cb, 0, q, 1, 1, D, 6.25e-38f, ob));
+                TU_ASSERT(fabs(oa[0] - want) < 1e-4, "ref %s D %d T %d: out[0] %g, 1 / (1 + e^(D / 64)) = %g",
+                          presets[p], D, T, (double)oa[0], want);
+                TU_ASSERT(tu_nmse(ob, oa, D) < NMSE_MAX, "%s %s D %d T %d, q 1e36, scale 6.25e-38: out[0] %g, ref %g", name,
+                          presets[p], D, T, (double)ob[0], (double)oa[0]);
+                gear_cache_free(ca);
+                gear_cache_free(cb);
             }
-        for (int i = 0; i < D; i++) q[i] = 1e36f;
+            free(k);
+            free(v);
+        }
+    }
+}
+
+/* A NaN, +Inf or -Inf in the query (fp32 or fp16, in the first, a middle
+ * or the last query head), or a NaN or infinite scale, at head dims 80 and
+ * 96: GEAR_ERR_NONFINITE on ref and on every backend (gear.h), out
+ * untouched and the cache unchanged; the finite query then gives ref's
+ * output. */
+static void nonfinite_query_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "gear2", "kcvt4", "fp16"};
+    static const float bads[] = {NAN, INFINITY, -INFINITY};
+    static const int dims[] = {80, 96};
+    const int hkv = 2, G = 4, hq = hkv * G, nq = 2, T = 64 * 3 + 5;
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const int d = dims[di];
+        const size_t qn = (size_t)hq * nq * d;
+        float *k = tu_synth(320 + di, GEAR_KEY, hkv, T, d), *v = tu_synth(325 + di, GEAR_VALUE, hkv, T, d);
+        float *q = tu_alloc_f(qn), *qq = tu_alloc_f(qn), *oa = tu_alloc_f(qn), *ob = tu_alloc_f(qn);
+        uint16_t *q16 = malloc(qn * sizeof *q16);
+        TU_CHECK(q16 != NULL);
+        gear_synth_normal(330 + di, (int)qn, q);
         for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
             gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
-            gear_cache *ca, *cb;
-            twin_caches(ref, be, &ck, &cv, 1, D, T, (unsigned)T, k, v, &ca, &cb);
-            TU_OK(tu_cache_attention(ca, 0, q, 1, 1, D, 6.25e-38f, oa));
-            TU_OK(tu_cache_attention(cb, 0, q, 1, 1, D, 6.25e-38f, ob));
-            TU_ASSERT(fabsf(oa[0] - 0.268941f) < 1e-4f, "ref %s T %d: out[0] %g, e^-22/(e^-22+e^-21) = 0.268941",
-                      presets[p], T, (double)oa[0]);
-            TU_ASSERT(tu_nmse(ob, oa, D) < NMSE_MAX, "%s %s T %d, q 1e36, scale 6.25e-38: out[0] %g, ref %g", name,
-                      presets[p], T, (double)ob[0], (double)oa[0]);
-            gear_cache_free(ca);
-            gear_cache_free(cb);
+            gear_cache *c[2];
+            twin_caches(ref, be, &ck, &cv, hkv, d, T, T, k, v, &c[0], &c[1]);
+            size_t len[2];
+            uint8_t *before[2] = {tu_cache_save(c[0], &len[0]), tu_cache_save(c[1], &len[1])};
+            for (int i = 0; i < 2; i++) {
+                const char *who = i ? name : "ref";
+                gear_tensor tq, to;
+                float *out = i ? ob : oa;
+                const size_t where[] = {3, qn / 2 + 5, qn - 1}; /* query heads 0, 4 (KV head 1) and 7 */
+                for (size_t bi = 0; bi < sizeof bads / sizeof bads[0]; bi++)
+                    for (size_t wi = 0; wi < sizeof where / sizeof where[0]; wi++)
+                        for (int half = 0; half < 2; half++) {
+                            size_t at = where[wi];
+                            for (size_t j = 0; j < qn; j++) {
+                                qq[j] = j == at ? bads[bi] : q[j];
+                                q16[j] = gear_float_to_half(qq[j]);
+                                out[j] = 12345.0f;
+                            }
+                            TU_OK(gear_tensor_init(&tq, half ? (void *)q16 : (void *)qq, half ? GEAR_F16 : GEAR_F32, 3,
+                                                   hq, nq, d, 0));
+                            TU_OK(gear_tensor_init(&to, out, GEAR_F32, 3, hq, nq, d, 0));
+                            gear_status st = gear_cache_attention(c[i], 0, &tq, 0.125f, &to);
+                            TU_ASSERT(st == GEAR_ERR_NONFINITE, "%s %s d %d: %g at query entry %zu (%s): %s", who,
+                                      presets[p], d, (double)bads[bi], at, half ? "fp16" : "fp32",
+                                      gear_status_string(st));
+                            for (size_t j = 0; j < qn; j++)
+                                TU_ASSERT(out[j] == 12345.0f, "%s %s d %d: %g in the query: out[%zu] written", who,
+                                          presets[p], d, (double)bads[bi], j);
+                        }
+                for (size_t bi = 0; bi < sizeof bads / sizeof bads[0]; bi++) {
+                    for (size_t j = 0; j < qn; j++) out[j] = 12345.0f;
+                    gear_status st = tu_cache_attention(c[i], 0, q, hq, nq, d, bads[bi], out);
+                    TU_ASSERT(st == GEAR_ERR_NONFINITE, "%s %s d %d: scale %g: %s", who, presets[p], d,
+                              (double)bads[bi], gear_status_string(st));
+                    for (size_t j = 0; j < qn; j++)
+                        TU_ASSERT(out[j] == 12345.0f, "%s %s d %d: scale %g: out[%zu] written", who, presets[p], d,
+                                  (double)bads[bi], j);
+                }
+                size_t l;
+                uint8_t *after = tu_cache_save(c[i], &l);
+                TU_ASSERT(l == len[i] && !memcmp(after, before[i], l), "%s %s d %d: refused attention changed the cache",
+                          who, presets[p], d);
+                free(after);
+                free(before[i]);
+            }
+            TU_OK(tu_cache_attention(c[0], 0, q, hq, nq, d, 0.125f, oa));
+            TU_OK(tu_cache_attention(c[1], 0, q, hq, nq, d, 0.125f, ob));
+            TU_ASSERT(tu_nmse(ob, oa, qn) < NMSE_MAX, "%s %s d %d: attention NMSE %g after refused queries", name,
+                      presets[p], d, tu_nmse(ob, oa, qn));
+            gear_cache_free(c[0]);
+            gear_cache_free(c[1]);
         }
+        free(q16);
+        free(q);
+        free(qq);
+        free(oa);
+        free(ob);
         free(k);
         free(v);
     }
@@ -835,6 +929,7 @@ START_TEST(test_attention_huge_queries)
 {
     for_each_backend(huge_query_case);
     for_each_backend(tiny_scale_case);
+    for_each_backend(nonfinite_query_case);
 }
 END_TEST
 
@@ -1481,6 +1576,243 @@ static void f16_edge_case(gear_context *be, gear_context *ref, const char *name,
 START_TEST(test_f16_edge_inputs_match_ref) { for_each_backend(f16_edge_case); }
 END_TEST
 
+/* ------------------------------- several outliers a side, fused paths */
+
+/* Ties among huge outliers (per 64 positions along a group: five equal
+ * maxima 60000, two equal minima -60992, fp16's limits once each, and at
+ * scattered rows more 60000s, so that the maxima tie across k = 2..8 and
+ * beyond), a run of equal minima of the bulk, and +0 and -0 in it; every
+ * value an fp16. */
+static float *cluster_input(gear_kind kind, int H, int T, int d)
+{
+    float *x = tu_alloc_f((size_t)H * T * d);
+    for (size_t i = 0; i < (size_t)H * T * d; i++) {
+        unsigned t = (unsigned)(i / (size_t)d % (size_t)T), ch = (unsigned)(i % (size_t)d);
+        unsigned h = (unsigned)(i * 2654435761u >> 7), pos = (kind == GEAR_KEY ? t : ch) % 64;
+        float v = (float)((int)(h % 9) - 4) * 0.25f;
+        switch (pos) {
+        case 3: case 7: case 11: case 19: case 23: v = 60000.0f; break;
+        case 5: case 13: v = -60992.0f; break;
+        case 29: v = 65504.0f; break;
+        case 31: v = -65504.0f; break;
+        case 50: v = -0.0f; break;
+        case 51: v = 0.0f; break;
+        default:
+            if (pos >= 40 && pos < 48) v = -1.0f;
+            if (pos > 52 && (h >> 12) % 8 == 0) v = 60000.0f;
+        }
+        x[i] = v;
+    }
+    return x;
+}
+
+/* Data case c of the outlier tests: 0 tu_synth, 1..6 edge_input's cases
+ * 0..5, 7 cluster_input. */
+static float *outlier_input(int c, uint64_t seed, gear_kind kind, int H, int T, int d)
+{
+    if (c == 0) return tu_synth(seed, kind, H, T, d);
+    if (c <= 6) return edge_input(c - 1, kind, H, T, d);
+    return cluster_input(kind, H, T, d);
+}
+
+/* "<be> vs ref, <preset> K|V d .. block .. outliers s (groups of g: k =
+ * .., last group of m: k = ..), input c": what a failure reproduces with. */
+static void outlier_label(char *buf, size_t len, const char *name, const char *preset, const gear_config *cfg,
+                          const shape *s, int c)
+{
+    gear_block_info info;
+    TU_OK(gear_block_info_get(cfg, (unsigned)s->d, &info));
+    unsigned row = cfg->kind == GEAR_KEY ? cfg->block : (unsigned)s->d;
+    unsigned last = row - (info.groups_per_row - 1) * info.group;
+    snprintf(buf, len, "%s vs ref, %s %s d %d block %u outliers %g (groups of %u: k = %u, last group of %u: k = %u), input %d",
+             name, preset, cfg->kind ? "V" : "K", s->d, cfg->block, (double)cfg->outlier_ratio, info.group,
+             tu_k(cfg->outlier_ratio, info.group), last, tu_k(cfg->outlier_ratio, last), c);
+}
+
+/* cfg on x ([s->H, s->T, s->d], fp32) on be and ref: fp32 input; then the
+ * same values rounded to fp16 as an fp16 view (the cpu module quantizes
+ * contiguous halves straight), whose blocks must also be those of the
+ * same values in fp32 on be.  Streams compared by streams_agree. */
+static void outlier_run(gear_context *be, gear_context *ref, int same, const gear_config *cfg, const shape *s,
+                        const float *x, const char *what)
+{
+    size_t N = (size_t)s->H * s->T * s->d, la, lb, lc;
+    char w[256];
+    snprintf(w, sizeof w, "%s, fp32 input", what);
+    uint8_t *sa = tu_compress(ref, cfg, x, s->H, s->T, s->d, 0, &la);
+    uint8_t *sb = tu_compress(be, cfg, x, s->H, s->T, s->d, 0, &lb);
+    streams_agree(be, ref, same, cfg, s, w, sa, la, sb, lb);
+    snprintf(w, sizeof w, "%s, fp16 input", what);
+    uint16_t *x16 = malloc(N * sizeof *x16);
+    float *xh = tu_alloc_f(N);
+    TU_CHECK(x16 != NULL);
+    for (size_t i = 0; i < N; i++) {
+        x16[i] = gear_float_to_half(x[i]);
+        xh[i] = gear_half_to_float(x16[i]);
+    }
+    TU_OK(compress_f16_view(ref, cfg, x16, s->H, s->T, s->d, s->d, &sa, &la));
+    TU_OK(compress_f16_view(be, cfg, x16, s->H, s->T, s->d, s->d, &sb, &lb));
+    uint8_t *sc = tu_compress(be, cfg, xh, s->H, s->T, s->d, 0, &lc);
+    gear_block_info info;
+    TU_OK(gear_block_info_get(cfg, (unsigned)s->d, &info));
+    size_t blocks = (size_t)s->H * (size_t)(s->T / (int)cfg->block) * info.bytes;
+    TU_ASSERT(lb >= STREAM_HDR + blocks && lc >= STREAM_HDR + blocks && !memcmp(sb + STREAM_HDR, sc + STREAM_HDR, blocks),
+              "%s: blocks differ from those of the same values in fp32", w);
+    free(sc);
+    streams_agree(be, ref, same, cfg, s, w, sa, la, sb, lb);
+    free(x16);
+    free(xh);
+}
+
+/* More than one outlier a side per group (k = round(s * g / 2)), which
+ * the cpu module's fused compressor takes up to k = 8 (and 2k <= g) and
+ * its masked selection beyond: gear2, gear4, kivi2 and kcvt4 at outlier
+ * ratios 0.05, 0.1 and 0.25 (k = 2, 3 and 8 on groups of 64; 1, 2 and 4
+ * on the last 32 of values at d = 96, 0, 1 and 2 on the last 16 at d =
+ * 80; kcvt4/gear4 values group whole rows: 80 entries k = 2, 4, 10, 96
+ * k = 2, 5, 12, 128 k = 3, 6, 16, 256 k = 6, 13, 32, and there, 4-bit
+ * groups of 256, also k = 0, 1 and 3 at ratios 0, 0.008 and 0.02), head
+ * dims 64, 96, 128, 256 and 80, keys and values, fp32 and fp16 input, on
+ * tu_synth, edge_input's huge outliers (0), ties and constant groups (2),
+ * constant tokens and channels (4) and signed zeros (5), and
+ * cluster_input: codes, scales and outliers exact (byte-identical without
+ * a low-rank part). */
+static void multi_outlier_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const char *names[] = {"gear2", "gear4", "kivi2", "kcvt4"};
+    /* the first three only on the value rows of 256 (k = 0, 1, 3 there;
+     * on groups of 64 at most one a side, which edge_case covers) */
+    static const float ratios[] = {0.0f, 0.008f, 0.02f, 0.05f, 0.1f, 0.25f};
+    static const int dims[] = {64, 96, 128, 256, 80};
+    static const int inputs[] = {0, 1, 3, 5, 6, 7}; /* edge_input 1 and 3 are edge_case's */
+    if (same) return; /* ref against ref: test_ref_vs_ref_deterministic (this case is long) */
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (int kind = 0; kind < 2; kind++)
+            for (size_t ii = 0; ii < sizeof inputs / sizeof inputs[0]; ii++) {
+                shape s = {2, 64 + 5, dims[di], 64}; /* one block a head, and a tail */
+                int c = inputs[ii];
+                float *x = outlier_input(c, 400 + di * 2 + (size_t)kind, (gear_kind)kind, s.H, s.T, s.d);
+                for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+                    for (size_t ri = 0; ri < sizeof ratios / sizeof ratios[0]; ri++) {
+                        gear_config cfg = tu_preset(names[p], (gear_kind)kind);
+                        if (ri < 3 && !(kind == GEAR_VALUE && cfg.group == 0 && s.d == 256)) continue;
+                        cfg.outlier_ratio = ratios[ri];
+                        char what[192];
+                        outlier_label(what, sizeof what, name, names[p], &cfg, &s, c);
+                        outlier_run(be, ref, same, &cfg, &s, x, what);
+                    }
+                free(x);
+            }
+}
+
+/* Groups of outliers only (2k = g: k = round(s * g / 2) is at most g / 2),
+ * and groups of 15 with one entry left: keys and values, with and without
+ * a low-rank part (whose residual is then 0), k = 8 on blocks of 16 tokens
+ * and groups of 16 channels (shapes the cpu's fused compressor takes),
+ * k = 32 on groups of 64, and k = 128 in whole value rows of 256 (beyond
+ * the cpu's masked selection).  And outlier ratios outside [0, 1]:
+ * GEAR_ERR_INVALID_ARG on every backend, nothing written. */
+static void all_outlier_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const struct { const char *preset; int kind; unsigned block, group; float ratio; int d; } ao[] = {
+        {"kivi2", GEAR_KEY, 16, 0, 1.0f, 64},      /* keys: groups of the 16 tokens, k = 8 */
+        {"gear2", GEAR_KEY, 16, 16, 1.0f, 64},     /* the same with rank 2 */
+        {"kivi2", GEAR_VALUE, 16, 16, 1.0f, 64},   /* values: 4 groups of 16 */
+        {"gear4", GEAR_VALUE, 64, 16, 1.0f, 96},   /* 6 groups of 16, rank 2 */
+        {"kivi4", GEAR_VALUE, 64, 15, 1.0f, 64},   /* groups of 15: k = 7 (one left), the last 4: k = 2 */
+        {"kivi2", GEAR_KEY, 64, 64, 1.0f, 32},     /* k = 32 */
+        {"gear2", GEAR_KEY, 64, 64, 1.0f, 128},    /* k = 32, rank 2 */
+        {"kcvt4", GEAR_VALUE, 16, 0, 1.0f, 256},   /* whole rows of 256: k = 128 */
+        {"kivi2", GEAR_VALUE, 32, 32, 0.97f, 64},  /* round(15.52) = 16 */
+    };
+    static const int inputs[] = {0, 1, 3, 6}; /* synth, huge outliers, ties, signed zeros */
+    for (size_t ai = 0; ai < sizeof ao / sizeof ao[0]; ai++)
+        for (size_t ii = 0; ii < sizeof inputs / sizeof inputs[0]; ii++) {
+            gear_config cfg = tu_preset(ao[ai].preset, (gear_kind)ao[ai].kind);
+            cfg.block = ao[ai].block;
+            cfg.group = ao[ai].group;
+            cfg.outlier_ratio = ao[ai].ratio;
+            shape s = {2, (int)ao[ai].block * 3 + 1, ao[ai].d, ao[ai].block};
+            gear_block_info info;
+            TU_OK(gear_block_info_get(&cfg, (unsigned)s.d, &info));
+            TU_ASSERT(info.outliers == s.block * (unsigned)s.d - (cfg.group == 15 ? s.block * 4 : 0),
+                      "%s %s group %u outliers %g: %u outliers a block", name, ao[ai].preset, cfg.group,
+                      (double)cfg.outlier_ratio, info.outliers); /* all, or all but one a group of 15 */
+            char what[192];
+            outlier_label(what, sizeof what, name, ao[ai].preset, &cfg, &s, inputs[ii]);
+            float *x = outlier_input(inputs[ii], 450 + ai, (gear_kind)ao[ai].kind, s.H, s.T, s.d);
+            outlier_run(be, ref, same, &cfg, &s, x, what);
+            free(x);
+        }
+    static const float bad[] = {1.0001f, -0.25f, NAN, INFINITY};
+    shape s = {1, 64, 64, 64};
+    float *x = tu_synth(460, GEAR_KEY, s.H, s.T, s.d);
+    gear_config good = tu_preset("kivi2", GEAR_KEY);
+    gear_tensor t;
+    size_t bound = 0, written = 1;
+    TU_OK(gear_tensor_init(&t, x, GEAR_F32, 3, s.H, s.T, s.d, 0));
+    TU_OK(gear_compress_bound(&good, &t, &bound));
+    uint8_t *dst = malloc(bound);
+    TU_CHECK(dst != NULL);
+    for (size_t bi = 0; bi < sizeof bad / sizeof bad[0]; bi++) {
+        gear_config cfg = good;
+        cfg.outlier_ratio = bad[bi];
+        TU_STATUS(gear_config_validate(&cfg, (unsigned)s.d), GEAR_ERR_INVALID_ARG);
+        gear_context *ctx[2] = {ref, be};
+        for (int i = 0; i < 2; i++) {
+            written = 1;
+            gear_status st = gear_compress(ctx[i], &cfg, &t, 0, dst, bound, &written);
+            TU_ASSERT(st == GEAR_ERR_INVALID_ARG && written == 0, "%s: outlier ratio %g on %s: %s, %zu bytes written",
+                      name, (double)bad[bi], i ? name : "ref", gear_status_string(st), written);
+        }
+    }
+    free(dst);
+    free(x);
+}
+
+START_TEST(test_multi_outliers_match_ref)
+{
+    for_each_backend(multi_outlier_case);
+    for_each_backend(all_outlier_case);
+}
+END_TEST
+
+/* Value rows of three full groups and a short last one (a cold review):
+ * groups of 32 at d = 112 (3 x 32 + 16) and of 64 at d = 208 (3 x 64 +
+ * 16), outlier ratios giving k = 0..3 on the full groups and k = 0 or 1
+ * on the last (0.02: 0/0 and 1/0; 0.04: 1/0; 0.07: 1/1 and 2/1; 0.1: 2/1
+ * and 3/1; a last group of 16 takes one from 0.0625 on), kivi2, gear2 and
+ * kivi4, fp32 and fp16 input, on tu_synth, edge_input's huge outliers,
+ * ties and signed zeros, and cluster_input; keys (groups of 32 and 64
+ * tokens) of the same head dims as well. */
+static void value_tail_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    static const struct { int d; unsigned group; } vt[] = {{112, 32}, {208, 64}};
+    static const char *names[] = {"kivi2", "gear2", "kivi4"};
+    static const float ratios[] = {0.02f, 0.04f, 0.07f, 0.1f};
+    static const int inputs[] = {0, 1, 3, 6, 7};
+    if (same) return; /* ref against ref: test_ref_vs_ref_deterministic */
+    for (size_t vi = 0; vi < sizeof vt / sizeof vt[0]; vi++)
+        for (int kind = 0; kind < 2; kind++)
+            for (size_t ii = 0; ii < sizeof inputs / sizeof inputs[0]; ii++) {
+                shape s = {2, 64 + 5, vt[vi].d, 64};
+                float *x = outlier_input(inputs[ii], 470 + vi * 2 + (size_t)kind, (gear_kind)kind, s.H, s.T, s.d);
+                for (size_t p = 0; p < sizeof names / sizeof names[0]; p++)
+                    for (size_t ri = 0; ri < sizeof ratios / sizeof ratios[0]; ri++) {
+                        gear_config cfg = tu_preset(names[p], (gear_kind)kind);
+                        cfg.group = vt[vi].group;
+                        cfg.outlier_ratio = ratios[ri];
+                        char what[192];
+                        outlier_label(what, sizeof what, name, names[p], &cfg, &s, inputs[ii]);
+                        outlier_run(be, ref, same, &cfg, &s, x, what);
+                    }
+                free(x);
+            }
+}
+
+START_TEST(test_value_tail_groups_match_ref) { for_each_backend(value_tail_case); }
+END_TEST
+
 /* Compression and decompression under each other rounding mode of the
  * caller's thread give what ref gives to nearest: the same streams (codes,
  * scales and outliers; the factors by reconstruction) from fp32 and fp16
@@ -1576,6 +1908,8 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_decompress_f16_matches_ref);
     tcase_add_test(tc, test_f16_input_matches_ref);
     tcase_add_test(tc, test_f16_edge_inputs_match_ref);
+    tcase_add_test(tc, test_multi_outliers_match_ref);
+    tcase_add_test(tc, test_value_tail_groups_match_ref);
     tcase_add_test(tc, test_codec_rounding_mode);
     tcase_add_test(tc, test_f16_cache_append);
     tcase_add_test(tc, test_rows_cache_append);
