@@ -696,9 +696,11 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 /* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): groups
  * whose codes fill whole dwords (1024 bits at most), the last one
  * possibly shorter (values at d = 80, 96 in groups of 64), both of a
- * multiple of 4 entries (pass 1 takes 4 rows a step); up to
- * CPU_AVX512_KMAX outliers a side in each, and no more than half its
- * entries; 16-lane columns, rank <= 8. */
+ * multiple of 4 entries (pass 1 takes 4 rows a step: implied by whole
+ * dwords at 8 bits or fewer); up to CPU_AVX512_KMAX outliers a side in
+ * each, and no more than half its entries (as gear_outliers_per_side
+ * gives them; the selection needs it, so it is checked here too);
+ * 16-lane columns, rank <= 8. */
 static int avx512_fits(const gear_block_layout *L)
 {
 #ifdef GEAR_CPU_AVX512

@@ -150,8 +150,9 @@ int gear_cpu_compress_avx512_f16(const gear_block_layout *L, const gear_block_id
                                  size_t ld, const uint16_t *next, const uint16_t *after, uint8_t *blk,
                                  float *zbuf, float *ez, float *yt, float *pt);
 #define CPU_AVX512_COMPRESS gear_cpu_have_avx512_compress
-/* Outliers a side in a group the fused compressor takes (1: a top-2
- * pass; more: a selection pass per outlier). */
+/* Outliers a side in a group the fused compressor takes (1: pass 1's
+ * top-2 network; more: sorted lists of k + 1 in one more pass, or a pass
+ * per outlier where ties at the boundary need ref's order). */
 #define CPU_AVX512_KMAX 8
 /* The power iteration's products in bf16 (cpu_avx512_bf16.c), where the
  * CPU has AVX512-BF16 and GEAR_CPU_BF16 is set (opt-in): E (nr x nc fp32) to
