@@ -86,6 +86,8 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
      * gear2/gear4 lost 5-15% (four blocks' fp32 copies on the stack
      * instead of two). */
     unsigned step = rows == 1 && d == 64 && !onat ? 2 : 1;
+    void (*attend)(const gear_attn2_block *, unsigned) =
+        gear_cpu_attn2_big(a->lk, a->lv) ? gear_cpu_attend2_big_avx512 : gear_cpu_attend2_avx512;
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h0 = 0; h0 < H; h0 += step) {
             gear_attn2_block x[2];
@@ -102,7 +104,7 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
                                           a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
                                           onat ? onat + (size_t)h * rows * d : NULL};
             }
-            gear_cpu_attend2_avx512(x, m);
+            attend(x, m);
         }
     for (unsigned h = 0; h < H; h++)
         gear_cpu_values_unpermute(acc + ((size_t)h * items + c) * rows * d, onat ? onat + (size_t)h * rows * d : NULL,

@@ -50,6 +50,30 @@ typedef struct blk2 {
     uint8_t ot[OMAX], oc[OMAX];      /* outlier token, channel (< 256) */
 } blk2;
 
+/* Layouts beyond blk2 (rank 5 to 8, or more outliers: gear2 at outlier
+ * ratio 0.1 and head dim 128 has 768 a block) take a larger copy in
+ * kernels of their own (gen == 2: attend_fix_big, attend_flt_big), so that
+ * the other kernels keep their stack frames.  The kernels get a pointer
+ * to its first member and find the larger arrays through blk_x, blk_ot and
+ * blk_oc. */
+#define RBIG 8
+#define OBIG 2048
+#define XBIG (RBIG * (NB + MAXD) + OBIG)
+typedef struct blk2big {
+    blk2 s;                          /* dl, mn, dlT, mnT (its x, ot and oc unused) */
+    float x[XBIG];
+    uint8_t ot[OBIG], oc[OBIG];
+} blk2big;
+
+#define BIG(f) ((blk2big *)(void *)(f))
+#define CBIG(f) ((const blk2big *)(const void *)(f))
+#define blk_x(f, gen) ((gen) == 2 ? BIG(f)->x : (f)->x)
+#define blk_ot(f, gen) ((gen) == 2 ? BIG(f)->ot : (f)->ot)
+#define blk_oc(f, gen) ((gen) == 2 ? BIG(f)->oc : (f)->oc)
+#define cblk_x(f, gen) ((gen) == 2 ? CBIG(f)->x : (f)->x)
+#define cblk_ot(f, gen) ((gen) == 2 ? CBIG(f)->ot : (f)->ot)
+#define cblk_oc(f, gen) ((gen) == 2 ? CBIG(f)->oc : (f)->oc)
+
 INLINE unsigned lowrank_b(const gear_block_layout *L) { return L->rank <= 2 ? 2 * NB : L->rank * NB; }
 INLINE unsigned outliers_at(const gear_block_layout *L) { return L->rank <= 2 ? 2 * NB + 2 * MAXD : L->rank * (NB + L->d); }
 
@@ -77,6 +101,21 @@ INLINE int common_dim(unsigned d) { return d == 64 || d == 128; }
  * fixed-point kernel also 4-bit codes and value groups of a whole row, at
  * head dims 64, 80, 96, 128 and 256 (use_fixed; a value row's last group
  * then may be short: 16 or 32 channels). */
+/* The low-rank columns and the outliers of L fit x[xf] and ot/oc[omax]
+ * (outliers: none, or k maxima and k minima in every group; the last,
+ * shorter group of a value row may have fewer). */
+static int extras_fit(const gear_block_layout *L, unsigned rmax, unsigned xf, unsigned omax)
+{
+    if (L->rank > rmax || L->rank * (NB + L->d) > xf) return 0;
+    return !L->n_outliers || (L->n_outliers <= omax && outliers_at(L) + L->n_outliers <= xf);
+}
+
+/* Whether a pair needs blk2big (attend_*_big). */
+static int big_layout(const gear_block_layout *lk, const gear_block_layout *lv)
+{
+    return !extras_fit(lk, RMAX, XFLOATS, OMAX) || !extras_fit(lv, RMAX, XFLOATS, OMAX);
+}
+
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale)
 {
     unsigned d = lk->d;
@@ -89,13 +128,11 @@ int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv
         if ((x->bits != 2 && x->bits != 4) || x->cq_dim || x->row_bytes != x->row_len * x->bits / 8) return 0;
         /* keys: one group per channel row; values: 64 channels or the row */
         if (x->group != 64 && !(i == 1 && x->group == d)) return 0;
-        /* rank up to 4, its columns and the outliers within blk2 */
-        if (x->rank > RMAX || x->rank * (NB + d) > XFLOATS) return 0;
-        /* outliers: none, or k maxima and k minima in every group (the
-         * last, shorter group of a value row may have fewer) */
-        if (x->n_outliers && (x->n_outliers > OMAX || outliers_at(x) + x->n_outliers > XFLOATS)) return 0;
+        if (!extras_fit(x, RBIG, XBIG, OBIG)) return 0;
         flt &= x->bits == 2 && x->group == 64 && x->tail_len == x->group;
     }
+    /* the big kernels: fixed point at head dims 64 and 128 only */
+    if (big_layout(lk, lv)) fixed &= common_dim(d);
     return flt || fixed;
 }
 
@@ -245,6 +282,30 @@ INLINE void columns(const uint8_t *src, unsigned m, unsigned w, float *dst)
     deint2(u + 2 * m, m, dst + m, dst + 3 * m);
 }
 
+/* columns for w = 5 to RBIG (ranks of attend_*_big only, so that the
+ * other kernels' code stays as it was), 64 rows at a time. */
+INLINE void columns_big(const uint8_t *src, unsigned m, unsigned w, float *dst)
+{
+    float t[8 * 64], u[8 * 64];
+    for (unsigned x0 = 0; x0 < m; x0 += 64) {
+        unsigned mm = m - x0 < 64 ? m - x0 : 64;
+        float *d0 = dst + x0;
+        halves16(src + 2 * (size_t)x0 * w, mm * w, t);
+        if (w == 8) { /* three rounds of pairs: {0,2,4,6} {1,3,5,7}, then {0,4} {2,6} {1,5} {3,7} */
+            deint2(t, 4 * mm, u, u + 4 * mm);
+            deint2(u, 2 * mm, t, t + 2 * mm);
+            deint2(u + 4 * mm, 2 * mm, t + 4 * mm, t + 6 * mm);
+            deint2(t, mm, d0, d0 + 4 * m);
+            deint2(t + 2 * mm, mm, d0 + 2 * m, d0 + 6 * m);
+            deint2(t + 4 * mm, mm, d0 + m, d0 + 5 * m);
+            deint2(t + 6 * mm, mm, d0 + 3 * m, d0 + 7 * m);
+            continue;
+        }
+        for (unsigned x = 0; x < mm; x++)
+            for (unsigned k = 0; k < w; k++) d0[k * m + x] = t[x * w + k];
+    }
+}
+
 INLINE float dot16(const float *a, const float *b, unsigned n)
 {
     __m512 s = _mm512_setzero_ps();
@@ -331,15 +392,20 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
         columns(blk + L->off_mins, NB, G, f->mnT);
     }
     if (L->rank) {
-        columns(blk + L->off_a, NB, gen ? L->rank : 2, f->x);
-        columns(blk + L->off_b, d, gen ? L->rank : 2, f->x + lowrank_b(L));
+        if (gen == 2 && L->rank > 4) {
+            columns_big(blk + L->off_a, NB, L->rank, blk_x(f, gen));
+            columns_big(blk + L->off_b, d, L->rank, blk_x(f, gen) + lowrank_b(L));
+        } else {
+            columns(blk + L->off_a, NB, gen ? L->rank : 2, blk_x(f, gen));
+            columns(blk + L->off_b, d, gen ? L->rank : 2, blk_x(f, gen) + lowrank_b(L));
+        }
     }
     if (L->n_outliers) {
         /* outlier j lies in group j/2k (k maxima and k minima a group;
          * n_outliers is a multiple of 16: 2k a group, 64 or d rows) */
         const uint8_t *idx = blk + L->off_oidx, *val = blk + L->off_oval;
         unsigned opg = gen ? 2 * L->k_full : 2;
-        float *ov = f->x + outliers_at(L);
+        float *ov = blk_x(f, gen) + outliers_at(L);
         for (unsigned j = 0; j < L->n_outliers; j += 16) {
             __m512i x = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(idx + 2 * j)));
             __m512 mn;
@@ -365,8 +431,8 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
                 t = quot16(x, d);
                 c = _mm512_sub_epi32(x, _mm512_mullo_epi32(t, _mm512_set1_epi32((int)d)));
             }
-            _mm_storeu_si128((__m128i *)(f->ot + j), _mm512_cvtepi32_epi8(t));
-            _mm_storeu_si128((__m128i *)(f->oc + j), _mm512_cvtepi32_epi8(c));
+            _mm_storeu_si128((__m128i *)(blk_ot(f, gen) + j), _mm512_cvtepi32_epi8(t));
+            _mm_storeu_si128((__m128i *)(blk_oc(f, gen) + j), _mm512_cvtepi32_epi8(c));
         }
     }
 }
@@ -504,7 +570,7 @@ INLINE void outlier_terms(part4 pt, const float *x, unsigned len, unsigned per, 
 INLINE void key_outliers1(const gear_block_layout *L, const blk2 *f, const float *q, part4 pt, int gen)
 {
     part4_zero(pt, NB);
-    outlier_terms(pt, q, L->d, gen ? L->outliers_per_row : 2, f->x + outliers_at(L), L->n_outliers, f->ot, gen);
+    outlier_terms(pt, q, L->d, gen ? L->outliers_per_row : 2, cblk_x(f, gen) + outliers_at(L), L->n_outliers, cblk_ot(f, gen), gen);
 }
 
 /* Low-rank and outlier terms of R rows of key scores s (natural order);
@@ -514,7 +580,7 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     unsigned d = L->d;
     if (L->rank) /* (q.B_k) A_k */
         for (unsigned r = 0; r < R; r++) {
-            const float *qr = q + (size_t)r * d, *a = f->x, *b = f->x + lowrank_b(L);
+            const float *qr = q + (size_t)r * d, *a = cblk_x(f, gen), *b = cblk_x(f, gen) + lowrank_b(L);
             if (gen)
                 lowrank_row(s + r * NB, NB, qr, b, d, a, L->rank);
             else
@@ -531,7 +597,7 @@ INLINE void key_extras(const gear_block_layout *L, const blk2 *f, const float *q
     /* several rows: one 4-row update per outlier, rows interleaved */
     float qT[4 * MAXD], corr[4 * NB];
     interleave4(q, d, R, d, qT);
-    scatter_fma4(f->x + outliers_at(L), qT, gen ? L->outliers_per_row : 2, f->ot, n, corr, NB, gen);
+    scatter_fma4(cblk_x(f, gen) + outliers_at(L), qT, gen ? L->outliers_per_row : 2, cblk_ot(f, gen), n, corr, NB, gen);
     add_deinterleaved4(s, NB, R, NB, corr);
 }
 
@@ -541,7 +607,7 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
     unsigned d = L->d;
     if (L->rank) /* (p.A_k) B_k */
         for (unsigned r = 0; r < R; r++) {
-            const float *pr = p + r * NB, *a = f->x, *b = f->x + lowrank_b(L);
+            const float *pr = p + r * NB, *a = cblk_x(f, gen), *b = cblk_x(f, gen) + lowrank_b(L);
             if (gen)
                 lowrank_row(onat + (size_t)r * d, d, pr, a, NB, b, L->rank);
             else
@@ -553,13 +619,13 @@ INLINE void value_extras(const gear_block_layout *L, const blk2 *f, const float 
         part4 pt;
         /* outlier j belongs to token j / per (gear_block_parse checks the order) */
         part4_zero(pt, d);
-        outlier_terms(pt, p, NB, L->outliers_per_row, f->x + outliers_at(L), n, f->oc, gen);
+        outlier_terms(pt, p, NB, L->outliers_per_row, cblk_x(f, gen) + outliers_at(L), n, cblk_oc(f, gen), gen);
         part4_add(pt, onat, d);
         return;
     }
     float pT[4 * NB], corr[4 * MAXD];
     interleave4(p, NB, R, NB, pT);
-    scatter_fma4(f->x + outliers_at(L), pT, L->outliers_per_row, f->oc, n, corr, d, gen);
+    scatter_fma4(cblk_x(f, gen) + outliers_at(L), pT, L->outliers_per_row, cblk_oc(f, gen), n, corr, d, gen);
     add_deinterleaved4(onat, d, R, d, corr);
 }
 
@@ -1167,18 +1233,23 @@ VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const bl
         VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v, GEN, DC);              \
     } while (0)
 
-/* Every row of a block pair, four at a time. */
+/* Every row of a block pair, four at a time; the block copies are a blk2,
+ * or for GEN 2 a blk2big (BLK2_T_GEN). */
+#define BLK2_T_0 blk2
+#define BLK2_T_1 blk2
+#define BLK2_T_2 blk2big
 #define ALL_ROWS(a, KEYS, VALS, GEN, DC)                                                       \
     do {                                                                                     \
-        blk2 fk_, fv_;                                                                       \
-        block_prep((a)->lk, (a)->kblk, &fk_, GEN);                                           \
-        block_prep((a)->lv, (a)->vblk, &fv_, GEN);                                           \
+        BLK2_T_##GEN fk_, fv_;                                                               \
+        blk2 *fkp_ = (blk2 *)(void *)&fk_, *fvp_ = (blk2 *)(void *)&fv_;                        \
+        block_prep((a)->lk, (a)->kblk, fkp_, GEN);                                           \
+        block_prep((a)->lv, (a)->vblk, fvp_, GEN);                                           \
         for (unsigned r0_ = 0; r0_ < (a)->rows; r0_ += QUAD) {                               \
             switch ((a)->rows - r0_) {                                                       \
-            case 1: BLOCK_ROWS(a, &fk_, &fv_, r0_, 1, KEYS, VALS, GEN, DC); break;             \
-            case 2: BLOCK_ROWS(a, &fk_, &fv_, r0_, 2, KEYS, VALS, GEN, DC); break;             \
-            case 3: BLOCK_ROWS(a, &fk_, &fv_, r0_, 3, KEYS, VALS, GEN, DC); break;             \
-            default: BLOCK_ROWS(a, &fk_, &fv_, r0_, 4, KEYS, VALS, GEN, DC); break;            \
+            case 1: BLOCK_ROWS(a, fkp_, fvp_, r0_, 1, KEYS, VALS, GEN, DC); break;               \
+            case 2: BLOCK_ROWS(a, fkp_, fvp_, r0_, 2, KEYS, VALS, GEN, DC); break;               \
+            case 3: BLOCK_ROWS(a, fkp_, fvp_, r0_, 3, KEYS, VALS, GEN, DC); break;               \
+            default: BLOCK_ROWS(a, fkp_, fvp_, r0_, 4, KEYS, VALS, GEN, DC); break;              \
             }                                                                                \
         }                                                                                    \
     } while (0)
@@ -1214,6 +1285,18 @@ ATTEND_FIX_DIM(256)
 __attribute__((noinline)) static void attend_flt_gen(const gear_attn2_block *a)
 {
     ALL_ROWS(a, key_scores2, values2, 1, 0);
+}
+
+/* Layouts beyond blk2 (blk2big): head dims 64 and 128 in fixed point,
+ * the float kernel's head dims (64, 128, 256) in float. */
+__attribute__((noinline, target("avx512vbmi,avx512vnni,avx512dq"))) static void attend_fix_big(const gear_attn2_block *a)
+{
+    ALL_ROWS(a, key_scores_fix, values_fix, 2, 0);
+}
+
+__attribute__((noinline)) static void attend_flt_big(const gear_attn2_block *a)
+{
+    ALL_ROWS(a, key_scores2, values2, 2, 0);
 }
 
 /* Rank 0 or 2 and at most one outlier per side: the presets' layouts. */
@@ -1269,6 +1352,24 @@ void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
             attend_flt_gen(a + i);
         else
             ALL_ROWS(a + i, key_scores2, values2, 0, 0);
+    }
+}
+
+/* A separate entry, chosen once a call (gear_cpu_attn2_big), so that the
+ * dispatch above, which inlines the float kernel, stays as it was. */
+int gear_cpu_attn2_big(const gear_block_layout *lk, const gear_block_layout *lv)
+{
+    return big_layout(lk, lv);
+}
+
+void gear_cpu_attend2_big_avx512(const gear_attn2_block *a, unsigned n)
+{
+    int fixed = use_fixed(a->lk->d, a->scale) && common_dim(a->lk->d); /* as gear_cpu_attn2_fits */
+    for (unsigned i = 0; i < n; i++) {
+        if (fixed)
+            attend_fix_big(a + i);
+        else
+            attend_flt_big(a + i);
     }
 }
 

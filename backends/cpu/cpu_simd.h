@@ -103,19 +103,25 @@ typedef struct gear_attn2_block {
     float *o;            /* rows x d, 64-channel groups in permuted order (a short last one natural) */
     float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
 } gear_attn2_block;
-/* The layouts gear_cpu_attend2_avx512 takes: 64-token blocks, rank 0 to
- * 4, k+k outliers per group within its per-block scratch (rank*(64 + d)
- * + outliers <= 1152 floats, <= 512 outliers); 2-bit codes in groups of
- * 64 at head dim 64/128/256; with the fixed-point kernel (head dims 64,
- * 80, 96, 128 and 256, value rows that end in a short group included),
- * also 4-bit codes and value groups of the whole row (kivi4, kcvt4,
- * gear4), for softmax scales up to 2^16 in magnitude (cpu_avx512_attn.c). */
+/* The layouts the AVX-512 attention kernels take: 64-token blocks, rank 0
+ * to 8, k+k outliers per group (rank*(64 + d) + outliers <= 4608 floats,
+ * <= 2048 outliers); 2-bit codes in groups of 64 at head dim 64/128/256;
+ * with the fixed-point kernel (head dims 64, 80, 96, 128 and 256, value
+ * rows that end in a short group included), also 4-bit codes and value
+ * groups of the whole row (kivi4, kcvt4, gear4), for softmax scales up to
+ * 2^16 in magnitude (cpu_avx512_attn.c). */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale);
 /* Those head dims go through the fixed-point (VNNI) kernel when the CPU
  * has AVX-512 VBMI, VNNI and DQ and GEAR_CPU_NO_VNNI is unset. */
 extern int gear_cpu_have_avx512_vnni;
-/* n (1 or 2) pairs of different KV heads, independent of each other. */
+/* n (1 or 2) pairs of different KV heads, independent of each other:
+ * gear_cpu_attend2_avx512 where the block's extras fit its per-block
+ * scratch (rank <= 4, rank*(64 + d) + outliers <= 1152 floats, <= 512
+ * outliers: every preset), else (gear_cpu_attn2_big says which)
+ * gear_cpu_attend2_big_avx512, fixed point at head dims 64 and 128 only. */
+int gear_cpu_attn2_big(const gear_block_layout *lk, const gear_block_layout *lv);
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
+void gear_cpu_attend2_big_avx512(const gear_attn2_block *a, unsigned n);
 
 /* CQ blocks with 8-bit codes of 2, 4, 8 or 16 channels, head dim 64,
  * 128, 192 or 256, blocks of a multiple of 16 tokens: cpu_avx512_cq.c.
