@@ -346,14 +346,13 @@ INLINE void lowrank_row(float *y, unsigned ny, const float *x, const float *u, u
 /* Lane i: x[(j + i) / per] (0 past len), for the 16 outliers from j
  * (a multiple of 16) whose source rows (or groups) hold per >= 2 each, in
  * order: they span at most 9 rows, so one window of 16 and a permute
- * gather them.  per a power of two (sh = log2 per; with a constant sh,
- * constant masks and indices): rows j/per on, 16/per of them (one for
- * per >= 16); else inv = 1/per in fp32: (j + i + 0.5) * inv is within
+ * gather them.  per comes as sh or inv.  A power of two: sh = log2 per
+ * (with a constant sh, constant masks and indices): rows j/per on, 16/per
+ * of them (one for per >= 16).  Else sh < 0 and inv = 1/per in fp32: (j + i + 0.5) * inv is within
  * 2^-7/per of its exact value for j < 2^16, and at least 0.5/per from an
  * integer, so it truncates to the exact quotient. */
-INLINE __m512 rows16(const float *x, unsigned len, unsigned j, unsigned per, int sh, float inv)
+INLINE __m512 rows16(const float *x, unsigned len, unsigned j, int sh, float inv)
 {
-    (void)per;
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     if (sh >= 0) {
         __m512i r = sh <= 4 ? _mm512_srli_epi32(lane, (unsigned)sh) : _mm512_setzero_si512();
@@ -419,7 +418,7 @@ INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, 
                 __m512i g = _mm512_min_epu32(quot16(u, opg), _mm512_set1_epi32((int)G - 1));
                 mn = _mm512_i32gather_ps(_mm512_add_epi32(_mm512_mullo_epi32(r, _mm512_set1_epi32((int)G)), g), f->mn, 4);
             } else {
-                mn = gen ? rows16(f->mn, ng, j, opg, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 2, 1, 0.5f);
+                mn = gen ? rows16(f->mn, ng, j, log2_exact(opg), 1.0f / (float)opg) : rows16(f->mn, ng, j, 1, 0.5f);
             }
             __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(val + 2 * j)));
             _mm512_storeu_ps(ov + j, _mm512_sub_ps(v, mn));
@@ -561,7 +560,7 @@ INLINE void outlier_terms(part4 pt, const float *x, unsigned len, unsigned per, 
     int sh = gen ? log2_exact(per) : per == 2 ? 1 : per == 4 ? 2 : 3;
     float inv = gen ? 1.0f / (float)per : 0.0f;
     for (unsigned j = 0; j < n; j += 16)
-        scatter16(pt, _mm512_mul_ps(rows16(x, len, j, per, sh, inv), _mm512_loadu_ps(ov + j)), idx + j);
+        scatter16(pt, _mm512_mul_ps(rows16(x, len, j, sh, inv), _mm512_loadu_ps(ov + j)), idx + j);
 }
 
 /* The outlier terms of one row of key scores, into pt (partial copies):

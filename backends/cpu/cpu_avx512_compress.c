@@ -255,6 +255,7 @@ INLINE int chunk_fast(const zjob *J, const int h, unsigned i0, unsigned c0, unsi
     *acc = a;
     return !_mm512_cmp_ps_mask(_mm512_max_ps(mx0, mx1), tdl, _CMP_NLT_UQ);
 }
+#undef UNROLL_CHUNK
 
 /* Pass 2 over rows [r0, r0+m) of one strip: codes packed into acc
  * (m*bits/32 dwords per column, code i at bits [i*bits, i*bits+bits) as in
@@ -530,6 +531,8 @@ INLINE int select_lists32(const zjob *J, unsigned r0, unsigned m, unsigned c0, c
     return 1;
 }
 #undef SELECT_LISTS
+#undef GT32
+#undef LT32
 
 /* Otherwise one extreme a round, each round a pass over the group's rows
  * (in L1 by then), four chains merged with the earlier row winning ties:
@@ -576,6 +579,11 @@ INLINE void select_round(const zjob *J, const int h, unsigned r0, unsigned m, un
     }
 }
 #undef SELECT_ROUND
+#undef BT16
+#undef POSI16
+#undef BT32
+#undef EQ32
+#undef POSI32
 
 /* sel for k outliers a side of 16 groups of m rows from r0, and the
  * range [lo, hi] of the other entries (lo > hi: none left, as ref says
@@ -1010,6 +1018,7 @@ INLINE void mul_rows_rv(const float *ez, unsigned nr, const unsigned r, const fl
         UNROLL for (unsigned k = 0; k < r; k++) _mm512_storeu_ps(out + (size_t)k * nr + i0, gear_rows16_sums(u[k]));
     }
 }
+#undef UNROLL
 
 #define MUL_ROWS_R(NV)                                                                             \
     switch (r) {                                                                                   \
@@ -1029,6 +1038,7 @@ static void mul_rows(const float *ez, unsigned nr, unsigned nc, unsigned r, cons
         MUL_ROWS_R(nc / 16)
     }
 }
+#undef MUL_ROWS_R
 
 /* mul_rows and mul_cols for ranks up to 8: four rows of w and out a
  * pass (the kernels keep four columns' sums in registers) */
