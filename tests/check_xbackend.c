@@ -650,16 +650,20 @@ END_TEST
  * ranks 1, 3, 4, 6 and 8, and 2, 3, 4 and 8 outliers per side (outlier
  * ratios 0.05 to 0.25 on groups of 64), which the cpu module's AVX-512
  * kernels take as far as they fit (attention: rank 4 and 512 outliers a
- * block in the presets' kernels, rank 8 and 2048 in the larger ones; rank
- * 8 with 0.25 fills those at head dim 128), and beyond that its portable
- * paths: reconstructions and attention against ref. */
+ * block in the presets' kernels, rank 8 and 2048 in the larger ones: 0.25
+ * at head dim 128 and 0.12 at 256 make 2048, and rank 8 with 0.12 at 256
+ * fills their scratch; rank 7, 2-bit, takes their plain column split in
+ * float and fixed point), and beyond that its portable paths:
+ * reconstructions and attention against ref; three query rows (G 1, nq 3)
+ * leave a partial row quad. */
 static void layouts_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const struct { const char *preset; unsigned rank; float s; } lay[] = {
         {"gear2", 1, 0.02f}, {"gear2", 3, 0.02f}, {"gear2", 4, 0.02f}, {"gear2", 2, 0.05f},
         {"gear2", 2, 0.10f}, {"gear2", 4, 0.05f}, {"kivi2", 0, 0.12f}, {"gear4", 4, 0.05f},
-        {"gear2", 8, 0.02f}, {"gear4", 6, 0.02f}, {"gear2", 8, 0.25f},
+        {"gear2", 8, 0.02f}, {"gear4", 6, 0.02f}, {"gear2", 8, 0.25f}, {"gear2", 8, 0.12f},
+        {"gear2", 7, 0.05f},
     };
     /* 256: the widest head, where rank 2 and one outlier a side fill the
      * AVX-512 kernels' scratch exactly and rank 3 no longer fits; 96:
@@ -688,7 +692,7 @@ static void layouts_case(gear_context *be, gear_context *ref, const char *name, 
             free(kb);
             free(vb);
             for (size_t gi = 0; gi < 2; gi++)
-                for (int nq = 1; nq <= 2; nq++) {
+                for (int nq = 1; nq <= (gi ? 2 : 3); nq++) {
                     int hq = hkv * groups[gi];
                     double e = twin_attention(ca, cb, hq, nq, d, 250 + (uint64_t)nq + gi, 1.0f);
                     TU_ASSERT(e < NMSE_MAX, "%s %s rank %u s %g d %d G %d nq %d: attention NMSE %g", name,

@@ -73,7 +73,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
 static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, unsigned items, float *acc,
-                         part *parts, float *onat)
+                         part *parts, float *onat, void *big)
 {
     unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf, lim[MAX_ROWS];
@@ -86,8 +86,7 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
      * gear2/gear4 lost 5-15% (four blocks' fp32 copies on the stack
      * instead of two). */
     unsigned step = rows == 1 && d == 64 && !onat ? 2 : 1;
-    void (*attend)(const gear_attn2_block *, unsigned) =
-        gear_cpu_attn2_big(a->lk, a->lv) ? gear_cpu_attend2_big_avx512 : gear_cpu_attend2_avx512;
+    void (*attend)(const gear_attn2_block *, unsigned) = big ? gear_cpu_attend2_big_avx512 : gear_cpu_attend2_avx512;
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h0 = 0; h0 < H; h0 += step) {
             gear_attn2_block x[2];
@@ -102,7 +101,7 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
                                           nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
                                           a->q + (size_t)h * rows * d, rows,
                                           a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
-                                          onat ? onat + (size_t)h * rows * d : NULL};
+                                          onat ? onat + (size_t)h * rows * d : NULL, big};
             }
             attend(x, m);
         }
@@ -182,10 +181,11 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
      * 8.8 us a call on one) */
     if ((unsigned)threads > items) threads = (int)items;
     size_t nitems = (size_t)H * items; /* partial results, [head][item] */
-    int failed = 0, fast2 = 0, extra = 0;
+    int failed = 0, fast2 = 0, extra = 0, big = 0;
 #ifdef GEAR_CPU_AVX512
     fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv, a->scale);
     extra = a->lk->rank || a->lv->rank || a->lk->n_outliers || a->lv->n_outliers;
+    big = fast2 && gear_cpu_attn2_big(a->lk, a->lv);
 #endif
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
     size_t sz[2] = {sizeof(float) * nitems * rows * d, sizeof(part) * nitems * rows};
@@ -201,18 +201,22 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
         attn_scratch w;
         cpu_thread_ws *tw = &ws->thr[omp_get_thread_num()];
         float *onat = fast2 && extra ? gear_cpu_buf(&tw->b[1], sizeof(float) * H * rows * d) : NULL;
+        void *bigp = NULL;
+#ifdef GEAR_CPU_AVX512
+        bigp = big ? gear_cpu_buf(&tw->b[2], gear_cpu_attn2_big_bytes()) : NULL;
+#endif
         if (!attn_scratch_alloc(&w, &tw->b[0], n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
-            (fast2 && extra && !onat)) {
+            (fast2 && extra && !onat) || (big && !bigp)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!w.s || (fast2 && extra && !onat)) continue;
+            if (!w.s || (fast2 && extra && !onat) || (big && !bigp)) continue;
             item_reset(acc, parts, H, items, c, rows, d);
 #ifdef GEAR_CPU_AVX512
             if (fast2 && c < chunks) {
-                attend_item2(a, c, per, items, acc, parts, onat);
+                attend_item2(a, c, per, items, acc, parts, onat, bigp);
                 continue;
             }
 #endif

@@ -1,7 +1,7 @@
 /*
  * cpu_avx512_attn.c - AVX-512 decode attention over 2-bit blocks with
  * groups of 64 (kivi2, and gear2's outliers and low-rank factors: ranks up
- * to 4, k outliers per side, within a block's scratch) and, in
+ * to 8, k outliers per side, up to 2048 a block: blk2, blk2big) and, in
  * the fixed-point kernel, 4-bit ones (kivi4, kcvt4, gear4), one (block,
  * KV head) at a time for every query row (two heads side by side for a
  * single row at head dim 64 without outliers or rank: attend_fix_pair).  Compiled with AVX-512
@@ -31,7 +31,7 @@
 #define NB 64       /* tokens per block */
 #define MAXD 256    /* largest head dim taken (gear_cpu_attn2_fits) */
 #define QUAD 4      /* query rows per pass: 16 accumulators */
-#define RMAX 4      /* largest low rank taken */
+#define RMAX 4      /* largest low rank in blk2 (blk2big: RBIG) */
 
 /* Per-block fp32 copies shared by a block's row quads.  The low-rank
  * columns and the outliers share x: A_k (rank x 64), B_k (rank x d), the
@@ -55,7 +55,8 @@ typedef struct blk2 {
  * kernels of their own (gen == 2: attend_fix_big, attend_flt_big), so that
  * the other kernels keep their stack frames.  The kernels get a pointer
  * to its first member and find the larger arrays through blk_x, blk_ot and
- * blk_oc. */
+ * blk_oc.  Two of them (a block pair) are 64 KiB: they live in the
+ * per-thread workspace (gear_attn2_block.big), not on the caller's stack. */
 #define RBIG 8
 #define OBIG 2048
 #define XBIG (RBIG * (NB + MAXD) + OBIG)
@@ -97,10 +98,6 @@ static int use_fixed(unsigned d, float scale)
  * ones stay compiled as they were. */
 INLINE int common_dim(unsigned d) { return d == 64 || d == 128; }
 
-/* The float kernel: 2-bit codes, groups of 64, head dim 64/128/256; the
- * fixed-point kernel also 4-bit codes and value groups of a whole row, at
- * head dims 64, 80, 96, 128 and 256 (use_fixed; a value row's last group
- * then may be short: 16 or 32 channels). */
 /* The low-rank columns and the outliers of L fit x[xf] and ot/oc[omax]
  * (outliers: none, or k maxima and k minima in every group; the last,
  * shorter group of a value row may have fewer). */
@@ -116,6 +113,11 @@ static int big_layout(const gear_block_layout *lk, const gear_block_layout *lv)
     return !extras_fit(lk, RMAX, XFLOATS, OMAX) || !extras_fit(lv, RMAX, XFLOATS, OMAX);
 }
 
+/* The float kernel: 2-bit codes, groups of 64, head dim 64/128/256; the
+ * fixed-point kernel also 4-bit codes and value groups of a whole row, at
+ * head dims 64, 80, 96, 128 and 256 (use_fixed; a value row's last group
+ * then may be short: 16 or 32 channels), for layouts beyond blk2 at head
+ * dims 64 and 128 only. */
 int gear_cpu_attn2_fits(const gear_block_layout *lk, const gear_block_layout *lv, float scale)
 {
     unsigned d = lk->d;
@@ -378,7 +380,7 @@ INLINE __m512i quot16(__m512i x, unsigned m)
 INLINE int log2_exact(unsigned x) { return x && !(x & (x - 1)) ? __builtin_ctz(x) : -1; }
 
 /* Scales, minima, factors and outliers of one block as fp32; gen: any
- * layout gear_cpu_attn2_fits takes, else rank 0 or 2 and one outlier per
+ * layout gear_cpu_attn2_fits takes (2: in a blk2big), else rank 0 or 2 and one outlier per
  * side (a constant in every kernel: see attend_fix_gen). */
 INLINE void block_prep(const gear_block_layout *L, const uint8_t *blk, blk2 *f, int gen)
 {
@@ -1232,15 +1234,14 @@ VINLINE void values_fix(const gear_block_layout *L, const uint8_t *blk, const bl
         VALS((a)->lv, (a)->vblk, fv, s_, R, o_, onat_, (r0) ? NULL : (a)->next_v, GEN, DC);              \
     } while (0)
 
-/* Every row of a block pair, four at a time; the block copies are a blk2,
- * or for GEN 2 a blk2big (BLK2_T_GEN). */
-#define BLK2_T_0 blk2
-#define BLK2_T_1 blk2
-#define BLK2_T_2 blk2big
+/* Every row of a block pair, four at a time; the block copies are blk2s
+ * on the stack, or for GEN 2 the two blk2bigs at a->big (BLK2_GEN). */
+#define BLK2_0(a) blk2 fk_, fv_, *fkp_ = &fk_, *fvp_ = &fv_
+#define BLK2_1(a) BLK2_0(a)
+#define BLK2_2(a) blk2 *fkp_ = &((blk2big *)(a)->big)[0].s, *fvp_ = &((blk2big *)(a)->big)[1].s
 #define ALL_ROWS(a, KEYS, VALS, GEN, DC)                                                       \
     do {                                                                                     \
-        BLK2_T_##GEN fk_, fv_;                                                               \
-        blk2 *fkp_ = (blk2 *)(void *)&fk_, *fvp_ = (blk2 *)(void *)&fv_;                        \
+        BLK2_##GEN(a);                                                                       \
         block_prep((a)->lk, (a)->kblk, fkp_, GEN);                                           \
         block_prep((a)->lv, (a)->vblk, fvp_, GEN);                                           \
         for (unsigned r0_ = 0; r0_ < (a)->rows; r0_ += QUAD) {                               \
@@ -1354,12 +1355,14 @@ void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
     }
 }
 
-/* A separate entry, chosen once a call (gear_cpu_attn2_big), so that the
+/* A separate entry, chosen once a work item (gear_cpu_attn2_big), so that the
  * dispatch above, which inlines the float kernel, stays as it was. */
 int gear_cpu_attn2_big(const gear_block_layout *lk, const gear_block_layout *lv)
 {
     return big_layout(lk, lv);
 }
+
+size_t gear_cpu_attn2_big_bytes(void) { return 2 * sizeof(blk2big); }
 
 void gear_cpu_attend2_big_avx512(const gear_attn2_block *a, unsigned n)
 {

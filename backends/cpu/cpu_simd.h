@@ -102,6 +102,7 @@ typedef struct gear_attn2_block {
     part *pt;            /* per row */
     float *o;            /* rows x d, 64-channel groups in permuted order (a short last one natural) */
     float *onat;         /* rows x d, natural order; NULL: no outliers, no rank */
+    void *big;           /* gear_cpu_attend2_big_avx512's block copies (gear_cpu_attn2_big_bytes), else unused */
 } gear_attn2_block;
 /* The layouts the AVX-512 attention kernels take: 64-token blocks, rank 0
  * to 8, k+k outliers per group (rank*(64 + d) + outliers <= 4608 floats,
@@ -120,6 +121,9 @@ extern int gear_cpu_have_avx512_vnni;
  * outliers: every preset), else (gear_cpu_attn2_big says which)
  * gear_cpu_attend2_big_avx512, fixed point at head dims 64 and 128 only. */
 int gear_cpu_attn2_big(const gear_block_layout *lk, const gear_block_layout *lv);
+/* Bytes of the big kernels' block copies (about 64 KiB, 64-byte aligned
+ * in the per-thread workspace rather than on the caller's stack). */
+size_t gear_cpu_attn2_big_bytes(void);
 void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n);
 void gear_cpu_attend2_big_avx512(const gear_attn2_block *a, unsigned n);
 
