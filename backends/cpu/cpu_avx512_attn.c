@@ -288,7 +288,7 @@ INLINE void columns(const uint8_t *src, unsigned m, unsigned w, float *dst)
  * other kernels' code stays as it was), 64 rows at a time. */
 INLINE void columns_big(const uint8_t *src, unsigned m, unsigned w, float *dst)
 {
-    float t[8 * 64], u[8 * 64];
+    float t[RBIG * 64], u[RBIG * 64];
     for (unsigned x0 = 0; x0 < m; x0 += 64) {
         unsigned mm = m - x0 < 64 ? m - x0 : 64;
         float *d0 = dst + x0;
@@ -350,9 +350,10 @@ INLINE void lowrank_row(float *y, unsigned ny, const float *x, const float *u, u
  * order: they span at most 9 rows, so one window of 16 and a permute
  * gather them.  per comes as sh or inv.  A power of two: sh = log2 per
  * (with a constant sh, constant masks and indices): rows j/per on, 16/per
- * of them (one for per >= 16).  Else sh < 0 and inv = 1/per in fp32: (j + i + 0.5) * inv is within
- * 2^-7/per of its exact value for j < 2^16, and at least 0.5/per from an
- * integer, so it truncates to the exact quotient. */
+ * of them (one for per >= 16).  Else sh < 0 and inv = 1/per in fp32:
+ * (j + i + 0.5) * inv is within 2^-7/per of its exact value for j <
+ * 2^16, and at least 0.5/per from an integer, so it truncates to the
+ * exact quotient. */
 INLINE __m512 rows16(const float *x, unsigned len, unsigned j, int sh, float inv)
 {
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -1355,8 +1356,9 @@ void gear_cpu_attend2_avx512(const gear_attn2_block *a, unsigned n)
     }
 }
 
-/* A separate entry, chosen once a work item (gear_cpu_attn2_big), so that the
- * dispatch above, which inlines the float kernel, stays as it was. */
+/* A separate entry, chosen once a call (gear_cpu_attention asks
+ * gear_cpu_attn2_big), so that the dispatch above, which inlines the float
+ * kernel, stays as it was. */
 int gear_cpu_attn2_big(const gear_block_layout *lk, const gear_block_layout *lv)
 {
     return big_layout(lk, lv);
