@@ -12,6 +12,34 @@
 #include <omp.h>
 #include "cpu_attn.h"
 
+/* The partial results of the work items: item c's output rows and running
+ * softmaxes, for every head, in pages of their own.  Neighbouring items
+ * go to different threads and every block writes its item's results;
+ * while those sat side by side ([head][item]), each of two threads took
+ * 1.4-2.1x a lone thread's time per block pair (cpu_workspace.h). */
+typedef struct item_results {
+    uint8_t *base;
+    size_t stride;     /* bytes per item: whole pages */
+    size_t head_out;   /* floats of one head's output rows: rows * d */
+    unsigned rows, H;
+} item_results;
+
+static item_results item_results_plan(unsigned H, unsigned rows, unsigned d)
+{
+    size_t out = (size_t)rows * d;
+    return (item_results){NULL, gear_cpu_page_round(sizeof(float) * H * out + sizeof(part) * H * rows), out, rows, H};
+}
+
+/* Head h's output rows (rows x d) and running softmaxes (rows) in item c. */
+static inline float *item_out(const item_results *r, unsigned c, unsigned h)
+{
+    return (float *)(r->base + c * r->stride) + h * r->head_out;
+}
+static inline part *item_parts(const item_results *r, unsigned c, unsigned h)
+{
+    return (part *)((float *)(r->base + c * r->stride) + r->H * r->head_out) + (size_t)h * r->rows;
+}
+
 GEAR_CLONES
 void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned len, float *out)
 {
@@ -23,7 +51,7 @@ void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned le
  * above inlined into it, so the loops vectorize for the CPU at hand. */
 GEAR_CLONES
 static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunks, unsigned per,
-                        unsigned items, float *acc, part *parts, float *s, float *tmp, blockf *fp)
+                        const item_results *res, float *s, float *tmp, blockf *fp)
 {
     const gear_block_layout *lk = a->lk, *lv = a->lv;
     unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
@@ -31,13 +59,12 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
     blockf f = *fp;
     if (c == chunks) { /* the full-precision buffer */
         for (unsigned h = 0; h < H; h++) {
-            size_t idx = (size_t)h * items + c;
             const float *q = a->q + (size_t)h * rows * d;
             const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
-            float *o = acc + idx * rows * d;
+            float *o = item_out(res, c, h);
             raw_scores(kb, a->n_buf, d, q, rows, s);
             scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
-            online_softmax(rows, a->n_buf, d, s, parts + idx * rows, o);
+            online_softmax(rows, a->n_buf, d, s, item_parts(res, c, h), o);
             for (unsigned t = 0; t < a->n_buf; t++)
                 for (unsigned i = 0; i < rows; i++)
                     axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);
@@ -47,9 +74,8 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
     unsigned b1 = (c + 1) * per < a->n_blocks ? (c + 1) * per : a->n_blocks;
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h = 0; h < H; h++) {
-            size_t idx = (size_t)h * items + c;
             const float *q = a->q + (size_t)h * rows * d;
-            float *o = acc + idx * rows * d;
+            float *o = item_out(res, c, h);
             /* the next pair in this order: head h + 1, else block b + 1 */
             if (h + 1 < H || b + 1 < b1) {
                 size_t nx = h + 1 < H ? (size_t)(h + 1) * a->n_blocks + b : b + 1;
@@ -58,7 +84,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
             }
             key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
             scale_mask(a, rows, n, (size_t)b * n, T, s);
-            online_softmax(rows, n, d, s, parts + idx * rows, o);
+            online_softmax(rows, n, d, s, item_parts(res, c, h), o);
             value_accumulate(lv, a->vblocks[(size_t)h * a->n_blocks + b], s, rows, o, tmp, &f);
         }
 }
@@ -72,8 +98,8 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
 /* A chunk of compressed blocks for every KV head through the AVX-512
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
-static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, unsigned items, float *acc,
-                         part *parts, float *onat, void *big)
+static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, const item_results *res,
+                         float *onat, void *big)
 {
     unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
     size_t T = (size_t)a->n_blocks * n + a->n_buf, lim[MAX_ROWS];
@@ -93,20 +119,20 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
             unsigned m = h0 + step <= H ? step : H - h0;
             for (unsigned k = 0; k < m; k++) {
                 unsigned h = h0 + k;
-                size_t idx = (size_t)h * items + c, i = (size_t)h * a->n_blocks + b;
+                size_t i = (size_t)h * a->n_blocks + b;
                 /* the pair PREFETCH_AHEAD calls later in this item's (block, head) order */
                 size_t ahead = (size_t)(b - c * per) * H + h + PREFETCH_AHEAD * step, nb = c * per + ahead / H;
                 size_t nx = nb < b1 ? (ahead % H) * a->n_blocks + nb : i;
                 x[k] = (gear_attn2_block){a->lk, a->lv, a->kblocks[i], a->vblocks[i],
                                           nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
                                           a->q + (size_t)h * rows * d, rows,
-                                          a->scale, (size_t)b * n, lim, parts + idx * rows, acc + idx * rows * d,
+                                          a->scale, (size_t)b * n, lim, item_parts(res, c, h), item_out(res, c, h),
                                           onat ? onat + (size_t)h * rows * d : NULL, big};
             }
             attend(x, m);
         }
     for (unsigned h = 0; h < H; h++)
-        gear_cpu_values_unpermute(acc + ((size_t)h * items + c) * rows * d, onat ? onat + (size_t)h * rows * d : NULL,
+        gear_cpu_values_unpermute(item_out(res, c, h), onat ? onat + (size_t)h * rows * d : NULL,
                                   rows, d, a->lv->bits);
 }
 #endif
@@ -114,13 +140,11 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
 /* Item c's partial results emptied: its running softmax and the output
  * rows it accumulates into, for every head (by the thread that fills
  * them, so they are in its cache). */
-static void item_reset(float *acc, part *parts, unsigned H, unsigned items, unsigned c, unsigned rows, unsigned d)
+static void item_reset(const item_results *res, unsigned c)
 {
-    for (unsigned h = 0; h < H; h++) {
-        size_t idx = (size_t)h * items + c;
-        for (unsigned i = 0; i < rows; i++) parts[idx * rows + i] = (part){-INFINITY, 0.0f};
-        memset(acc + idx * rows * d, 0, sizeof(float) * rows * d);
-    }
+    memset(item_out(res, c, 0), 0, sizeof(float) * res->H * res->head_out);
+    part *pt = item_parts(res, c, 0);
+    for (size_t i = 0; i < (size_t)res->H * res->rows; i++) pt[i] = (part){-INFINITY, 0.0f};
 }
 
 /* Each head's items merged into a->out: their running softmaxes rescaled
@@ -128,24 +152,24 @@ static void item_reset(float *acc, part *parts, unsigned H, unsigned items, unsi
  * (in the baseline ISA the merge was a tenth of a call over a one-block
  * cache, most of it the division). */
 GEAR_CLONES
-static void merge_items(const gear_attention_args *a, const float *acc, const part *parts, unsigned items)
+static void merge_items(const gear_attention_args *a, const item_results *res, unsigned items)
 {
     unsigned d = a->lk->d, rows = a->n_group * a->n_qtok;
     for (unsigned h = 0; h < a->n_head; h++)
         for (unsigned i = 0; i < rows; i++) {
             float m = -INFINITY, l = 0.0f;
             for (unsigned c = 0; c < items; c++) {
-                float mc = parts[((size_t)h * items + c) * rows + i].m;
+                float mc = item_parts(res, c, h)[i].m;
                 m = mc > m ? mc : m;
             }
             float *out = a->out + ((size_t)h * rows + i) * d;
             memset(out, 0, sizeof(float) * d);
             for (unsigned c = 0; c < items; c++) {
-                part pc = parts[((size_t)h * items + c) * rows + i];
+                part pc = item_parts(res, c, h)[i];
                 if (pc.m == -INFINITY) continue;
                 float w = gear_exp_neg(pc.m - m);
                 l += pc.l * w;
-                axpy(out, w, acc + (((size_t)h * items + c) * rows + i) * d, d);
+                axpy(out, w, item_out(res, c, h) + (size_t)i * d, d);
             }
             float inv = 1.0f / l; /* a division per element was most of the merge */
             for (unsigned x = 0; x < d; x++) out[x] *= inv;
@@ -180,7 +204,6 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
      * wake-up and the join (a one-block cache, two threads: 10.5 against
      * 8.8 us a call on one) */
     if ((unsigned)threads > items) threads = (int)items;
-    size_t nitems = (size_t)H * items; /* partial results, [head][item] */
     int failed = 0, fast2 = 0, extra = 0, big = 0;
 #ifdef GEAR_CPU_AVX512
     fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv, a->scale);
@@ -188,14 +211,12 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     big = fast2 && gear_cpu_attn2_big(a->lk, a->lv);
 #endif
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
-    size_t sz[2] = {sizeof(float) * nitems * rows * d, sizeof(part) * nitems * rows};
-    void *p[2];
-    if (!ws || !gear_cpu_carve(&ws->shared[0], 2, sz, p)) {
+    item_results res = item_results_plan(H, rows, d);
+    if (ws && res.stride <= SIZE_MAX / items) res.base = gear_cpu_buf(&ws->shared[0], res.stride * items);
+    if (!res.base) {
         gear_cpu_ws_put(st, ws);
         return GEAR_ERR_NO_MEMORY;
     }
-    float *acc = p[0];
-    part *parts = p[1];
 #pragma omp parallel num_threads(threads)
     {
         attn_scratch w;
@@ -213,21 +234,21 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
             if (!w.s || (fast2 && extra && !onat) || (big && !bigp)) continue;
-            item_reset(acc, parts, H, items, c, rows, d);
+            item_reset(&res, c);
 #ifdef GEAR_CPU_AVX512
             if (fast2 && c < chunks) {
-                attend_item2(a, c, per, items, acc, parts, onat, bigp);
+                attend_item2(a, c, per, &res, onat, bigp);
                 continue;
             }
 #endif
-            attend_item(a, c, chunks, per, items, acc, parts, w.s, w.tmp, &w.f);
+            attend_item(a, c, chunks, per, &res, w.s, w.tmp, &w.f);
         }
     }
     if (failed) {
         gear_cpu_ws_put(st, ws);
         return GEAR_ERR_NO_MEMORY;
     }
-    merge_items(a, acc, parts, items);
+    merge_items(a, &res, items);
     gear_cpu_ws_put(st, ws);
     return GEAR_OK;
 }

@@ -29,9 +29,11 @@ typedef struct cq_plan {
     float *S;        /* [h][row][T] scores, then weights e^(s - max) */
     float *lut;      /* CQ keys: [h][row][j][k] */
     float *hist;     /* CQ values: [h][chunk][row][j][k] */
-    float *acc;      /* [h][item][row][d] */
+    float *acc;      /* [h][item] slots of acc_slot floats: [row][d] */
     float *l;        /* [h][row] softmax sums */
     size_t lut_row, hist_row; /* tables per query row: cq_groups * K */
+    size_t acc_slot; /* rows * d floats in whole pages: neighbouring slots go to
+                      * different threads (cpu_workspace.h) */
 } cq_plan;
 
 /* Outliers of a CQ block as (token ot, channel oc, ov = exact value minus
@@ -180,7 +182,7 @@ static void cq_value_item(const cq_plan *P, unsigned h, unsigned c, attn_scratch
     const gear_block_layout *lv = a->lv;
     unsigned n = P->n, d = P->d, rows = P->rows, items = P->chunks + 1;
     const float *S = P->S + (size_t)h * rows * P->T;
-    float *o = P->acc + ((size_t)h * items + c) * rows * d, *p = w->s;
+    float *o = P->acc + ((size_t)h * items + c) * P->acc_slot, *p = w->s;
     memset(o, 0, sizeof(float) * rows * d);
     if (c == P->chunks) {
         const float *vb = a->vbuf + h * a->buf_stride;
@@ -218,7 +220,7 @@ static void cq_merge_head(const cq_plan *P, unsigned h)
         memset(out, 0, sizeof(float) * d);
         for (unsigned c = 0; c < items; c++) {
             if (c == P->chunks && !a->n_buf) continue;
-            const float *oc = P->acc + (((size_t)h * items + c) * rows + i) * d;
+            const float *oc = P->acc + ((size_t)h * items + c) * P->acc_slot + (size_t)i * d;
             for (unsigned x = 0; x < d; x++) out[x] += oc[x];
         }
         if (lv->cq_dim && !P->fast_v && P->chunks) {
@@ -272,8 +274,9 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     const gear_block_layout *lk = a->lk, *lv = a->lv;
     if ((lk->cq_dim && !lk->codebook) || (lv->cq_dim && !lv->codebook)) return GEAR_ERR_INVALID_ARG;
     cq_plan P = {a, lk->n, lk->d, a->n_group * a->n_qtok, a->n_head, 0, 0, CQ8_FAST(lk), CQ8_FAST(lv), 0,
-                 NULL, NULL, NULL, NULL, NULL, 0, 0};
+                 NULL, NULL, NULL, NULL, NULL, 0, 0, 0};
     P.T = (size_t)a->n_blocks * P.n + a->n_buf;
+    P.acc_slot = gear_cpu_page_round(sizeof(float) * P.rows * P.d) / sizeof(float);
     int threads = st->n_threads;
     if (a->n_blocks) { /* about two items per thread in all, over every head */
         unsigned want = (2u * (unsigned)threads + P.H - 1) / P.H;
@@ -287,7 +290,7 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
     size_t sz[5] = {sizeof(float) * H * rows * (P.T ? P.T : 1), sizeof(float) * (H * rows * P.lut_row + 1),
                     sizeof(float) * ((size_t)H * P.chunks * rows * P.hist_row + 1),
-                    sizeof(float) * H * items * rows * P.d, sizeof(float) * H * rows};
+                    sizeof(float) * H * items * P.acc_slot, sizeof(float) * H * rows};
     void *p[5];
     int failed = !ws || !gear_cpu_carve(&ws->shared[0], 5, sz, p);
     if (!failed) P.S = p[0], P.lut = p[1], P.hist = p[2], P.acc = p[3], P.l = p[4];

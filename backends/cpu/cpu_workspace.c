@@ -10,11 +10,12 @@
 void *gear_cpu_buf(cpu_buf *b, size_t bytes)
 {
     if (bytes <= b->cap && b->p) return b->p;
-    if (bytes > SIZE_MAX - 63) return NULL;
-    size_t sz = (bytes + 63) / 64 * 64;
+    if (bytes > SIZE_MAX - (CPU_PAGE - 1)) return NULL;
+    size_t sz = gear_cpu_page_round(bytes);
     /* grow by half again, so a slowly growing size does not realloc every call */
-    if (sz < b->cap + b->cap / 2 && b->cap + b->cap / 2 <= SIZE_MAX - 63) sz = (b->cap + b->cap / 2 + 63) / 64 * 64;
-    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (sz < b->cap + b->cap / 2 && b->cap + b->cap / 2 <= SIZE_MAX - (CPU_PAGE - 1))
+        sz = gear_cpu_page_round(b->cap + b->cap / 2);
+    void *p = aligned_alloc(CPU_PAGE, sz ? sz : CPU_PAGE);
     if (!p) return NULL;
     free(b->p);
     b->p = p;

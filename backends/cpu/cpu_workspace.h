@@ -18,7 +18,18 @@
 
 #include <stddef.h>
 
-/* A growable, 64-byte aligned buffer. */
+/* Buffers start and end on page boundaries.  Memory that threads on two
+ * cores write side by side cost far more than false sharing of one line:
+ * with work items' results 2 KiB apart, each of two threads took 1.4-2.1x
+ * a lone thread's time per block pair in decode attention; padding
+ * them to 64 bytes did not help, a page between them did.  Most likely a
+ * core's prefetchers, which follow a stream past the lines it touches but
+ * never past its 4 KiB page, pulled the other core's lines away from it
+ * (docs/PERF-HISTORY.md, twenty-fourth session). */
+#define CPU_PAGE 4096
+static inline size_t gear_cpu_page_round(size_t bytes) { return (bytes + CPU_PAGE - 1) / CPU_PAGE * CPU_PAGE; }
+
+/* A growable buffer, page-aligned (above). */
 typedef struct cpu_buf {
     void *p;
     size_t cap;
