@@ -10,7 +10,8 @@ if HAVE_OPENMP
 EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
 bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
 	bench/q4_0_baseline.c bench/q4_0_baseline.h bench/isa_floor.c bench/isa_floor.h \
-	bench/lowrank_blas.c bench/lowrank_blas.h tools/gear/synth.c tools/gear/synth.h
+	bench/lowrank_blas.c bench/lowrank_blas.h bench/read_bw.c bench/read_bw.h \
+	tools/gear/synth.c tools/gear/synth.h
 bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
 # the lowrank section's OpenBLAS baseline (only the bench links it)

@@ -1,0 +1,158 @@
+/*
+ * read_bw.c - gear-bench's read-bandwidth baseline: one read of every byte
+ * of a buffer on T threads, by the fastest of a few loops on this CPU.
+ *
+ * Why several loops: until the twenty-fourth session the baseline was a
+ * plain sum of 64-bit words, which GCC builds with 16-byte SSE2 loads for
+ * the baseline ISA.  On the Zen 4 VM that loop is bound by its own
+ * instructions at about 31 GB/s a core, while 512-bit loads with a software
+ * prefetch read 52-57 GB/s on one core and 100-128 on two: the "read
+ * bandwidth" had been half of what the memory gives, and every /read
+ * figure measured against it twice too high in that state.
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "read_bw.h"
+
+/* Prefetch distance of the prefetching loops: 8 KiB ahead measured best
+ * of 0, 2 and 8 KiB on the Zen 4 VM (128 MB, two threads: 121-128 GB/s
+ * against 101-115 without). */
+#define PF_BYTES 8192
+
+typedef uint64_t (*read_fn)(const uint64_t *p, size_t n, int pf);
+
+/* Four independent accumulators, so the adds never wait on each other. */
+static uint64_t read_scalar(const uint64_t *p, size_t n, int pf)
+{
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        if (pf) __builtin_prefetch(p + i + PF_BYTES / 8, 0, 0);
+        s0 += p[i] + p[i + 4];
+        s1 += p[i + 1] + p[i + 5];
+        s2 += p[i + 2] + p[i + 6];
+        s3 += p[i + 3] + p[i + 7];
+    }
+    for (; i < n; i++) s0 += p[i];
+    return s0 + s1 + s2 + s3;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define HAVE_X86_READ 1
+/* 256 bytes an iteration in four 64-byte loads (one line each). */
+__attribute__((target("avx512f"))) static uint64_t read_avx512(const uint64_t *p, size_t n, int pf)
+{
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        if (pf)
+            for (unsigned l = 0; l < 4; l++) _mm_prefetch((const char *)(p + i + 8 * l) + PF_BYTES, _MM_HINT_T0);
+        a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(p + i));
+        a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(p + i + 8));
+        a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(p + i + 16));
+        a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(p + i + 24));
+    }
+    uint64_t s = (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    return s + read_scalar(p + i, n - i, 0);
+}
+
+/* 128 bytes an iteration in four 32-byte loads. */
+__attribute__((target("avx2"))) static uint64_t read_avx2(const uint64_t *p, size_t n, int pf)
+{
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        if (pf)
+            for (unsigned l = 0; l < 2; l++) _mm_prefetch((const char *)(p + i + 8 * l) + PF_BYTES, _MM_HINT_T0);
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(p + i + 4)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(p + i + 8)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(p + i + 12)));
+    }
+    __m256i a = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+    uint64_t lane[4];
+    _mm256_storeu_si256((__m256i *)lane, a);
+    return lane[0] + lane[1] + lane[2] + lane[3] + read_scalar(p + i, n - i, 0);
+}
+#endif
+
+static const struct {
+    const char *name;
+    read_fn fn;
+    int pf;
+    int isa; /* 2: AVX-512F, 1: AVX2, 0: any */
+} loops[] = {
+#ifdef HAVE_X86_READ
+    {"avx512", read_avx512, 0, 2}, {"avx512+prefetch", read_avx512, 1, 2},
+    {"avx2", read_avx2, 0, 1},     {"avx2+prefetch", read_avx2, 1, 1},
+#endif
+    {"scalar", read_scalar, 0, 0}, {"scalar+prefetch", read_scalar, 1, 0},
+};
+#define N_LOOPS (sizeof loops / sizeof loops[0])
+
+/* The ISA the bench's kernels use: GEAR_CPU_NO_AVX512 switches them (and
+ * so this baseline) to what an AVX2-only CPU would run. */
+static int isa_level(void)
+{
+#ifdef HAVE_X86_READ
+    if (__builtin_cpu_supports("avx512f") && !getenv("GEAR_CPU_NO_AVX512")) return 2;
+    if (__builtin_cpu_supports("avx2")) return 1;
+#endif
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* One pass of loop k over p[0, n) on `threads` threads, contiguous
+ * line-aligned pieces; seconds. */
+static double pass(unsigned k, const uint64_t *p, size_t n, int threads)
+{
+    uint64_t sum = 0;
+    double t0 = now_s();
+#pragma omp parallel num_threads(threads) reduction(+ : sum)
+    {
+        size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        size_t per = (n / nt + 7) / 8 * 8, a = per * t, b = a + per < n ? a + per : n;
+        if (a < n) sum += loops[k].fn(p + a, b - a, loops[k].pf);
+    }
+    double dt = now_s() - t0;
+    volatile uint64_t sink = sum; /* the reads must happen */
+    (void)sink;
+    return dt;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+unsigned read_bw_choose(const uint64_t *p, size_t n, int threads)
+{
+    int isa = isa_level();
+    unsigned best = N_LOOPS;
+    double best_t = 0.0;
+    for (unsigned k = 0; k < N_LOOPS; k++) {
+        if (loops[k].isa > isa) continue;
+        double t[5];
+        for (unsigned r = 0; r < 5; r++) t[r] = pass(k, p, n, threads);
+        qsort(t, 5, sizeof t[0], cmp_double);
+        if (best == N_LOOPS || t[2] < best_t) best = k, best_t = t[2];
+    }
+    return best;
+}
+
+const char *read_bw_name(unsigned loop) { return loop < N_LOOPS ? loops[loop].name : "?"; }
+
+double read_bw_pass(unsigned loop, const uint64_t *p, size_t n, int threads)
+{
+    return pass(loop < N_LOOPS ? loop : N_LOOPS - 2, p, n, threads);
+}
