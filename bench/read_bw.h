@@ -9,8 +9,10 @@
 #include <stdint.h>
 
 /* The fastest loop over p[0, n) on `threads` threads (median of 5 passes
- * each), among those the bench's ISA level allows (GEAR_CPU_NO_AVX512: no
- * AVX-512).  Choose once over a buffer well beyond the LLC. */
+ * each) among those with the widest loads the bench's ISA level allows
+ * (GEAR_CPU_NO_AVX512: no AVX-512), with and without software prefetch;
+ * GEAR_BENCH_READ_LOOP=name forces one.  Choose once over a buffer well
+ * beyond the LLC. */
 unsigned read_bw_choose(const uint64_t *p, size_t n, int threads);
 
 /* Its name, for the report ("avx512+prefetch", ...). */
