@@ -174,7 +174,7 @@ static void memcpy_par(char *dst, const char *src, size_t n, int threads)
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        size_t per = (n / (size_t)nt + 63) / 64 * 64, a = per * (size_t)t;
+        size_t per = ((n + (size_t)nt - 1) / (size_t)nt + 63) / 64 * 64, a = per * (size_t)t;
         if (a < n) memcpy(dst + a, src + a, a + per < n ? per : n - a);
     }
 }

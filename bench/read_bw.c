@@ -11,6 +11,7 @@
  * figure measured against it twice too high in that state.
  */
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -61,6 +62,9 @@ static uint64_t read_scalar(const uint64_t *p, size_t n, int pf)
         a0 += a1 + a2 + a3;                                                                \
         uint64_t s = 0;                                                                    \
         for (size_t l = 0; l < L; l++) s += a0[l];                                         \
+        /* GCC leaves the upper halves dirty around the call below: clean \
+         * them, or the timed code after a pass pays for it on Intel */   \
+        __builtin_ia32_vzeroupper();                                                       \
         return s + read_scalar(p + i, n - i, 0);                                           \
     }
 READ_WIDE(read_avx512, "avx512f", 64)
@@ -109,7 +113,7 @@ static double pass(unsigned k, const uint64_t *p, size_t n, int threads)
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
     {
         size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
-        size_t per = (n / nt + 7) / 8 * 8, a = per * t, b = a + per < n ? a + per : n;
+        size_t per = ((n + nt - 1) / nt + 7) / 8 * 8, a = per * t, b = a + per < n ? a + per : n;
         if (a < n) sum += loops[k].fn(p + a, b - a, loops[k].pf);
     }
     double dt = now_s() - t0;
@@ -128,9 +132,14 @@ unsigned read_bw_choose(const uint64_t *p, size_t n, int threads)
 {
     int isa = isa_level();
     const char *force = getenv("GEAR_BENCH_READ_LOOP");
-    if (force)
+    if (force) {
         for (unsigned k = 0; k < N_LOOPS; k++)
-            if (!strcmp(force, loops[k].name)) return k;
+            if (!strcmp(force, loops[k].name) && loops[k].isa <= isa) return k;
+        fprintf(stderr, "gear-bench: GEAR_BENCH_READ_LOOP=%s is not a loop this CPU runs (", force);
+        for (unsigned k = 0; k < N_LOOPS; k++)
+            if (loops[k].isa <= isa) fprintf(stderr, "%s%s", k ? ", " : "", loops[k].name);
+        fprintf(stderr, "); choosing one\n");
+    }
     unsigned best = N_LOOPS;
     double best_t = 0.0;
     for (unsigned k = 0; k < N_LOOPS; k++) {

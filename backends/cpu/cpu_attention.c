@@ -201,9 +201,9 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     int threads = st->n_threads;
     unsigned per = 0, chunks = 0;
     if (a->n_blocks) {
-        unsigned want = (unsigned)threads * 8, even = (a->n_blocks + (unsigned)threads - 1) / (unsigned)threads;
+        unsigned want = (unsigned)threads * 8, fair = a->n_blocks / (unsigned)threads;
         per = (a->n_blocks + want - 1) / want;
-        if (per < 32) per = even < 32 ? even : 32;
+        if (per < 32) per = fair < 32 ? fair : 32; /* per <= fair: at least `threads` chunks */
         if (per < 4) per = 4;
         chunks = (a->n_blocks + per - 1) / per;
     }

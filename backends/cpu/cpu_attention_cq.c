@@ -288,12 +288,13 @@ gear_status gear_cpu_attention_cq(void *state, const gear_attention_args *a)
     P.hist_row = lv->cq_dim && !P.fast_v ? (size_t)lv->cq_groups << lv->bits : 0;
     size_t G = lk->cq_groups > lv->cq_groups ? lk->cq_groups : lv->cq_groups;
     cpu_ws *ws = gear_cpu_ws_get(st, (unsigned)threads);
-    size_t sz[5] = {sizeof(float) * H * rows * (P.T ? P.T : 1), sizeof(float) * (H * rows * P.lut_row + 1),
-                    sizeof(float) * ((size_t)H * P.chunks * rows * P.hist_row + 1),
-                    sizeof(float) * H * items * P.acc_slot, sizeof(float) * H * rows};
+    /* acc first: the buffer starts on a page, and so its slots */
+    size_t sz[5] = {sizeof(float) * H * items * P.acc_slot, sizeof(float) * H * rows * (P.T ? P.T : 1),
+                    sizeof(float) * (H * rows * P.lut_row + 1),
+                    sizeof(float) * ((size_t)H * P.chunks * rows * P.hist_row + 1), sizeof(float) * H * rows};
     void *p[5];
     int failed = !ws || !gear_cpu_carve(&ws->shared[0], 5, sz, p);
-    if (!failed) P.S = p[0], P.lut = p[1], P.hist = p[2], P.acc = p[3], P.l = p[4];
+    if (!failed) P.acc = p[0], P.S = p[1], P.lut = p[2], P.hist = p[3], P.l = p[4];
     unsigned nwork = H * items;
     const int have_ws = !failed; /* read before the team starts: threads set failed */
 #pragma omp parallel num_threads(threads) if (have_ws)
