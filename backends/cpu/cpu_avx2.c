@@ -161,6 +161,126 @@ void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst)
     for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
 }
 
+/* n rows of d halves (ld apart) into n x d floats; 0 if one is Inf or
+ * NaN.  Without it the x86-64-v3 clone of the portable loop ran scalar
+ * (GCC 12 vectorizes it for AVX-512 only): 13 % of gear2's compression. */
+int gear_cpu_half_rows_avx2(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst)
+{
+    __m256i mag = _mm256_setzero_si256(); /* largest |half| bit pattern */
+    const __m256i m7 = _mm256_set1_epi16(0x7fff);
+    unsigned d16 = d / 16 * 16;
+    int ok = 1;
+    for (unsigned t = 0; t < n; t++) {
+        const uint16_t *row = x + (size_t)t * ld;
+        float *out = dst + (size_t)t * d;
+        for (unsigned c = 0; c < d16; c += 16) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(row + c));
+            mag = _mm256_max_epu16(mag, _mm256_and_si256(h, m7));
+            _mm256_storeu_ps(out + c, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+            _mm256_storeu_ps(out + c + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+        }
+        if (d16 < d) ok &= gear_halves_to_floats_finite(row + d16, d - d16, out + d16);
+    }
+    /* finite: every magnitude below 0x7c00 (max_epu16 leaves it unchanged) */
+    __m256i lim = _mm256_set1_epi16(0x7bff);
+    return ok && _mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(mag, lim), lim)) == -1;
+}
+
+/* key_group of cpu_compress.c over 8 channels at a time, its state in
+ * registers across the group's rows (the portable loop, vectorized by
+ * GCC, loads and stores all six arrays every row): the same selects,
+ * so the same extremes and first positions. */
+void gear_cpu_key_group_avx2(const float *x, unsigned d, unsigned t0, unsigned t1, unsigned k, float *mx1,
+                             float *mx2, float *mn1, float *mn2, unsigned *amx, unsigned *amn)
+{
+    for (unsigned c = 0; c < d; c += 8) {
+        __m256 a1 = _mm256_set1_ps(-__builtin_inff()), a2 = a1, b1 = _mm256_set1_ps(__builtin_inff()), b2 = b1;
+        __m256 ia = _mm256_castsi256_ps(_mm256_set1_epi32((int)t0)), ib = ia;
+        for (unsigned t = t0; t < t1; t++) {
+            __m256 v = _mm256_loadu_ps(x + (size_t)t * d + c);
+            if (k) {
+                __m256 gt = _mm256_cmp_ps(v, a1, _CMP_GT_OQ), lt = _mm256_cmp_ps(v, b1, _CMP_LT_OQ);
+                __m256 tv = _mm256_castsi256_ps(_mm256_set1_epi32((int)t));
+                a2 = _mm256_blendv_ps(_mm256_max_ps(v, a2), a1, gt);
+                a1 = _mm256_blendv_ps(a1, v, gt);
+                ia = _mm256_blendv_ps(ia, tv, gt);
+                b2 = _mm256_blendv_ps(_mm256_min_ps(v, b2), b1, lt);
+                b1 = _mm256_blendv_ps(b1, v, lt);
+                ib = _mm256_blendv_ps(ib, tv, lt);
+            } else {
+                a1 = _mm256_max_ps(v, a1);
+                b1 = _mm256_min_ps(v, b1);
+            }
+        }
+        _mm256_storeu_ps(mx1 + c, a1);
+        _mm256_storeu_ps(mx2 + c, a2);
+        _mm256_storeu_ps(mn1 + c, b1);
+        _mm256_storeu_ps(mn2 + c, b2);
+        _mm256_storeu_ps((float *)amx + c, ia);
+        _mm256_storeu_ps((float *)amn + c, ib);
+    }
+}
+
+/* Codes (and residuals, with e) of 8 entries v against (mn, dl): the
+ * reference's code_of (true division, rintf, clamped; Delta = 0 and NaN
+ * quotients give 0), and 0 with a zero residual where out is set. */
+INLINE void codes8(__m256 v, __m256 mn, __m256 dl, __m256 out, __m256 levels, uint8_t *codes, float *e)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(v, mn), dl), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_min_ps(_mm256_max_ps(q, zero), levels); /* max(NaN, 0) is 0 */
+    q = _mm256_andnot_ps(_mm256_or_ps(out, _mm256_cmp_ps(dl, zero, _CMP_EQ_OQ)), q);
+    __m256i qi = _mm256_cvttps_epi32(q);
+    __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+    _mm_storel_epi64((__m128i *)codes, _mm_packus_epi16(w, w));
+    if (e) _mm256_storeu_ps(e, _mm256_andnot_ps(out, _mm256_sub_ps(v, _mm256_fmadd_ps(q, dl, mn))));
+}
+
+/* An outlier mask from 8 mask bytes (nonzero: outlier). */
+INLINE __m256 mask8(const uint8_t *m)
+{
+    __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)m));
+    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(b, _mm256_setzero_si256()));
+}
+
+void gear_cpu_key_codes_avx2(unsigned d, const float *row, unsigned t, const float *mn, const float *dl,
+                             const unsigned *amx, const unsigned *amn, const uint8_t *mrow, int k,
+                             float levels, uint8_t *codes, float *e)
+{
+    const __m256 lv = _mm256_set1_ps(levels);
+    const __m256i tv = _mm256_set1_epi32(k ? (int)t : -1); /* k == 0: no outliers */
+    for (unsigned c = 0; c < d; c += 8) {
+        __m256 out;
+        if (mrow)
+            out = mask8(mrow + c);
+        else
+            out = _mm256_castsi256_ps(
+                _mm256_or_si256(_mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(amx + c)), tv),
+                                _mm256_cmpeq_epi32(_mm256_loadu_si256((const __m256i *)(amn + c)), tv)));
+        codes8(_mm256_loadu_ps(row + c), _mm256_loadu_ps(mn + c), _mm256_loadu_ps(dl + c), out, lv, codes + c,
+               e ? e + c : NULL);
+    }
+}
+
+void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsigned amx, unsigned amn,
+                               const uint8_t *mrow, int k, float mn, float dl, float levels, uint8_t *codes,
+                               float *e)
+{
+    const __m256 lv = _mm256_set1_ps(levels), mnv = _mm256_set1_ps(mn), dlv = _mm256_set1_ps(dl);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i av = _mm256_set1_epi32(k ? (int)amx : -1), bv = _mm256_set1_epi32(k ? (int)amn : -1);
+    for (unsigned c = c0; c < c1; c += 8) {
+        __m256 out;
+        if (mrow) {
+            out = mask8(mrow + c);
+        } else {
+            __m256i at = _mm256_add_epi32(iota, _mm256_set1_epi32((int)c));
+            out = _mm256_castsi256_ps(_mm256_or_si256(_mm256_cmpeq_epi32(at, av), _mm256_cmpeq_epi32(at, bv)));
+        }
+        codes8(_mm256_loadu_ps(row + c), mnv, dlv, out, lv, codes + c, e ? e + c : NULL);
+    }
+}
+
 /* dst[i] = gear_half_sat(src[i]): vcvtps2ph rounds to nearest even
  * whatever MXCSR says, as gear_float_to_half does; its Inf becomes 65504
  * and its NaN the quiet 0x7e00, sign kept (check_core's test of the
@@ -228,52 +348,88 @@ void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
     pos[1] = b;
 }
 
+/* Rows t0 .. t0+T-1 of y = e pt^T for columns k0 .. k0+K-1: T*K
+ * accumulators, each summing its row's 8-lane chunks in order, then the
+ * same horizontal sum; several rows at once so that the FMA chains
+ * overlap (one row of rank 2 was two chains, latency-bound). */
+INLINE void ep_rows(const float *e, const float *pt, unsigned d, unsigned t0, unsigned T, unsigned k0,
+                    unsigned K, float *y, unsigned ys)
+{
+    __m256 acc[4][4];
+    for (unsigned i = 0; i < T; i++)
+        for (unsigned k = 0; k < K; k++) acc[i][k] = _mm256_setzero_ps();
+    for (unsigned c = 0; c < d; c += 8)
+        for (unsigned i = 0; i < T; i++) {
+            __m256 x = _mm256_loadu_ps(e + (size_t)(t0 + i) * d + c);
+            for (unsigned k = 0; k < K; k++)
+                acc[i][k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pt + (size_t)(k0 + k) * d + c), acc[i][k]);
+        }
+    for (unsigned i = 0; i < T; i++)
+        for (unsigned k = 0; k < K; k++) {
+            __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[i][k]), _mm256_extractf128_ps(acc[i][k], 1));
+            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            y[(size_t)(t0 + i) * ys + k0 + k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        }
+}
+
 /* gear_cpu_mul_ep_avx512 eight lanes wide: y[t*ys + k] = sum_c e[t][c]
- * pt[k][c] for d a multiple of 8, r <= 4, one pass over each row of e. */
+ * pt[k][c] for d a multiple of 8, r <= 4. */
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys)
 {
-    for (unsigned t = 0; t < n; t++) {
-        const float *et = e + (size_t)t * d;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (unsigned c = 0; c < d; c += 8) {
-            __m256 x = _mm256_loadu_ps(et + c);
-            for (unsigned k = 0; k < r; k++)
-                acc[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pt + (size_t)k * d + c), acc[k]);
+    unsigned t = 0;
+    if (r <= 2) /* 4 rows a pass: 4 or 8 chains */
+        for (; t + 4 <= n; t += 4) {
+            if (r == 1) ep_rows(e, pt, d, t, 4, 0, 1, y, ys);
+            else ep_rows(e, pt, d, t, 4, 0, 2, y, ys);
         }
-        for (unsigned k = 0; k < r; k++) {
-            __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
-            s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            y[(size_t)t * ys + k] = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    else
+        for (; t + 2 <= n; t += 2) {
+            if (r == 3) ep_rows(e, pt, d, t, 2, 0, 3, y, ys);
+            else ep_rows(e, pt, d, t, 2, 0, 4, y, ys);
         }
-    }
+    for (; t < n; t++)
+        for (unsigned k = 0; k < r; k++) ep_rows(e, pt, d, t, 1, k, 1, y, ys);
 }
 
-/* gear_cpu_mul_ety_avx512 eight lanes wide (d a multiple of 8) */
-void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+/* Columns k0 .. k0+K-1 of pt = y^T e over W chunks of 8 channels from c:
+ * K*W accumulators (at most 8), each summing over t in order. */
+INLINE void ety_cols(const float *e, const float *y, unsigned n, unsigned d, unsigned r, unsigned c,
+                     unsigned k0, unsigned K, unsigned W, float *pt)
 {
-    for (unsigned c = 0; c < d; c += 8) {
-        unsigned k0 = 0;
-        for (; k0 + 4 <= r; k0 += 4) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (unsigned t = 0; t < n; t++) {
-                __m256 x = _mm256_loadu_ps(e + (size_t)t * d + c);
-                const float *w = y + (size_t)t * r + k0;
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[0]), x, a0);
-                a1 = _mm256_fmadd_ps(_mm256_set1_ps(w[1]), x, a1);
-                a2 = _mm256_fmadd_ps(_mm256_set1_ps(w[2]), x, a2);
-                a3 = _mm256_fmadd_ps(_mm256_set1_ps(w[3]), x, a3);
-            }
-            _mm256_storeu_ps(pt + (size_t)k0 * d + c, a0);
-            _mm256_storeu_ps(pt + (size_t)(k0 + 1) * d + c, a1);
-            _mm256_storeu_ps(pt + (size_t)(k0 + 2) * d + c, a2);
-            _mm256_storeu_ps(pt + (size_t)(k0 + 3) * d + c, a3);
-        }
-        for (; k0 < r; k0++) {
-            __m256 a = _mm256_setzero_ps();
-            for (unsigned t = 0; t < n; t++)
-                a = _mm256_fmadd_ps(_mm256_set1_ps(y[(size_t)t * r + k0]), _mm256_loadu_ps(e + (size_t)t * d + c), a);
-            _mm256_storeu_ps(pt + (size_t)k0 * d + c, a);
+    __m256 acc[4][8];
+    for (unsigned k = 0; k < K; k++)
+        for (unsigned w = 0; w < W; w++) acc[k][w] = _mm256_setzero_ps();
+    for (unsigned t = 0; t < n; t++) {
+        const float *et = e + (size_t)t * d + c;
+        for (unsigned k = 0; k < K; k++) {
+            __m256 yk = _mm256_broadcast_ss(y + (size_t)t * r + k0 + k);
+            for (unsigned w = 0; w < W; w++)
+                acc[k][w] = _mm256_fmadd_ps(yk, _mm256_loadu_ps(et + 8 * w), acc[k][w]);
         }
     }
+    for (unsigned k = 0; k < K; k++)
+        for (unsigned w = 0; w < W; w++) _mm256_storeu_ps(pt + (size_t)(k0 + k) * d + c + 8 * w, acc[k][w]);
+}
+
+/* gear_cpu_mul_ety_avx512 eight lanes wide (d a multiple of 8): four
+ * columns of pt over 16 channels a pass, the rest of r over 8 / (r mod 4)
+ * chunks of 8 channels (so that 8 FMA chains overlap). */
+void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt)
+{
+    unsigned k0 = 0;
+    for (; k0 + 4 <= r; k0 += 4) {
+        unsigned c = 0;
+        for (; c + 16 <= d; c += 16) ety_cols(e, y, n, d, r, c, k0, 4, 2, pt);
+        for (; c < d; c += 8) ety_cols(e, y, n, d, r, c, k0, 4, 1, pt);
+    }
+    unsigned K = r - k0, c = 0;
+    if (K == 1)
+        for (; c + 64 <= d; c += 64) ety_cols(e, y, n, d, r, c, k0, 1, 8, pt);
+    else if (K == 2)
+        for (; c + 32 <= d; c += 32) ety_cols(e, y, n, d, r, c, k0, 2, 4, pt);
+    else if (K == 3)
+        for (; c + 16 <= d; c += 16) ety_cols(e, y, n, d, r, c, k0, 3, 2, pt);
+    for (; K && c < d; c += 8)
+        for (unsigned k = k0; k < r; k++) ety_cols(e, y, n, d, r, c, k, 1, 1, pt);
 }

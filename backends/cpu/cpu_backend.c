@@ -84,6 +84,7 @@ static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d
 {
 #ifdef GEAR_CPU_AVX512
     if (CPU_AVX512) return gear_cpu_half_rows_avx512(x, ld, n, d, xf);
+    if (CPU_AVX2) return gear_cpu_half_rows_avx2(x, ld, n, d, xf);
 #endif
     return rows_from_halves_generic(x, ld, n, d, xf);
 }

@@ -95,6 +95,12 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
                       float *restrict mn2, unsigned *restrict amx, unsigned *restrict amn)
 {
     unsigned d = L->d;
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX2 && !CPU_AVX512 && d % 8 == 0) {
+        gear_cpu_key_group_avx2(x, d, t0, t1, k, mx1, mx2, mn1, mn2, amx, amn);
+        return;
+    }
+#endif
     for (unsigned c = 0; c < d; c++) {
         mx1[c] = mx2[c] = -INFINITY;
         mn1[c] = mn2[c] = INFINITY;
@@ -103,14 +109,18 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
     for (unsigned t = t0; t < t1; t++) {
         const float *row = x + (size_t)t * d;
         if (k) {
+            /* every value loaded and chosen by selects: written with
+             * nested conditionals, GCC 12 vectorized it for AVX-512
+             * (masked stores) but left the AVX2 clone scalar */
             for (unsigned c = 0; c < d; c++) {
-                float v = row[c];
-                int gt = v > mx1[c], lt = v < mn1[c];
-                mx2[c] = gt ? mx1[c] : (v > mx2[c] ? v : mx2[c]);
-                mx1[c] = gt ? v : mx1[c];
+                float v = row[c], a = mx1[c], b = mn1[c];
+                float a2 = v > mx2[c] ? v : mx2[c], b2 = v < mn2[c] ? v : mn2[c];
+                unsigned gt = v > a, lt = v < b;
+                mx2[c] = gt ? a : a2;
+                mx1[c] = gt ? v : a;
                 amx[c] = gt ? t : amx[c];
-                mn2[c] = lt ? mn1[c] : (v < mn2[c] ? v : mn2[c]);
-                mn1[c] = lt ? v : mn1[c];
+                mn2[c] = lt ? b : b2;
+                mn1[c] = lt ? v : b;
                 amn[c] = lt ? t : amn[c];
             }
         } else {
@@ -128,9 +138,10 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
 CPU_INLINE void code_one(const float *restrict row, unsigned c, int out, float mn, float dl, float levels,
                          uint8_t *restrict codes, float *restrict e)
 {
-    float q = out ? 0.0f : code_of(row[c], mn, dl, levels);
+    float v = row[c], q = code_of(v, mn, dl, levels);
+    q = out ? 0.0f : q;
     codes[c] = (uint8_t)(int)q;
-    if (e) e[c] = out ? 0.0f : row[c] - fmaf(q, dl, mn);
+    if (e) e[c] = out ? 0.0f : v - fmaf(q, dl, mn);
 }
 
 /* Codes (and residuals) of one token row of a key group: outliers where
@@ -141,6 +152,12 @@ static void key_codes(unsigned d, const float *restrict row, unsigned t, const f
                       const unsigned *restrict amn, const uint8_t *restrict mrow, int k, float levels,
                       uint8_t *restrict codes, float *restrict e)
 {
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX2 && !CPU_AVX512 && d % 8 == 0) { /* GCC 12 left these loops scalar for AVX2 */
+        gear_cpu_key_codes_avx2(d, row, t, mn, dl, amx, amn, mrow, k, levels, codes, e);
+        return;
+    }
+#endif
     if (mrow) /* two loops: as one, GCC 12 computed both tests in every lane */
         for (unsigned c = 0; c < d; c++) code_one(row, c, mrow[c], mn[c], dl[c], levels, codes, e);
     else
@@ -155,6 +172,12 @@ static void value_codes(const float *restrict row, unsigned c0, unsigned c1, uns
                         unsigned amn, const uint8_t *restrict mrow, int k, float mn, float dl, float levels,
                         uint8_t *restrict codes, float *restrict e)
 {
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX2 && !CPU_AVX512 && (c0 | c1) % 8 == 0) {
+        gear_cpu_value_codes_avx2(row, c0, c1, amx, amn, mrow, k, mn, dl, levels, codes, e);
+        return;
+    }
+#endif
     if (mrow)
         for (unsigned c = c0; c < c1; c++) code_one(row, c, mrow[c], mn, dl, levels, codes, e);
     else

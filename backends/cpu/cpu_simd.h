@@ -74,7 +74,7 @@ void gear_cpu_decode_keys_avx512(const gear_block_layout *L, const uint8_t *blk,
 void gear_cpu_lowrank_add_avx512(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r);
 int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
 
-/* The same three for AVX2 + FMA + F16C: cpu_avx2.c. */
+/* AVX2 + FMA + F16C versions of some of the above: cpu_avx2.c. */
 void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
                           const float *bias, unsigned rows, float *s, unsigned n);
 /* Value groups of 64 channels or of the whole row (group = 64 or d). */
@@ -82,8 +82,19 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
                             unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
                             float *o);
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
+int gear_cpu_half_rows_avx2(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
 void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
+/* key_group, key_codes and value_codes of cpu_compress.c (d, c0 and c1
+ * multiples of 8) */
+void gear_cpu_key_group_avx2(const float *x, unsigned d, unsigned t0, unsigned t1, unsigned k, float *mx1,
+                             float *mx2, float *mn1, float *mn2, unsigned *amx, unsigned *amn);
+void gear_cpu_key_codes_avx2(unsigned d, const float *row, unsigned t, const float *mn, const float *dl,
+                             const unsigned *amx, const unsigned *amn, const uint8_t *mrow, int k,
+                             float levels, uint8_t *codes, float *e);
+void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsigned amx, unsigned amn,
+                               const uint8_t *mrow, int k, float mn, float dl, float levels, uint8_t *codes,
+                               float *e);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys);
 void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);

@@ -276,9 +276,17 @@ GEAR_HD unsigned gear_cq_nearest(const float *x, uint32_t skip, const float *cb,
  * library support it and then defines GEAR_HAVE_TARGET_CLONES; elsewhere
  * the functions are compiled once, for the baseline.  Not with clang: it
  * names the dispatcher of an extern cloned function differently, so calls
- * from another file do not link (clang 14). */
+ * from another file do not link (clang 14).
+ * GEAR_CLONES_NO_V4 (a build made with CPPFLAGS=-DGEAR_CLONES_NO_V4) leaves
+ * out the AVX-512 clones, so that with GEAR_CPU_NO_AVX512=1 an AVX-512
+ * machine runs what an AVX2-only CPU would (the CPU picks the clones, not
+ * that variable; README's AVX2 figures are measured this way). */
 #if defined(GEAR_HAVE_TARGET_CLONES) && !defined(GEAR_NO_CLONES) && !defined(__clang__)
-#  define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#  ifdef GEAR_CLONES_NO_V4
+#    define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#  else
+#    define GEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#  endif
 #else
 #  define GEAR_CLONES
 #endif
