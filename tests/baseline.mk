@@ -10,6 +10,6 @@ endif
 endif
 tests_check_fp16_baseline_SOURCES = tests/check_fp16_baseline.c bench/fp16_attention.c bench/fp16_attention.h
 tests_check_fp16_baseline_CPPFLAGS = $(test_cppflags)
-tests_check_fp16_baseline_CFLAGS = $(test_cflags) $(OPENMP_CFLAGS)
+tests_check_fp16_baseline_CFLAGS = $(test_cflags) $(OPENMP_CFLAGS) $(NOTRAP_CFLAGS)
 tests_check_fp16_baseline_LDFLAGS = $(OPENMP_CFLAGS)
 tests_check_fp16_baseline_LDADD = $(test_ldadd_public)

@@ -8,7 +8,7 @@ gear_cpu_la_SOURCES = backends/cpu/cpu.h backends/cpu/cpu_workspace.h backends/c
 	backends/cpu/cpu_backend.c backends/cpu/cpu_workspace.c backends/cpu/cpu_compress.c backends/cpu/cpu_decompress.c \
 	backends/cpu/cpu_cq.c backends/cpu/cpu_attention.c backends/cpu/cpu_attention_cq.c
 gear_cpu_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
-gear_cpu_la_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS)
+gear_cpu_la_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS) $(NOTRAP_CFLAGS)
 gear_cpu_la_LDFLAGS = -module -avoid-version -shared -no-undefined \
 	-export-symbols-regex '^gear_backend_module_init$$' $(OPENMP_CFLAGS)
 gear_cpu_la_LIBADD = libgear.la -lm
