@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <gear.h>
 #include <gear/backend.h>
+#include "bench_util.h"
 #include "fp16_attention.h"
 #include "isa_floor.h"
 #include "lowrank_blas.h"
@@ -47,24 +48,6 @@ static int reps = 7;
 static double llc_mult = 3.0; /* the kivi2 cache is this many times the LLC */
 static double q4_gbs;         /* the q4_0 baseline of this run, GB/s of fp32 */
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void *xmalloc(size_t n)
 {
@@ -216,14 +199,14 @@ static bw measure_bw(size_t bytes, int threads)
     (void)loop_for(&rd); /* the reading loop for this thread count, chosen over this buffer */
     for (int r = 0; r < reps; r++) {
         tr[r] = read_pass(&rd);
-        double t0 = now();
+        double t0 = bench_seconds();
         memcpy_par(b, a, bytes, threads);
-        tc[r] = now() - t0;
+        tc[r] = bench_seconds() - t0;
     }
     free(a);
     free(b);
     /* memcpy: bytes copied per second (each byte is read and written) */
-    return (bw){bytes / median(tr, reps) / 1e9, bytes / median(tc, reps) / 1e9};
+    return (bw){bytes / bench_median(tr, reps) / 1e9, bytes / bench_median(tc, reps) / 1e9};
 }
 
 /* ---------------------------------------------------------------- data */
@@ -313,15 +296,15 @@ static void bench_codec(const char *backend, int threads, const char *preset, co
         double tc[MAX_REP], td[MAX_REP];
         for (int r = 0; r < reps; r++) {
             x.data = copies[r]; /* the oldest copies: evicted from the LLC */
-            double t0 = now();
+            double t0 = bench_seconds();
             check(gear_compress(ctx, &cfg, &x, 0, dst, cap, &len), "compress");
-            tc[r] = now() - t0;
-            t0 = now();
+            tc[r] = bench_seconds() - t0;
+            t0 = bench_seconds();
             check(gear_decompress(ctx, dst, len, &y), "decompress");
-            td[r] = now() - t0;
+            td[r] = bench_seconds() - t0;
         }
         codec_report(backend, preset, kind ? "V" : "K", kind ? "\"value\"" : "\"key\"", threads, H, T, d, in, len,
-                     in / median(tc, reps) / 1e9, in / median(td, reps) / 1e9, base);
+                     in / bench_median(tc, reps) / 1e9, in / bench_median(td, reps) / 1e9, base);
         free(dst);
         free(out);
         free_copies(copies, ncopies);
@@ -361,19 +344,19 @@ static void bench_codec_cq(int threads, const char *preset, const uint16_t *kv[2
               "cache");
         tk.data = ck[r];
         tv.data = cv[r];
-        double t0 = now();
+        double t0 = bench_seconds();
         check(gear_cache_append(c, 0, &tk, &tv), "append");
-        tc[r] = now() - t0;
-        t0 = now();
+        tc[r] = bench_seconds() - t0;
+        t0 = bench_seconds();
         check(gear_cache_decompress(c, 0, &yk, &yv), "decompress");
-        td[r] = now() - t0;
+        td[r] = bench_seconds() - t0;
         gear_cache_stats st;
         check(gear_cache_stats_get(c, &st), "stats");
         len = (size_t)st.compressed_bytes;
         gear_cache_free(c);
     }
     codec_report("cpu", preset, "KV", "\"kv\",\"path\":\"cache\"", threads, H, T, d, 2 * in, len,
-                 2.0 * in / median(tc, reps) / 1e9, 2.0 * in / median(td, reps) / 1e9, base);
+                 2.0 * in / bench_median(tc, reps) / 1e9, 2.0 * in / bench_median(td, reps) / 1e9, base);
     gear_calib_free(cal);
     free(ok);
     free(ov);
@@ -433,12 +416,12 @@ static void bench_prefill(int threads, const char *preset, const uint16_t *kv[2]
             check(gear_cache_create(ctx, &cfk, &cfv, 1, (unsigned)H, (unsigned)d, (unsigned)T, &c), "cache");
             tk.data = ck[r];
             tv.data = cv[r];
-            double t0 = now();
+            double t0 = bench_seconds();
             check(gear_cache_append(c, 0, &tk, &tv), "append");
-            ta[r] = now() - t0;
+            ta[r] = bench_seconds() - t0;
             gear_cache_free(c);
         }
-        double g = fp16_bytes / median(ta, reps) / 1e9;
+        double g = fp16_bytes / bench_median(ta, reps) / 1e9;
         printf("%-7s %-6s %2d   %8.3f %8.3f\n", preset, names[ty], threads, g, g / base.memcpy_gbs);
         if (jf)
             fprintf(jf,
@@ -468,9 +451,9 @@ static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
     uint8_t *q = xmalloc(n / Q4_0_BLOCK * Q4_0_BYTES);
     double t[MAX_REP];
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_seconds();
         q4_0_quantize(copies[r], n, q);
-        t[r] = now() - t0;
+        t[r] = bench_seconds() - t0;
     }
     double e2 = 0, x2 = 0;
     for (size_t i = 0; i < n; i++) {
@@ -478,7 +461,7 @@ static double bench_q4_0(const uint16_t *k16, int H, int T, int d, size_t llc)
         e2 += e * e;
         x2 += (double)x[i] * x[i];
     }
-    double g = in / median(t, reps) / 1e9;
+    double g = in / bench_median(t, reps) / 1e9;
     printf("baseline: llama.cpp q4_0 quantizer (ggml CPU reference), 1 thread: %.3f GB/s of fp32 "
            "(rel. error %.3f)\n", g, sqrt(e2 / x2));
     if (jf)
@@ -504,7 +487,7 @@ static paced pace(double *t, double *tr, double bytes, const reader *rd)
         g[r] = (double)rd->n * 8 / tr[r] / 1e9;
         ratio[r] = bytes / t[r] / 1e9 / g[r];
     }
-    return (paced){median(t, reps), median(g, reps), median(ratio, reps)};
+    return (paced){bench_median(t, reps), bench_median(g, reps), bench_median(ratio, reps)};
 }
 
 /* The fp16 cache of one shape: L layers of [H][T][d] keys and values. */
@@ -513,14 +496,14 @@ typedef struct fp16_cache { uint16_t *const *k, *const *v; int L, H, T, d, G, th
 /* One decode step over every layer of an fp16 cache: seconds. */
 static double fp16_step(const fp16_cache *c, const float *q, float *out)
 {
-    double t0 = now();
+    double t0 = bench_seconds();
     for (int l = 0; l < c->L; l++)
         if (fp16_attention(c->k[l], c->v[l], (unsigned)c->H, (unsigned)c->T, (unsigned)c->d, q, (unsigned)c->G,
                            1.0f / sqrtf((float)c->d), out, c->threads)) {
             fprintf(stderr, "gear-bench: fp16 attention: out of memory\n");
             exit(1);
         }
-    return now() - t0;
+    return bench_seconds() - t0;
 }
 
 /* fp16 decode steps, each repeat after a read pass. */
@@ -670,15 +653,15 @@ static void bench_attn(const attn_shape *s, const char *const *presets, int np, 
         double bytes = (double)st.compressed_bytes + (double)st.buffer_bytes, t[MAX_REP], tr[MAX_REP], sp[MAX_REP];
         for (int r = -1; r < reps; r++) {
             if (r >= 0) tr[r] = read_pass(&rd);
-            double t0 = now();
+            double t0 = bench_seconds();
             for (int l = 0; l < L; l++)
                 check(gear_cache_attention(c, (unsigned)l, &tq, 1.0f / sqrtf((float)d), &to), "attention");
             if (r >= 0) {
-                t[r] = now() - t0;
+                t[r] = bench_seconds() - t0;
                 sp[r] = fp16_step(&c16, q, ref) / t[r];
             }
         }
-        double speedup = median(sp, reps);
+        double speedup = bench_median(sp, reps);
         paced pc = pace(t, tr, bytes, &rd);
         double tm = pc.t, err = rel_err(out, ref, (size_t)H * G * d);
         printf("%6d %4d %2d %4d %8.1f  %-7s %8.3f %7.2f %7.3f  %6.2fx  %6.2f  %.4f\n", T, d, G, L, bytes / 1e6,
@@ -719,22 +702,22 @@ static double extra_per_call(void (*f)(void *), void *a, void *b)
 {
     int n = 1;
     for (;;) {
-        double t0 = now();
+        double t0 = bench_seconds();
         for (int i = 0; i < n; i++) f(b);
-        if (now() - t0 > 0.02 || n >= 1 << 20) break;
+        if (bench_seconds() - t0 > 0.02 || n >= 1 << 20) break;
         n *= 2;
     }
     double t[MAX_REP], lo = 0, hi = 0;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_seconds();
         for (int i = 0; i < n; i++) f(a);
-        double t1 = now();
+        double t1 = bench_seconds();
         for (int i = 0; i < n; i++) f(b);
-        t[r] = ((now() - t1) - (t1 - t0)) / n;
+        t[r] = ((bench_seconds() - t1) - (t1 - t0)) / n;
         lo = r == 0 || t[r] < lo ? t[r] : lo;
         hi = r == 0 || t[r] > hi ? t[r] : hi;
     }
-    double m = median(t, reps);
+    double m = bench_median(t, reps);
     return m > 0 && hi - lo <= m ? m : NAN;
 }
 
@@ -925,12 +908,12 @@ static void bench_lowrank(int quick)
             void *dst = xmalloc(cap);
             double t[MAX_REP];
             for (int r = 0; r < reps; r++) {
-                double s = now();
+                double s = bench_seconds();
                 check(gear_compress(ctx, &cfg, &x, 0, dst, cap, &len), "compress");
-                t[r] = now() - s;
+                t[r] = bench_seconds() - s;
             }
             free(dst);
-            double tm = median(t, reps) / blocks;
+            double tm = bench_median(t, reps) / blocks;
             if (ri < 0) {
                 t0 = tm;
                 continue;

@@ -3,18 +3,10 @@
  * cores), written in assembly so that the compiler cannot keep them in
  * memory; best of five runs of 20 million iterations. */
 #include "isa_floor.h"
-
-#include <time.h>
+#include "bench_util.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ISA_ITERS 20000000L
-
-static double seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 #define OP12(op)                                                                                         \
     op " %%zmm13, %%zmm12, %%zmm0\n\t" op " %%zmm13, %%zmm12, %%zmm1\n\t" op " %%zmm13, %%zmm12, %%zmm2\n\t" \
@@ -42,9 +34,9 @@ static double best_ns(void (*loop)(void))
 {
     double best = 0;
     for (int r = 0; r < 5; r++) {
-        double t0 = seconds();
+        double t0 = bench_seconds();
         loop();
-        double t = (seconds() - t0) / (12.0 * ISA_ITERS) * 1e9;
+        double t = (bench_seconds() - t0) / (12.0 * ISA_ITERS) * 1e9;
         if (r == 0 || t < best) best = t;
     }
     return best;

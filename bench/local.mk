@@ -8,7 +8,7 @@ EXTRA_DIST += bench/plot_attention.py bench/summarize.py bench/compare_runs.py b
 # (the bench and its fp16 baseline use OpenMP)
 if HAVE_OPENMP
 EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
-bench_gear_bench_SOURCES = bench/gear_bench.c bench/fp16_attention.c bench/fp16_attention.h \
+bench_gear_bench_SOURCES = bench/gear_bench.c bench/bench_util.h bench/fp16_attention.c bench/fp16_attention.h \
 	bench/q4_0_baseline.c bench/q4_0_baseline.h bench/isa_floor.c bench/isa_floor.h \
 	bench/lowrank_blas.c bench/lowrank_blas.h bench/read_bw.c bench/read_bw.h \
 	tools/gear/synth.c tools/gear/synth.h

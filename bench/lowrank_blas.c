@@ -9,20 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <time.h>
-
-static double seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int by_value(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 /* Columns of yt (r columns of n, contiguous) made orthonormal in turn. */
 static void gram_schmidt(float *yt, unsigned n, unsigned r)
@@ -60,7 +47,7 @@ double lowrank_blas_seconds(unsigned n, unsigned d, unsigned r, unsigned iters, 
         e[i] = (float)(s >> 8) * (1.0f / 16777216.0f) - 0.5f;
     }
     for (int k = 0; k < reps; k++) {
-        double t0 = seconds();
+        double t0 = bench_seconds();
         for (unsigned b = 0; b < blocks; b++) {
             const float *eb = e + nd * b;
             for (size_t i = 0; i < (size_t)r * d; i++) p[i] = (float)((i * 2654435761u) >> 8 & 0xffff) / 65536.0f;
@@ -73,10 +60,9 @@ double lowrank_blas_seconds(unsigned n, unsigned d, unsigned r, unsigned iters, 
                             (int)d, 0.0f, p, (int)d);
             }
         }
-        t[k] = (seconds() - t0) / blocks;
+        t[k] = (bench_seconds() - t0) / blocks;
     }
-    qsort(t, (size_t)reps, sizeof *t, by_value);
-    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    double med = bench_median(t, reps);
     free(e), free(yt), free(p), free(t);
     return med;
 }

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include "bench_util.h"
 #include "read_bw.h"
 
 /* Prefetch distance of the prefetching loops: 8 KiB ahead measured best
@@ -97,35 +97,22 @@ static int isa_level(void)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* One pass of loop k over p[0, n) on `threads` threads, contiguous
  * line-aligned pieces; seconds. */
 static double pass(unsigned k, const uint64_t *p, size_t n, int threads)
 {
     uint64_t sum = 0;
-    double t0 = now_s();
+    double t0 = bench_seconds();
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
     {
         size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
         size_t per = ((n + nt - 1) / nt + 7) / 8 * 8, a = per * t, b = a + per < n ? a + per : n;
         if (a < n) sum += loops[k].fn(p + a, b - a, loops[k].pf);
     }
-    double dt = now_s() - t0;
+    double dt = bench_seconds() - t0;
     volatile uint64_t sink = sum; /* the reads must happen */
     (void)sink;
     return dt;
-}
-
-static int cmp_double(const void *x, const void *y)
-{
-    double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
 }
 
 unsigned read_bw_choose(const uint64_t *p, size_t n, int threads)
@@ -150,8 +137,8 @@ unsigned read_bw_choose(const uint64_t *p, size_t n, int threads)
         if (loops[k].isa != isa) continue;
         double t[5];
         for (unsigned r = 0; r < 5; r++) t[r] = pass(k, p, n, threads);
-        qsort(t, 5, sizeof t[0], cmp_double);
-        if (best == N_LOOPS || t[2] < best_t) best = k, best_t = t[2];
+        double med = bench_median(t, 5);
+        if (best == N_LOOPS || med < best_t) best = k, best_t = med;
     }
     return best;
 }
