@@ -48,7 +48,6 @@ static int reps = 7;
 static double llc_mult = 3.0; /* the kivi2 cache is this many times the LLC */
 static double q4_gbs;         /* the q4_0 baseline of this run, GB/s of fp32 */
 
-
 static void *xmalloc(size_t n)
 {
     void *p = NULL;

@@ -373,10 +373,12 @@ INLINE void ep_rows(const float *e, const float *pt, unsigned d, unsigned t0, un
 }
 
 /* gear_cpu_mul_ep_avx512 eight lanes wide: y[t*ys + k] = sum_c e[t][c]
- * pt[k][c] for d a multiple of 8, r <= 4. */
+ * pt[k][c] for d a multiple of 8, 1 <= r <= 4 (lowrank passes larger
+ * ranks four columns at a time). */
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys)
 {
+    if (r == 0 || r > 4) return; /* outside the contract: nothing written */
     unsigned t = 0;
     if (r <= 2) /* 4 rows a pass: 4 or 8 chains */
         for (; t + 4 <= n; t += 4) {
