@@ -217,26 +217,20 @@ void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst)
     for (; i < n; i++) dst[i] = gear_half_to_float(cpu_u16(src + 2 * i));
 }
 
-/* n rows of d halves (rows ld apart) into n x d floats, 0 if any is Inf
- * or NaN: gear_half_rows_to_floats_finite with vcvtph2ps (exact for every
- * finite half, as gear_half_to_float); the generic loop vectorizes into
- * bit manipulation, several times slower. */
-int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst)
+/* m contiguous halves into floats, 0 if any is Inf or NaN: the loop of
+ * gear_halves_to_floats_finite with vcvtph2ps (exact for every finite
+ * half, as gear_half_to_float); the generic loop vectorizes into bit
+ * manipulation, several times slower. */
+int gear_cpu_halves_finite_avx512(const uint16_t *src, size_t m, float *dst)
 {
     __m256i mag = _mm256_setzero_si256(); /* largest |half| bit pattern */
-    unsigned d16 = d / 16 * 16;
-    int ok = 1;
-    for (unsigned t = 0; t < n; t++) {
-        const uint16_t *row = x + (size_t)t * ld;
-        float *out = dst + (size_t)t * d;
-        for (unsigned c = 0; c < d16; c += 16) {
-            __m256i h = _mm256_loadu_si256((const __m256i *)(row + c));
-            mag = gear_half_mag_max(mag, h);
-            _mm512_storeu_ps(out + c, _mm512_cvtph_ps(h));
-        }
-        if (d16 < d) ok &= gear_halves_to_floats_finite(row + d16, d - d16, out + d16);
+    size_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
+        mag = gear_half_mag_max(mag, h);
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
     }
-    return ok && gear_half_mag_finite(mag);
+    return gear_halves_to_floats_finite(src + i, m - i, dst + i) && gear_half_mag_finite(mag);
 }
 
 /* Max (first position), second max, min (first position), second min of

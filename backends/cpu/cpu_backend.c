@@ -83,8 +83,14 @@ static int rows_from_halves_generic(const uint16_t *x, size_t ld, unsigned n, un
 static int rows_from_halves(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *xf)
 {
 #ifdef GEAR_CPU_AVX512
-    if (CPU_AVX512) return gear_cpu_half_rows_avx512(x, ld, n, d, xf);
-    if (CPU_AVX2) return gear_cpu_half_rows_avx2(x, ld, n, d, xf);
+    int (*conv)(const uint16_t *, size_t, float *) =
+        CPU_AVX512 ? gear_cpu_halves_finite_avx512 : CPU_AVX2 ? gear_cpu_halves_finite_avx2 : NULL;
+    if (conv) {
+        if (ld == d) return conv(x, (size_t)n * d, xf);
+        int ok = 1;
+        for (unsigned t = 0; t < n; t++) ok &= conv(x + (size_t)t * ld, d, xf + (size_t)t * d);
+        return ok;
+    }
 #endif
     return rows_from_halves_generic(x, ld, n, d, xf);
 }

@@ -72,7 +72,8 @@ void gear_cpu_decode_keys_avx512(const gear_block_layout *L, const uint8_t *blk,
 /* out[t][j] += sum_c a[t][c] bt[c][j] as an fmaf chain over c (d a
  * multiple of 16): the low-rank term of a reconstruction. */
 void gear_cpu_lowrank_add_avx512(float *out, const float *a, const float *bt, unsigned n, unsigned d, unsigned r);
-int gear_cpu_half_rows_avx512(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
+/* m contiguous halves to floats; 0 if one is Inf or NaN */
+int gear_cpu_halves_finite_avx512(const uint16_t *src, size_t m, float *dst);
 
 /* AVX2 + FMA + F16C versions of some of the above: cpu_avx2.c. */
 void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
@@ -82,7 +83,7 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
                             unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
                             float *o);
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
-int gear_cpu_half_rows_avx2(const uint16_t *x, size_t ld, unsigned n, unsigned d, float *dst);
+int gear_cpu_halves_finite_avx2(const uint16_t *src, size_t m, float *dst);
 void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
 /* key_group, key_codes and value_codes of cpu_compress.c (d, c0 and c1
