@@ -234,14 +234,17 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
 #ifdef GEAR_CPU_AVX512
         bigp = big ? gear_cpu_buf(&tw->b[2], gear_cpu_attn2_big_bytes()) : NULL;
 #endif
-        if (!attn_scratch_alloc(&w, &tw->b[0], n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) ||
-            (fast2 && extra && !onat) || (big && !bigp)) {
+        /* a thread without its scratch takes its items and does nothing:
+         * the call then fails as a whole */
+        int ready = attn_scratch_alloc(&w, &tw->b[0], n, d, rows, (size_t)rows * (n > a->n_buf ? n : a->n_buf)) &&
+                    !(fast2 && extra && !onat) && !(big && !bigp);
+        if (!ready) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (unsigned c = 0; c < items; c++) {
-            if (!w.s || (fast2 && extra && !onat) || (big && !bigp)) continue;
+            if (!ready) continue;
             item_reset(&res, c);
 #ifdef GEAR_CPU_AVX512
             if (fast2 && c < chunks) {

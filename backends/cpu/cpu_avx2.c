@@ -431,3 +431,42 @@ void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned 
     for (; K && c < d; c += 8)
         for (unsigned k = k0; k < r; k++) ety_cols(e, y, n, d, r, c, k, 1, 1, pt);
 }
+
+/* xt[4c + i] = x[i*lx + c], i < 4, eight columns a step: two rounds of
+ * unpacks make column pairs {c, c+4}, the lane swaps put them in order. */
+void gear_cpu_interleave4_avx2(const float *x, unsigned lx, float *xt)
+{
+    for (unsigned c = 0; c + 8 <= lx; c += 8) {
+        __m256 a0 = _mm256_loadu_ps(x + c), a1 = _mm256_loadu_ps(x + lx + c);
+        __m256 a2 = _mm256_loadu_ps(x + 2 * (size_t)lx + c), a3 = _mm256_loadu_ps(x + 3 * (size_t)lx + c);
+        __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+        __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE); /* columns 0|4, 1|5 */
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE); /* 2|6, 3|7 */
+        float *o = xt + 4 * (size_t)c;
+        _mm256_storeu_ps(o, _mm256_permute2f128_ps(u0, u1, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u2, u3, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u0, u1, 0x31));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u2, u3, 0x31));
+    }
+}
+
+/* y[i*ly + t] += yt[4t + i], i < 4, eight tokens a step: the inverse. */
+void gear_cpu_deinterleave4_add_avx2(float *y, unsigned ly, const float *yt)
+{
+    for (unsigned t = 0; t + 8 <= ly; t += 8) {
+        const float *p = yt + 4 * (size_t)t;
+        __m256 b0 = _mm256_loadu_ps(p), b1 = _mm256_loadu_ps(p + 8);
+        __m256 b2 = _mm256_loadu_ps(p + 16), b3 = _mm256_loadu_ps(p + 24);
+        __m256 u0 = _mm256_permute2f128_ps(b0, b2, 0x20), u1 = _mm256_permute2f128_ps(b0, b2, 0x31); /* t|t+4, t+1|t+5 */
+        __m256 u2 = _mm256_permute2f128_ps(b1, b3, 0x20), u3 = _mm256_permute2f128_ps(b1, b3, 0x31);
+        __m256 t0 = _mm256_unpacklo_ps(u0, u1), t1 = _mm256_unpackhi_ps(u0, u1);
+        __m256 t2 = _mm256_unpacklo_ps(u2, u3), t3 = _mm256_unpackhi_ps(u2, u3);
+        __m256 r[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+        for (unsigned i = 0; i < 4; i++) {
+            float *yi = y + (size_t)i * ly + t;
+            _mm256_storeu_ps(yi, _mm256_add_ps(_mm256_loadu_ps(yi), r[i]));
+        }
+    }
+}

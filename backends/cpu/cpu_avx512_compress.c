@@ -665,8 +665,9 @@ static void store_sel(const zjob *J, const int h, unsigned c0, unsigned gb, unsi
         unsigned cnt = 0;
         __m512i ri = _mm512_add_epi16(iota, _mm512_set1_epi16((short)r0));
         for (unsigned i = 0; i < m; i += 32, ri = _mm512_add_epi16(ri, step)) {
-            __mmask32 mk = _mm512_test_epi16_mask(_mm512_loadu_si512(sel + i), bit);
-            if (m - i < 32) mk &= (__mmask32)((1u << (m - i)) - 1u);
+            /* sel past row m was never written: not read either */
+            __mmask32 live = m - i < 32 ? (__mmask32)((1u << (m - i)) - 1u) : (__mmask32)~0u;
+            __mmask32 mk = _mm512_mask_test_epi16_mask(live, _mm512_maskz_loadu_epi16(live, sel + i), bit);
             unsigned pc = (unsigned)__builtin_popcount(mk);
             /* appended at lane cnt in registers (vpcompressw to memory is
              * microcoded on Zen 4, and reloading the pieces stalls) */

@@ -321,7 +321,7 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
     comp = gear_cpu_have_avx512_compress, bf = gear_cpu_have_avx512_bf16, vnni = gear_cpu_have_avx512_vnni;
 #endif
     snprintf(desc, sizeof desc, "cpu: OpenMP; compress %s%s, attention %s, decode %s, fp16 out %s",
-             comp ? "AVX-512 fused" : CPU_AVX2 && !CPU_AVX512 ? "fused with AVX2 kernels" : "portable fused", bf ? " (bf16 products: GEAR_CPU_BF16)" : "",
+             comp ? "AVX-512 fused" : CPU_AVX2_ONLY ? "fused with AVX2 kernels" : "portable fused", bf ? " (bf16 products: GEAR_CPU_BF16)" : "",
              vnni ? "AVX-512 VNNI fixed point" : CPU_AVX512 ? "AVX-512" : CPU_AVX2 ? "AVX2" : "portable",
              CPU_AVX512 ? "AVX-512" : "portable", CPU_AVX2 ? "F16C" : "portable");
     cpu_backend.description = desc;

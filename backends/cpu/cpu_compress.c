@@ -96,7 +96,7 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
 {
     unsigned d = L->d;
 #ifdef GEAR_CPU_AVX512
-    if (CPU_AVX2 && !CPU_AVX512 && d % 8 == 0) {
+    if (CPU_AVX2_ONLY && d % 8 == 0) {
         gear_cpu_key_group_avx2(x, d, t0, t1, k, mx1, mx2, mn1, mn2, amx, amn);
         return;
     }
@@ -110,8 +110,8 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
         const float *row = x + (size_t)t * d;
         if (k) {
             /* every value loaded and chosen by selects: written with
-             * nested conditionals, GCC 12 vectorized it for AVX-512
-             * (masked stores) but left the AVX2 clone scalar */
+             * nested conditionals, GCC 12 left the AVX2 clone scalar (it
+             * runs where the AVX2 kernel does not: d not a multiple of 8) */
             for (unsigned c = 0; c < d; c++) {
                 float v = row[c], a = mx1[c], b = mn1[c];
                 float a2 = v > mx2[c] ? v : mx2[c], b2 = v < mn2[c] ? v : mn2[c];
@@ -155,7 +155,7 @@ static void key_codes(unsigned d, const float *restrict row, unsigned t, const f
 #ifdef GEAR_CPU_AVX512
     /* faster than GCC's AVX2 clone of the loops below (which stays scalar
      * without -fno-trapping-math): gear2 keys 1.65 against 1.48 GB/s */
-    if (CPU_AVX2 && !CPU_AVX512 && d % 8 == 0) {
+    if (CPU_AVX2_ONLY && d % 8 == 0) {
         gear_cpu_key_codes_avx2(d, row, t, mn, dl, amx, amn, mrow, k, levels, codes, e);
         return;
     }
@@ -175,7 +175,7 @@ static void value_codes(const float *restrict row, unsigned c0, unsigned c1, uns
                         uint8_t *restrict codes, float *restrict e)
 {
 #ifdef GEAR_CPU_AVX512
-    if (CPU_AVX2 && !CPU_AVX512 && (c0 | c1) % 8 == 0) {
+    if (CPU_AVX2_ONLY && (c0 | c1) % 8 == 0) {
         gear_cpu_value_codes_avx2(row, c0, c1, amx, amn, mrow, k, mn, dl, levels, codes, e);
         return;
     }

@@ -47,6 +47,10 @@ extern int gear_cpu_have_avx2;
 #define CPU_AVX512 0
 #define CPU_AVX2 0
 #endif
+/* The compressor's AVX2 kernels run where AVX2 does and AVX-512 does not
+ * (with AVX-512, its clones of the portable loops or the fused kernel
+ * are faster). */
+#define CPU_AVX2_ONLY (CPU_AVX2 && !CPU_AVX512)
 
 #ifdef GEAR_CPU_AVX512
 /* Key scores of one 64-token group: see cpu_avx512.c. */
@@ -99,6 +103,11 @@ void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsig
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys);
 void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
+/* Four rows of x (lx floats each, lx a multiple of 8) interleaved:
+ * xt[4c + i] = x[i*lx + c]; and back, added: y[i*ly + t] += yt[4t + i]
+ * (the attention's sparse terms, cpu_attn.h). */
+void gear_cpu_interleave4_avx2(const float *x, unsigned lx, float *xt);
+void gear_cpu_deinterleave4_add_avx2(float *y, unsigned ly, const float *yt);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
  * running softmax of every query row: cpu_avx512_attn.c. */
