@@ -311,14 +311,24 @@ INLINE float hmin8(__m256 v)
 }
 
 /* gear_cpu_stats64_avx512 eight lanes wide: max (first position), second
- * max, min (first position), second min of 64 floats, the answer of the
- * scalar scan in cpu_compress.c. */
+ * max, min (first position), second min of 64 floats (finite), the answer
+ * of the scalar scan in cpu_compress.c.  One pass keeps each lane's two
+ * largest and two smallest (with repeats: a second copy of the maximum is
+ * the second maximum); the second extremes are then the other lanes'
+ * extremes and, in the lane of the first extreme's position, its second.
+ * A zero's sign may differ from the scan's; gear_group_params maps -0 to
+ * +0 in what it stores, and the positions are exact. */
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
 {
-    __m256 v[8], mx, mn;
+    __m256 v[8];
     for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(x + 8 * i);
-    mx = v[0], mn = v[0];
-    for (int i = 1; i < 8; i++) mx = _mm256_max_ps(mx, v[i]), mn = _mm256_min_ps(mn, v[i]);
+    __m256 mx = v[0], mn = v[0], mx2 = _mm256_set1_ps(-__builtin_inff()), mn2 = _mm256_set1_ps(__builtin_inff());
+    for (int i = 1; i < 8; i++) {
+        mx2 = _mm256_max_ps(mx2, _mm256_min_ps(mx, v[i]));
+        mx = _mm256_max_ps(mx, v[i]);
+        mn2 = _mm256_min_ps(mn2, _mm256_max_ps(mn, v[i]));
+        mn = _mm256_min_ps(mn, v[i]);
+    }
     float M = hmax8(mx), m = hmin8(mn);
     uint64_t eqM = 0, eqm = 0;
     for (int i = 0; i < 8; i++) {
@@ -326,20 +336,13 @@ void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
         eqm |= (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(v[i], _mm256_set1_ps(m), _CMP_EQ_OQ)) << (8 * i);
     }
     unsigned a = (unsigned)__builtin_ctzll(eqM), b = (unsigned)__builtin_ctzll(eqm);
-    /* second extremes: the same reductions with the first position left out */
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 mx2 = _mm256_set1_ps(-__builtin_inff()), mn2 = _mm256_set1_ps(__builtin_inff());
-    for (int i = 0; i < 8; i++) {
-        __m256i at = _mm256_add_epi32(iota, _mm256_set1_epi32(8 * i));
-        __m256 isa = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, _mm256_set1_epi32((int)a)));
-        __m256 isb = _mm256_castsi256_ps(_mm256_cmpeq_epi32(at, _mm256_set1_epi32((int)b)));
-        mx2 = _mm256_max_ps(mx2, _mm256_blendv_ps(v[i], _mm256_set1_ps(-__builtin_inff()), isa));
-        mn2 = _mm256_min_ps(mn2, _mm256_blendv_ps(v[i], _mm256_set1_ps(__builtin_inff()), isb));
-    }
+    __m256 la = _mm256_castsi256_ps(_mm256_cmpeq_epi32(iota, _mm256_set1_epi32((int)(a & 7))));
+    __m256 lb = _mm256_castsi256_ps(_mm256_cmpeq_epi32(iota, _mm256_set1_epi32((int)(b & 7))));
     out[0] = M;
-    out[1] = hmax8(mx2);
+    out[1] = hmax8(_mm256_blendv_ps(mx, mx2, la));
     out[2] = m;
-    out[3] = hmin8(mn2);
+    out[3] = hmin8(_mm256_blendv_ps(mn, mn2, lb));
     pos[0] = a;
     pos[1] = b;
 }
