@@ -157,7 +157,8 @@ CPU_INLINE void sparse_terms(float *y, unsigned ly, const float *x, unsigned lx,
         const float *xq = x + (size_t)r0 * lx;
         float *yq = y + (size_t)r0 * ly;
 #ifdef GEAR_CPU_AVX512
-        /* the strided copy back was a tenth of the AVX2 path's own time */
+        /* the two copies as AVX2 shuffles: the strided copy back alone
+         * was a tenth of the AVX2 path's own time (gear2, G = 4) */
         if (CPU_AVX2 && lx % 8 == 0)
             gear_cpu_interleave4_avx2(xq, lx, xt);
         else

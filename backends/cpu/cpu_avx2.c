@@ -2,8 +2,11 @@
  * cpu_avx2.c - AVX2 + FMA + F16C kernels for x86-64 CPUs without AVX-512
  * (most desktop and laptop parts, older servers): the same shapes and the
  * same arithmetic as keys64/values64 of cpu_avx512.c (2- and 4-bit codes,
- * groups of 64, fp32 FMAs), eight lanes wide.  Compiled with AVX2 flags and
- * only called after a run-time CPU check (cpu_backend.c).
+ * groups of 64, fp32 FMAs), eight lanes wide, and the compressor's
+ * per-entry loops.  Compiled with AVX2 flags and only called after a
+ * run-time CPU check (cpu_backend.c).  The four-row interleaves at the
+ * end serve the portable attention wherever AVX2 runs, AVX-512 CPUs
+ * included.
  *
  * Each accumulator chain gets one FMA per code row, whose latency (4
  * cycles) needs 8 chains in flight to keep two FMA units busy: a pass takes

@@ -111,7 +111,8 @@ static void key_group(const gear_block_layout *L, const float *restrict x, unsig
         if (k) {
             /* every value loaded and chosen by selects: written with
              * nested conditionals, GCC 12 left the AVX2 clone scalar (it
-             * runs where the AVX2 kernel does not: d not a multiple of 8) */
+             * runs where the AVX2 kernel does not: d not a multiple of 8,
+             * or GEAR_CPU_NO_AVX2) */
             for (unsigned c = 0; c < d; c++) {
                 float v = row[c], a = mx1[c], b = mn1[c];
                 float a2 = v > mx2[c] ? v : mx2[c], b2 = v < mn2[c] ? v : mn2[c];

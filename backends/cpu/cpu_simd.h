@@ -40,7 +40,7 @@ typedef struct part {
 #define CPU_AVX512 gear_cpu_have_avx512
 /* Set at load time where the CPU has AVX2, FMA and F16C (and
  * GEAR_CPU_NO_AVX2 is unset): the kernels of cpu_avx2.c, used where the
- * AVX-512 ones are not. */
+ * AVX-512 ones are not (the four-row interleaves: wherever AVX2 runs). */
 extern int gear_cpu_have_avx2;
 #define CPU_AVX2 gear_cpu_have_avx2
 #else
