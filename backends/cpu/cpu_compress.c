@@ -294,40 +294,84 @@ static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *b
     }
 }
 
-/* Values: groups run along the channels of one token row (contiguous). */
+/* The fp16 scales and minima of ng groups from their ranges [lo, hi], as
+ * group_params does one at a time; lo and hi become the fp32 minima and
+ * scales.  One loop over a block's groups between their statistics and
+ * their codes, rather than a call between the two for every group
+ * (AVX2-only build, values: kivi2 1.71 -> 1.84 GB/s, gear2 1.21 -> 1.22).
+ * GCC 12 does not vectorize it (nor halves_of): the conversions'
+ * narrowing to 16 bits ("no vectype"). */
+GEAR_CLONES
+static void group_params_all(float *restrict lo, float *restrict hi, size_t ng, unsigned levels,
+                             uint8_t *restrict scales, uint8_t *restrict mins)
+{
+    for (size_t i = 0; i < ng; i++) {
+        uint16_t mn_h, dl_h;
+        gear_group_params(lo[i], hi[i], levels, &mn_h, &dl_h);
+        cpu_put_u16(scales + 2 * i, dl_h);
+        cpu_put_u16(mins + 2 * i, mn_h);
+        lo[i] = gear_half_to_float(mn_h);
+        hi[i] = gear_half_to_float(dl_h);
+    }
+}
+
+/* dst[j] = fp16 of v[j] (the outliers' values of a block). */
+GEAR_CLONES
+static void halves_of(const float *restrict v, size_t m, uint8_t *restrict dst)
+{
+    for (size_t j = 0; j < m; j++) cpu_put_u16(dst + 2 * j, gear_float_to_half(v[j]));
+}
+
+/* Values: groups run along the channels of one token row (contiguous).
+ * The statistics of every group first, then their parameters and the
+ * outliers' values, each in one loop over the block, then the codes. */
 static void quantize_values(const gear_block_layout *L, const float *x, uint8_t *blk,
                             cpu_scratch *s, int codes, int want_e)
 {
-    unsigned d = L->d, levels = (1u << L->bits) - 1u;
+    unsigned d = L->d, gpr = L->groups_per_row, levels = (1u << L->bits) - 1u;
+    /* n*d floats and unsigneds each, free until the codes: a group's
+     * range and outlier positions, and the outliers' values (e is written
+     * by the codes, after they are stored) */
+    float *lo = s->mn, *hi = s->dl, *ov = s->e;
+    unsigned *amx = s->omax, *amn = s->omin;
     size_t j = 0;
     for (unsigned t = 0; t < L->n; t++) {
         const float *row = x + (size_t)t * d;
-        for (unsigned g = 0; g < L->groups_per_row; g++) {
-            unsigned last = g + 1 == L->groups_per_row;
+        for (unsigned g = 0; g < gpr; g++) {
+            unsigned last = g + 1 == gpr;
             unsigned c0 = g * L->group, c1 = last ? d : c0 + L->group, m = c1 - c0;
             unsigned k = last ? L->k_tail : L->k_full;
+            size_t gi = (size_t)t * gpr + g;
             gstats st = group_stats(row, c0, c1);
-            unsigned amx = st.amx, amn = st.amn;
-            float lo = st.mn1, hi = st.mx1, mnf, dlf;
+            lo[gi] = st.mn1;
+            hi[gi] = st.mx1;
+            amx[gi] = st.amx;
+            amn[gi] = st.amn;
             if (k) {
-                if (amn == amx) amn = c0 + 1;
-                lo = m > 2 ? st.mn2 : 0.0f;
-                hi = m > 2 ? st.mx2 : 0.0f;
-                unsigned a = amx < amn ? amx : amn, b = amx ^ amn ^ a;
+                if (st.amn == st.amx) amn[gi] = c0 + 1;
+                lo[gi] = m > 2 ? st.mn2 : 0.0f;
+                hi[gi] = m > 2 ? st.mx2 : 0.0f;
+                unsigned a = st.amx < amn[gi] ? st.amx : amn[gi], b = st.amx ^ amn[gi] ^ a;
                 cpu_put_u16(blk + L->off_oidx + 2 * j, (uint16_t)(t * d + a));
                 cpu_put_u16(blk + L->off_oidx + 2 * j + 2, (uint16_t)(t * d + b));
-                cpu_put_u16(blk + L->off_oval + 2 * j, gear_float_to_half(row[a]));
-                cpu_put_u16(blk + L->off_oval + 2 * j + 2, gear_float_to_half(row[b]));
+                ov[j] = row[a];
+                ov[j + 1] = row[b];
                 j += 2;
             }
-            if (!codes) continue;
-            size_t gi = (size_t)t * L->groups_per_row + g;
-            group_params(lo, hi, levels, blk + L->off_scales + 2 * gi, blk + L->off_mins + 2 * gi,
-                         &mnf, &dlf);
-            value_codes(row, c0, c1, amx, amn, NULL, k != 0, mnf, dlf, (float)levels,
-                        s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
         }
     }
+    halves_of(ov, j, blk + L->off_oval);
+    if (!codes) return;
+    group_params_all(lo, hi, (size_t)L->n * gpr, levels, blk + L->off_scales, blk + L->off_mins);
+    for (unsigned t = 0; t < L->n; t++)
+        for (unsigned g = 0; g < gpr; g++) {
+            unsigned last = g + 1 == gpr;
+            unsigned c0 = g * L->group, c1 = last ? d : c0 + L->group;
+            unsigned k = last ? L->k_tail : L->k_full;
+            size_t gi = (size_t)t * gpr + g;
+            value_codes(x + (size_t)t * d, c0, c1, amx[gi], amn[gi], NULL, k != 0, lo[gi], hi[gi], (float)levels,
+                        s->codes + (size_t)t * d, want_e ? s->e + (size_t)t * d : NULL);
+        }
 }
 
 /* More than one outlier per side, up to SEL_KMAX (beyond, ref's sort). */
