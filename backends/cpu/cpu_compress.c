@@ -294,30 +294,20 @@ static void quantize_keys(const gear_block_layout *L, const float *x, uint8_t *b
     }
 }
 
-/* The fp16 scales and minima of ng groups from their ranges [lo, hi], as
- * group_params does one at a time; lo and hi become the fp32 minima and
- * scales.  One loop over a block's groups between their statistics and
- * their codes, rather than a call between the two for every group
- * (AVX2-only build, values: kivi2 1.71 -> 1.84 GB/s, gear2 1.21 -> 1.22).
- * GCC 12 does not vectorize it (nor halves_of): the conversions'
- * narrowing to 16 bits ("no vectype"). */
-GEAR_CLONES
-static void group_params_all(float *restrict lo, float *restrict hi, size_t ng, unsigned levels,
-                             uint8_t *restrict scales, uint8_t *restrict mins)
+/* The parameters of ng groups from their ranges [lo, hi] (group_params),
+ * which become the fp32 minima and scales.  One loop over a block's
+ * groups between their statistics and their codes, rather than a call
+ * between the two for every group (AVX2-only build, values: kivi2 1.71 ->
+ * 1.84 GB/s, gear2 1.21 -> 1.22; GCC 12 vectorizes neither this nor
+ * halves_of: "no vectype" for the conversions to fp16). */
+static void group_params_all(float *lo, float *hi, size_t ng, unsigned levels, uint8_t *scales, uint8_t *mins)
 {
-    for (size_t i = 0; i < ng; i++) {
-        uint16_t mn_h, dl_h;
-        gear_group_params(lo[i], hi[i], levels, &mn_h, &dl_h);
-        cpu_put_u16(scales + 2 * i, dl_h);
-        cpu_put_u16(mins + 2 * i, mn_h);
-        lo[i] = gear_half_to_float(mn_h);
-        hi[i] = gear_half_to_float(dl_h);
-    }
+    for (size_t i = 0; i < ng; i++)
+        group_params(lo[i], hi[i], levels, scales + 2 * i, mins + 2 * i, &lo[i], &hi[i]);
 }
 
 /* dst[j] = fp16 of v[j] (the outliers' values of a block). */
-GEAR_CLONES
-static void halves_of(const float *restrict v, size_t m, uint8_t *restrict dst)
+static void halves_of(const float *v, size_t m, uint8_t *dst)
 {
     for (size_t j = 0; j < m; j++) cpu_put_u16(dst + 2 * j, gear_float_to_half(v[j]));
 }
