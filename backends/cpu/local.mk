@@ -23,7 +23,7 @@ libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx512.la
 # Kernels for CPUs with AVX2, FMA and F16C but no AVX-512, the same way.
 noinst_LTLIBRARIES += libgear-cpu-avx2.la
-libgear_cpu_avx2_la_SOURCES = backends/cpu/cpu_avx2.c
+libgear_cpu_avx2_la_SOURCES = backends/cpu/cpu_avx2.c backends/cpu/cpu_avx2_compress.c
 libgear_cpu_avx2_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
 libgear_cpu_avx2_la_CFLAGS = $(AM_CFLAGS) $(AVX2_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx2.la

@@ -1,0 +1,318 @@
+/*
+ * cpu_avx2_compress.c - quantization of a key block in two passes over
+ * strips of 8 channels, for CPUs with AVX2, FMA and F16C but no AVX-512:
+ * the scheme of the fused AVX-512 compressor (cpu_avx512_compress.c),
+ * eight lanes wide, for at most one outlier a side per group.
+ *
+ * A key group is `group` consecutive tokens of one channel, so 8 groups
+ * fill a vector.  Pass 1 keeps each lane's two largest and two smallest
+ * entries (no positions); pass 2 finds the outliers as the first entries
+ * equal to the extremes, and computes the codes (packed into 32-bit words
+ * in registers: a code row of the block is a channel), the residual and
+ * the outliers' rows.  The portable loops it replaces took a pass for the
+ * statistics with positions, a scalar loop over channels for the
+ * parameters and outliers, a true division a code and a packing pass.
+ * Bit-exact with ref (codes, scales, outliers).
+ */
+#include <immintrin.h>
+#include <string.h>
+#include "cpu.h"
+#include "cpu_simd.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* 1.5 * 2^23: q + MAGIC rounds q half-to-even to an integer held in the
+ * low mantissa bits (exactly rintf for |q| < 2^22; larger |q| is clamped). */
+#define MAGIC 12582912.0f
+
+/* The fp16-rounded parameters of 8 groups and their extremes. */
+typedef struct g8 {
+    __m256 mx1, mn1, mnf, dlf, inv, nz;
+    __m128i mn_h, dl_h;
+} g8;
+
+/* Pass 1: maximum, second maximum, minimum, second minimum of columns
+ * c0..c0+7 over rows [r0, r0+m) (m a multiple of 4; a multiset top-2:
+ * mx2 == mx1 exactly when the maximum occurs twice), two streams so that
+ * each chain carries one max or min a step. */
+INLINE void stats8(const float *z, unsigned nc, unsigned c0, unsigned r0, unsigned m, unsigned k, __m256 *mx1,
+                   __m256 *mx2, __m256 *mn1, __m256 *mn2)
+{
+    __m256 a1 = _mm256_set1_ps(-__builtin_inff()), a2 = a1, b1 = _mm256_set1_ps(__builtin_inff()), b2 = b1;
+    const float *p = z + (size_t)r0 * nc + c0;
+    if (k) {
+        __m256 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
+        for (unsigned i = 0; i < m; i += 4, p += 4 * (size_t)nc) {
+            __m256 u = _mm256_loadu_ps(p), v = _mm256_loadu_ps(p + nc);
+            __m256 hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
+            a2 = _mm256_max_ps(a2, _mm256_max_ps(lo, _mm256_min_ps(a1, hi)));
+            a1 = _mm256_max_ps(a1, hi);
+            b2 = _mm256_min_ps(b2, _mm256_min_ps(hi, _mm256_max_ps(b1, lo)));
+            b1 = _mm256_min_ps(b1, lo);
+            u = _mm256_loadu_ps(p + 2 * (size_t)nc), v = _mm256_loadu_ps(p + 3 * (size_t)nc);
+            hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
+            c2 = _mm256_max_ps(c2, _mm256_max_ps(lo, _mm256_min_ps(c1, hi)));
+            c1 = _mm256_max_ps(c1, hi);
+            d2 = _mm256_min_ps(d2, _mm256_min_ps(hi, _mm256_max_ps(d1, lo)));
+            d1 = _mm256_min_ps(d1, lo);
+        }
+        a2 = _mm256_max_ps(_mm256_min_ps(a1, c1), _mm256_max_ps(a2, c2));
+        a1 = _mm256_max_ps(a1, c1);
+        b2 = _mm256_min_ps(_mm256_max_ps(b1, d1), _mm256_min_ps(b2, d2));
+        b1 = _mm256_min_ps(b1, d1);
+    } else {
+        __m256 c1 = a1, d1 = b1;
+        for (unsigned i = 0; i < m; i += 2, p += 2 * (size_t)nc) {
+            __m256 u = _mm256_loadu_ps(p), v = _mm256_loadu_ps(p + nc);
+            a1 = _mm256_max_ps(a1, u);
+            b1 = _mm256_min_ps(b1, u);
+            c1 = _mm256_max_ps(c1, v);
+            d1 = _mm256_min_ps(d1, v);
+        }
+        a1 = _mm256_max_ps(a1, c1);
+        b1 = _mm256_min_ps(b1, d1);
+    }
+    *mx1 = a1, *mx2 = a2, *mn1 = b1, *mn2 = b2;
+}
+
+/* Scale and minimum of 8 groups from their remaining range [lo, hi], as
+ * gear_group_params: fp32 step, fp16 rounding (vcvtps2ph rounds to
+ * nearest even and overflows to Inf as gear_float_to_half does), an Inf
+ * step saturated, -0 stored as +0. */
+INLINE void params8(__m256 lo, __m256 hi, unsigned levels, g8 *g)
+{
+    const __m128i nz = _mm_set1_epi16((short)0x8000);
+    __m256 dl = _mm256_div_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps((float)levels));
+    __m128i mh = _mm256_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m128i dh = _mm256_cvtps_ph(dl, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m128i inf = _mm_cmpeq_epi16(_mm_and_si128(dh, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+    dh = _mm_blendv_epi8(dh, _mm_set1_epi16(0x7bff), inf);
+    g->mn_h = _mm_andnot_si128(_mm_cmpeq_epi16(mh, nz), mh);
+    g->dl_h = _mm_andnot_si128(_mm_cmpeq_epi16(dh, nz), dh);
+    g->mnf = _mm256_cvtph_ps(g->mn_h);
+    g->dlf = _mm256_cvtph_ps(g->dl_h);
+    g->nz = _mm256_cmp_ps(g->dlf, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    /* dl == 0 (a constant group): inv 0 gives q = 0, code 0, like ref */
+    g->inv = _mm256_and_ps(g->nz, _mm256_div_ps(_mm256_set1_ps(1.0f), g->dlf));
+}
+
+/* Outlier state of pass 2: the first rows equal to the maximum (om) and
+ * then the minimum (on), as ref picks them: its first entry equal to the
+ * maximum, then its first other entry equal to the minimum (a constant
+ * group's are its first two rows).  Without ties (tie = 0) each extreme
+ * occurs once and no "found" flags are needed. */
+typedef struct ostate {
+    __m256 fm, fn;
+    __m256i am, an, iv;
+} ostate;
+
+/* The outlier lanes of row x (advancing the state); code 0, residual 0. */
+INLINE __m256 outliers8(__m256 x, const g8 *g, const int tie, ostate *o)
+{
+    __m256 om = _mm256_cmp_ps(x, g->mx1, _CMP_EQ_OQ), on = _mm256_cmp_ps(x, g->mn1, _CMP_EQ_OQ);
+    if (tie) {
+        om = _mm256_andnot_ps(o->fm, om);
+        o->fm = _mm256_or_ps(o->fm, om);
+        on = _mm256_andnot_ps(_mm256_or_ps(om, o->fn), on);
+        o->fn = _mm256_or_ps(o->fn, on);
+    }
+    o->am = _mm256_blendv_epi8(o->am, o->iv, _mm256_castps_si256(om));
+    o->an = _mm256_blendv_epi8(o->an, o->iv, _mm256_castps_si256(on));
+    o->iv = _mm256_add_epi32(o->iv, _mm256_set1_epi32(1));
+    return _mm256_or_ps(om, on);
+}
+
+/* Pass 2 over rows [r0, r0+m) of columns c0..c0+7: codes packed into acc
+ * (m*bits/32 words a column, code i at bits [i*bits, i*bits+bits) as in a
+ * block row), residual v - code*dl into e (row-major like z, or NULL),
+ * the rows of the outliers (k) into pm and pn.
+ *
+ * inr (every other entry's quotient rounds into [0, levels]): a word's
+ * rows without clamping or per-row checks; the code is rint(v*(1/dl)) by
+ * one FMA, and the largest |residual| of the word, compared once with
+ * thr*dl, says whether some entry came so near a rounding boundary that
+ * ref's true division might round the other way: then the word is redone
+ * row by row, as every word is without inr: a row where some quotient
+ * v*(1/dl) lies within 0.5 - thr of a boundary takes the true division,
+ * and the codes are clamped. */
+INLINE void codes8(const float *z, unsigned nc, unsigned r0, unsigned m, unsigned c0, const g8 *g, unsigned bits,
+                   unsigned levels, float thr, const int k, const int tie, const int inr, float *e, __m256i *acc,
+                   __m256i *pm, __m256i *pn)
+{
+    const unsigned cpd = 32 / bits;
+    const __m256 M = _mm256_set1_ps(MAGIC), MN = _mm256_set1_ps(MAGIC + (float)levels);
+    const __m256 th = _mm256_set1_ps(thr), tdl = _mm256_mul_ps(th, g->dlf);
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m128i sh = _mm_cvtsi32_si128((int)bits), up = _mm_cvtsi32_si128((int)(32 - bits));
+    ostate o = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                _mm256_set1_epi32((int)r0)};
+    const float *p = z + (size_t)r0 * nc + c0;
+    if (e) e += (size_t)r0 * nc + c0;
+    for (unsigned w = 0; w * cpd < m; w++, p += (size_t)cpd * nc, e = e ? e + (size_t)cpd * nc : NULL) {
+        __m256i a = _mm256_setzero_si256();
+        const ostate o0 = o;
+        if (inr) {
+            __m256 big = _mm256_setzero_ps();
+            for (unsigned j = 0; j < cpd; j++) {
+                __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
+                __m256 v = _mm256_sub_ps(x, g->mnf), r = _mm256_fmadd_ps(v, g->inv, M);
+                __m256 res = _mm256_fnmadd_ps(_mm256_sub_ps(r, M), g->dlf, v);
+                if (k) {
+                    __m256 out = outliers8(x, g, tie, &o);
+                    r = _mm256_blendv_ps(r, M, out);
+                    res = _mm256_andnot_ps(out, res);
+                }
+                big = _mm256_max_ps(big, _mm256_and_ps(res, absm));
+                if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
+                /* the code's low bits enter at the top; after cpd codes
+                 * the first one sits at bit 0 */
+                a = _mm256_or_si256(_mm256_srl_epi32(a, sh), _mm256_sll_epi32(_mm256_castps_si256(r), up));
+            }
+            if (!_mm256_movemask_ps(_mm256_cmp_ps(big, tdl, _CMP_NLT_UQ))) {
+                acc[w] = a;
+                continue;
+            }
+            o = o0, a = _mm256_setzero_si256();
+        }
+        for (unsigned j = 0; j < cpd; j++) {
+            __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
+            __m256 v = _mm256_sub_ps(x, g->mnf), q = _mm256_mul_ps(v, g->inv);
+            __m256 r = _mm256_add_ps(q, M);
+            __m256 red = _mm256_and_ps(_mm256_sub_ps(q, _mm256_sub_ps(r, M)), absm);
+            if (_mm256_movemask_ps(_mm256_cmp_ps(red, th, _CMP_NLT_UQ)))
+                r = _mm256_add_ps(_mm256_and_ps(g->nz, _mm256_div_ps(v, g->dlf)), M);
+            r = _mm256_min_ps(_mm256_max_ps(r, M), MN);
+            __m256 res = _mm256_fnmadd_ps(_mm256_sub_ps(r, M), g->dlf, v);
+            if (k) {
+                __m256 out = outliers8(x, g, tie, &o);
+                r = _mm256_blendv_ps(r, M, out);
+                res = _mm256_andnot_ps(out, res);
+            }
+            if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
+            a = _mm256_or_si256(_mm256_srl_epi32(a, sh), _mm256_sll_epi32(_mm256_castps_si256(r), up));
+        }
+        acc[w] = a;
+    }
+    *pm = o.am, *pn = o.an;
+}
+
+/* Every entry but the outliers rounds into [0, levels] by its reciprocal
+ * quotient (lo and hi bound them), and no group is constant. */
+INLINE int in_range8(const g8 *g, __m256 lo, __m256 hi, unsigned levels)
+{
+    __m256 qlo = _mm256_mul_ps(_mm256_sub_ps(lo, g->mnf), g->inv);
+    __m256 qhi = _mm256_mul_ps(_mm256_sub_ps(hi, g->mnf), g->inv);
+    __m256 ok = _mm256_and_ps(g->nz, _mm256_cmp_ps(qlo, _mm256_set1_ps(-0.5f), _CMP_GE_OQ));
+    ok = _mm256_and_ps(ok, _mm256_cmp_ps(qhi, _mm256_set1_ps((float)levels + 0.5f), _CMP_LT_OQ));
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+
+/* Code words of 8 columns (W a column) into their block rows, at word
+ * offset w0 of each. */
+INLINE void store_codes8(uint8_t *codes, size_t rb, unsigned c0, unsigned w0, const __m256i *acc, unsigned W)
+{
+    uint8_t *base = codes + (size_t)c0 * rb + 4 * (size_t)w0;
+    if (W == 4) { /* 4 x 8 words -> 8 rows of 16 bytes */
+        __m256i t0 = _mm256_unpacklo_epi32(acc[0], acc[1]), t1 = _mm256_unpackhi_epi32(acc[0], acc[1]);
+        __m256i t2 = _mm256_unpacklo_epi32(acc[2], acc[3]), t3 = _mm256_unpackhi_epi32(acc[2], acc[3]);
+        __m256i u[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                        _mm256_unpackhi_epi64(t1, t3)};
+        /* u[j], 128-bit half h: column 4h + j */
+        for (unsigned j = 0; j < 4; j++) {
+            _mm_storeu_si128((__m128i *)(base + (size_t)j * rb), _mm256_castsi256_si128(u[j]));
+            _mm_storeu_si128((__m128i *)(base + (size_t)(4 + j) * rb), _mm256_extracti128_si256(u[j], 1));
+        }
+        return;
+    }
+    uint32_t t[8];
+    for (unsigned w = 0; w < W; w++) {
+        _mm256_storeu_si256((__m256i *)t, acc[w]);
+        for (unsigned l = 0; l < 8; l++) memcpy(base + (size_t)l * rb + 4 * w, &t[l], 4);
+    }
+}
+
+/* Scales and minima of 8 groups (channels c0.., group gb of G), and with
+ * k their outliers: rows pm and pn, sorted, as pair c*opr/2 + gb*k_full
+ * of the block's outlier section (index t*d + c, the entry's fp16). */
+INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *blk, unsigned c0, unsigned gb,
+                         const int k, const g8 *g, __m256i pm, __m256i pn)
+{
+    const unsigned G = L->groups_per_row, d = L->d;
+    if (G == 1) {
+        _mm_storeu_si128((__m128i *)(blk + L->off_scales + 2 * (size_t)c0), g->dl_h);
+        _mm_storeu_si128((__m128i *)(blk + L->off_mins + 2 * (size_t)c0), g->mn_h);
+    } else {
+        uint16_t s[8], n[8];
+        _mm_storeu_si128((__m128i *)s, g->dl_h);
+        _mm_storeu_si128((__m128i *)n, g->mn_h);
+        for (unsigned l = 0; l < 8; l++) {
+            size_t gi = (size_t)(c0 + l) * G + gb;
+            memcpy(blk + L->off_scales + 2 * gi, &s[l], 2);
+            memcpy(blk + L->off_mins + 2 * gi, &n[l], 2);
+        }
+    }
+    if (!k) return;
+    const __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i dv = _mm256_set1_epi32((int)d);
+    __m256i fa = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_min_epu32(pm, pn), dv), col);
+    __m256i fb = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_max_epu32(pm, pn), dv), col);
+    /* the entries themselves, so that a zero extreme keeps its sign */
+    __m256i ha = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fa, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fb, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i idx = _mm256_or_si256(fa, _mm256_slli_epi32(fb, 16)), hv = _mm256_or_si256(ha, _mm256_slli_epi32(hb, 16));
+    const unsigned ow = L->outliers_per_row / 2, slot0 = gb * L->k_full;
+    uint8_t *oi = blk + L->off_oidx + 4 * ((size_t)c0 * ow + slot0), *ov = blk + L->off_oval + 4 * ((size_t)c0 * ow + slot0);
+    if (ow == 1) {
+        _mm256_storeu_si256((__m256i *)oi, idx);
+        _mm256_storeu_si256((__m256i *)ov, hv);
+        return;
+    }
+    uint32_t ti[8], tv[8];
+    _mm256_storeu_si256((__m256i *)ti, idx);
+    _mm256_storeu_si256((__m256i *)tv, hv);
+    for (unsigned l = 0; l < 8; l++) {
+        memcpy(oi + 4 * (size_t)l * ow, &ti[l], 4);
+        memcpy(ov + 4 * (size_t)l * ow, &tv[l], 4);
+    }
+}
+
+int gear_cpu_key_block_avx2_fits(const gear_block_layout *L)
+{
+    unsigned b = L->bits;
+    return L->kind == GEAR_KEY && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) && L->d % 8 == 0 &&
+           L->k_full <= 1 && L->k_tail <= 1 && L->group * b % 32 == 0 && L->tail_len * b % 32 == 0 &&
+           L->group * b / 32 <= 32 && L->tail_len >= 4 && (size_t)L->n * L->d <= 65536;
+}
+
+void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e)
+{
+    const unsigned d = L->d, G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
+    /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
+    const float thr = 0.5f - (float)(levels + 1) * 0x1p-21f;
+    uint8_t *codes = blk + L->off_codes;
+    for (unsigned c0 = 0; c0 < d; c0 += 8)
+        for (unsigned gb = 0; gb < G; gb++) {
+            const int last = gb + 1 == G;
+            const unsigned r0 = gb * L->group, m = last ? L->tail_len : L->group, k = last ? L->k_tail : L->k_full;
+            __m256 mx1, mx2, mn1, mn2;
+            stats8(x, d, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
+            g8 g;
+            g.mx1 = mx1, g.mn1 = mn1;
+            __m256 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
+            params8(lo, hi, levels, &g);
+            const int inr = in_range8(&g, lo, hi, levels);
+            const int tie = k && _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(mx1, mx2, _CMP_EQ_OQ),
+                                                                 _mm256_cmp_ps(mn1, mn2, _CMP_EQ_OQ)));
+            __m256i acc[32], pm, pn;
+#define CODES(K, TIE, INR) codes8(x, d, r0, m, c0, &g, bits, levels, thr, K, TIE, INR, e, acc, &pm, &pn)
+            if (!k)
+                inr ? CODES(0, 0, 1) : CODES(0, 0, 0);
+            else if (!tie)
+                inr ? CODES(1, 0, 1) : CODES(1, 0, 0);
+            else
+                inr ? CODES(1, 1, 1) : CODES(1, 1, 0);
+#undef CODES
+            store_codes8(codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
+            store_group8(L, x, blk, c0, gb, (int)k, &g, pm, pn);
+        }
+}
