@@ -1,14 +1,16 @@
 /*
- * cpu_avx2_compress.c - quantization of a key block in two passes over
- * strips of 8 channels, for CPUs with AVX2, FMA and F16C but no AVX-512:
+ * cpu_avx2_compress.c - quantization of a block in two passes over
+ * strips of 8 columns, for CPUs with AVX2, FMA and F16C but no AVX-512:
  * the scheme of the fused AVX-512 compressor (cpu_avx512_compress.c),
  * eight lanes wide, for at most one outlier a side per group.
  *
- * A key group is `group` consecutive tokens of one channel, so 8 groups
- * fill a vector.  Pass 1 keeps each lane's two largest and two smallest
+ * It runs on a matrix Z whose quantization groups are runs of `group`
+ * consecutive rows of one column, so 8 groups fill a vector: keys, Z = X
+ * (a group is `group` tokens of one channel); values, Z = X^T, staged by
+ * 8x8 transposes, and the residual transposed back.  Pass 1 keeps each lane's two largest and two smallest
  * entries (no positions); pass 2 finds the outliers as the first entries
  * equal to the extremes, and computes the codes (packed into 32-bit words
- * in registers: a code row of the block is a channel), the residual and
+ * in registers: a code row of the block is a column of Z), the residual and
  * the outliers' rows.  The portable loops it replaces took a pass for the
  * statistics with positions, a scalar loop over channels for the
  * parameters and outliers, a true division a code and a packing pass.
@@ -231,11 +233,12 @@ INLINE void store_codes8(uint8_t *codes, size_t rb, unsigned c0, unsigned w0, co
     }
 }
 
-/* Scales and minima of 8 groups (channels c0.., group gb of G), and with
- * k their outliers: rows pm and pn, sorted, as pair c*opr/2 + gb*k_full
- * of the block's outlier section (index t*d + c, the entry's fp16). */
+/* Scales and minima of 8 groups (columns c0.. of Z, group gb of G), and
+ * with k their outliers: rows pm and pn, sorted, as pair c*opr/2 +
+ * gb*k_full of the block's outlier section (index t*d + c into x, and the
+ * entry's fp16). */
 INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *blk, unsigned c0, unsigned gb,
-                         const int k, const g8 *g, __m256i pm, __m256i pn)
+                         const int k, const g8 *g, __m256i pm, __m256i pn, const int key)
 {
     const unsigned G = L->groups_per_row, d = L->d;
     if (G == 1) {
@@ -254,8 +257,14 @@ INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *bl
     if (!k) return;
     const __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     const __m256i dv = _mm256_set1_epi32((int)d);
-    __m256i fa = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_min_epu32(pm, pn), dv), col);
-    __m256i fb = _mm256_add_epi32(_mm256_mullo_epi32(_mm256_max_epu32(pm, pn), dv), col);
+    __m256i a = _mm256_min_epu32(pm, pn), b = _mm256_max_epu32(pm, pn), fa, fb;
+    if (key) { /* row = token, column = channel */
+        fa = _mm256_add_epi32(_mm256_mullo_epi32(a, dv), col);
+        fb = _mm256_add_epi32(_mm256_mullo_epi32(b, dv), col);
+    } else { /* row = channel, column = token */
+        fa = _mm256_add_epi32(_mm256_mullo_epi32(col, dv), a);
+        fb = _mm256_add_epi32(_mm256_mullo_epi32(col, dv), b);
+    }
     /* the entries themselves, so that a zero extreme keeps its sign */
     __m256i ha = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fa, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fb, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
@@ -276,26 +285,32 @@ INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *bl
     }
 }
 
-int gear_cpu_key_block_avx2_fits(const gear_block_layout *L)
+/* Layouts of gear_cpu_key_block_avx2 and gear_cpu_value_block_avx2:
+ * groups whose codes fill whole words (the last one possibly shorter, of
+ * 4 rows or more), at most one outlier a side, 8-lane columns. */
+int gear_cpu_block_avx2_fits(const gear_block_layout *L)
 {
     unsigned b = L->bits;
-    return L->kind == GEAR_KEY && !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) && L->d % 8 == 0 &&
+    return !L->cq_dim && (b == 1 || b == 2 || b == 4 || b == 8) && L->d % 8 == 0 && L->n % 8 == 0 &&
            L->k_full <= 1 && L->k_tail <= 1 && L->group * b % 32 == 0 && L->tail_len * b % 32 == 0 &&
            L->group * b / 32 <= 32 && L->tail_len >= 4 && (size_t)L->n * L->d <= 65536;
 }
 
-void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e)
+/* Both passes over Z (nc columns: keys, Z = X; values, Z = X^T), 8
+ * columns and one group of rows at a time; residual into ez (Z's layout). */
+static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, const float *x, uint8_t *blk,
+                       float *ez, const int key)
 {
-    const unsigned d = L->d, G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
+    const unsigned G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
     /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
     const float thr = 0.5f - (float)(levels + 1) * 0x1p-21f;
     uint8_t *codes = blk + L->off_codes;
-    for (unsigned c0 = 0; c0 < d; c0 += 8)
+    for (unsigned c0 = 0; c0 < nc; c0 += 8)
         for (unsigned gb = 0; gb < G; gb++) {
             const int last = gb + 1 == G;
             const unsigned r0 = gb * L->group, m = last ? L->tail_len : L->group, k = last ? L->k_tail : L->k_full;
             __m256 mx1, mx2, mn1, mn2;
-            stats8(x, d, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
+            stats8(z, nc, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
             g8 g;
             g.mx1 = mx1, g.mn1 = mn1;
             __m256 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
@@ -304,7 +319,7 @@ void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t
             const int tie = k && _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(mx1, mx2, _CMP_EQ_OQ),
                                                                  _mm256_cmp_ps(mn1, mn2, _CMP_EQ_OQ)));
             __m256i acc[32], pm, pn;
-#define CODES(K, TIE, INR) codes8(x, d, r0, m, c0, &g, bits, levels, thr, K, TIE, INR, e, acc, &pm, &pn)
+#define CODES(K, TIE, INR) codes8(z, nc, r0, m, c0, &g, bits, levels, thr, K, TIE, INR, ez, acc, &pm, &pn)
             if (!k)
                 inr ? CODES(0, 0, 1) : CODES(0, 0, 0);
             else if (!tie)
@@ -313,6 +328,44 @@ void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t
                 inr ? CODES(1, 1, 1) : CODES(1, 1, 0);
 #undef CODES
             store_codes8(codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
-            store_group8(L, x, blk, c0, gb, (int)k, &g, pm, pn);
+            store_group8(L, x, blk, c0, gb, (int)k, &g, pm, pn, key);
         }
+}
+
+void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e)
+{
+    quantize_z(L, x, L->d, x, blk, e, 1);
+}
+
+/* out (cols x rows) = in^T for in rows x cols, both multiples of 8. */
+static void transpose8(const float *in, unsigned rows, unsigned cols, float *out)
+{
+    for (unsigned i0 = 0; i0 < rows; i0 += 8)
+        for (unsigned j0 = 0; j0 < cols; j0 += 8) {
+            __m256 r[8], t[8];
+            for (unsigned i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + (size_t)(i0 + i) * cols + j0);
+            for (unsigned i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (unsigned i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+            }
+            /* r[4b + q], 128-bit half h: rows 4b..4b+3 of column 4h + q */
+            for (unsigned q = 0; q < 4; q++) {
+                _mm256_storeu_ps(out + (size_t)(j0 + q) * rows + i0, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
+                _mm256_storeu_ps(out + (size_t)(j0 + 4 + q) * rows + i0, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
+            }
+        }
+}
+
+void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e, float *zbuf,
+                               float *ezbuf)
+{
+    transpose8(x, L->n, L->d, zbuf);
+    quantize_z(L, zbuf, L->n, x, blk, e ? ezbuf : NULL, 0);
+    if (e) transpose8(ezbuf, L->d, L->n, e);
 }

@@ -100,12 +100,14 @@ void gear_cpu_key_codes_avx2(unsigned d, const float *row, unsigned t, const flo
 void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsigned amx, unsigned amn,
                                const uint8_t *mrow, int k, float mn, float dl, float levels, uint8_t *codes,
                                float *e);
-/* Key blocks (cpu_avx2_compress.c): codes, scales, minima, outliers and
- * residual (e, n x d, or NULL) in two passes over strips of 8 channels,
- * for the layouts gear_cpu_key_block_avx2_fits takes (at most one outlier
- * a side per group). */
-int gear_cpu_key_block_avx2_fits(const gear_block_layout *L);
+/* Key and value blocks (cpu_avx2_compress.c): codes, scales, minima,
+ * outliers and residual (e, n x d, or NULL) in two passes over strips of
+ * 8 columns, for the layouts gear_cpu_block_avx2_fits takes (at most one
+ * outlier a side per group); values use zbuf and ezbuf (n*d floats each). */
+int gear_cpu_block_avx2_fits(const gear_block_layout *L);
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e);
+void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e, float *zbuf,
+                               float *ezbuf);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys);
 void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
