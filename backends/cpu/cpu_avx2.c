@@ -296,7 +296,42 @@ void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst)
         mag = _mm_blendv_epi8(mag, _mm_set1_epi16(0x7e00), _mm_cmpgt_epi16(mag, inf));
         _mm_storeu_si128((__m128i *)(dst + i), _mm_or_si128(mag, _mm_andnot_si128(m7, h)));
     }
-    for (; i < n; i++) dst[i] = gear_half_sat(src[i]);
+    for (; i < n; i++) { /* dst may be only byte-aligned (a block's factors) */
+        uint16_t h = gear_half_sat(src[i]);
+        memcpy(dst + i, &h, 2);
+    }
+}
+
+/* a * b mod 2^64 in each 64-bit lane (AVX2 has no vpmullq): the product
+ * of the low halves plus the cross products shifted up. */
+INLINE __m256i mul64(__m256i a, __m256i b)
+{
+    __m256i lo = _mm256_mul_epu32(a, b);
+    __m256i c1 = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), b), c2 = _mm256_mul_epu32(a, _mm256_srli_epi64(b, 32));
+    return _mm256_add_epi64(lo, _mm256_slli_epi64(_mm256_add_epi64(c1, c2), 32));
+}
+
+/* pt[k][c] = gear_rng_uniform(key, c*r + k), c < d (a multiple of 4),
+ * four at a time (gear_mix64 in 64-bit lanes). */
+void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt)
+{
+    const __m256i K = _mm256_set1_epi64x((long long)key), G = _mm256_set1_epi64x((long long)0x9e3779b97f4a7c15ull);
+    const __m256i M1 = _mm256_set1_epi64x((long long)0xbf58476d1ce4e5b9ull);
+    const __m256i M2 = _mm256_set1_epi64x((long long)0x94d049bb133111ebull);
+    const __m256i C = _mm256_set1_epi64x((long long)0xd1b54a32d192ed03ull), step = _mm256_set1_epi64x(4 * (long long)r);
+    const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    for (unsigned k = 0; k < r; k++) {
+        /* index + 1 of column c + lane: (c + lane) * r + k + 1 */
+        __m256i i1 = _mm256_setr_epi64x(k + 1, (long long)r + k + 1, 2 * (long long)r + k + 1, 3 * (long long)r + k + 1);
+        for (unsigned c = 0; c < d; c += 4, i1 = _mm256_add_epi64(i1, step)) {
+            __m256i z = _mm256_add_epi64(_mm256_xor_si256(K, mul64(C, i1)), G);
+            z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), M1);
+            z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), M2);
+            z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));
+            __m128i h = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_srli_epi64(z, 40), low));
+            _mm_storeu_ps(pt + (size_t)k * d + c, _mm_mul_ps(_mm_cvtepi32_ps(h), _mm_set1_ps(1.0f / 16777216.0f)));
+        }
+    }
 }
 
 INLINE float hmax8(__m256 v)

@@ -723,11 +723,16 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 {
     unsigned n = L->n, d = L->d, r = L->rank;
     uint64_t key = gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind);
-    for (unsigned c = 0; c < d; c++)
-        for (unsigned k = 0; k < r; k++) s->pt[(size_t)k * d + c] = gear_rng_uniform(key, c * r + k);
     int fast = CPU_AVX512 && d % 16 == 0, fast2 = CPU_AVX2 && d % 8 == 0;
     (void)fast;
     (void)fast2;
+#ifdef GEAR_CPU_AVX512
+    if (fast2)
+        gear_cpu_start_matrix_avx2(key, d, r, s->pt);
+    else
+#endif
+        for (unsigned c = 0; c < d; c++)
+            for (unsigned k = 0; k < r; k++) s->pt[(size_t)k * d + c] = gear_rng_uniform(key, c * r + k);
     for (unsigned it = 0; it < L->iters; it++) {
 #ifdef GEAR_CPU_AVX512
         /* four columns a pass over e (their accumulators in registers):
@@ -747,6 +752,16 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 #endif
             mul_ety(s->e, s->y, n, d, r, s->pt);
     }
+#ifdef GEAR_CPU_AVX512
+    if (CPU_AVX2) { /* GCC 12 leaves the loops below scalar (gear_half_sat) */
+        float *bt = s->mn; /* B as stored, [c][k] (mn is free by now) */
+        for (unsigned c = 0; c < d; c++)
+            for (unsigned k = 0; k < r; k++) bt[(size_t)c * r + k] = s->pt[(size_t)k * d + c];
+        gear_cpu_halves_sat_avx2(s->y, (size_t)n * r, (uint16_t *)(void *)(blk + L->off_a));
+        gear_cpu_halves_sat_avx2(bt, (size_t)d * r, (uint16_t *)(void *)(blk + L->off_b));
+        return;
+    }
+#endif
     for (size_t i = 0; i < (size_t)n * r; i++) cpu_put_u16(blk + L->off_a + 2 * i, gear_half_sat(s->y[i]));
     for (unsigned c = 0; c < d; c++)
         for (unsigned k = 0; k < r; k++)

@@ -108,6 +108,8 @@ int gear_cpu_block_avx2_fits(const gear_block_layout *L);
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e);
 void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e, float *zbuf,
                                float *ezbuf);
+/* pt[k][c] = gear_rng_uniform(key, c*r + k), d a multiple of 4 */
+void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
                           unsigned ys);
 void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
