@@ -7,7 +7,7 @@
  * It runs on a matrix Z whose quantization groups are runs of `group`
  * consecutive rows of one column, so 8 groups fill a vector: keys, Z = X
  * (a group is `group` tokens of one channel); values, Z = X^T, staged by
- * 8x8 transposes, and the residual transposed back.  Pass 1 keeps each lane's two largest and two smallest
+ * 8x8 transposes, and the residual left as E^T for the power iteration.  Pass 1 keeps each lane's two largest and two smallest
  * entries (no positions); pass 2 finds the outliers as the first entries
  * equal to the extremes, and computes the codes (packed into 32-bit words
  * in registers: a code row of the block is a column of Z), the residual and
@@ -362,10 +362,8 @@ static void transpose8(const float *in, unsigned rows, unsigned cols, float *out
         }
 }
 
-void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e, float *zbuf,
-                               float *ezbuf)
+void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf)
 {
     transpose8(x, L->n, L->d, zbuf);
-    quantize_z(L, zbuf, L->n, x, blk, e ? ezbuf : NULL, 0);
-    if (e) transpose8(ezbuf, L->d, L->n, e);
+    quantize_z(L, zbuf, L->n, x, blk, et, 0);
 }

@@ -693,14 +693,12 @@ CPU_INLINE double dot_d(const float *restrict a, const float *restrict b, unsign
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* Modified Gram-Schmidt on the r columns of y (n x r), as in ref, on a
- * column-major copy (yt, n*r floats of scratch) so that every loop runs
- * along contiguous memory. */
+/* Modified Gram-Schmidt on the r columns of Y (n x r), as in ref, held
+ * column-major (yt: r x n) so that every loop runs along contiguous
+ * memory. */
 GEAR_CLONES
-static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *restrict yt)
+static void orthonormalize_t(float *restrict yt, unsigned n, unsigned r)
 {
-    for (unsigned i = 0; i < n; i++)
-        for (unsigned c = 0; c < r; c++) yt[(size_t)c * n + i] = y[(size_t)i * r + c];
     for (unsigned c = 0; c < r; c++) {
         float *yc = yt + (size_t)c * n;
         double orig = dot_d(yc, yc, n);
@@ -714,6 +712,14 @@ static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *res
         float inv = dead ? 0.0f : (float)(1.0 / sqrt(nrm));
         for (unsigned i = 0; i < n; i++) yc[i] *= inv;
     }
+}
+
+/* The same on y (n x r, row-major), through yt. */
+static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *restrict yt)
+{
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned c = 0; c < r; c++) yt[(size_t)c * n + i] = y[(size_t)i * r + c];
+    orthonormalize_t(yt, n, r);
     for (unsigned i = 0; i < n; i++)
         for (unsigned c = 0; c < r; c++) y[(size_t)i * r + c] = yt[(size_t)c * n + i];
 }
@@ -767,6 +773,30 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
         for (unsigned k = 0; k < r; k++)
             cpu_put_u16(blk + L->off_b + 2 * ((size_t)c * r + k), gear_half_sat(s->pt[(size_t)k * d + c]));
 }
+
+#ifdef GEAR_CPU_AVX512
+/* lowrank() with E held transposed in s->e (d x n: what the AVX2 value
+ * compressor leaves), so that it need not be transposed back: the same
+ * iteration with the products' roles swapped.  P is kept as stored,
+ * [c][k] (the start matrix is then the stream in order), Y as Y^T (r x n,
+ * the layout Gram-Schmidt works in).  AVX2 (d and n multiples of 8). */
+static void lowrank_t(const gear_block_layout *L, const gear_block_id *id, cpu_scratch *s, uint8_t *blk)
+{
+    unsigned n = L->n, d = L->d, r = L->rank;
+    float *pc = s->pt, *yt = s->y, *a = s->mn; /* d x r, r x n, n x r */
+    gear_cpu_start_matrix_avx2(gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind), d * r, 1, pc);
+    for (unsigned it = 0; it < L->iters; it++) {
+        gear_cpu_mul_ety_avx2(s->e, pc, d, n, r, yt);                   /* Y^T[k][t] = sum_c P[c][k] E^T[c][t] */
+        orthonormalize_t(yt, n, r);
+        for (unsigned k0 = 0; k0 < r; k0 += 4)                          /* P[c][k] = sum_t E^T[c][t] Y^T[k][t] */
+            gear_cpu_mul_ep_avx2(s->e, yt + (size_t)k0 * n, d, n, r - k0 < 4 ? r - k0 : 4, pc + k0, r);
+    }
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
+    gear_cpu_halves_sat_avx2(a, (size_t)n * r, (uint16_t *)(void *)(blk + L->off_a));
+    gear_cpu_halves_sat_avx2(pc, (size_t)d * r, (uint16_t *)(void *)(blk + L->off_b));
+}
+#endif
 
 /* Shapes of the fused AVX-512 kernel (cpu_avx512_compress.c): groups
  * whose codes fill whole dwords (1024 bits at most), the last one
@@ -844,10 +874,13 @@ gear_status gear_cpu_compress_one(const gear_block_layout *L, const gear_block_i
         /* two passes a strip of 8 columns, codes packed in place (gear2,
          * AVX2-only build, one thread: keys 1.64 -> 2.55 GB/s, values 1.22
          * -> 2.15) */
-        if (L->kind == GEAR_KEY)
+        if (L->kind == GEAR_KEY) {
             gear_cpu_key_block_avx2(L, x, blk, want_e ? s->e : NULL);
-        else
-            gear_cpu_value_block_avx2(L, x, blk, want_e ? s->e : NULL, s->mn, s->dl);
+        } else { /* the residual stays transposed */
+            gear_cpu_value_block_avx2(L, x, blk, want_e ? s->e : NULL, s->dl);
+            if (want_e) lowrank_t(L, id, s, blk);
+            return GEAR_OK;
+        }
 #endif
     } else if (!cq || L->n_outliers) {
         if (L->kind == GEAR_KEY)

@@ -101,13 +101,13 @@ void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsig
                                const uint8_t *mrow, int k, float mn, float dl, float levels, uint8_t *codes,
                                float *e);
 /* Key and value blocks (cpu_avx2_compress.c): codes, scales, minima,
- * outliers and residual (e, n x d, or NULL) in two passes over strips of
- * 8 columns, for the layouts gear_cpu_block_avx2_fits takes (at most one
- * outlier a side per group); values use zbuf and ezbuf (n*d floats each). */
+ * outliers and residual (or NULL: none) in two passes over strips of 8
+ * columns, for the layouts gear_cpu_block_avx2_fits takes (at most one
+ * outlier a side per group).  Keys: e is E (n x d); values: et is E^T
+ * (d x n), and zbuf n*d floats of scratch. */
 int gear_cpu_block_avx2_fits(const gear_block_layout *L);
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e);
-void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e, float *zbuf,
-                               float *ezbuf);
+void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf);
 /* pt[k][c] = gear_rng_uniform(key, c*r + k), d a multiple of 4 */
 void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
