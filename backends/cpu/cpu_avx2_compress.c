@@ -235,10 +235,10 @@ INLINE void store_codes8(uint8_t *codes, size_t rb, unsigned c0, unsigned w0, co
 
 /* Scales and minima of 8 groups (columns c0.. of Z, group gb of G), and
  * with k their outliers: rows pm and pn, sorted, as pair c*opr/2 +
- * gb*k_full of the block's outlier section (index t*d + c into x, and the
+ * gb*k_full of the block's outlier section (index t*d + c, and the
  * entry's fp16). */
-INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *blk, unsigned c0, unsigned gb,
-                         const int k, const g8 *g, __m256i pm, __m256i pn, const int key)
+INLINE void store_group8(const gear_block_layout *L, const float *z, unsigned nc, uint8_t *blk, unsigned c0,
+                         unsigned gb, const int k, const g8 *g, __m256i pm, __m256i pn, const int key)
 {
     const unsigned G = L->groups_per_row, d = L->d;
     if (G == 1) {
@@ -265,9 +265,13 @@ INLINE void store_group8(const gear_block_layout *L, const float *x, uint8_t *bl
         fa = _mm256_add_epi32(_mm256_mullo_epi32(col, dv), a);
         fb = _mm256_add_epi32(_mm256_mullo_epi32(col, dv), b);
     }
-    /* the entries themselves, so that a zero extreme keeps its sign */
-    __m256i ha = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fa, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(_mm256_i32gather_ps(x, fb, 4), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    /* the entries themselves (rows a and b of Z), so that a zero extreme
+     * keeps its sign */
+    const __m256i ncv = _mm256_set1_epi32((int)nc);
+    __m256 va = _mm256_i32gather_ps(z, _mm256_add_epi32(_mm256_mullo_epi32(a, ncv), col), 4);
+    __m256 vb = _mm256_i32gather_ps(z, _mm256_add_epi32(_mm256_mullo_epi32(b, ncv), col), 4);
+    __m256i ha = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     __m256i idx = _mm256_or_si256(fa, _mm256_slli_epi32(fb, 16)), hv = _mm256_or_si256(ha, _mm256_slli_epi32(hb, 16));
     const unsigned ow = L->outliers_per_row / 2, slot0 = gb * L->k_full;
     uint8_t *oi = blk + L->off_oidx + 4 * ((size_t)c0 * ow + slot0), *ov = blk + L->off_oval + 4 * ((size_t)c0 * ow + slot0);
@@ -298,8 +302,7 @@ int gear_cpu_block_avx2_fits(const gear_block_layout *L)
 
 /* Both passes over Z (nc columns: keys, Z = X; values, Z = X^T), 8
  * columns and one group of rows at a time; residual into ez (Z's layout). */
-static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, const float *x, uint8_t *blk,
-                       float *ez, const int key)
+static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, uint8_t *blk, float *ez, const int key)
 {
     const unsigned G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
     /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
@@ -328,42 +331,68 @@ static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, 
                 inr ? CODES(1, 1, 1) : CODES(1, 1, 0);
 #undef CODES
             store_codes8(codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
-            store_group8(L, x, blk, c0, gb, (int)k, &g, pm, pn, key);
+            store_group8(L, z, nc, blk, c0, gb, (int)k, &g, pm, pn, key);
         }
 }
 
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e)
 {
-    quantize_z(L, x, L->d, x, blk, e, 1);
+    quantize_z(L, x, L->d, blk, e, 1);
 }
 
-/* out (cols x rows) = in^T for in rows x cols, both multiples of 8. */
-static void transpose8(const float *in, unsigned rows, unsigned cols, float *out)
+/* Rows r[0..7] of an 8x8 tile transposed into out (column j of the tile
+ * at out + j*ld). */
+INLINE void tile8(__m256 r[8], float *out, size_t ld)
 {
-    for (unsigned i0 = 0; i0 < rows; i0 += 8)
-        for (unsigned j0 = 0; j0 < cols; j0 += 8) {
-            __m256 r[8], t[8];
-            for (unsigned i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(in + (size_t)(i0 + i) * cols + j0);
-            for (unsigned i = 0; i < 8; i += 2) {
-                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-            }
-            for (unsigned i = 0; i < 8; i += 4) {
-                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-            }
-            /* r[4b + q], 128-bit half h: rows 4b..4b+3 of column 4h + q */
-            for (unsigned q = 0; q < 4; q++) {
-                _mm256_storeu_ps(out + (size_t)(j0 + q) * rows + i0, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
-                _mm256_storeu_ps(out + (size_t)(j0 + 4 + q) * rows + i0, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
-            }
-        }
+    __m256 t[8];
+    for (unsigned i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (unsigned i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4b + q], 128-bit half h: rows 4b..4b+3 of column 4h + q */
+    for (unsigned q = 0; q < 4; q++) {
+        _mm256_storeu_ps(out + q * ld, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
+        _mm256_storeu_ps(out + (4 + q) * ld, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
+    }
 }
 
 void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf)
 {
-    transpose8(x, L->n, L->d, zbuf);
-    quantize_z(L, zbuf, L->n, x, blk, et, 0);
+    const unsigned n = L->n, d = L->d;
+    for (unsigned i0 = 0; i0 < n; i0 += 8)
+        for (unsigned j0 = 0; j0 < d; j0 += 8) {
+            __m256 r[8];
+            for (unsigned i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + (size_t)(i0 + i) * d + j0);
+            tile8(r, zbuf + (size_t)j0 * n + i0, n);
+        }
+    quantize_z(L, zbuf, n, blk, et, 0);
+}
+
+/* The same from fp16 rows ld apart, converted as they are transposed:
+ * 0 (blk unfinished) if one is Inf or NaN. */
+int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk,
+                                  float *et, float *zbuf)
+{
+    const unsigned n = L->n, d = L->d;
+    const __m128i ex = _mm_set1_epi16(0x7c00);
+    __m128i bad = _mm_setzero_si128();
+    for (unsigned i0 = 0; i0 < n; i0 += 8)
+        for (unsigned j0 = 0; j0 < d; j0 += 8) {
+            __m256 r[8];
+            for (unsigned i = 0; i < 8; i++) {
+                __m128i h = _mm_loadu_si128((const __m128i *)(x + (i0 + i) * ld + j0));
+                bad = _mm_or_si128(bad, _mm_cmpeq_epi16(_mm_and_si128(h, ex), ex)); /* all exponent bits */
+                r[i] = _mm256_cvtph_ps(h);
+            }
+            tile8(r, zbuf + (size_t)j0 * n + i0, n);
+        }
+    if (!_mm_testz_si128(bad, bad)) return 0;
+    quantize_z(L, zbuf, n, blk, et, 0);
+    return 1;
 }

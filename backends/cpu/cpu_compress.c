@@ -820,10 +820,21 @@ static int avx512_fits(const gear_block_layout *L)
 #endif
 }
 
+/* AVX2 value blocks are converted from fp16 as they are transposed. */
+static int avx2_values_fit(const gear_block_layout *L)
+{
+#ifdef GEAR_CPU_AVX512
+    return CPU_AVX2_ONLY && L->kind == GEAR_VALUE && gear_cpu_block_avx2_fits(L);
+#else
+    (void)L;
+    return 0;
+#endif
+}
+
 int gear_cpu_compress_f16_direct(const gear_block_layout *L)
 {
 #ifdef GEAR_CPU_AVX512
-    return avx512_fits(L);
+    return avx512_fits(L) || avx2_values_fit(L);
 #else
     (void)L;
     return 0;
@@ -838,6 +849,11 @@ gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_blo
     if (avx512_fits(L))
         return gear_cpu_compress_avx512_f16(L, id, x, ld, s->next, s->after, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
                                                                                           : GEAR_ERR_NONFINITE;
+    if (avx2_values_fit(L)) {
+        if (!gear_cpu_value_block_avx2_f16(L, x, ld, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
+        if (L->rank) lowrank_t(L, id, s, blk);
+        return GEAR_OK;
+    }
 #else
     (void)id, (void)x, (void)ld, (void)blk;
 #endif
