@@ -136,64 +136,74 @@ INLINE __m256 outliers8(__m256 x, const g8 *g, const int tie, ostate *o)
  * ref's true division might round the other way: then the word is redone
  * row by row, as every word is without inr: a row where some quotient
  * v*(1/dl) lies within 0.5 - thr of a boundary takes the true division,
- * and the codes are clamped. */
+ * and the codes are clamped.
+ *
+ * A word's codes are summed as floats, code j times 2^(bits*j), in two
+ * halves of 16 bits (exact in fp32): one FMA a row where shifting the
+ * integer code into place took three instructions. */
 INLINE void codes8(const float *z, unsigned nc, unsigned r0, unsigned m, unsigned c0, const g8 *g, unsigned bits,
                    unsigned levels, float thr, const int k, const int tie, const int inr, float *e, __m256i *acc,
                    __m256i *pm, __m256i *pn)
 {
-    const unsigned cpd = 32 / bits;
+    const unsigned cpd = 32 / bits, per = 16 / bits;
     const __m256 M = _mm256_set1_ps(MAGIC), MN = _mm256_set1_ps(MAGIC + (float)levels);
     const __m256 th = _mm256_set1_ps(thr), tdl = _mm256_mul_ps(th, g->dlf);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m128i sh = _mm_cvtsi32_si128((int)bits), up = _mm_cvtsi32_si128((int)(32 - bits));
+    float wt[16]; /* 2^(bits*j) */
+    for (unsigned j = 0; j < per; j++) wt[j] = (float)(1u << (bits * j));
     ostate o = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                 _mm256_set1_epi32((int)r0)};
     const float *p = z + (size_t)r0 * nc + c0;
     if (e) e += (size_t)r0 * nc + c0;
     for (unsigned w = 0; w * cpd < m; w++, p += (size_t)cpd * nc, e = e ? e + (size_t)cpd * nc : NULL) {
-        __m256i a = _mm256_setzero_si256();
+        __m256 h[2];
         const ostate o0 = o;
         if (inr) {
             __m256 big = _mm256_setzero_ps();
-            for (unsigned j = 0; j < cpd; j++) {
-                __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
-                __m256 v = _mm256_sub_ps(x, g->mnf), r = _mm256_fmadd_ps(v, g->inv, M);
-                __m256 res = _mm256_fnmadd_ps(_mm256_sub_ps(r, M), g->dlf, v);
-                if (k) {
-                    __m256 out = outliers8(x, g, tie, &o);
-                    r = _mm256_blendv_ps(r, M, out);
-                    res = _mm256_andnot_ps(out, res);
+            for (unsigned u = 0; u < 2; u++) {
+                h[u] = _mm256_setzero_ps();
+                for (unsigned j = u * per; j < u * per + per; j++) {
+                    __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
+                    __m256 v = _mm256_sub_ps(x, g->mnf);
+                    __m256 c = _mm256_sub_ps(_mm256_fmadd_ps(v, g->inv, M), M);
+                    __m256 res = _mm256_fnmadd_ps(c, g->dlf, v);
+                    if (k) {
+                        __m256 out = outliers8(x, g, tie, &o);
+                        c = _mm256_andnot_ps(out, c);
+                        res = _mm256_andnot_ps(out, res);
+                    }
+                    big = _mm256_max_ps(big, _mm256_and_ps(res, absm));
+                    if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
+                    h[u] = _mm256_fmadd_ps(c, _mm256_broadcast_ss(&wt[j - u * per]), h[u]);
                 }
-                big = _mm256_max_ps(big, _mm256_and_ps(res, absm));
-                if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
-                /* the code's low bits enter at the top; after cpd codes
-                 * the first one sits at bit 0 */
-                a = _mm256_or_si256(_mm256_srl_epi32(a, sh), _mm256_sll_epi32(_mm256_castps_si256(r), up));
             }
             if (!_mm256_movemask_ps(_mm256_cmp_ps(big, tdl, _CMP_NLT_UQ))) {
-                acc[w] = a;
+                acc[w] = _mm256_or_si256(_mm256_cvttps_epi32(h[0]), _mm256_slli_epi32(_mm256_cvttps_epi32(h[1]), 16));
                 continue;
             }
-            o = o0, a = _mm256_setzero_si256();
+            o = o0;
         }
-        for (unsigned j = 0; j < cpd; j++) {
-            __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
-            __m256 v = _mm256_sub_ps(x, g->mnf), q = _mm256_mul_ps(v, g->inv);
-            __m256 r = _mm256_add_ps(q, M);
-            __m256 red = _mm256_and_ps(_mm256_sub_ps(q, _mm256_sub_ps(r, M)), absm);
-            if (_mm256_movemask_ps(_mm256_cmp_ps(red, th, _CMP_NLT_UQ)))
-                r = _mm256_add_ps(_mm256_and_ps(g->nz, _mm256_div_ps(v, g->dlf)), M);
-            r = _mm256_min_ps(_mm256_max_ps(r, M), MN);
-            __m256 res = _mm256_fnmadd_ps(_mm256_sub_ps(r, M), g->dlf, v);
-            if (k) {
-                __m256 out = outliers8(x, g, tie, &o);
-                r = _mm256_blendv_ps(r, M, out);
-                res = _mm256_andnot_ps(out, res);
+        for (unsigned u = 0; u < 2; u++) {
+            h[u] = _mm256_setzero_ps();
+            for (unsigned j = u * per; j < u * per + per; j++) {
+                __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
+                __m256 v = _mm256_sub_ps(x, g->mnf), q = _mm256_mul_ps(v, g->inv);
+                __m256 r = _mm256_add_ps(q, M);
+                __m256 red = _mm256_and_ps(_mm256_sub_ps(q, _mm256_sub_ps(r, M)), absm);
+                if (_mm256_movemask_ps(_mm256_cmp_ps(red, th, _CMP_NLT_UQ)))
+                    r = _mm256_add_ps(_mm256_and_ps(g->nz, _mm256_div_ps(v, g->dlf)), M);
+                __m256 c = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(r, M), MN), M);
+                __m256 res = _mm256_fnmadd_ps(c, g->dlf, v);
+                if (k) {
+                    __m256 out = outliers8(x, g, tie, &o);
+                    c = _mm256_andnot_ps(out, c);
+                    res = _mm256_andnot_ps(out, res);
+                }
+                if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
+                h[u] = _mm256_fmadd_ps(c, _mm256_broadcast_ss(&wt[j - u * per]), h[u]);
             }
-            if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
-            a = _mm256_or_si256(_mm256_srl_epi32(a, sh), _mm256_sll_epi32(_mm256_castps_si256(r), up));
         }
-        acc[w] = a;
+        acc[w] = _mm256_or_si256(_mm256_cvttps_epi32(h[0]), _mm256_slli_epi32(_mm256_cvttps_epi32(h[1]), 16));
     }
     *pm = o.am, *pn = o.an;
 }
