@@ -318,13 +318,17 @@ void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt)
     const __m256i K = _mm256_set1_epi64x((long long)key), G = _mm256_set1_epi64x((long long)0x9e3779b97f4a7c15ull);
     const __m256i M1 = _mm256_set1_epi64x((long long)0xbf58476d1ce4e5b9ull);
     const __m256i M2 = _mm256_set1_epi64x((long long)0x94d049bb133111ebull);
-    const __m256i C = _mm256_set1_epi64x((long long)0xd1b54a32d192ed03ull), step = _mm256_set1_epi64x(4 * (long long)r);
+    const uint64_t C = 0xd1b54a32d192ed03ull;
+    /* C * (index + 1) stepped by additions (multiplication mod 2^64
+     * distributes over them) */
+    const __m256i step = _mm256_set1_epi64x((long long)(C * 4u * r));
     const __m256i low = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     for (unsigned k = 0; k < r; k++) {
         /* index + 1 of column c + lane: (c + lane) * r + k + 1 */
-        __m256i i1 = _mm256_setr_epi64x(k + 1, (long long)r + k + 1, 2 * (long long)r + k + 1, 3 * (long long)r + k + 1);
-        for (unsigned c = 0; c < d; c += 4, i1 = _mm256_add_epi64(i1, step)) {
-            __m256i z = _mm256_add_epi64(_mm256_xor_si256(K, mul64(C, i1)), G);
+        __m256i ci = _mm256_setr_epi64x((long long)(C * (k + 1u)), (long long)(C * (r + k + 1u)),
+                                        (long long)(C * (2u * r + k + 1u)), (long long)(C * (3u * r + k + 1u)));
+        for (unsigned c = 0; c < d; c += 4, ci = _mm256_add_epi64(ci, step)) {
+            __m256i z = _mm256_add_epi64(_mm256_xor_si256(K, ci), G);
             z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), M1);
             z = mul64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), M2);
             z = _mm256_xor_si256(z, _mm256_srli_epi64(z, 31));

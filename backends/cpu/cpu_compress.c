@@ -715,8 +715,15 @@ static void orthonormalize_t(float *restrict yt, unsigned n, unsigned r)
 }
 
 /* The same on y (n x r, row-major), through yt. */
+GEAR_CLONES
 static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *restrict yt)
 {
+    if (r == 2) { /* the presets' rank: loops GCC vectorizes */
+        for (unsigned i = 0; i < n; i++) yt[i] = y[2 * i], yt[n + i] = y[2 * i + 1];
+        orthonormalize_t(yt, n, 2);
+        for (unsigned i = 0; i < n; i++) y[2 * i] = yt[i], y[2 * i + 1] = yt[n + i];
+        return;
+    }
     for (unsigned i = 0; i < n; i++)
         for (unsigned c = 0; c < r; c++) yt[(size_t)c * n + i] = y[(size_t)i * r + c];
     orthonormalize_t(yt, n, r);
@@ -761,8 +768,11 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
 #ifdef GEAR_CPU_AVX512
     if (CPU_AVX2) { /* GCC 12 leaves the loops below scalar (gear_half_sat) */
         float *bt = s->mn; /* B as stored, [c][k] (mn is free by now) */
-        for (unsigned c = 0; c < d; c++)
-            for (unsigned k = 0; k < r; k++) bt[(size_t)c * r + k] = s->pt[(size_t)k * d + c];
+        if (r == 2)
+            for (unsigned c = 0; c < d; c++) bt[2 * c] = s->pt[c], bt[2 * c + 1] = s->pt[d + c];
+        else
+            for (unsigned c = 0; c < d; c++)
+                for (unsigned k = 0; k < r; k++) bt[(size_t)c * r + k] = s->pt[(size_t)k * d + c];
         gear_cpu_halves_sat_avx2(s->y, (size_t)n * r, (uint16_t *)(void *)(blk + L->off_a));
         gear_cpu_halves_sat_avx2(bt, (size_t)d * r, (uint16_t *)(void *)(blk + L->off_b));
         return;
