@@ -33,25 +33,40 @@ typedef struct g8 {
     __m128i mn_h, dl_h;
 } g8;
 
+/* Row i of a strip: from z, or (h) converted from the fp16 rows x16 (ld
+ * apart) and stored into z on the way, their sum kept in *fin (Inf and
+ * NaN survive a sum of halves; z is then the caller's scratch). */
+INLINE __m256 row8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned i, const int h,
+                   __m256 *fin)
+{
+    if (!h) return _mm256_loadu_ps(z + (size_t)i * nc + c0);
+    __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (size_t)i * ld + c0)));
+    _mm256_storeu_ps((float *)z + (size_t)i * nc + c0, v);
+    *fin = _mm256_add_ps(*fin, v);
+    return v;
+}
+
 /* Pass 1: maximum, second maximum, minimum, second minimum of columns
  * c0..c0+7 over rows [r0, r0+m) (m a multiple of 4; a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice), two streams so that
- * each chain carries one max or min a step. */
-INLINE void stats8(const float *z, unsigned nc, unsigned c0, unsigned r0, unsigned m, unsigned k, __m256 *mx1,
-                   __m256 *mx2, __m256 *mn1, __m256 *mn2)
+ * each chain carries one max or min a step.  h: the rows come from x16
+ * (row8); returns 0 if one of them is Inf or NaN. */
+INLINE int stats8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned r0, unsigned m,
+                  unsigned k, const int h, __m256 *mx1, __m256 *mx2, __m256 *mn1, __m256 *mn2)
 {
     __m256 a1 = _mm256_set1_ps(-__builtin_inff()), a2 = a1, b1 = _mm256_set1_ps(__builtin_inff()), b2 = b1;
-    const float *p = z + (size_t)r0 * nc + c0;
+    __m256 fin = _mm256_setzero_ps();
+#define ROW(i) row8(z, nc, x16, ld, c0, i, h, &fin)
     if (k) {
         __m256 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
-        for (unsigned i = 0; i < m; i += 4, p += 4 * (size_t)nc) {
-            __m256 u = _mm256_loadu_ps(p), v = _mm256_loadu_ps(p + nc);
+        for (unsigned i = r0; i < r0 + m; i += 4) {
+            __m256 u = ROW(i), v = ROW(i + 1);
             __m256 hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
             a2 = _mm256_max_ps(a2, _mm256_max_ps(lo, _mm256_min_ps(a1, hi)));
             a1 = _mm256_max_ps(a1, hi);
             b2 = _mm256_min_ps(b2, _mm256_min_ps(hi, _mm256_max_ps(b1, lo)));
             b1 = _mm256_min_ps(b1, lo);
-            u = _mm256_loadu_ps(p + 2 * (size_t)nc), v = _mm256_loadu_ps(p + 3 * (size_t)nc);
+            u = ROW(i + 2), v = ROW(i + 3);
             hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
             c2 = _mm256_max_ps(c2, _mm256_max_ps(lo, _mm256_min_ps(c1, hi)));
             c1 = _mm256_max_ps(c1, hi);
@@ -64,8 +79,8 @@ INLINE void stats8(const float *z, unsigned nc, unsigned c0, unsigned r0, unsign
         b1 = _mm256_min_ps(b1, d1);
     } else {
         __m256 c1 = a1, d1 = b1;
-        for (unsigned i = 0; i < m; i += 2, p += 2 * (size_t)nc) {
-            __m256 u = _mm256_loadu_ps(p), v = _mm256_loadu_ps(p + nc);
+        for (unsigned i = r0; i < r0 + m; i += 2) {
+            __m256 u = ROW(i), v = ROW(i + 1);
             a1 = _mm256_max_ps(a1, u);
             b1 = _mm256_min_ps(b1, u);
             c1 = _mm256_max_ps(c1, v);
@@ -74,7 +89,10 @@ INLINE void stats8(const float *z, unsigned nc, unsigned c0, unsigned r0, unsign
         a1 = _mm256_max_ps(a1, c1);
         b1 = _mm256_min_ps(b1, d1);
     }
+#undef ROW
     *mx1 = a1, *mx2 = a2, *mn1 = b1, *mn2 = b2;
+    const __m256 ex = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
+    return !h || !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(fin, ex), ex, _CMP_EQ_OQ));
 }
 
 /* Scale and minimum of 8 groups from their remaining range [lo, hi], as
@@ -312,7 +330,8 @@ int gear_cpu_block_avx2_fits(const gear_block_layout *L)
 
 /* Both passes over Z (nc columns: keys, Z = X; values, Z = X^T), 8
  * columns and one group of rows at a time; residual into ez (Z's layout). */
-static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, uint8_t *blk, float *ez, const int key)
+static int quantize_z(const gear_block_layout *L, const float *z, unsigned nc, const uint16_t *x16, size_t ld,
+                      uint8_t *blk, float *ez, const int key)
 {
     const unsigned G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
     /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
@@ -323,7 +342,9 @@ static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, 
             const int last = gb + 1 == G;
             const unsigned r0 = gb * L->group, m = last ? L->tail_len : L->group, k = last ? L->k_tail : L->k_full;
             __m256 mx1, mx2, mn1, mn2;
-            stats8(z, nc, c0, r0, m, k, &mx1, &mx2, &mn1, &mn2);
+            if (x16 ? !stats8(z, nc, x16, ld, c0, r0, m, k, 1, &mx1, &mx2, &mn1, &mn2)
+                    : !stats8(z, nc, NULL, 0, c0, r0, m, k, 0, &mx1, &mx2, &mn1, &mn2))
+                return 0;
             g8 g;
             g.mx1 = mx1, g.mn1 = mn1;
             __m256 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
@@ -343,11 +364,20 @@ static void quantize_z(const gear_block_layout *L, const float *z, unsigned nc, 
             store_codes8(codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
             store_group8(L, z, nc, blk, c0, gb, (int)k, &g, pm, pn, key);
         }
+    return 1;
 }
 
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e)
 {
-    quantize_z(L, x, L->d, blk, e, 1);
+    (void)quantize_z(L, x, L->d, NULL, 0, blk, e, 1);
+}
+
+/* The same from fp16 rows ld apart, converted into xbuf (n*d floats) by
+ * pass 1: 0 (blk unfinished) if one is Inf or NaN. */
+int gear_cpu_key_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk, float *e,
+                                float *xbuf)
+{
+    return quantize_z(L, xbuf, L->d, x, ld, blk, e, 1);
 }
 
 /* Rows r[0..7] of an 8x8 tile transposed into out (column j of the tile
@@ -381,7 +411,7 @@ void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8
             for (unsigned i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(x + (size_t)(i0 + i) * d + j0);
             tile8(r, zbuf + (size_t)j0 * n + i0, n);
         }
-    quantize_z(L, zbuf, n, blk, et, 0);
+    (void)quantize_z(L, zbuf, n, NULL, 0, blk, et, 0);
 }
 
 /* The same from fp16 rows ld apart, converted as they are transposed:
@@ -403,6 +433,5 @@ int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x,
             tile8(r, zbuf + (size_t)j0 * n + i0, n);
         }
     if (!_mm_testz_si128(bad, bad)) return 0;
-    quantize_z(L, zbuf, n, blk, et, 0);
-    return 1;
+    return quantize_z(L, zbuf, n, NULL, 0, blk, et, 0);
 }

@@ -830,11 +830,12 @@ static int avx512_fits(const gear_block_layout *L)
 #endif
 }
 
-/* AVX2 value blocks are converted from fp16 as they are transposed. */
-static int avx2_values_fit(const gear_block_layout *L)
+/* AVX2 blocks from fp16: values are converted as they are transposed,
+ * keys by pass 1. */
+static int avx2_fits(const gear_block_layout *L)
 {
 #ifdef GEAR_CPU_AVX512
-    return CPU_AVX2_ONLY && L->kind == GEAR_VALUE && gear_cpu_block_avx2_fits(L);
+    return CPU_AVX2_ONLY && gear_cpu_block_avx2_fits(L);
 #else
     (void)L;
     return 0;
@@ -844,7 +845,7 @@ static int avx2_values_fit(const gear_block_layout *L)
 int gear_cpu_compress_f16_direct(const gear_block_layout *L)
 {
 #ifdef GEAR_CPU_AVX512
-    return avx512_fits(L) || avx2_values_fit(L);
+    return avx512_fits(L) || avx2_fits(L);
 #else
     (void)L;
     return 0;
@@ -859,7 +860,12 @@ gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_blo
     if (avx512_fits(L))
         return gear_cpu_compress_avx512_f16(L, id, x, ld, s->next, s->after, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
                                                                                           : GEAR_ERR_NONFINITE;
-    if (avx2_values_fit(L)) {
+    if (avx2_fits(L)) {
+        if (L->kind == GEAR_KEY) {
+            if (!gear_cpu_key_block_avx2_f16(L, x, ld, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
+            if (L->rank) lowrank(L, id, s, blk);
+            return GEAR_OK;
+        }
         if (!gear_cpu_value_block_avx2_f16(L, x, ld, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
         if (L->rank) lowrank_t(L, id, s, blk);
         return GEAR_OK;

@@ -107,6 +107,10 @@ void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsig
  * (d x n), and zbuf n*d floats of scratch. */
 int gear_cpu_block_avx2_fits(const gear_block_layout *L);
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e);
+/* from fp16 rows ld apart (converted into xbuf, n*d floats); 0 (blk
+ * unfinished) if one is Inf or NaN */
+int gear_cpu_key_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk, float *e,
+                                float *xbuf);
 void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf);
 /* from fp16 rows ld apart; 0 (blk unfinished) if one is Inf or NaN */
 int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk,
