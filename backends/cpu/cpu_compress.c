@@ -861,12 +861,14 @@ gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_blo
         return gear_cpu_compress_avx512_f16(L, id, x, ld, s->next, s->after, blk, s->mn, s->e, s->y, s->pt) ? GEAR_OK
                                                                                           : GEAR_ERR_NONFINITE;
     if (avx2_fits(L)) {
+        const gear_cpu_next pf = {s->next, s->after, ld};
         if (L->kind == GEAR_KEY) {
-            if (!gear_cpu_key_block_avx2_f16(L, x, ld, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
+            if (!gear_cpu_key_block_avx2_f16(L, x, ld, &pf, blk, L->rank ? s->e : NULL, s->dl))
+                return GEAR_ERR_NONFINITE;
             if (L->rank) lowrank(L, id, s, blk);
             return GEAR_OK;
         }
-        if (!gear_cpu_value_block_avx2_f16(L, x, ld, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
+        if (!gear_cpu_value_block_avx2_f16(L, x, ld, &pf, blk, L->rank ? s->e : NULL, s->dl)) return GEAR_ERR_NONFINITE;
         if (L->rank) lowrank_t(L, id, s, blk);
         return GEAR_OK;
     }

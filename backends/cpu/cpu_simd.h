@@ -107,14 +107,20 @@ void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsig
  * (d x n), and zbuf n*d floats of scratch. */
 int gear_cpu_block_avx2_fits(const gear_block_layout *L);
 void gear_cpu_key_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *e);
+/* The fp16 rows of the blocks after this one (the same ld), or NULL:
+ * fetched while this one is compressed. */
+typedef struct gear_cpu_next {
+    const uint16_t *next, *after;
+    size_t ld;
+} gear_cpu_next;
 /* from fp16 rows ld apart (converted into xbuf, n*d floats); 0 (blk
  * unfinished) if one is Inf or NaN */
-int gear_cpu_key_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk, float *e,
-                                float *xbuf);
+int gear_cpu_key_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, const gear_cpu_next *pf,
+                                uint8_t *blk, float *e, float *xbuf);
 void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf);
 /* from fp16 rows ld apart; 0 (blk unfinished) if one is Inf or NaN */
-int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, uint8_t *blk,
-                                  float *et, float *zbuf);
+int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, const gear_cpu_next *pf,
+                                  uint8_t *blk, float *et, float *zbuf);
 /* pt[k][c] = gear_rng_uniform(key, c*r + k), d a multiple of 4 */
 void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
