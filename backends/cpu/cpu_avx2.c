@@ -285,20 +285,21 @@ void gear_cpu_value_codes_avx2(const float *row, unsigned c0, unsigned c1, unsig
  * and its NaN the quiet 0x7e00, sign kept (check_core's test of the
  * core's own copy of this covers the edges; check_xbackend compares
  * decompression into fp16 with ref's bit for bit). */
-void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst)
+void gear_cpu_halves_sat_avx2(const float *src, size_t n, void *dst)
 {
     const __m128i m7 = _mm_set1_epi16(0x7fff), inf = _mm_set1_epi16(0x7c00);
+    uint8_t *out = dst; /* may be only byte-aligned (a block's factors) */
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m128i mag = _mm_and_si128(h, m7);
         mag = _mm_blendv_epi8(mag, _mm_set1_epi16(0x7bff), _mm_cmpeq_epi16(mag, inf));
         mag = _mm_blendv_epi8(mag, _mm_set1_epi16(0x7e00), _mm_cmpgt_epi16(mag, inf));
-        _mm_storeu_si128((__m128i *)(dst + i), _mm_or_si128(mag, _mm_andnot_si128(m7, h)));
+        _mm_storeu_si128((__m128i *)(void *)(out + 2 * i), _mm_or_si128(mag, _mm_andnot_si128(m7, h)));
     }
-    for (; i < n; i++) { /* dst may be only byte-aligned (a block's factors) */
+    for (; i < n; i++) {
         uint16_t h = gear_half_sat(src[i]);
-        memcpy(dst + i, &h, 2);
+        memcpy(out + 2 * i, &h, 2);
     }
 }
 

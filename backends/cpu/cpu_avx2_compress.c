@@ -7,10 +7,11 @@
  * It runs on a matrix Z whose quantization groups are runs of `group`
  * consecutive rows of one column, so 8 groups fill a vector: keys, Z = X
  * (a group is `group` tokens of one channel); values, Z = X^T, staged by
- * 8x8 transposes, and the residual left as E^T for the power iteration.  Pass 1 keeps each lane's two largest and two smallest
- * entries (no positions); pass 2 finds the outliers as the first entries
- * equal to the extremes, and computes the codes (packed into 32-bit words
- * in registers: a code row of the block is a column of Z), the residual and
+ * 8x8 transposes, and the residual left as E^T for the power iteration.
+ * Pass 1 keeps each lane's two largest and two smallest entries (no
+ * positions); pass 2 finds the outliers as the first entries equal to the
+ * extremes, and computes the codes (summed into 32-bit words in
+ * registers: a code row of the block is a column of Z), the residual and
  * the outliers' rows.  The portable loops it replaces took a pass for the
  * statistics with positions, a scalar loop over channels for the
  * parameters and outliers, a true division a code and a packing pass.
@@ -302,7 +303,8 @@ INLINE void store_group8(const gear_block_layout *L, const float *z, unsigned nc
     __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     __m256i idx = _mm256_or_si256(fa, _mm256_slli_epi32(fb, 16)), hv = _mm256_or_si256(ha, _mm256_slli_epi32(hb, 16));
     const unsigned ow = L->outliers_per_row / 2, slot0 = gb * L->k_full;
-    uint8_t *oi = blk + L->off_oidx + 4 * ((size_t)c0 * ow + slot0), *ov = blk + L->off_oval + 4 * ((size_t)c0 * ow + slot0);
+    const size_t pair0 = (size_t)c0 * ow + slot0; /* dword of column c0's first pair here */
+    uint8_t *oi = blk + L->off_oidx + 4 * pair0, *ov = blk + L->off_oval + 4 * pair0;
     if (ow == 1) {
         _mm256_storeu_si256((__m256i *)oi, idx);
         _mm256_storeu_si256((__m256i *)ov, hv);

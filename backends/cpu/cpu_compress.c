@@ -773,8 +773,8 @@ static void lowrank(const gear_block_layout *L, const gear_block_id *id, cpu_scr
         else
             for (unsigned c = 0; c < d; c++)
                 for (unsigned k = 0; k < r; k++) bt[(size_t)c * r + k] = s->pt[(size_t)k * d + c];
-        gear_cpu_halves_sat_avx2(s->y, (size_t)n * r, (uint16_t *)(void *)(blk + L->off_a));
-        gear_cpu_halves_sat_avx2(bt, (size_t)d * r, (uint16_t *)(void *)(blk + L->off_b));
+        gear_cpu_halves_sat_avx2(s->y, (size_t)n * r, blk + L->off_a);
+        gear_cpu_halves_sat_avx2(bt, (size_t)d * r, blk + L->off_b);
         return;
     }
 #endif
@@ -803,8 +803,8 @@ static void lowrank_t(const gear_block_layout *L, const gear_block_id *id, cpu_s
     }
     for (unsigned t = 0; t < n; t++)
         for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
-    gear_cpu_halves_sat_avx2(a, (size_t)n * r, (uint16_t *)(void *)(blk + L->off_a));
-    gear_cpu_halves_sat_avx2(pc, (size_t)d * r, (uint16_t *)(void *)(blk + L->off_b));
+    gear_cpu_halves_sat_avx2(a, (size_t)n * r, blk + L->off_a);
+    gear_cpu_halves_sat_avx2(pc, (size_t)d * r, blk + L->off_b);
 }
 #endif
 

@@ -88,7 +88,7 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
                             float *o);
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
 int gear_cpu_halves_finite_avx2(const uint16_t *src, size_t m, float *dst);
-void gear_cpu_halves_sat_avx2(const float *src, size_t n, uint16_t *dst);
+void gear_cpu_halves_sat_avx2(const float *src, size_t n, void *dst); /* dst: any byte */
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
 /* key_group, key_codes and value_codes of cpu_compress.c (d, c0 and c1
  * multiples of 8) */
