@@ -295,10 +295,17 @@ INLINE void store_group8(const gear_block_layout *L, const float *z, unsigned nc
         fb = _mm256_add_epi32(_mm256_mullo_epi32(col, dv), b);
     }
     /* the entries themselves (rows a and b of Z), so that a zero extreme
-     * keeps its sign */
-    const __m256i ncv = _mm256_set1_epi32((int)nc);
-    __m256 va = _mm256_i32gather_ps(z, _mm256_add_epi32(_mm256_mullo_epi32(a, ncv), col), 4);
-    __m256 vb = _mm256_i32gather_ps(z, _mm256_add_epi32(_mm256_mullo_epi32(b, ncv), col), 4);
+     * keeps its sign; plain loads, not vgatherdps, which qemu 7.2 (CI's
+     * emulated Haswell) returned wrong here */
+    uint32_t ra[8], rb[8];
+    float fa8[8], fb8[8];
+    _mm256_storeu_si256((__m256i *)ra, a);
+    _mm256_storeu_si256((__m256i *)rb, b);
+    for (unsigned l = 0; l < 8; l++) {
+        fa8[l] = z[(size_t)ra[l] * nc + c0 + l];
+        fb8[l] = z[(size_t)rb[l] * nc + c0 + l];
+    }
+    __m256 va = _mm256_loadu_ps(fa8), vb = _mm256_loadu_ps(fb8);
     __m256i ha = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(va, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     __m256i hb = _mm256_cvtepu16_epi32(_mm256_cvtps_ph(vb, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     __m256i idx = _mm256_or_si256(fa, _mm256_slli_epi32(fb, 16)), hv = _mm256_or_si256(ha, _mm256_slli_epi32(hb, 16));
