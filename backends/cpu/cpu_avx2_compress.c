@@ -34,15 +34,15 @@ typedef struct g8 {
     __m128i mn_h, dl_h;
 } g8;
 
-/* Row i of a strip: from z, or (h) converted from the fp16 rows x16 (ld
- * apart) and stored into z on the way, their sum kept in *fin (Inf and
- * NaN survive a sum of halves; z is then the caller's scratch). */
-INLINE __m256 row8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned i, const int h,
-                   __m256 *fin)
+/* Row i of a strip (z: its first row, nc apart): from z, or (h)
+ * converted from the fp16 rows x16 (ld apart) and stored into z on the
+ * way, their sum kept in *fin (Inf and NaN survive a sum of halves; z is
+ * then the caller's scratch). */
+INLINE __m256 row8(const float *z, size_t nc, const uint16_t *x16, size_t ld, unsigned i, const int h, __m256 *fin)
 {
-    if (!h) return _mm256_loadu_ps(z + (size_t)i * nc + c0);
-    __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (size_t)i * ld + c0)));
-    _mm256_storeu_ps((float *)z + (size_t)i * nc + c0, v);
+    if (!h) return _mm256_loadu_ps(z + i * nc);
+    __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + i * ld)));
+    _mm256_storeu_ps((float *)z + i * nc, v);
     *fin = _mm256_add_ps(*fin, v);
     return v;
 }
@@ -51,28 +51,35 @@ INLINE __m256 row8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, 
  * c0..c0+7 over rows [r0, r0+m) (m a multiple of 4; a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice), two streams so that
  * each chain carries one max or min a step.  h: the rows come from x16
- * (row8); returns 0 if one of them is Inf or NaN. */
-INLINE int stats8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned r0, unsigned m,
+ * (row8); returns 0 if one of them is Inf or NaN.  The rows are reached
+ * by pointers stepped a group of rows at a time: indexing them from the
+ * row number took two 64-bit multiplications a row, and those bounded
+ * the pass. */
+INLINE int stats8(const float *z, size_t nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned r0, unsigned m,
                   unsigned k, const int h, __m256 *mx1, __m256 *mx2, __m256 *mn1, __m256 *mn2)
 {
     __m256 a1 = _mm256_set1_ps(-__builtin_inff()), a2 = a1, b1 = _mm256_set1_ps(__builtin_inff()), b2 = b1;
     __m256 fin = _mm256_setzero_ps();
-#define ROW(i) row8(z, nc, x16, ld, c0, i, h, &fin)
+    z += r0 * nc + c0;
+    if (h) x16 += r0 * ld + c0;
+#define ROW(i) row8(z, nc, x16, ld, i, h, &fin)
     if (k) {
         __m256 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
-        for (unsigned i = r0; i < r0 + m; i += 4) {
-            __m256 u = ROW(i), v = ROW(i + 1);
+        for (unsigned i = 0; i < m; i += 4) {
+            __m256 u = ROW(0), v = ROW(1);
             __m256 hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
             a2 = _mm256_max_ps(a2, _mm256_max_ps(lo, _mm256_min_ps(a1, hi)));
             a1 = _mm256_max_ps(a1, hi);
             b2 = _mm256_min_ps(b2, _mm256_min_ps(hi, _mm256_max_ps(b1, lo)));
             b1 = _mm256_min_ps(b1, lo);
-            u = ROW(i + 2), v = ROW(i + 3);
+            u = ROW(2), v = ROW(3);
             hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
             c2 = _mm256_max_ps(c2, _mm256_max_ps(lo, _mm256_min_ps(c1, hi)));
             c1 = _mm256_max_ps(c1, hi);
             d2 = _mm256_min_ps(d2, _mm256_min_ps(hi, _mm256_max_ps(d1, lo)));
             d1 = _mm256_min_ps(d1, lo);
+            z += 4 * nc;
+            if (h) x16 += 4 * ld;
         }
         a2 = _mm256_max_ps(_mm256_min_ps(a1, c1), _mm256_max_ps(a2, c2));
         a1 = _mm256_max_ps(a1, c1);
@@ -80,12 +87,14 @@ INLINE int stats8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, u
         b1 = _mm256_min_ps(b1, d1);
     } else {
         __m256 c1 = a1, d1 = b1;
-        for (unsigned i = r0; i < r0 + m; i += 2) {
-            __m256 u = ROW(i), v = ROW(i + 1);
+        for (unsigned i = 0; i < m; i += 2) {
+            __m256 u = ROW(0), v = ROW(1);
             a1 = _mm256_max_ps(a1, u);
             b1 = _mm256_min_ps(b1, u);
             c1 = _mm256_max_ps(c1, v);
             d1 = _mm256_min_ps(d1, v);
+            z += 2 * nc;
+            if (h) x16 += 2 * ld;
         }
         a1 = _mm256_max_ps(a1, c1);
         b1 = _mm256_min_ps(b1, d1);
@@ -94,6 +103,87 @@ INLINE int stats8(const float *z, unsigned nc, const uint16_t *x16, size_t ld, u
     *mx1 = a1, *mx2 = a2, *mn1 = b1, *mn2 = b2;
     const __m256 ex = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
     return !h || !_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(fin, ex), ex, _CMP_EQ_OQ));
+}
+
+/* The fp16 bits of 16 lanes as signed 16-bit keys in the order of their
+ * values (-0 just below +0, NaN beyond Inf); its own inverse. */
+INLINE __m256i key16(__m256i h)
+{
+    return _mm256_xor_si256(h, _mm256_and_si256(_mm256_srai_epi16(h, 15), _mm256_set1_epi16(0x7fff)));
+}
+
+/* Keys back to fp32: lanes 0-7 (lo) and 8-15 (hi). */
+INLINE void key_floats(__m256i t, __m256 *lo, __m256 *hi)
+{
+    __m256i h = key16(t);
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+}
+
+/* stats8 for the 16 columns c0..c0+15 of fp16 rows (two strips), on the
+ * keys of their bits, 16 lanes a vector, where stats8's float maxima and
+ * minima, which run on two of this core's four vector pipes, had bound
+ * pass 1 (bench codec, gear2 keys, AVX2-only build): the same extremes as
+ * floats, but for which of two zeros is returned, which no output tells
+ * apart (a zero scale or minimum is stored as +0, and a maximum that is
+ * a zero twice is a tie either way).  Converts the rows into z on the
+ * way; returns 0 if one is Inf or NaN (a key beyond the finite ones). */
+INLINE int stats16(float *z, size_t nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned r0, unsigned m,
+                   unsigned k, __m256 mx1[2], __m256 mx2[2], __m256 mn1[2], __m256 mn2[2])
+{
+    __m256i a1 = _mm256_set1_epi16(INT16_MIN), a2 = a1, b1 = _mm256_set1_epi16(INT16_MAX), b2 = b1;
+    z += r0 * nc + c0;
+    x16 += r0 * ld + c0;
+#define ROW16(i)                                                                                                    \
+    (_mm256_storeu_ps(z + (i)*nc, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (i)*ld)))),              \
+     _mm256_storeu_ps(z + (i)*nc + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (i)*ld + 8)))),      \
+     key16(_mm256_loadu_si256((const __m256i *)(x16 + (i)*ld))))
+    if (k) {
+        __m256i c1 = a1, c2 = a1, d1 = b1, d2 = b1;
+        for (unsigned i = 0; i < m; i += 4) {
+            __m256i u = ROW16(0), v = ROW16(1);
+            __m256i hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
+            a2 = _mm256_max_epi16(a2, _mm256_max_epi16(lo, _mm256_min_epi16(a1, hi)));
+            a1 = _mm256_max_epi16(a1, hi);
+            b2 = _mm256_min_epi16(b2, _mm256_min_epi16(hi, _mm256_max_epi16(b1, lo)));
+            b1 = _mm256_min_epi16(b1, lo);
+            u = ROW16(2), v = ROW16(3);
+            hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
+            c2 = _mm256_max_epi16(c2, _mm256_max_epi16(lo, _mm256_min_epi16(c1, hi)));
+            c1 = _mm256_max_epi16(c1, hi);
+            d2 = _mm256_min_epi16(d2, _mm256_min_epi16(hi, _mm256_max_epi16(d1, lo)));
+            d1 = _mm256_min_epi16(d1, lo);
+            z += 4 * nc;
+            x16 += 4 * ld;
+        }
+        a2 = _mm256_max_epi16(_mm256_min_epi16(a1, c1), _mm256_max_epi16(a2, c2));
+        a1 = _mm256_max_epi16(a1, c1);
+        b2 = _mm256_min_epi16(_mm256_max_epi16(b1, d1), _mm256_min_epi16(b2, d2));
+        b1 = _mm256_min_epi16(b1, d1);
+    } else {
+        __m256i c1 = a1, d1 = b1;
+        for (unsigned i = 0; i < m; i += 2) {
+            __m256i u = ROW16(0), v = ROW16(1);
+            a1 = _mm256_max_epi16(a1, u);
+            b1 = _mm256_min_epi16(b1, u);
+            c1 = _mm256_max_epi16(c1, v);
+            d1 = _mm256_min_epi16(d1, v);
+            z += 2 * nc;
+            x16 += 2 * ld;
+        }
+        a1 = _mm256_max_epi16(a1, c1);
+        b1 = _mm256_min_epi16(b1, d1);
+    }
+#undef ROW16
+    /* +Inf and NaN have keys from 0x7c00 up, -Inf and -NaN from -0x7c01 down */
+    __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi16(a1, _mm256_set1_epi16(0x7bff)),
+                                  _mm256_cmpgt_epi16(_mm256_set1_epi16(-0x7c00), b1));
+    if (!_mm256_testz_si256(bad, bad)) return 0;
+    key_floats(a1, &mx1[0], &mx1[1]);
+    key_floats(a2, &mx2[0], &mx2[1]);
+    key_floats(b1, &mn1[0], &mn1[1]);
+    key_floats(b2, &mn2[0], &mn2[1]);
+    return 1;
 }
 
 /* Scale and minimum of 8 groups from their remaining range [lo, hi], as
@@ -177,7 +267,42 @@ INLINE void codes8(const float *z, unsigned nc, unsigned r0, unsigned m, unsigne
     for (unsigned w = 0; w * cpd < m; w++, p += (size_t)cpd * nc, e = e ? e + (size_t)cpd * nc : NULL) {
         __m256 h[2];
         const ostate o0 = o;
-        if (inr) {
+        if (inr && !tie) {
+            /* each extreme occurs once: the outliers are the entries bitwise
+             * equal to it, their lanes of v are zeroed (code 0 and residual
+             * +0 follow), and the largest |residual| is an integer maximum
+             * of the bits, so that the pipes of compares and maxima carry
+             * two operations a row instead of five */
+            const __m256i mxi = _mm256_castps_si256(g->mx1), mni = _mm256_castps_si256(g->mn1);
+            const __m256i absi = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1);
+            __m256i bigi = _mm256_setzero_si256();
+            for (unsigned u = 0; u < 2; u++) {
+                __m256 hu = _mm256_setzero_ps();
+                for (unsigned j = u * per; j < u * per + per; j++) {
+                    __m256 x = _mm256_loadu_ps(p + (size_t)j * nc);
+                    __m256 v = _mm256_sub_ps(x, g->mnf);
+                    if (k) {
+                        __m256i xi = _mm256_castps_si256(x);
+                        __m256i om = _mm256_cmpeq_epi32(xi, mxi), on = _mm256_cmpeq_epi32(xi, mni);
+                        v = _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_or_si256(om, on)), v);
+                        o.am = _mm256_blendv_epi8(o.am, o.iv, om);
+                        o.an = _mm256_blendv_epi8(o.an, o.iv, on);
+                        o.iv = _mm256_add_epi32(o.iv, one);
+                    }
+                    __m256 c = _mm256_sub_ps(_mm256_fmadd_ps(v, g->inv, M), M);
+                    __m256 res = _mm256_fnmadd_ps(c, g->dlf, v);
+                    bigi = _mm256_max_epu32(bigi, _mm256_and_si256(_mm256_castps_si256(res), absi));
+                    if (e) _mm256_storeu_ps(e + (size_t)j * nc, res);
+                    hu = _mm256_fmadd_ps(c, _mm256_broadcast_ss(&wt[j - u * per]), hu);
+                }
+                h[u] = hu;
+            }
+            if (!_mm256_movemask_ps(_mm256_cmp_ps(_mm256_castsi256_ps(bigi), tdl, _CMP_NLT_UQ))) {
+                acc[w] = _mm256_or_si256(_mm256_cvttps_epi32(h[0]), _mm256_slli_epi32(_mm256_cvttps_epi32(h[1]), 16));
+                continue;
+            }
+            o = o0;
+        } else if (inr) {
             __m256 big = _mm256_setzero_ps();
             for (unsigned u = 0; u < 2; u++) {
                 h[u] = _mm256_setzero_ps();
@@ -357,49 +482,64 @@ static void touch_pages(const uint16_t *after, size_t ld, unsigned n)
     }
 }
 
+/* Pass 2 and the stores of one strip (columns c0..c0+7, group gb: rows
+ * [r0, r0+m), k outliers a side) from its extremes. */
+INLINE void strip8(const gear_block_layout *L, const float *z, unsigned nc, unsigned c0, unsigned gb, unsigned r0,
+                   unsigned m, unsigned k, __m256 mx1, __m256 mx2, __m256 mn1, __m256 mn2, float thr, float *ez,
+                   uint8_t *blk, const int key)
+{
+    const unsigned bits = L->bits, levels = (1u << bits) - 1u;
+    g8 g;
+    g.mx1 = mx1, g.mn1 = mn1;
+    __m256 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
+    params8(lo, hi, levels, &g);
+    const int inr = in_range8(&g, lo, hi, levels);
+    const int tie = k && _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(mx1, mx2, _CMP_EQ_OQ),
+                                                         _mm256_cmp_ps(mn1, mn2, _CMP_EQ_OQ)));
+    __m256i acc[32], pm, pn;
+#define CODES(K, TIE, INR) codes8(z, nc, r0, m, c0, &g, bits, levels, thr, K, TIE, INR, ez, acc, &pm, &pn)
+    if (!k)
+        inr ? CODES(0, 0, 1) : CODES(0, 0, 0);
+    else if (!tie)
+        inr ? CODES(1, 0, 1) : CODES(1, 0, 0);
+    else
+        inr ? CODES(1, 1, 1) : CODES(1, 1, 0);
+#undef CODES
+    store_codes8(blk + L->off_codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
+    store_group8(L, z, nc, blk, c0, gb, (int)k, &g, pm, pn, key);
+}
+
 /* Both passes over Z (nc columns: keys, Z = X; values, Z = X^T), 8
  * columns and one group of rows at a time; residual into ez (Z's layout).
- * The next block's fp16 rows (pf, or NULL) are fetched a share a strip:
- * with input from DRAM and no prefetching, gear2 keys took 15 % longer
- * than from the LLC. */
+ * From fp16 rows (x16; z is then scratch the rows are converted into),
+ * pass 1 takes two strips at a time (stats16).  The next block's fp16
+ * rows (pf, or NULL) are fetched a share a strip: with input from DRAM
+ * and no prefetching, gear2 keys took 15 % longer than from the LLC. */
 static int quantize_z(const gear_block_layout *L, const float *z, unsigned nc, const uint16_t *x16, size_t ld,
                       const gear_cpu_next *pf, uint8_t *blk, float *ez, const int key)
 {
-    const unsigned G = L->groups_per_row, bits = L->bits, levels = (1u << bits) - 1u;
+    const unsigned G = L->groups_per_row, levels = (1u << L->bits) - 1u;
     /* |v*(1/dl) - v/dl| < 3 ulp of q <= levels+1 for the codes that matter */
     const float thr = 0.5f - (float)(levels + 1) * 0x1p-21f;
-    uint8_t *codes = blk + L->off_codes;
     const unsigned strips = nc / 8 * G, per = (L->n + strips - 1) / strips;
-    unsigned sn = 0;
+    unsigned sn = 0, w;
     if (pf && pf->after) touch_pages(pf->after, pf->ld, L->n);
-    for (unsigned c0 = 0; c0 < nc; c0 += 8)
-        for (unsigned gb = 0; gb < G; gb++, sn++) {
-            if (pf && pf->next) prefetch_share(pf->next, pf->ld, L, sn * per, sn * per + per);
+    for (unsigned c0 = 0; c0 < nc; c0 += 8 * w) {
+        w = x16 && c0 + 16 <= nc ? 2 : 1;
+        for (unsigned gb = 0; gb < G; gb++) {
             const int last = gb + 1 == G;
             const unsigned r0 = gb * L->group, m = last ? L->tail_len : L->group, k = last ? L->k_tail : L->k_full;
-            __m256 mx1, mx2, mn1, mn2;
-            if (x16 ? !stats8(z, nc, x16, ld, c0, r0, m, k, 1, &mx1, &mx2, &mn1, &mn2)
-                    : !stats8(z, nc, NULL, 0, c0, r0, m, k, 0, &mx1, &mx2, &mn1, &mn2))
+            __m256 mx1[2], mx2[2], mn1[2], mn2[2];
+            if (w == 2 ? !stats16((float *)z, nc, x16, ld, c0, r0, m, k, mx1, mx2, mn1, mn2)
+                : x16  ? !stats8(z, nc, x16, ld, c0, r0, m, k, 1, mx1, mx2, mn1, mn2)
+                       : !stats8(z, nc, NULL, 0, c0, r0, m, k, 0, mx1, mx2, mn1, mn2))
                 return 0;
-            g8 g;
-            g.mx1 = mx1, g.mn1 = mn1;
-            __m256 lo = k ? mn2 : mn1, hi = k ? mx2 : mx1;
-            params8(lo, hi, levels, &g);
-            const int inr = in_range8(&g, lo, hi, levels);
-            const int tie = k && _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(mx1, mx2, _CMP_EQ_OQ),
-                                                                 _mm256_cmp_ps(mn1, mn2, _CMP_EQ_OQ)));
-            __m256i acc[32], pm, pn;
-#define CODES(K, TIE, INR) codes8(z, nc, r0, m, c0, &g, bits, levels, thr, K, TIE, INR, ez, acc, &pm, &pn)
-            if (!k)
-                inr ? CODES(0, 0, 1) : CODES(0, 0, 0);
-            else if (!tie)
-                inr ? CODES(1, 0, 1) : CODES(1, 0, 0);
-            else
-                inr ? CODES(1, 1, 1) : CODES(1, 1, 0);
-#undef CODES
-            store_codes8(codes, L->row_bytes, c0, gb * (L->group * bits / 32), acc, m * bits / 32);
-            store_group8(L, z, nc, blk, c0, gb, (int)k, &g, pm, pn, key);
+            for (unsigned s2 = 0; s2 < w; s2++, sn++) {
+                if (pf && pf->next) prefetch_share(pf->next, pf->ld, L, sn * per, sn * per + per);
+                strip8(L, z, nc, c0 + 8 * s2, gb, r0, m, k, mx1[s2], mx2[s2], mn1[s2], mn2[s2], thr, ez, blk, key);
+            }
         }
+    }
     return 1;
 }
 

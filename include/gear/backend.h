@@ -88,8 +88,12 @@ typedef struct gear_block_layout {
 
 /* ------------------------------------------------ fp16 / bf16 conversion */
 
-/* Exact, branch-free (vectorizes): the exponent-mantissa field is moved
- * into place and rescaled by 2^112, which also normalizes subnormals. */
+/* Exact and branch-free: the exponent-mantissa field is moved into place
+ * and rescaled by 2^112, which also normalizes subnormals.  Clang 14-15
+ * vectorize loops of this and of the converters below; GCC 12 vectorizes
+ * none of them (-fopt-info-vec on lib/convert.c and on scratch loops),
+ * so the cpu backend's hot paths convert with F16C or AVX-512
+ * instructions instead. */
 GEAR_HD float gear_half_to_float(uint16_t h)
 {
     union { uint32_t u; float f; } v, m;
@@ -105,11 +109,12 @@ GEAR_HD float gear_half_to_float(uint16_t h)
 /* Round to nearest even, whatever the caller's rounding mode; what
  * rounds beyond 65504 (Inf included) becomes ovf (0x7c00: Inf; 0x7bff:
  * saturate at 65504), NaN the quiet NaN 0x7e00 (with the sign).
- * Branch-free (selects only) so that conversion loops vectorize, and on
- * the integer bits only: the subnormal range once rounded by a float
- * addition of 0.5, which followed the caller's mode, where vcvtps2ph (the
- * F16C writer, the AVX-512 kernels) always rounds to nearest (a helper's
- * review: under FE_UPWARD a decode gave other halves in a strided view).
+ * Branch-free (selects only), so that a compiler may vectorize it (see
+ * gear_half_to_float), and on the integer bits only: the subnormal range
+ * once rounded by a float addition of 0.5, which followed the caller's
+ * mode, where vcvtps2ph (the F16C writer, the AVX-512 kernels) always
+ * rounds to nearest (a helper's review: under FE_UPWARD a decode gave
+ * other halves in a strided view).
  * Checked against vcvtps2ph on all 2^32 inputs, in every rounding mode. */
 GEAR_HD uint16_t gear_float_to_half_ovf(float f, uint32_t ovf)
 {
@@ -151,7 +156,8 @@ GEAR_HD uint16_t gear_float_to_bf16(float f)
 
 /* dst = fp32 of m contiguous fp16 values; returns 0 if one of them is
  * Inf or NaN (every finite fp16 value is in range).  Inlined into callers
- * compiled per instruction set, where it vectorizes. */
+ * compiled per instruction set (vectorized there by clang, not by GCC
+ * 12). */
 GEAR_HD int gear_halves_to_floats_finite(const uint16_t *p, size_t m, float *dst)
 {
     unsigned bad = 0;
@@ -188,10 +194,11 @@ GEAR_HD void gear_group_params(float lo, float hi, unsigned levels, uint16_t *mn
 }
 
 /* fp16 of v, saturated at +-65504 (low-rank factors never become Inf);
- * NaN stays NaN.  Selects on the bits, like gear_float_to_half, so that
- * output loops vectorize: clamping the float first (two compares on a
- * float that may be NaN) kept GCC from vectorizing them, and fp16 output
- * of gear_decompress ran at 0.95 GB/s where fp32 and bf16 ran at 2.3. */
+ * NaN stays NaN.  Selects on the bits, like gear_float_to_half: clamping
+ * the float first (two compares on a float that may be NaN) had kept
+ * output loops scalar (fp16 output of gear_decompress ran at 0.95 GB/s
+ * where fp32 and bf16 ran at 2.3).  Clang vectorizes loops of this form;
+ * GCC 12 does not either. */
 GEAR_HD uint16_t gear_half_sat(float v) { return gear_float_to_half_ovf(v, 0x7bffu); }
 
 /* The power iteration's orthonormalization (DESIGN s2): modified
