@@ -875,7 +875,7 @@ gear_status gear_cpu_compress_one_f16(const gear_block_layout *L, const gear_blo
         const gear_cpu_next pf = {s->next, s->after, ld};
         float *e = L->rank ? s->e : NULL;
         if (!(L->kind == GEAR_KEY ? gear_cpu_key_block_avx2_f16(L, x, ld, &pf, blk, e, s->dl)
-                                  : gear_cpu_value_block_avx2_f16(L, x, ld, &pf, blk, e, s->dl)))
+                                  : gear_cpu_value_block_avx2_f16(L, x, ld, &pf, blk, e, s->dl, (uint16_t *)s->mn)))
             return GEAR_ERR_NONFINITE;
         avx2_lowrank(L, id, s, blk);
         return GEAR_OK;

@@ -118,9 +118,10 @@ typedef struct gear_cpu_next {
 int gear_cpu_key_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, const gear_cpu_next *pf,
                                 uint8_t *blk, float *e, float *xbuf);
 void gear_cpu_value_block_avx2(const gear_block_layout *L, const float *x, uint8_t *blk, float *et, float *zbuf);
-/* from fp16 rows ld apart; 0 (blk unfinished) if one is Inf or NaN */
+/* from fp16 rows ld apart (tbuf: n*d halves of scratch); 0 (blk
+ * unfinished) if one is Inf or NaN */
 int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x, size_t ld, const gear_cpu_next *pf,
-                                  uint8_t *blk, float *et, float *zbuf);
+                                  uint8_t *blk, float *et, float *zbuf, uint16_t *tbuf);
 /* pt[k][c] = gear_rng_uniform(key, c*r + k), d a multiple of 4 */
 void gear_cpu_start_matrix_avx2(uint64_t key, unsigned d, unsigned r, float *pt);
 void gear_cpu_mul_ep_avx2(const float *e, const float *pt, unsigned n, unsigned d, unsigned r, float *y,
