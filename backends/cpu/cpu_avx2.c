@@ -14,6 +14,7 @@
  * (8, 8, 6, 8 accumulators; 16 ymm registers in all).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
@@ -390,6 +391,24 @@ void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
     pos[1] = b;
 }
 
+/* Lane j: the sum of a[j]'s lanes, in the order ep_rows reduces one
+ * vector (lane i + lane i+4, then those of lanes 0 and 2 + those of 1
+ * and 3), so that the sums are the same to the bit (another order had
+ * moved the power iteration off ref's on inputs near the fp16 limits,
+ * beyond check_xbackend's bound): 21 operations for eight sums where
+ * reducing each alone took five, as many as the products of a short row
+ * (head dim 64: 64 FMAs for 8 sums). */
+INLINE __m256 sum8x8(const __m256 a[8])
+{
+    __m256 b[4]; /* b[j]: a[j]'s 4 half sums | a[j+4]'s */
+    for (unsigned j = 0; j < 4; j++)
+        b[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[j], a[j + 4], 0x20), _mm256_permute2f128_ps(a[j], a[j + 4], 0x31));
+    /* [b0 0+2, b1 0+2, b0 1+3, b1 1+3] per half, and for b2, b3 */
+    __m256 p = _mm256_add_ps(_mm256_unpacklo_ps(b[0], b[1]), _mm256_unpackhi_ps(b[0], b[1]));
+    __m256 q = _mm256_add_ps(_mm256_unpacklo_ps(b[2], b[3]), _mm256_unpackhi_ps(b[2], b[3]));
+    return _mm256_add_ps(_mm256_shuffle_ps(p, q, 0x44), _mm256_shuffle_ps(p, q, 0xEE));
+}
+
 /* Rows t0 .. t0+T-1 of y = e pt^T for columns k0 .. k0+K-1: T*K
  * accumulators, each summing its row's 8-lane chunks in order, then the
  * same horizontal sum; several rows at once so that the FMA chains
@@ -406,6 +425,13 @@ INLINE void ep_rows(const float *e, const float *pt, unsigned d, unsigned t0, un
             for (unsigned k = 0; k < K; k++)
                 acc[i][k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(pt + (size_t)(k0 + k) * d + c), acc[i][k]);
         }
+    if (T * K == 8 && K == ys) { /* 8 sums, contiguous in y: reduced together */
+        __m256 a[8];
+        for (unsigned i = 0; i < T; i++)
+            for (unsigned k = 0; k < K; k++) a[i * K + k] = acc[i][k];
+        _mm256_storeu_ps(y + (size_t)t0 * ys, sum8x8(a));
+        return;
+    }
     for (unsigned i = 0; i < T; i++)
         for (unsigned k = 0; k < K; k++) {
             __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[i][k]), _mm256_extractf128_ps(acc[i][k], 1));
@@ -514,5 +540,52 @@ void gear_cpu_deinterleave4_add_avx2(float *y, unsigned ly, const float *yt)
             float *yi = y + (size_t)i * ly + t;
             _mm256_storeu_ps(yi, _mm256_add_ps(_mm256_loadu_ps(yi), r[i]));
         }
+    }
+}
+
+/* sum a[i] b[i] in double, len a multiple of 8: four chains (the
+ * orthonormalization is a chain of these dots, latency-bound; one of
+ * eight partial sums as two vectors had run at an FMA's latency every
+ * eight floats) */
+INLINE double dot_d(const float *a, const float *b, unsigned len)
+{
+    __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    unsigned i = 0, j = 0;
+    for (; i < len; i += 8, j ^= 2) {
+        __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
+        s[j] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_castps256_ps128(y)),
+                               s[j]);
+        s[j + 1] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)), s[j + 1]);
+    }
+    __m256d t = _mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3]));
+    __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
+}
+
+/* Modified Gram-Schmidt on the r rows of yt (r x len, len a multiple of
+ * 8), as cpu_compress.c's orthonormalize_t: the original norms first, all
+ * at once (independent of each other; a first row's is also its final
+ * one), as the AVX-512 compressor's does. */
+void gear_cpu_orthonormalize_t_avx2(float *yt, unsigned len, unsigned r)
+{
+    double orig[16]; /* of the first 16 rows; a later row's at its turn, which it reaches unchanged */
+    for (unsigned c = 0; c < r && c < 16; c++) orig[c] = dot_d(yt + (size_t)c * len, yt + (size_t)c * len, len);
+    for (unsigned c = 0; c < r; c++) {
+        float *yc = yt + (size_t)c * len;
+        const double o = c < 16 ? orig[c] : dot_d(yc, yc, len);
+        double nrm = o;
+        if (c) {
+            for (unsigned p = 0; p < c; p++) {
+                const float *yp = yt + (size_t)p * len;
+                __m256 dv = _mm256_set1_ps((float)dot_d(yp, yc, len));
+                for (unsigned i = 0; i < len; i += 8)
+                    _mm256_storeu_ps(yc + i, _mm256_fnmadd_ps(dv, _mm256_loadu_ps(yp + i), _mm256_loadu_ps(yc + i)));
+            }
+            nrm = dot_d(yc, yc, len);
+        }
+        int dead = !(nrm > 1e-24) || nrm <= o * 1e-12;
+        __m256 inv = _mm256_set1_ps(dead ? 0.0f : (float)(1.0 / sqrt(nrm)));
+        for (unsigned i = 0; i < len; i += 8) _mm256_storeu_ps(yc + i, _mm256_mul_ps(_mm256_loadu_ps(yc + i), inv));
     }
 }

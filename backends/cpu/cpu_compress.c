@@ -720,7 +720,12 @@ static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *res
 {
     if (r == 2) { /* the presets' rank: loops GCC vectorizes */
         for (unsigned i = 0; i < n; i++) yt[i] = y[2 * i], yt[n + i] = y[2 * i + 1];
-        orthonormalize_t(yt, n, 2);
+#ifdef GEAR_CPU_AVX512
+        if (CPU_AVX2 && n % 8 == 0)
+            gear_cpu_orthonormalize_t_avx2(yt, n, 2);
+        else
+#endif
+            orthonormalize_t(yt, n, 2);
         for (unsigned i = 0; i < n; i++) y[2 * i] = yt[i], y[2 * i + 1] = yt[n + i];
         return;
     }
@@ -797,7 +802,7 @@ static void lowrank_t(const gear_block_layout *L, const gear_block_id *id, cpu_s
     gear_cpu_start_matrix_avx2(gear_rng_key(id->seed, id->layer, id->head, id->block, L->kind), d * r, 1, pc);
     for (unsigned it = 0; it < L->iters; it++) {
         gear_cpu_mul_ety_avx2(s->e, pc, d, n, r, yt);                   /* Y^T[k][t] = sum_c P[c][k] E^T[c][t] */
-        orthonormalize_t(yt, n, r);
+        gear_cpu_orthonormalize_t_avx2(yt, n, r);
         for (unsigned k0 = 0; k0 < r; k0 += 4)                          /* P[c][k] = sum_t E^T[c][t] Y^T[k][t] */
             gear_cpu_mul_ep_avx2(s->e, yt + (size_t)k0 * n, d, n, r - k0 < 4 ? r - k0 : 4, pc + k0, r);
     }

@@ -131,6 +131,9 @@ void gear_cpu_mul_ety_avx2(const float *e, const float *y, unsigned n, unsigned 
  * xt[4c + i] = x[i*lx + c]; and back, added: y[i*ly + t] += yt[4t + i]
  * (the attention's sparse terms, cpu_attn.h). */
 void gear_cpu_interleave4_avx2(const float *x, unsigned lx, float *xt);
+/* Modified Gram-Schmidt on the r rows of yt (r x len, len a multiple of
+ * 8), in double, as cpu_compress.c's orthonormalize_t */
+void gear_cpu_orthonormalize_t_avx2(float *yt, unsigned len, unsigned r);
 void gear_cpu_deinterleave4_add_avx2(float *y, unsigned ly, const float *yt);
 
 /* One compressed (K block, V block) pair of one KV head folded into the
