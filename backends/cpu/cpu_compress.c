@@ -806,8 +806,11 @@ static void lowrank_t(const gear_block_layout *L, const gear_block_id *id, cpu_s
         for (unsigned k0 = 0; k0 < r; k0 += 4)                          /* P[c][k] = sum_t E^T[c][t] Y^T[k][t] */
             gear_cpu_mul_ep_avx2(s->e, yt + (size_t)k0 * n, d, n, r - k0 < 4 ? r - k0 : 4, pc + k0, r);
     }
-    for (unsigned t = 0; t < n; t++)
-        for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
+    if (r == 2) /* a loop GCC vectorizes */
+        for (unsigned t = 0; t < n; t++) a[2 * t] = yt[t], a[2 * t + 1] = yt[n + t];
+    else
+        for (unsigned t = 0; t < n; t++)
+            for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
     gear_cpu_halves_sat_avx2(a, (size_t)n * r, blk + L->off_a);
     gear_cpu_halves_sat_avx2(pc, (size_t)d * r, blk + L->off_b);
 }
