@@ -402,7 +402,8 @@ INLINE __m256 sum8x8(const __m256 a[8])
 {
     __m256 b[4]; /* b[j]: a[j]'s 4 half sums | a[j+4]'s */
     for (unsigned j = 0; j < 4; j++)
-        b[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[j], a[j + 4], 0x20), _mm256_permute2f128_ps(a[j], a[j + 4], 0x31));
+        b[j] = _mm256_add_ps(_mm256_permute2f128_ps(a[j], a[j + 4], 0x20),
+                             _mm256_permute2f128_ps(a[j], a[j + 4], 0x31));
     /* [b0 0+2, b1 0+2, b0 1+3, b1 1+3] per half, and for b2, b3 */
     __m256 p = _mm256_add_ps(_mm256_unpacklo_ps(b[0], b[1]), _mm256_unpackhi_ps(b[0], b[1]));
     __m256 q = _mm256_add_ps(_mm256_unpacklo_ps(b[2], b[3]), _mm256_unpackhi_ps(b[2], b[3]));

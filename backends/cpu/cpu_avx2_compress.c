@@ -7,14 +7,16 @@
  * It runs on a matrix Z whose quantization groups are runs of `group`
  * consecutive rows of one column, so 8 groups fill a vector: keys, Z = X
  * (a group is `group` tokens of one channel); values, Z = X^T, staged by
- * 8x8 transposes, and the residual left as E^T for the power iteration.
- * Pass 1 keeps each lane's two largest and two smallest entries (no
- * positions); pass 2 finds the outliers as the first entries equal to the
- * extremes, and computes the codes (summed into 32-bit words in
- * registers: a code row of the block is a column of Z), the residual and
- * the outliers' rows.  The portable loops it replaces took a pass for the
- * statistics with positions, a scalar loop over channels for the
- * parameters and outliers, a true division a code and a packing pass.
+ * 8x8 transposes (of halves from fp16 input, of floats from fp32), and
+ * the residual left as E^T for the power iteration.  Pass 1 keeps each
+ * lane's two largest and two smallest entries (no positions; from fp16,
+ * on 16-bit keys of the halves, two strips a vector); pass 2 finds the
+ * outliers as the first entries equal to the extremes, and computes the
+ * codes (summed into 32-bit words in registers: a code row of the block
+ * is a column of Z), the residual and the outliers' rows.  The portable
+ * loops it replaces took a pass for the statistics with positions, a
+ * scalar loop over channels for the parameters and outliers, a true
+ * division a code and a packing pass.
  * Bit-exact with ref (codes, scales, outliers).
  */
 #include <immintrin.h>
@@ -51,10 +53,10 @@ INLINE __m256 row8(const float *z, size_t nc, const uint16_t *x16, size_t ld, un
  * c0..c0+7 over rows [r0, r0+m) (m a multiple of 4; a multiset top-2:
  * mx2 == mx1 exactly when the maximum occurs twice), two streams so that
  * each chain carries one max or min a step.  h: the rows come from x16
- * (row8); returns 0 if one of them is Inf or NaN.  The rows are reached
- * by pointers stepped a group of rows at a time: indexing them from the
- * row number took two 64-bit multiplications a row, and those bounded
- * the pass. */
+ * (row8); returns 0 if one of them is Inf or NaN.  Its ten float maxima
+ * and minima a pair of rows run on two of this core's four vector pipes
+ * and bound it (2.5 cycles a row); fp16 rows take stats16 where they can.
+ */
 INLINE int stats8(const float *z, size_t nc, const uint16_t *x16, size_t ld, unsigned c0, unsigned r0, unsigned m,
                   unsigned k, const int h, __m256 *mx1, __m256 *mx2, __m256 *mn1, __m256 *mn2)
 {
