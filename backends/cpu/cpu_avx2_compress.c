@@ -621,7 +621,22 @@ int gear_cpu_value_block_avx2_f16(const gear_block_layout *L, const uint16_t *x,
                                   uint8_t *blk, float *et, float *zbuf, uint16_t *tbuf)
 {
     const unsigned n = L->n, d = L->d;
-    for (unsigned i0 = 0; i0 < n; i0 += 8)
+    unsigned i0 = 0;
+    /* 16 rows a step, row i in lane 0 and row i+8 in lane 1: a column's 16
+     * halves come out in one vector, one store (tiles side by side took
+     * two stores of 8, and the stores bounded the transposition) */
+    for (; i0 + 16 <= n; i0 += 16)
+        for (unsigned j0 = 0; j0 < d; j0 += 8) {
+            __m256i r[8];
+            for (unsigned i = 0; i < 8; i++) {
+                const uint16_t *row = x + (size_t)(i0 + i) * ld + j0;
+                r[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)row)),
+                                               _mm_loadu_si128((const __m128i *)(row + 8 * ld)), 1);
+            }
+            tile16(r);
+            for (unsigned j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(tbuf + (size_t)(j0 + j) * n + i0), r[j]);
+        }
+    for (; i0 < n; i0 += 8) /* the last 8 rows */
         for (unsigned j0 = 0; j0 < d; j0 += 16) {
             const int two = j0 + 16 <= d; /* else the last 8 columns, in lane 0 */
             __m256i r[8];
