@@ -553,11 +553,9 @@ INLINE double dot_d(const float *a, const float *b, unsigned len)
     __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
     unsigned i = 0, j = 0;
     for (; i < len; i += 8, j ^= 2) {
-        __m256 x = _mm256_loadu_ps(a + i), y = _mm256_loadu_ps(b + i);
-        s[j] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_castps256_ps128(y)),
-                               s[j]);
-        s[j + 1] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
-                                   _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)), s[j + 1]);
+        s[j] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i)), _mm256_cvtps_pd(_mm_loadu_ps(b + i)), s[j]);
+        s[j + 1] = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + i + 4)), _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4)),
+                                   s[j + 1]);
     }
     __m256d t = _mm256_add_pd(_mm256_add_pd(s[0], s[1]), _mm256_add_pd(s[2], s[3]));
     __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));

@@ -23,6 +23,7 @@
 #include <string.h>
 #include "cpu.h"
 #include "cpu_simd.h"
+#include "cpu_top2.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -65,42 +66,13 @@ INLINE int stats8(const float *z, size_t nc, const uint16_t *x16, size_t ld, uns
     z += r0 * nc + c0;
     if (h) x16 += r0 * ld + c0;
 #define ROW(i) row8(z, nc, x16, ld, i, h, &fin)
-    if (k) {
-        __m256 c1 = a1, c2 = a1, d1 = b1, d2 = b1;
-        for (unsigned i = 0; i < m; i += 4) {
-            __m256 u = ROW(0), v = ROW(1);
-            __m256 hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
-            a2 = _mm256_max_ps(a2, _mm256_max_ps(lo, _mm256_min_ps(a1, hi)));
-            a1 = _mm256_max_ps(a1, hi);
-            b2 = _mm256_min_ps(b2, _mm256_min_ps(hi, _mm256_max_ps(b1, lo)));
-            b1 = _mm256_min_ps(b1, lo);
-            u = ROW(2), v = ROW(3);
-            hi = _mm256_max_ps(u, v), lo = _mm256_min_ps(u, v);
-            c2 = _mm256_max_ps(c2, _mm256_max_ps(lo, _mm256_min_ps(c1, hi)));
-            c1 = _mm256_max_ps(c1, hi);
-            d2 = _mm256_min_ps(d2, _mm256_min_ps(hi, _mm256_max_ps(d1, lo)));
-            d1 = _mm256_min_ps(d1, lo);
-            z += 4 * nc;
-            if (h) x16 += 4 * ld;
-        }
-        a2 = _mm256_max_ps(_mm256_min_ps(a1, c1), _mm256_max_ps(a2, c2));
-        a1 = _mm256_max_ps(a1, c1);
-        b2 = _mm256_min_ps(_mm256_max_ps(b1, d1), _mm256_min_ps(b2, d2));
-        b1 = _mm256_min_ps(b1, d1);
-    } else {
-        __m256 c1 = a1, d1 = b1;
-        for (unsigned i = 0; i < m; i += 2) {
-            __m256 u = ROW(0), v = ROW(1);
-            a1 = _mm256_max_ps(a1, u);
-            b1 = _mm256_min_ps(b1, u);
-            c1 = _mm256_max_ps(c1, v);
-            d1 = _mm256_min_ps(d1, v);
-            z += 2 * nc;
-            if (h) x16 += 2 * ld;
-        }
-        a1 = _mm256_max_ps(a1, c1);
-        b1 = _mm256_min_ps(b1, d1);
-    }
+#define NEXT(s)                                                                                                     \
+    do {                                                                                                           \
+        z += (s)*nc;                                                                                               \
+        if (h) x16 += (s)*ld;                                                                                      \
+    } while (0)
+    CPU_TOP2_SCAN(__m256, _mm256_max_ps, _mm256_min_ps, ROW, NEXT, m, k, a1, a2, b1, b2);
+#undef NEXT
 #undef ROW
     *mx1 = a1, *mx2 = a2, *mn1 = b1, *mn2 = b2;
     const __m256 ex = _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000));
@@ -140,42 +112,9 @@ INLINE int stats16(float *z, size_t nc, const uint16_t *x16, size_t ld, unsigned
     (_mm256_storeu_ps(z + (i)*nc, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (i)*ld)))),              \
      _mm256_storeu_ps(z + (i)*nc + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x16 + (i)*ld + 8)))),      \
      key16(_mm256_loadu_si256((const __m256i *)(x16 + (i)*ld))))
-    if (k) {
-        __m256i c1 = a1, c2 = a1, d1 = b1, d2 = b1;
-        for (unsigned i = 0; i < m; i += 4) {
-            __m256i u = ROW16(0), v = ROW16(1);
-            __m256i hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
-            a2 = _mm256_max_epi16(a2, _mm256_max_epi16(lo, _mm256_min_epi16(a1, hi)));
-            a1 = _mm256_max_epi16(a1, hi);
-            b2 = _mm256_min_epi16(b2, _mm256_min_epi16(hi, _mm256_max_epi16(b1, lo)));
-            b1 = _mm256_min_epi16(b1, lo);
-            u = ROW16(2), v = ROW16(3);
-            hi = _mm256_max_epi16(u, v), lo = _mm256_min_epi16(u, v);
-            c2 = _mm256_max_epi16(c2, _mm256_max_epi16(lo, _mm256_min_epi16(c1, hi)));
-            c1 = _mm256_max_epi16(c1, hi);
-            d2 = _mm256_min_epi16(d2, _mm256_min_epi16(hi, _mm256_max_epi16(d1, lo)));
-            d1 = _mm256_min_epi16(d1, lo);
-            z += 4 * nc;
-            x16 += 4 * ld;
-        }
-        a2 = _mm256_max_epi16(_mm256_min_epi16(a1, c1), _mm256_max_epi16(a2, c2));
-        a1 = _mm256_max_epi16(a1, c1);
-        b2 = _mm256_min_epi16(_mm256_max_epi16(b1, d1), _mm256_min_epi16(b2, d2));
-        b1 = _mm256_min_epi16(b1, d1);
-    } else {
-        __m256i c1 = a1, d1 = b1;
-        for (unsigned i = 0; i < m; i += 2) {
-            __m256i u = ROW16(0), v = ROW16(1);
-            a1 = _mm256_max_epi16(a1, u);
-            b1 = _mm256_min_epi16(b1, u);
-            c1 = _mm256_max_epi16(c1, v);
-            d1 = _mm256_min_epi16(d1, v);
-            z += 2 * nc;
-            x16 += 2 * ld;
-        }
-        a1 = _mm256_max_epi16(a1, c1);
-        b1 = _mm256_min_epi16(b1, d1);
-    }
+#define NEXT16(s) (z += (s)*nc, x16 += (s)*ld)
+    CPU_TOP2_SCAN(__m256i, _mm256_max_epi16, _mm256_min_epi16, ROW16, NEXT16, m, k, a1, a2, b1, b2);
+#undef NEXT16
 #undef ROW16
     /* +Inf and NaN have keys from 0x7c00 up, -Inf and -NaN from -0x7c01 down */
     __m256i bad = _mm256_or_si256(_mm256_cmpgt_epi16(a1, _mm256_set1_epi16(0x7bff)),

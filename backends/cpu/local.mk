@@ -5,6 +5,7 @@
 if BUILD_CPU_BACKEND
 pkglib_LTLIBRARIES += gear-cpu.la
 gear_cpu_la_SOURCES = backends/cpu/cpu.h backends/cpu/cpu_workspace.h backends/cpu/cpu_simd.h backends/cpu/cpu_attn.h \
+	backends/cpu/cpu_top2.h \
 	backends/cpu/cpu_backend.c backends/cpu/cpu_workspace.c backends/cpu/cpu_compress.c backends/cpu/cpu_decompress.c \
 	backends/cpu/cpu_cq.c backends/cpu/cpu_attention.c backends/cpu/cpu_attention_cq.c
 gear_cpu_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
