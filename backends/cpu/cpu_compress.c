@@ -718,7 +718,7 @@ static void orthonormalize_t(float *restrict yt, unsigned n, unsigned r)
 GEAR_CLONES
 static void orthonormalize(float *restrict y, unsigned n, unsigned r, float *restrict yt)
 {
-    if (r == 2) { /* the presets' rank: loops GCC vectorizes */
+    if (r == 2) { /* the presets' rank (GCC 12 leaves these loops scalar too) */
         for (unsigned i = 0; i < n; i++) yt[i] = y[2 * i], yt[n + i] = y[2 * i + 1];
 #ifdef GEAR_CPU_AVX512
         if (CPU_AVX2 && n % 8 == 0)
@@ -806,11 +806,8 @@ static void lowrank_t(const gear_block_layout *L, const gear_block_id *id, cpu_s
         for (unsigned k0 = 0; k0 < r; k0 += 4)                          /* P[c][k] = sum_t E^T[c][t] Y^T[k][t] */
             gear_cpu_mul_ep_avx2(s->e, yt + (size_t)k0 * n, d, n, r - k0 < 4 ? r - k0 : 4, pc + k0, r);
     }
-    if (r == 2) /* a loop GCC vectorizes */
-        for (unsigned t = 0; t < n; t++) a[2 * t] = yt[t], a[2 * t + 1] = yt[n + t];
-    else
-        for (unsigned t = 0; t < n; t++)
-            for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
+    for (unsigned t = 0; t < n; t++)
+        for (unsigned k = 0; k < r; k++) a[(size_t)t * r + k] = yt[(size_t)k * n + t];
     gear_cpu_halves_sat_avx2(a, (size_t)n * r, blk + L->off_a);
     gear_cpu_halves_sat_avx2(pc, (size_t)d * r, blk + L->off_b);
 }
