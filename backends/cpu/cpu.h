@@ -17,6 +17,16 @@
  * clone dispatcher would cost more than the row). */
 #define CPU_INLINE static inline __attribute__((always_inline))
 
+/* Gram-Schmidt in fp32 (the three orthonormalizations of the module):
+ * where subtracting the earlier columns left a column below this
+ * fraction of its squared norm, the rest is as far from orthogonal as
+ * eps over its relative norm (6 % at the dead-column threshold, 1e-6), and
+ * that lean on the first column came back in its factor as a copy of the
+ * dominant term; the projections are then repeated once ("twice is
+ * enough").  Above it a column keeps most of its norm, one pass leaves it
+ * orthogonal to a few ulps, and no bytes change. */
+#define GEAR_GS_REPEAT 1e-4
+
 typedef struct cpu_state {
     int n_threads;           /* OpenMP threads used by this context */
     pthread_mutex_t ws_lock; /* guards ws_pool */

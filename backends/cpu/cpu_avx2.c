@@ -574,14 +574,16 @@ void gear_cpu_orthonormalize_t_avx2(float *yt, unsigned len, unsigned r)
         float *yc = yt + (size_t)c * len;
         const double o = c < 16 ? orig[c] : dot_d(yc, yc, len);
         double nrm = o;
-        if (c) {
+        for (int pass = 0; pass < 2 && c; pass++) { /* a second only after cancellation (GEAR_GS_REPEAT) */
             for (unsigned p = 0; p < c; p++) {
                 const float *yp = yt + (size_t)p * len;
                 __m256 dv = _mm256_set1_ps((float)dot_d(yp, yc, len));
                 for (unsigned i = 0; i < len; i += 8)
                     _mm256_storeu_ps(yc + i, _mm256_fnmadd_ps(dv, _mm256_loadu_ps(yp + i), _mm256_loadu_ps(yc + i)));
             }
+            double before = nrm;
             nrm = dot_d(yc, yc, len);
+            if (nrm > before * GEAR_GS_REPEAT) break;
         }
         int dead = !(nrm > 1e-24) || nrm <= o * 1e-12;
         __m256 inv = _mm256_set1_ps(dead ? 0.0f : (float)(1.0 / sqrt(nrm)));

@@ -1069,14 +1069,16 @@ static void orthonormalize_t(float *yt, unsigned len, unsigned r)
     for (unsigned c = 0; c < r; c++) {
         float *yc = yt + (size_t)c * len;
         double nrm = orig[c];
-        if (c) {
+        for (int pass = 0; pass < 2 && c; pass++) { /* a second only after cancellation (GEAR_GS_REPEAT) */
             for (unsigned p = 0; p < c; p++) {
                 const float *yp = yt + (size_t)p * len;
                 __m512 dv = _mm512_set1_ps((float)dot_d(yp, yc, len));
                 for (unsigned i = 0; i < len; i += 16)
                     _mm512_storeu_ps(yc + i, _mm512_fnmadd_ps(dv, _mm512_loadu_ps(yp + i), _mm512_loadu_ps(yc + i)));
             }
+            double before = nrm;
             nrm = dot_d(yc, yc, len);
+            if (nrm > before * GEAR_GS_REPEAT) break;
         }
         int dead = !(nrm > 1e-24) || nrm <= orig[c] * 1e-12;
         __m512 inv = _mm512_set1_ps(dead ? 0.0f : (float)(1.0 / sqrt(nrm)));

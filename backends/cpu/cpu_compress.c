@@ -695,19 +695,24 @@ CPU_INLINE double dot_d(const float *restrict a, const float *restrict b, unsign
 
 /* Modified Gram-Schmidt on the r columns of Y (n x r), as in ref, held
  * column-major (yt: r x n) so that every loop runs along contiguous
- * memory. */
+ * memory; a column's projections repeated once where they cancelled it
+ * to below GEAR_GS_REPEAT of its squared norm (cpu.h). */
 GEAR_CLONES
 static void orthonormalize_t(float *restrict yt, unsigned n, unsigned r)
 {
     for (unsigned c = 0; c < r; c++) {
         float *yc = yt + (size_t)c * n;
-        double orig = dot_d(yc, yc, n);
-        for (unsigned p = 0; p < c; p++) {
-            const float *yp = yt + (size_t)p * n;
-            float dot = (float)dot_d(yp, yc, n);
-            for (unsigned i = 0; i < n; i++) yc[i] -= dot * yp[i];
+        double orig = dot_d(yc, yc, n), nrm = orig;
+        for (int pass = 0; pass < 2 && c; pass++) { /* a second only after cancellation (GEAR_GS_REPEAT) */
+            for (unsigned p = 0; p < c; p++) {
+                const float *yp = yt + (size_t)p * n;
+                float dot = (float)dot_d(yp, yc, n);
+                for (unsigned i = 0; i < n; i++) yc[i] -= dot * yp[i];
+            }
+            double before = nrm;
+            nrm = dot_d(yc, yc, n);
+            if (nrm > before * GEAR_GS_REPEAT) break;
         }
-        double nrm = dot_d(yc, yc, n);
         int dead = !(nrm > 1e-24) || nrm <= orig * 1e-12;
         float inv = dead ? 0.0f : (float)(1.0 / sqrt(nrm));
         for (unsigned i = 0; i < n; i++) yc[i] *= inv;
