@@ -393,11 +393,12 @@ void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2])
 
 /* Lane j: the sum of a[j]'s lanes, in the order ep_rows reduces one
  * vector (lane i + lane i+4, then those of lanes 0 and 2 + those of 1
- * and 3), so that the sums are the same to the bit (another order had
- * moved the power iteration off ref's on inputs near the fp16 limits,
- * beyond check_xbackend's bound): 21 operations for eight sums where
- * reducing each alone took five, as many as the products of a short row
- * (head dim 64: 64 FMAs for 8 sums). */
+ * and 3), so that the sums are the same to the bit: 21 operations for
+ * eight sums where reducing each alone took five, as many as the products
+ * of a short row (head dim 64: 64 FMAs for 8 sums).  A vhaddps tree (14)
+ * was no faster (282-289 against 285-328 ns a product of 64 x 128 or
+ * 128 x 64); the reconstruction it moved off ref's was Gram-Schmidt's
+ * cancellation (GEAR_GS_REPEAT), not its order. */
 INLINE __m256 sum8x8(const __m256 a[8])
 {
     __m256 b[4]; /* b[j]: a[j]'s 4 half sums | a[j+4]'s */
