@@ -1269,23 +1269,30 @@ static void f16_cache_case(gear_context *be, gear_context *ref, const char *name
         free(saved[1]);
     }
     /* a NaN at token 100 of a 150-token append after 10 buffered tokens:
-     * inside the second whole block of the piece */
-    gear_config ck = tu_preset("gear2", GEAR_KEY), cv = tu_preset("gear2", GEAR_VALUE);
-    gear_cache *c = NULL;
-    TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
-    append_f16(c, x16, x, H, T, D, 0, 10, 1, GEAR_OK);
-    size_t l0, l1;
-    uint8_t *before = tu_cache_save(c, &l0);
-    size_t at = ((size_t)1 * T + 10 + 100) * D + 7;
-    x16[at] = 0x7e00u;
-    append_f16(c, x16, x, H, T, D, 10, 150, 1, GEAR_ERR_NONFINITE);
-    TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 100 channel 7") != NULL,
-              "%s: message '%s' does not name the position", name, gear_last_error_message());
-    uint8_t *after = tu_cache_save(c, &l1);
-    TU_ASSERT(l0 == l1 && !memcmp(before, after, l0), "%s: a failed append changed the cache", name);
-    free(before);
-    free(after);
-    gear_cache_free(c);
+     * inside the second whole block of the piece (gear2 through the
+     * backend's fp16 slot, fp16 through the core's copy of the halves) */
+    static const char *nan_presets[] = {"gear2", "fp16"};
+    for (size_t p = 0; p < sizeof nan_presets / sizeof nan_presets[0]; p++) {
+        gear_config ck = tu_preset(nan_presets[p], GEAR_KEY), cv = tu_preset(nan_presets[p], GEAR_VALUE);
+        gear_cache *c = NULL;
+        TU_OK(gear_cache_create(be, &ck, &cv, 1, H, D, T, &c));
+        append_f16(c, x16, x, H, T, D, 0, 10, 1, GEAR_OK);
+        size_t l0, l1;
+        uint8_t *before = tu_cache_save(c, &l0);
+        size_t at = ((size_t)1 * T + 10 + 100) * D + 7;
+        uint16_t keep = x16[at];
+        x16[at] = 0x7e00u;
+        append_f16(c, x16, x, H, T, D, 10, 150, 1, GEAR_ERR_NONFINITE);
+        x16[at] = keep;
+        TU_ASSERT(strstr(gear_last_error_message(), "head 1 token 100 channel 7") != NULL,
+                  "%s %s: message '%s' does not name the position", name, nan_presets[p], gear_last_error_message());
+        uint8_t *after = tu_cache_save(c, &l1);
+        TU_ASSERT(l0 == l1 && !memcmp(before, after, l0), "%s %s: a failed append changed the cache", name,
+                  nan_presets[p]);
+        free(before);
+        free(after);
+        gear_cache_free(c);
+    }
     free(x16);
     free(x);
 }
