@@ -91,6 +91,10 @@ static inline uint64_t gear_get_u64(const uint8_t *p)
  * is set) to fp32 and back; vectorized. */
 void gear_halves_to_floats(const uint8_t *src, size_t n, int bf16, float *dst);
 void gear_floats_to_halves(const float *src, size_t n, int bf16, uint8_t *dst);
+/* dst[i] = gear_float_to_half_ovf(src[i], ovf) (ovf 0x7c00: Inf, 0x7bff:
+ * saturate) through F16C where the CPU has it and AVX2; 0, nothing
+ * written, where it does not. */
+int gear_floats_to_halves_f16c(const float *src, size_t n, uint16_t ovf, uint16_t *dst);
 /* n fp32 little-endian fields from and to floats. */
 void gear_floats_load_le(const uint8_t *src, size_t n, float *dst);
 void gear_floats_store_le(const float *src, size_t n, uint8_t *dst);

@@ -224,49 +224,6 @@ static inline uint16_t bf16_sat(float v)
     return gear_float_to_bf16(v > m ? m : v < -m ? -m : v);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
-#include <immintrin.h>
-#define GEAR_F16C 1
-
-/* Whether this CPU (and OS) runs AVX2 and F16C: F16C from CPUID, as
- * clang before 16 has no "f16c" for __builtin_cpu_supports; the AVX2
- * check covers the OS's saving of the 256-bit state.  Cached (relaxed
- * atomics: every thread computes the same value). */
-static int have_f16c(void)
-{
-    static int state; /* 0: unknown, 1: no, 2: yes */
-    int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
-    if (!s) {
-        unsigned a, b, c, d;
-        s = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && __builtin_cpu_supports("avx2") ? 2 : 1;
-        __atomic_store_n(&state, s, __ATOMIC_RELAXED);
-    }
-    return s == 2;
-}
-/* p[c] = gear_half_sat(src[c]) with F16C (checked at run time):
- * vcvtps2ph rounds to nearest even whatever MXCSR says, as
- * gear_float_to_half does; its Inf becomes 65504 and its NaN the quiet
- * 0x7e00, sign kept, which is what gear_half_sat gives (check_core
- * compares the two on every 4099th bit pattern and the edges, also under
- * FTZ/DAZ).  The portable bit selects, vectorized, took about 2 cycles a
- * value: a quarter of decompressing a kivi2 block. */
-__attribute__((target("avx2,f16c"))) static void halves_sat_f16c(const float *src, int64_t d, uint16_t *p)
-{
-    const __m256i m7 = _mm256_set1_epi16(0x7fff), inf = _mm256_set1_epi16(0x7c00);
-    int64_t c = 0;
-    for (; c + 16 <= d; c += 16) {
-        __m128i lo = _mm256_cvtps_ph(_mm256_loadu_ps(src + c), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m128i hi = _mm256_cvtps_ph(_mm256_loadu_ps(src + c + 8), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-        __m256i mag = _mm256_and_si256(h, m7);
-        mag = _mm256_blendv_epi8(mag, _mm256_set1_epi16(0x7bff), _mm256_cmpeq_epi16(mag, inf));
-        mag = _mm256_blendv_epi8(mag, _mm256_set1_epi16(0x7e00), _mm256_cmpgt_epi16(mag, inf));
-        _mm256_storeu_si256((__m256i *)(p + c), _mm256_or_si256(mag, _mm256_andnot_si256(m7, h)));
-    }
-    for (; c < d; c++) p[c] = gear_half_sat(src[c]);
-}
-#endif
 
 /* Convert one row of d fp32 values into the view (element stride cs).
  * fp16 and bf16 saturate: a reconstruction may exceed the input's range
@@ -284,12 +241,7 @@ static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const 
     }
     case GEAR_F16: {
         uint16_t *p = (uint16_t *)x->data + off;
-#ifdef GEAR_F16C
-        if (cs == 1 && have_f16c()) {
-            halves_sat_f16c(src, d, p);
-            break;
-        }
-#endif
+        if (cs == 1 && gear_floats_to_halves_f16c(src, (size_t)d, 0x7bffu, p)) break;
         if (cs == 1) /* the common, contiguous case vectorizes */
             for (int64_t c = 0; c < d; c++) p[c] = gear_half_sat(src[c]);
         else

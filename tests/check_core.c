@@ -88,8 +88,9 @@ START_TEST(test_half_hand_values)
 END_TEST
 
 /* fp16 output of a tensor row (gear_view_write: gear_decompress's
- * writer, which may take an F16C path) against gear_half_sat, value by
- * value: every 4099th fp32 bit pattern, the edges (65504, the 65520 tie,
+ * writer, which may take an F16C path) against gear_half_sat, and the
+ * core's array converter (gear_floats_to_halves: raw blocks, which may
+ * take it too) against gear_float_to_half, value by value: every 4099th fp32 bit pattern, the edges (65504, the 65520 tie,
  * the subnormal ties, Inf, NaN payloads, zeros), rows of odd lengths, and
  * all of it again with FTZ and DAZ set in MXCSR, as an inference engine
  * may leave them, and under each other rounding mode (both round to
@@ -100,7 +101,8 @@ static void half_rows_match(void)
     enum { ROW = 4099 };
     float *src = malloc(sizeof(float) * ROW);
     uint16_t *dst = malloc(sizeof(uint16_t) * ROW);
-    TU_CHECK(src && dst);
+    uint8_t *raw = malloc(2 * ROW);
+    TU_CHECK(src && dst && raw);
     static const uint32_t edges[] = {0x00000000u, 0x80000000u, 0x477fe000u, 0x477fefffu, 0x477ff000u, 0x477ff001u,
                                      0xc77ff000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u,
                                      0x7fbfffffu, 0xffffffffu, 0x33000000u, 0x33000001u, 0x33c00000u, 0x387fc000u,
@@ -125,9 +127,18 @@ static void half_rows_match(void)
             TU_ASSERT(dst[i] == gear_half_sat(src[i]), "fp32 0x%08x: row writer 0x%04x, gear_half_sat 0x%04x", u,
                       dst[i], gear_half_sat(src[i]));
         }
+        gear_floats_to_halves(src, (size_t)len, 0, raw);
+        for (int64_t i = 0; i < len; i++) {
+            uint32_t u;
+            memcpy(&u, &src[i], 4);
+            TU_ASSERT(gear_get_u16(raw + 2 * i) == gear_float_to_half(src[i]),
+                      "fp32 0x%08x: gear_floats_to_halves 0x%04x, gear_float_to_half 0x%04x", u,
+                      gear_get_u16(raw + 2 * i), gear_float_to_half(src[i]));
+        }
     }
     free(src);
     free(dst);
+    free(raw);
 }
 
 START_TEST(test_half_rows_writer)
