@@ -300,12 +300,25 @@ CPU_INLINE void lowrank_values(const gear_block_layout *L, const uint8_t *blk, c
     lowrank_rows(o, L->d, p, L->n, f->a, f->b, L->rank, rows);
 }
 
+/* A raw fp16 block the AVX-512 and AVX2 kernels take: a multiple of 16 tokens and
+ * channels, its halves at an even offset (read as native uint16_t). */
+CPU_INLINE int raw_fast(const gear_block_layout *L)
+{
+    return L->raw_dtype == GEAR_F16 && L->n % 16 == 0 && L->d % 16 == 0 && L->off_raw % 2 == 0;
+}
+
 /* s[i][t] (t < n) = q_i . k_t for one compressed key block. */
 CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const float *q,
                        unsigned rows, float *s, float *tmp, blockf *f)
 {
     unsigned n = L->n, d = L->d;
     if (L->bits == 0) { /* raw fp16 block */
+#ifdef GEAR_CPU_AVX512
+        if ((CPU_AVX512 || CPU_AVX2) && raw_fast(L)) {
+            (CPU_AVX512 ? gear_cpu_raw_scores_avx512 : gear_cpu_raw_scores_avx2)(blk + L->off_raw, n, d, q, rows, s);
+            return;
+        }
+#endif
         memset(s, 0, sizeof(float) * rows * n);
         for (unsigned t = 0; t < n; t++) {
             halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
@@ -359,6 +372,12 @@ CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk,
 {
     unsigned n = L->n, d = L->d, r = L->rank;
     if (L->bits == 0) {
+#ifdef GEAR_CPU_AVX512
+        if ((CPU_AVX512 || CPU_AVX2) && raw_fast(L)) {
+            (CPU_AVX512 ? gear_cpu_raw_values_avx512 : gear_cpu_raw_values_avx2)(blk + L->off_raw, n, d, p, rows, o);
+            return;
+        }
+#endif
         for (unsigned t = 0; t < n; t++) {
             halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
             for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);

@@ -591,3 +591,86 @@ void gear_cpu_orthonormalize_t_avx2(float *yt, unsigned len, unsigned r)
         for (unsigned i = 0; i < len; i += 8) _mm256_storeu_ps(yc + i, _mm256_mul_ps(_mm256_loadu_ps(yc + i), inv));
     }
 }
+
+/* ---------------------------------------- raw fp16 blocks (the fp16 preset) */
+
+/* gear_cpu_raw_scores_avx512 eight lanes wide: R rows x 8/R tokens from
+ * t, eight accumulators reduced together (sum8x8: lane r*T + j). */
+INLINE void raw_scores8(const uint16_t *k, unsigned d, const float *q, const unsigned R, float *s, unsigned n,
+                        unsigned t)
+{
+    const unsigned T = 8 / R;
+    __m256 acc[8];
+    for (unsigned j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+    for (unsigned c = 0; c < d; c += 8)
+        for (unsigned j = 0; j < T; j++) {
+            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)(t + j) * d + c)));
+            for (unsigned r = 0; r < R; r++)
+                acc[r * T + j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)r * d + c), x, acc[r * T + j]);
+        }
+    __m256 sum = sum8x8(acc);
+    if (R == 1) {
+        _mm256_storeu_ps(s + t, sum);
+    } else if (R == 2) {
+        _mm_storeu_ps(s + t, _mm256_castps256_ps128(sum));
+        _mm_storeu_ps(s + n + t, _mm256_extractf128_ps(sum, 1));
+    } else {
+        __m128 lo = _mm256_castps256_ps128(sum), hi = _mm256_extractf128_ps(sum, 1);
+        _mm_storel_pi((__m64 *)(s + t), lo);
+        _mm_storeh_pi((__m64 *)(s + n + t), lo);
+        _mm_storel_pi((__m64 *)(s + 2 * (size_t)n + t), hi);
+        _mm_storeh_pi((__m64 *)(s + 3 * (size_t)n + t), hi);
+    }
+}
+
+void gear_cpu_raw_scores_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
+{
+    const uint16_t *k = (const uint16_t *)raw;
+    unsigned r0 = 0;
+    for (; r0 + 4 <= rows; r0 += 4)
+        for (unsigned t = 0; t < n; t += 2) raw_scores8(k, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
+    for (; r0 + 2 <= rows; r0 += 2)
+        for (unsigned t = 0; t < n; t += 4) raw_scores8(k, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
+    for (; r0 < rows; r0++)
+        for (unsigned t = 0; t < n; t += 8) raw_scores8(k, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+}
+
+/* R rows x 16 channels from c (two vectors: 4 rows' accumulators, the
+ * row and a broadcast fit AVX2's 16 registers), over all n tokens. */
+INLINE void raw_values16(const uint16_t *v, unsigned n, unsigned d, const float *p, const unsigned R, float *o,
+                         unsigned c)
+{
+    __m256 acc[4][2];
+    for (unsigned r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (unsigned t = 0; t < n; t++) {
+        __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + (size_t)t * d + c)));
+        __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + (size_t)t * d + c + 8)));
+        for (unsigned r = 0; r < R; r++) {
+            __m256 w = _mm256_broadcast_ss(p + (size_t)r * n + t);
+            acc[r][0] = _mm256_fmadd_ps(w, x0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(w, x1, acc[r][1]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < 2; j++) {
+            float *dst = o + (size_t)r * d + c + 8 * j;
+            _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), acc[r][j]));
+        }
+}
+
+#define RAW_VALUES(R)                                                                                 \
+    for (unsigned c = 0; c < d; c += 16) raw_values16(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c)
+
+void gear_cpu_raw_values_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows, float *o)
+{
+    const uint16_t *vh = (const uint16_t *)raw;
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        switch (rows - r0) {
+        case 1: RAW_VALUES(1); break;
+        case 2: RAW_VALUES(2); break;
+        case 3: RAW_VALUES(3); break;
+        default: RAW_VALUES(4); break;
+        }
+    }
+}
+#undef RAW_VALUES

@@ -313,3 +313,109 @@ void gear_cpu_mul_ety_avx512(const float *e, const float *y, unsigned n, unsigne
         }
     }
 }
+
+/* ---------------------------------------- raw fp16 blocks (the fp16 preset) */
+
+/* Lane l: the sum of a[l]'s 16 lanes (45 operations for 16 sums where
+ * reducing each alone took 8 apiece): pairs within 128-bit lanes, then
+ * quadruples, then across the four 128-bit lanes. */
+INLINE __m512 sum16x16(const __m512 a[16])
+{
+    __m512 b[8], c[4];
+    for (unsigned k = 0; k < 8; k++) /* [a0 02, a1 02, a0 13, a1 13] per 128-bit lane */
+        b[k] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]));
+    for (unsigned k = 0; k < 4; k++) /* [a0, a1, a2, a3] per 128-bit lane */
+        c[k] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * k], b[2 * k + 1], 0x44),
+                             _mm512_shuffle_ps(b[2 * k], b[2 * k + 1], 0xEE));
+    __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
+    __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x88), _mm512_shuffle_f32x4(c[2], c[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, 0x88), _mm512_shuffle_f32x4(d0, d1, 0xDD));
+}
+
+/* R rows x 16/R tokens from t: 16 dot products over d, each an
+ * accumulator (a key row converted once for the R query rows), reduced
+ * together. */
+INLINE void raw_scores16(const uint16_t *k, unsigned d, const float *q, const unsigned R, float *s, unsigned n,
+                         unsigned t)
+{
+    const unsigned T = 16 / R;
+    __m512 acc[16];
+    for (unsigned j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
+    for (unsigned c = 0; c < d; c += 16)
+        for (unsigned j = 0; j < T; j++) {
+            __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + (size_t)(t + j) * d + c)));
+            for (unsigned r = 0; r < R; r++)
+                acc[r * T + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)r * d + c), x, acc[r * T + j]);
+        }
+    __m512 sum = sum16x16(acc); /* lane r*T + j: row r, token t + j */
+    if (R == 1) {
+        _mm512_storeu_ps(s + t, sum);
+    } else if (R == 2) {
+        _mm256_storeu_ps(s + t, _mm512_castps512_ps256(sum));
+        _mm256_storeu_ps(s + n + t, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sum), 1)));
+    } else {
+        _mm_storeu_ps(s + t, _mm512_castps512_ps128(sum));
+        _mm_storeu_ps(s + n + t, _mm512_extractf32x4_ps(sum, 1));
+        _mm_storeu_ps(s + 2 * (size_t)n + t, _mm512_extractf32x4_ps(sum, 2));
+        _mm_storeu_ps(s + 3 * (size_t)n + t, _mm512_extractf32x4_ps(sum, 3));
+    }
+}
+
+void gear_cpu_raw_scores_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows,
+                                float *s)
+{
+    const uint16_t *k = (const uint16_t *)raw;
+    unsigned r0 = 0;
+    for (; r0 + 4 <= rows; r0 += 4)
+        for (unsigned t = 0; t < n; t += 4) raw_scores16(k, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
+    for (; r0 + 2 <= rows; r0 += 2)
+        for (unsigned t = 0; t < n; t += 8) raw_scores16(k, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
+    for (; r0 < rows; r0++)
+        for (unsigned t = 0; t < n; t += 16) raw_scores16(k, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+}
+
+/* R rows x W vectors of channels from c: o += sum_t p_t v_t, the
+ * accumulators in registers over all n tokens. */
+INLINE void raw_values(const uint16_t *v, unsigned n, unsigned d, const float *p, const unsigned R, float *o,
+                       unsigned c, const unsigned W)
+{
+    __m512 acc[4][4];
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < W; j++) acc[r][j] = _mm512_setzero_ps();
+    for (unsigned t = 0; t < n; t++) {
+        __m512 x[4];
+        for (unsigned j = 0; j < W; j++)
+            x[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + (size_t)t * d + c + 16 * j)));
+        for (unsigned r = 0; r < R; r++) {
+            __m512 w = _mm512_set1_ps(p[(size_t)r * n + t]);
+            for (unsigned j = 0; j < W; j++) acc[r][j] = _mm512_fmadd_ps(w, x[j], acc[r][j]);
+        }
+    }
+    for (unsigned r = 0; r < R; r++)
+        for (unsigned j = 0; j < W; j++) {
+            float *dst = o + (size_t)r * d + c + 16 * j;
+            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[r][j]));
+        }
+}
+
+#define RAW_VALUES(R)                                                                               \
+    do {                                                                                            \
+        unsigned c = 0;                                                                             \
+        for (; c + 64 <= d; c += 64) raw_values(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 4); \
+        for (; c < d; c += 16) raw_values(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 1);      \
+    } while (0)
+
+void gear_cpu_raw_values_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows,
+                                float *o)
+{
+    const uint16_t *vh = (const uint16_t *)raw;
+    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
+        switch (rows - r0) {
+        case 1: RAW_VALUES(1); break;
+        case 2: RAW_VALUES(2); break;
+        case 3: RAW_VALUES(3); break;
+        default: RAW_VALUES(4); break;
+        }
+    }
+}
+#undef RAW_VALUES
