@@ -1100,8 +1100,8 @@ int main(int argc, char **argv)
                "  token-major behind a strided view); GB/s of fp16-equivalent KV; ratio to memcpy\n",
                H, T, d);
         printf("preset  input  th   GB/s     /memcpy\n");
-        static const char *pp[] = {"kivi2", "gear2"};
-        for (int p = 0; p < 2; p++) bench_prefill(threads, pp[p], kv, H, T, d, bn, llc);
+        static const char *pp[] = {"kivi2", "gear2", "fp16"}; /* fp16: the uncompressed cache */
+        for (int p = 0; p < 3; p++) bench_prefill(threads, pp[p], kv, H, T, d, bn, llc);
         free((void *)kv[0]);
         free((void *)kv[1]);
     }
