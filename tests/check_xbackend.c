@@ -646,6 +646,42 @@ static void attention_case(gear_context *be, gear_context *ref, const char *name
 START_TEST(test_attention_model_shapes) { for_each_backend(attention_case); }
 END_TEST
 
+/* The uncompressed rows' kernels (the fp16 preset's blocks, every
+ * preset's buffer) step over 16, 8, 4 or 2 tokens by row count and leave
+ * the rest to a one-token loop: buffers of 1 to 17 and 63 tokens after
+ * one block, 1 to 8 query rows (G 1..4 x 1, 2 query tokens), head dims 64
+ * and 80, against ref. */
+static void buffer_tail_case(gear_context *be, gear_context *ref, const char *name, int same)
+{
+    (void)same;
+    static const char *const presets[] = {"kivi2", "fp16"};
+    static const int dims[] = {64, 80}, tails[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 63};
+    const int hkv = 2;
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t ti = 0; ti < sizeof tails / sizeof tails[0]; ti++) {
+            const int d = dims[di], T = 64 + tails[ti];
+            float *k = tu_synth(600 + ti, GEAR_KEY, hkv, T, d), *v = tu_synth(630 + ti, GEAR_VALUE, hkv, T, d);
+            for (size_t p = 0; p < sizeof presets / sizeof presets[0]; p++) {
+                gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
+                gear_cache *ca, *cb;
+                twin_caches(ref, be, &ck, &cv, hkv, d, T, 256, k, v, &ca, &cb);
+                for (int G = 1; G <= 4; G++)
+                    for (int nq = 1; nq <= 2; nq++) {
+                        double e = twin_attention(ca, cb, hkv * G, nq, d, 660 + (uint64_t)(G * 2 + nq), 2.0f);
+                        TU_ASSERT(e < NMSE_MAX, "%s %s d %d, %d buffered tokens, G %d nq %d: attention NMSE %g", name,
+                                  presets[p], d, tails[ti], G, nq, e);
+                    }
+                gear_cache_free(ca);
+                gear_cache_free(cb);
+            }
+            free(k);
+            free(v);
+        }
+}
+
+START_TEST(test_attention_buffer_tails) { for_each_backend(buffer_tail_case); }
+END_TEST
+
 /* Caches of layouts beside the presets' (rank 2, one outlier per side):
  * ranks 1, 3, 4, 6 and 8, and 2, 3, 4 and 8 outliers per side (outlier
  * ratios 0.05 to 0.25 on groups of 64), which the cpu module's AVX-512
@@ -1989,6 +2025,7 @@ static Suite *xbackend_suite(void)
     tcase_add_test(tc, test_cache_matches_ref);
     tcase_add_test(tc, test_cq_cache_matches_ref);
     tcase_add_test(tc, test_attention_model_shapes);
+    tcase_add_test(tc, test_attention_buffer_tails);
     tcase_add_test(tc, test_attention_other_layouts);
     tcase_add_test(tc, test_attention_extreme_scale);
     tcase_add_test(tc, test_attention_huge_queries);

@@ -300,11 +300,11 @@ CPU_INLINE void lowrank_values(const gear_block_layout *L, const uint8_t *blk, c
     lowrank_rows(o, L->d, p, L->n, f->a, f->b, L->rank, rows);
 }
 
-/* A raw fp16 block the AVX-512 and AVX2 kernels take: a multiple of 16 tokens and
- * channels, its halves at an even offset (read as native uint16_t). */
+/* A raw fp16 block the AVX-512 and AVX2 row kernels take: a multiple of
+ * 16 channels, its halves at an even offset (read as native uint16_t). */
 CPU_INLINE int raw_fast(const gear_block_layout *L)
 {
-    return L->raw_dtype == GEAR_F16 && L->n % 16 == 0 && L->d % 16 == 0 && L->off_raw % 2 == 0;
+    return L->raw_dtype == GEAR_F16 && L->d % 16 == 0 && L->off_raw % 2 == 0;
 }
 
 /* s[i][t] (t < n) = q_i . k_t for one compressed key block. */
@@ -315,7 +315,7 @@ CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const
     if (L->bits == 0) { /* raw fp16 block */
 #ifdef GEAR_CPU_AVX512
         if ((CPU_AVX512 || CPU_AVX2) && raw_fast(L)) {
-            (CPU_AVX512 ? gear_cpu_raw_scores_avx512 : gear_cpu_raw_scores_avx2)(blk + L->off_raw, n, d, q, rows, s);
+            (CPU_AVX512 ? gear_cpu_rows_scores_avx512 : gear_cpu_rows_scores_avx2)(blk + L->off_raw, 1, n, d, q, rows, s);
             return;
         }
 #endif
@@ -374,7 +374,7 @@ CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk,
     if (L->bits == 0) {
 #ifdef GEAR_CPU_AVX512
         if ((CPU_AVX512 || CPU_AVX2) && raw_fast(L)) {
-            (CPU_AVX512 ? gear_cpu_raw_values_avx512 : gear_cpu_raw_values_avx2)(blk + L->off_raw, n, d, p, rows, o);
+            (CPU_AVX512 ? gear_cpu_rows_values_avx512 : gear_cpu_rows_values_avx2)(blk + L->off_raw, 1, n, d, p, rows, o);
             return;
         }
 #endif

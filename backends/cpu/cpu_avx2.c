@@ -592,19 +592,27 @@ void gear_cpu_orthonormalize_t_avx2(float *yt, unsigned len, unsigned r)
     }
 }
 
-/* ---------------------------------------- raw fp16 blocks (the fp16 preset) */
+/* ------------------ uncompressed rows: fp16 preset blocks, fp32 buffer */
 
-/* gear_cpu_raw_scores_avx512 eight lanes wide: R rows x 8/R tokens from
- * t, eight accumulators reduced together (sum8x8: lane r*T + j). */
-INLINE void raw_scores8(const uint16_t *k, unsigned d, const float *q, const unsigned R, float *s, unsigned n,
-                        unsigned t)
+/* 8 elements of row t from c: halves (h) or floats. */
+INLINE __m256 row8(const void *x, const int h, unsigned d, unsigned t, unsigned c)
+{
+    if (h) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)x + (size_t)t * d + c)));
+    return _mm256_loadu_ps((const float *)x + (size_t)t * d + c);
+}
+
+/* gear_cpu_rows_scores_avx512's step eight lanes wide: R rows x 8/R
+ * tokens from t, eight accumulators reduced together (sum8x8: lane
+ * r*T + j). */
+INLINE void row_scores8(const void *k, const int h, unsigned d, const float *q, const unsigned R, float *s,
+                        unsigned n, unsigned t)
 {
     const unsigned T = 8 / R;
     __m256 acc[8];
     for (unsigned j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
     for (unsigned c = 0; c < d; c += 8)
         for (unsigned j = 0; j < T; j++) {
-            __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + (size_t)(t + j) * d + c)));
+            __m256 x = row8(k, h, d, t + j, c);
             for (unsigned r = 0; r < R; r++)
                 acc[r * T + j] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)r * d + c), x, acc[r * T + j]);
         }
@@ -623,28 +631,37 @@ INLINE void raw_scores8(const uint16_t *k, unsigned d, const float *q, const uns
     }
 }
 
-void gear_cpu_raw_scores_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
+INLINE void row_scores(const void *k, const int h, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
 {
-    const uint16_t *k = (const uint16_t *)raw;
-    unsigned r0 = 0;
+    unsigned r0 = 0, n2 = n & ~1u, n4 = n & ~3u, n8 = n & ~7u;
     for (; r0 + 4 <= rows; r0 += 4)
-        for (unsigned t = 0; t < n; t += 2) raw_scores8(k, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n2; t += 2) row_scores8(k, h, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
     for (; r0 + 2 <= rows; r0 += 2)
-        for (unsigned t = 0; t < n; t += 4) raw_scores8(k, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n4; t += 4) row_scores8(k, h, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
     for (; r0 < rows; r0++)
-        for (unsigned t = 0; t < n; t += 8) raw_scores8(k, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n8; t += 8) row_scores8(k, h, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+    /* the tokens left over by each row group's step: one sum at a time */
+    for (unsigned r = 0; r < rows; r++) {
+        unsigned done = r < (rows & ~3u) ? n2 : r < (rows & ~1u) ? n4 : n8;
+        for (unsigned t = done; t < n; t++) {
+            __m256 a = _mm256_setzero_ps();
+            for (unsigned c = 0; c < d; c += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)r * d + c), row8(k, h, d, t, c), a);
+            __m128 x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+            s[(size_t)r * n + t] = _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+        }
+    }
 }
 
 /* R rows x 16 channels from c (two vectors: 4 rows' accumulators, the
  * row and a broadcast fit AVX2's 16 registers), over all n tokens. */
-INLINE void raw_values16(const uint16_t *v, unsigned n, unsigned d, const float *p, const unsigned R, float *o,
-                         unsigned c)
+INLINE void row_values16(const void *v, const int h, unsigned n, unsigned d, const float *p, const unsigned R,
+                         float *o, unsigned c)
 {
     __m256 acc[4][2];
     for (unsigned r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (unsigned t = 0; t < n; t++) {
-        __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + (size_t)t * d + c)));
-        __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + (size_t)t * d + c + 8)));
+        __m256 x0 = row8(v, h, d, t, c), x1 = row8(v, h, d, t, c + 8);
         for (unsigned r = 0; r < R; r++) {
             __m256 w = _mm256_broadcast_ss(p + (size_t)r * n + t);
             acc[r][0] = _mm256_fmadd_ps(w, x0, acc[r][0]);
@@ -658,19 +675,32 @@ INLINE void raw_values16(const uint16_t *v, unsigned n, unsigned d, const float 
         }
 }
 
-#define RAW_VALUES(R)                                                                                 \
-    for (unsigned c = 0; c < d; c += 16) raw_values16(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c)
+#define ROW_VALUES(R) \
+    for (unsigned c = 0; c < d; c += 16) row_values16(v, h, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c)
 
-void gear_cpu_raw_values_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows, float *o)
+INLINE void rows_values(const void *v, const int h, unsigned n, unsigned d, const float *p, unsigned rows, float *o)
 {
-    const uint16_t *vh = (const uint16_t *)raw;
     for (unsigned r0 = 0; r0 < rows; r0 += 4) {
         switch (rows - r0) {
-        case 1: RAW_VALUES(1); break;
-        case 2: RAW_VALUES(2); break;
-        case 3: RAW_VALUES(3); break;
-        default: RAW_VALUES(4); break;
+        case 1: ROW_VALUES(1); break;
+        case 2: ROW_VALUES(2); break;
+        case 3: ROW_VALUES(3); break;
+        default: ROW_VALUES(4); break;
         }
     }
 }
-#undef RAW_VALUES
+#undef ROW_VALUES
+
+void gear_cpu_rows_scores_avx2(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
+                               float *s)
+{
+    if (half) row_scores(k, 1, n, d, q, rows, s);
+    else row_scores(k, 0, n, d, q, rows, s);
+}
+
+void gear_cpu_rows_values_avx2(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
+                               float *o)
+{
+    if (half) rows_values(v, 1, n, d, p, rows, o);
+    else rows_values(v, 0, n, d, p, rows, o);
+}

@@ -314,7 +314,14 @@ void gear_cpu_mul_ety_avx512(const float *e, const float *y, unsigned n, unsigne
     }
 }
 
-/* ---------------------------------------- raw fp16 blocks (the fp16 preset) */
+/* ------------------ uncompressed rows: fp16 preset blocks, fp32 buffer */
+
+/* 16 elements of row t from c: halves (h) or floats. */
+INLINE __m512 row16(const void *x, const int h, unsigned d, unsigned t, unsigned c)
+{
+    if (h) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + (size_t)t * d + c)));
+    return _mm512_loadu_ps((const float *)x + (size_t)t * d + c);
+}
 
 /* Lane l: the sum of a[l]'s 16 lanes (45 operations for 16 sums where
  * reducing each alone took 8 apiece): pairs within 128-bit lanes, then
@@ -335,15 +342,15 @@ INLINE __m512 sum16x16(const __m512 a[16])
 /* R rows x 16/R tokens from t: 16 dot products over d, each an
  * accumulator (a key row converted once for the R query rows), reduced
  * together. */
-INLINE void raw_scores16(const uint16_t *k, unsigned d, const float *q, const unsigned R, float *s, unsigned n,
-                         unsigned t)
+INLINE void row_scores16(const void *k, const int h, unsigned d, const float *q, const unsigned R, float *s,
+                         unsigned n, unsigned t)
 {
     const unsigned T = 16 / R;
     __m512 acc[16];
     for (unsigned j = 0; j < 16; j++) acc[j] = _mm512_setzero_ps();
     for (unsigned c = 0; c < d; c += 16)
         for (unsigned j = 0; j < T; j++) {
-            __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k + (size_t)(t + j) * d + c)));
+            __m512 x = row16(k, h, d, t + j, c);
             for (unsigned r = 0; r < R; r++)
                 acc[r * T + j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)r * d + c), x, acc[r * T + j]);
         }
@@ -361,31 +368,37 @@ INLINE void raw_scores16(const uint16_t *k, unsigned d, const float *q, const un
     }
 }
 
-void gear_cpu_raw_scores_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows,
-                                float *s)
+INLINE void row_scores(const void *k, const int h, unsigned n, unsigned d, const float *q, unsigned rows, float *s)
 {
-    const uint16_t *k = (const uint16_t *)raw;
-    unsigned r0 = 0;
+    unsigned r0 = 0, n4 = n & ~3u, n8 = n & ~7u, n16 = n & ~15u;
     for (; r0 + 4 <= rows; r0 += 4)
-        for (unsigned t = 0; t < n; t += 4) raw_scores16(k, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n4; t += 4) row_scores16(k, h, d, q + (size_t)r0 * d, 4, s + (size_t)r0 * n, n, t);
     for (; r0 + 2 <= rows; r0 += 2)
-        for (unsigned t = 0; t < n; t += 8) raw_scores16(k, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n8; t += 8) row_scores16(k, h, d, q + (size_t)r0 * d, 2, s + (size_t)r0 * n, n, t);
     for (; r0 < rows; r0++)
-        for (unsigned t = 0; t < n; t += 16) raw_scores16(k, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+        for (unsigned t = 0; t < n16; t += 16) row_scores16(k, h, d, q + (size_t)r0 * d, 1, s + (size_t)r0 * n, n, t);
+    /* the tokens left over by each row group's step: one sum at a time */
+    for (unsigned r = 0; r < rows; r++) {
+        unsigned done = r < (rows & ~3u) ? n4 : r < (rows & ~1u) ? n8 : n16;
+        for (unsigned t = done; t < n; t++) {
+            __m512 a = _mm512_setzero_ps();
+            for (unsigned c = 0; c < d; c += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + (size_t)r * d + c), row16(k, h, d, t, c), a);
+            s[(size_t)r * n + t] = _mm512_reduce_add_ps(a);
+        }
+    }
 }
 
-/* R rows x W vectors of channels from c: o += sum_t p_t v_t, the
+/* R rows x W vectors of channels from c: o += sum_t p_t x_t, the
  * accumulators in registers over all n tokens. */
-INLINE void raw_values(const uint16_t *v, unsigned n, unsigned d, const float *p, const unsigned R, float *o,
-                       unsigned c, const unsigned W)
+INLINE void row_values(const void *v, const int h, unsigned n, unsigned d, const float *p, const unsigned R,
+                       float *o, unsigned c, const unsigned W)
 {
     __m512 acc[4][4];
     for (unsigned r = 0; r < R; r++)
         for (unsigned j = 0; j < W; j++) acc[r][j] = _mm512_setzero_ps();
     for (unsigned t = 0; t < n; t++) {
         __m512 x[4];
-        for (unsigned j = 0; j < W; j++)
-            x[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v + (size_t)t * d + c + 16 * j)));
+        for (unsigned j = 0; j < W; j++) x[j] = row16(v, h, d, t, c + 16 * j);
         for (unsigned r = 0; r < R; r++) {
             __m512 w = _mm512_set1_ps(p[(size_t)r * n + t]);
             for (unsigned j = 0; j < W; j++) acc[r][j] = _mm512_fmadd_ps(w, x[j], acc[r][j]);
@@ -398,24 +411,36 @@ INLINE void raw_values(const uint16_t *v, unsigned n, unsigned d, const float *p
         }
 }
 
-#define RAW_VALUES(R)                                                                               \
-    do {                                                                                            \
-        unsigned c = 0;                                                                             \
-        for (; c + 64 <= d; c += 64) raw_values(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 4); \
-        for (; c < d; c += 16) raw_values(vh, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 1);      \
+#define ROW_VALUES(R)                                                                                 \
+    do {                                                                                              \
+        unsigned c = 0;                                                                               \
+        for (; c + 64 <= d; c += 64) row_values(v, h, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 4); \
+        for (; c < d; c += 16) row_values(v, h, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c, 1);      \
     } while (0)
 
-void gear_cpu_raw_values_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows,
-                                float *o)
+INLINE void rows_values(const void *v, const int h, unsigned n, unsigned d, const float *p, unsigned rows, float *o)
 {
-    const uint16_t *vh = (const uint16_t *)raw;
     for (unsigned r0 = 0; r0 < rows; r0 += 4) {
         switch (rows - r0) {
-        case 1: RAW_VALUES(1); break;
-        case 2: RAW_VALUES(2); break;
-        case 3: RAW_VALUES(3); break;
-        default: RAW_VALUES(4); break;
+        case 1: ROW_VALUES(1); break;
+        case 2: ROW_VALUES(2); break;
+        case 3: ROW_VALUES(3); break;
+        default: ROW_VALUES(4); break;
         }
     }
 }
-#undef RAW_VALUES
+#undef ROW_VALUES
+
+void gear_cpu_rows_scores_avx512(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
+                                 float *s)
+{
+    if (half) row_scores(k, 1, n, d, q, rows, s);
+    else row_scores(k, 0, n, d, q, rows, s);
+}
+
+void gear_cpu_rows_values_avx512(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
+                                 float *o)
+{
+    if (half) rows_values(v, 1, n, d, p, rows, o);
+    else rows_values(v, 0, n, d, p, rows, o);
+}

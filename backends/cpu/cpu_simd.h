@@ -67,12 +67,13 @@ void gear_cpu_mul_ep_avx512(const float *e, const float *pt, unsigned n, unsigne
 /* pt[k][c] = sum_t y[t*r + k] e[t][c], d a multiple of 16 */
 void gear_cpu_mul_ety_avx512(const float *e, const float *y, unsigned n, unsigned d, unsigned r, float *pt);
 void gear_cpu_halves_avx512(const uint8_t *src, size_t n, float *dst);
-/* The fp16 preset's raw blocks (n x d halves, n and d multiples of 16):
- * s[r*n + t] = q_r . k_t, and o[r*d + c] += sum_t p[r*n + t] v_tc. */
-void gear_cpu_raw_scores_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows,
-                                float *s);
-void gear_cpu_raw_values_avx512(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows,
-                                float *o);
+/* Uncompressed rows (n x d, d a multiple of 16): the fp16 preset's raw
+ * blocks (half: halves) and the fp32 buffer.  s[r*n + t] = q_r . x_t, and
+ * o[r*d + c] += sum_t p[r*n + t] x_tc. */
+void gear_cpu_rows_scores_avx512(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
+                                 float *s);
+void gear_cpu_rows_values_avx512(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
+                                 float *o);
 /* dst[j] = fmaf(code j, dl, mn), len codes (a multiple of 16) of a 2-, 4-
  * or 8-bit row from a 16-code boundary. */
 void gear_cpu_decode_avx512(const uint8_t *row, unsigned bits, unsigned len, float dl, float mn, float *dst);
@@ -93,9 +94,11 @@ void gear_cpu_values64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned b
                             unsigned group, const float *dl, const float *mn, const float *p, unsigned rows,
                             float *o);
 void gear_cpu_halves_avx2(const uint8_t *src, size_t n, float *dst);
-/* gear_cpu_raw_scores_avx512 and gear_cpu_raw_values_avx512 eight lanes wide. */
-void gear_cpu_raw_scores_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *q, unsigned rows, float *s);
-void gear_cpu_raw_values_avx2(const uint8_t *raw, unsigned n, unsigned d, const float *p, unsigned rows, float *o);
+/* gear_cpu_rows_scores_avx512 and gear_cpu_rows_values_avx512 eight lanes wide. */
+void gear_cpu_rows_scores_avx2(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
+                               float *s);
+void gear_cpu_rows_values_avx2(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
+                               float *o);
 int gear_cpu_halves_finite_avx2(const uint16_t *src, size_t m, float *dst);
 void gear_cpu_halves_sat_avx2(const float *src, size_t n, void *dst); /* dst: any byte */
 void gear_cpu_stats64_avx2(const float *x, float out[4], unsigned pos[2]);
