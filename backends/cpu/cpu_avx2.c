@@ -675,32 +675,12 @@ INLINE void row_values16(const void *v, const int h, unsigned n, unsigned d, con
         }
 }
 
-#define ROW_VALUES(R) \
+/* R rows' values over every channel, 16 a pass. */
+#define ROW_VALUES(R, h) \
     for (unsigned c = 0; c < d; c += 16) row_values16(v, h, n, d, p + (size_t)r0 * n, R, o + (size_t)r0 * d, c)
-
-INLINE void rows_values(const void *v, const int h, unsigned n, unsigned d, const float *p, unsigned rows, float *o)
-{
-    for (unsigned r0 = 0; r0 < rows; r0 += 4) {
-        switch (rows - r0) {
-        case 1: ROW_VALUES(1); break;
-        case 2: ROW_VALUES(2); break;
-        case 3: ROW_VALUES(3); break;
-        default: ROW_VALUES(4); break;
-        }
-    }
-}
+#define ROW_VALUES_H(R) ROW_VALUES(R, 1)
+#define ROW_VALUES_F(R) ROW_VALUES(R, 0)
+GEAR_CPU_ROW_KERNELS(avx2)
 #undef ROW_VALUES
-
-void gear_cpu_rows_scores_avx2(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
-                               float *s)
-{
-    if (half) row_scores(k, 1, n, d, q, rows, s);
-    else row_scores(k, 0, n, d, q, rows, s);
-}
-
-void gear_cpu_rows_values_avx2(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
-                               float *o)
-{
-    if (half) rows_values(v, 1, n, d, p, rows, o);
-    else rows_values(v, 0, n, d, p, rows, o);
-}
+#undef ROW_VALUES_H
+#undef ROW_VALUES_F

@@ -28,6 +28,36 @@
         }                                                                                       \
     } while (0)
 
+/* CALL(R) with the row count R (1..4, 4 standing for more) a
+ * compile-time constant. */
+#define GEAR_CPU_ROWS(rows, CALL)                                                               \
+    do {                                                                                        \
+        switch (rows) {                                                                         \
+        case 1: CALL(1); break;                                                                 \
+        case 2: CALL(2); break;                                                                 \
+        case 3: CALL(3); break;                                                                 \
+        default: CALL(4); break;                                                                \
+        }                                                                                       \
+    } while (0)
+
+/* The exported row kernels of one instruction set (gear_cpu_rows_*_avx512,
+ * _avx2) over that file's row_scores and rows_values, the element type
+ * (halves or floats) a compile-time constant in each. */
+#define GEAR_CPU_ROW_KERNELS(isa)                                                                             \
+    void gear_cpu_rows_scores_##isa(const void *k, int half, unsigned n, unsigned d, const float *q,          \
+                                    unsigned rows, float *s)                                                  \
+    {                                                                                                         \
+        if (half) row_scores(k, 1, n, d, q, rows, s);                                                         \
+        else row_scores(k, 0, n, d, q, rows, s);                                                              \
+    }                                                                                                         \
+    void gear_cpu_rows_values_##isa(const void *v, int half, unsigned n, unsigned d, const float *p,          \
+                                    unsigned rows, float *o)                                                  \
+    {                                                                                                         \
+        for (unsigned r0 = 0; r0 < rows; r0 += 4)                                                             \
+            if (half) GEAR_CPU_ROWS(rows - r0, ROW_VALUES_H);                                                 \
+            else GEAR_CPU_ROWS(rows - r0, ROW_VALUES_F);                                                      \
+    }
+
 /* Partial softmax state of one query row. */
 typedef struct part {
     float m, l; /* running max, running sum */
