@@ -34,8 +34,8 @@ static int have_f16c(void)
  * whatever MXCSR says, as the portable converter does; its Inf becomes
  * ovf and its NaN the quiet 0x7e00, sign kept (check_core compares the
  * two on every 4099th bit pattern and the edges, also under FTZ/DAZ).
- * The portable bit selects take about 2 cycles a value (GCC 12 leaves
- * them scalar in the core's loops). */
+ * The portable bit selects take about 2 cycles a value, and GCC 12
+ * does not vectorize them (-fopt-info-vec: "no vectype"). */
 __attribute__((target("avx2,f16c"))) static void halves_f16c(const float *src, size_t n, uint16_t ovf, uint16_t *p)
 {
     const __m256i m7 = _mm256_set1_epi16(0x7fff), inf = _mm256_set1_epi16(0x7c00);

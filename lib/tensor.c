@@ -113,7 +113,7 @@ static void read_row(const gear_tensor *x, int64_t off, int64_t cs, int64_t d, f
     }
     case GEAR_F16: {
         const uint16_t *p = (const uint16_t *)x->data + off;
-        if (cs == 1) /* the common, contiguous case vectorizes */
+        if (cs == 1) /* clang vectorizes this; GCC 12 does not (gear/backend.h) */
             for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c]);
         else
             for (int64_t c = 0; c < d; c++) dst[c] = gear_half_to_float(p[c * cs]);
@@ -242,7 +242,7 @@ static void write_row(gear_tensor *x, int64_t off, int64_t cs, int64_t d, const 
     case GEAR_F16: {
         uint16_t *p = (uint16_t *)x->data + off;
         if (cs == 1 && gear_floats_to_halves_f16c(src, (size_t)d, 0x7bffu, p)) break;
-        if (cs == 1) /* the common, contiguous case vectorizes */
+        if (cs == 1) /* clang vectorizes this; GCC 12 does not (gear/backend.h) */
             for (int64_t c = 0; c < d; c++) p[c] = gear_half_sat(src[c]);
         else
             for (int64_t c = 0; c < d; c++) p[c * cs] = gear_half_sat(src[c]);
