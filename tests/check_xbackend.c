@@ -649,13 +649,14 @@ END_TEST
 /* The uncompressed rows' kernels (the fp16 preset's blocks, every
  * preset's buffer) step over 16, 8, 4 or 2 tokens by row count and leave
  * the rest to a one-token loop: buffers of 1 to 17 and 63 tokens after
- * one block, 1 to 8 query rows (G 1..4 x 1, 2 query tokens), head dims 64
- * and 80, against ref. */
+ * one block, 1 to 14 query rows (G 1..5 and 7 x 1, 2 query tokens: groups
+ * of 4, 2 and 1 rows mixed), head dims 64, 80 and 48 (no 64-channel
+ * value pass), against ref. */
 static void buffer_tail_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const char *const presets[] = {"kivi2", "fp16"};
-    static const int dims[] = {64, 80}, tails[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 63};
+    static const int dims[] = {64, 80, 48}, tails[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 63}, groups[] = {1, 2, 3, 4, 5, 7};
     const int hkv = 2;
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
         for (size_t ti = 0; ti < sizeof tails / sizeof tails[0]; ti++) {
@@ -665,8 +666,8 @@ static void buffer_tail_case(gear_context *be, gear_context *ref, const char *na
                 gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
                 gear_cache *ca, *cb;
                 twin_caches(ref, be, &ck, &cv, hkv, d, T, 256, k, v, &ca, &cb);
-                for (int G = 1; G <= 4; G++)
-                    for (int nq = 1; nq <= 2; nq++) {
+                for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++)
+                    for (int nq = 1, G = groups[gi]; nq <= 2; nq++) {
                         double e = twin_attention(ca, cb, hkv * G, nq, d, 660 + (uint64_t)(G * 2 + nq), 2.0f);
                         TU_ASSERT(e < NMSE_MAX, "%s %s d %d, %d buffered tokens, G %d nq %d: attention NMSE %g", name,
                                   presets[p], d, tails[ti], G, nq, e);

@@ -301,7 +301,9 @@ CPU_INLINE void lowrank_values(const gear_block_layout *L, const uint8_t *blk, c
 }
 
 /* A raw fp16 block the AVX-512 and AVX2 row kernels take: a multiple of
- * 16 channels, its halves at an even offset (read as native uint16_t). */
+ * 16 channels.  They load the halves unaligned, through a uint16_t
+ * pointer; every layout puts them at an even offset, and the check keeps
+ * that pointer a valid one should a layout ever not. */
 CPU_INLINE int raw_fast(const gear_block_layout *L)
 {
     return L->raw_dtype == GEAR_F16 && L->d % 16 == 0 && L->off_raw % 2 == 0;

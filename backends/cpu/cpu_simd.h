@@ -41,8 +41,9 @@
     } while (0)
 
 /* The exported row kernels of one instruction set (gear_cpu_rows_*_avx512,
- * _avx2) over that file's row_scores and rows_values, the element type
- * (halves or floats) a compile-time constant in each. */
+ * _avx2) over that file's row_scores and its ROW_VALUES_H / ROW_VALUES_F
+ * (R rows' values from halves or floats), the element type a
+ * compile-time constant in each. */
 #define GEAR_CPU_ROW_KERNELS(isa)                                                                             \
     void gear_cpu_rows_scores_##isa(const void *k, int half, unsigned n, unsigned d, const float *q,          \
                                     unsigned rows, float *s)                                                  \
