@@ -95,6 +95,7 @@ static void chunk(const f16 *k, const f16 *v, unsigned n, unsigned d, const floa
     }
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define T512 __attribute__((target("avx512f,fma,f16c")))
 #define I512 static inline __attribute__((always_inline, target("avx512f,fma,f16c")))
@@ -330,11 +331,20 @@ T256 static void chunk_avx2(const f16 *k, const f16 *v, unsigned n, unsigned d, 
 
 int fp16_attention_generic = 0;
 
+#ifdef HAVE_CHUNK512
+/* F16C from CPUID: clang before 16 has no "f16c" for __builtin_cpu_supports */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 /* 2: chunk_avx512, 1: chunk_avx2, 0: the generic chunk. */
 static int fast_kernel(unsigned d)
 {
 #ifdef HAVE_CHUNK512
-    if (d % 16 || !__builtin_cpu_supports("fma") || !__builtin_cpu_supports("f16c")) return 0;
+    if (d % 16 || !__builtin_cpu_supports("fma") || !has_f16c()) return 0;
     if (__builtin_cpu_supports("avx512f") && getenv("GEAR_CPU_NO_AVX512") == NULL) return 2;
     return __builtin_cpu_supports("avx2") && d % 64 == 0 ? 1 : 0;
 #else

@@ -62,24 +62,13 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
             const float *q = a->q + (size_t)h * rows * d;
             const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
             float *o = item_out(res, c, h);
-            int fast = 0;
-#ifdef GEAR_CPU_AVX512
             /* the row kernels: one dot a token and row, and an axpy through
              * memory, had made a buffer of 63 tokens cost as much as 1024
              * compressed ones (kivi2, 8 heads, head dim 128, G = 4) */
-            fast = (CPU_AVX512 || CPU_AVX2) && d % 16 == 0;
-            if (fast)
-                (CPU_AVX512 ? gear_cpu_rows_scores_avx512 : gear_cpu_rows_scores_avx2)(kb, 0, a->n_buf, d, q, rows, s);
-#endif
-            if (!fast) raw_scores(kb, a->n_buf, d, q, rows, s);
+            if (!rows_scores_simd(kb, 0, a->n_buf, d, q, rows, s)) raw_scores(kb, a->n_buf, d, q, rows, s);
             scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
             online_softmax(rows, a->n_buf, d, s, item_parts(res, c, h), o);
-#ifdef GEAR_CPU_AVX512
-            if (fast) {
-                (CPU_AVX512 ? gear_cpu_rows_values_avx512 : gear_cpu_rows_values_avx2)(vb, 0, a->n_buf, d, s, rows, o);
-                continue;
-            }
-#endif
+            if (rows_values_simd(vb, 0, a->n_buf, d, s, rows, o)) continue;
             for (unsigned t = 0; t < a->n_buf; t++)
                 for (unsigned i = 0; i < rows; i++)
                     axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);

@@ -561,7 +561,8 @@ INLINE void select_round(const zjob *J, const int h, unsigned r0, unsigned m, un
                      _mm256_cmpeq_epi16_mask, _mm256_setzero_si256(), POSI16, _mm256_mask_mov_epi16,
                      _mm256_cmplt_epu16_mask, uint16_t);
     } else {
-#define BT32(f, x, b) _mm512_mask_cmp_ps_mask(f, x, b, top ? _CMP_GT_OQ : _CMP_LT_OQ)
+/* the predicate must be a constant expression for clang, so two calls */
+#define BT32(f, x, b) (top ? _mm512_mask_cmp_ps_mask(f, x, b, _CMP_GT_OQ) : _mm512_mask_cmp_ps_mask(f, x, b, _CMP_LT_OQ))
 #define EQ32(a, b) _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ)
 #define POSI32(i) _mm512_set1_epi32((int)(i))
         SELECT_ROUND(__m512, LOAD32, _mm512_set1_ps(top ? -INFINITY : INFINITY), BT32, _mm512_mask_mov_ps, EQ32,

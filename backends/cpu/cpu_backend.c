@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include "cpu.h"
 #include "cpu_simd.h"
 
@@ -294,6 +297,16 @@ static struct gear_backend_i cpu_backend = {
     .attention = gear_cpu_attention,
 };
 
+#if defined(GEAR_CPU_AVX512)
+/* F16C from CPUID: clang before 16 has no "f16c" for
+ * __builtin_cpu_supports (it fails to compile) */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi)
 {
     if (core_abi != GEAR_BACKEND_ABI_VERSION) return NULL;
@@ -312,7 +325,7 @@ GEAR_API const struct gear_backend_i *gear_backend_module_init(uint32_t core_abi
                                 __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
                                 getenv("GEAR_CPU_NO_VNNI") == NULL;
     gear_cpu_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c") && getenv("GEAR_CPU_NO_AVX2") == NULL;
+                         cpu_has_f16c() && getenv("GEAR_CPU_NO_AVX2") == NULL;
 #endif
     /* which kernels run here, for `gear backends` (gear_backend_description) */
     static char desc[256];
