@@ -8,16 +8,21 @@
  * and plain quantization are the same pipeline with parts switched off.
  *
  * Conventions
- *  - Every call returns gear_status: GEAR_OK (0) or a negative error.  No call
+ *  - Every call that can fail returns gear_status: GEAR_OK (0) or a negative
+ *    error (*_free, the name and count getters cannot fail).  No call
  *    aborts the process on bad input.  gear_status_string() names a status;
  *    gear_last_error_message() gives the detail of the last failure on the
  *    calling thread.
  *  - Objects are opaque and come in create/free pairs; every *_free accepts
  *    NULL.
  *  - Tensors are non-owning strided views (gear_tensor).
- *  - A context and the caches made from it may be used from several threads
- *    as long as one cache is not appended to from two threads at once; see
- *    README "Threads".
+ *  - A context may be shared by any number of threads, and calls on
+ *    different caches run concurrently.  One cache may be read (attention,
+ *    decompress, tokens, stats, save) from several threads at once, but
+ *    gear_cache_append and gear_cache_free need that cache to themselves:
+ *    no other call on it may run meanwhile.  See README "Threads".
+ *  - A failed call leaves its cache as it was and its output buffers
+ *    unwritten; a failed *_create or *_load sets its object pointer to NULL.
  */
 #ifndef GEAR_H
 #define GEAR_H
@@ -65,7 +70,8 @@ typedef enum gear_status {
     GEAR_ERR_DST_TOO_SMALL = -9,  /* output buffer smaller than needed */
     GEAR_ERR_UNKNOWN_PRESET = -10,/* preset name not known */
     GEAR_ERR_NONFINITE = -11,     /* NaN or Inf in input data */
-    GEAR_ERR_RANGE = -12,         /* finite value outside the fp16 range */
+    GEAR_ERR_RANGE = -12,         /* finite value outside the fp16 range, or
+                                     attention scores that overflow fp32 */
     GEAR_ERR_IO = -13,            /* file could not be opened/read/written */
     GEAR_ERR_FORMAT_MAGIC = -20,  /* serialized data: wrong magic */
     GEAR_ERR_FORMAT_VERSION = -21,/* serialized data: unknown format version */
@@ -129,9 +135,9 @@ GEAR_API gear_status gear_tensor_init(gear_tensor *t, void *data, gear_dtype dty
 typedef struct gear_context gear_context;
 
 typedef struct gear_context_params {
-    const char *backend;      /* "auto" (default, NULL means auto), "ref", "cpu", "cuda", "hip" */
-    int device;               /* device index for GPU backends (default 0) */
-    int n_threads;            /* 0 = backend default */
+    const char *backend;      /* "auto" (default; NULL and "" mean auto), "ref", "cpu", "cuda", "hip" */
+    int device;               /* device index for GPU backends (default 0; host backends ignore it) */
+    int n_threads;            /* 0 = backend default; a call uses at most as many as it has work items */
 } gear_context_params;
 
 /** Defaults: backend "auto", device 0, n_threads 0.  The environment

@@ -88,7 +88,8 @@ gear_status gear_calib_save_mem(const gear_calib *cal, void *dst, size_t cap, si
 
 gear_status gear_calib_save(const gear_calib *cal, const char *path)
 {
-    if (!cal || !path || !*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_calib_save: NULL argument");
+    if (!cal || !path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_calib_save: NULL argument");
+    if (!*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_calib_save: empty path");
     return gear_save_file(write_calib, cal, path);
 }
 

@@ -113,7 +113,8 @@ gear_status gear_cache_save_mem(const gear_cache *c, void *dst, size_t cap, size
 
 gear_status gear_cache_save(const gear_cache *c, const char *path)
 {
-    if (!c || !path || !*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save: NULL argument");
+    if (!c || !path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save: NULL argument");
+    if (!*path) return gear_fail(GEAR_ERR_INVALID_ARG, "gear_cache_save: empty path");
     return gear_save_file(write_cache_obj, c, path);
 }
 

@@ -29,7 +29,7 @@ const char *gear_status_string(gear_status s)
     case GEAR_ERR_DST_TOO_SMALL: return "GEAR_ERR_DST_TOO_SMALL: destination too small";
     case GEAR_ERR_UNKNOWN_PRESET: return "GEAR_ERR_UNKNOWN_PRESET: unknown preset";
     case GEAR_ERR_NONFINITE: return "GEAR_ERR_NONFINITE: NaN or Inf in input";
-    case GEAR_ERR_RANGE: return "GEAR_ERR_RANGE: value outside the fp16 range";
+    case GEAR_ERR_RANGE: return "GEAR_ERR_RANGE: value outside the fp16 range (or attention overflowing fp32)";
     case GEAR_ERR_IO: return "GEAR_ERR_IO: I/O error";
     case GEAR_ERR_FORMAT_MAGIC: return "GEAR_ERR_FORMAT_MAGIC: not libgear data (bad magic)";
     case GEAR_ERR_FORMAT_VERSION: return "GEAR_ERR_FORMAT_VERSION: unsupported format version";

@@ -274,6 +274,8 @@ done
 run 0 "demo --qheads" -- $DEMO --preset fp16 --qheads 6 --seed 3 --json &&
     has out '"qheads":6' "demo --qheads" && has out '"attn_rel_err":0,' "demo fp16 exact"
 run 2 "demo unknown preset" -- demo --preset nosuch && has err "unknown preset 'nosuch'" "demo"
+run 1 "demo CQ without --calib" -- $DEMO --preset cq-4c8b && has err "--calib FILE" "demo cq" &&
+    [ ! -s "$T/out" ] || fail "demo CQ without --calib: printed a table first"
 run 2 "demo --qheads not a multiple" -- $DEMO --qheads 3 && has err "--qheads" "demo --qheads"
 run 2 "demo --tokens 0" -- demo --tokens 0 && has err "--tokens" "demo --tokens 0"
 run 2 "demo --head-dim too big for block" -- demo --head-dim 4096 --tokens 64 --heads 1 &&

@@ -46,28 +46,45 @@ void gear_cpu_unpack(const uint8_t *row, unsigned bits, unsigned p0, unsigned le
     unpack_codes(row, bits, p0, len, out);
 }
 
-/* One work item: chunk c of block indices (or the buffer, c == chunks)
- * for every KV head.  Compiled once per x86-64 level with every helper
- * above inlined into it, so the loops vectorize for the CPU at hand. */
+/* Work item i of a call: the first `nbuf` items are the full-precision
+ * buffer, its heads split evenly among them (a buffer of 63 fp32 tokens
+ * reads about as many bytes as 1024 kivi2 tokens: as one item it ran on
+ * one thread while the others waited at the merge); the rest are chunks
+ * of `per` block indices, each for every KV head.  Buffer items come
+ * first, so that the chunks, taken after them, even out the threads. */
+typedef struct work_item {
+    unsigned slot;   /* its partial results: item_out(res, slot, h) */
+    int buffer;      /* 1: the buffer of heads [h0, h1); 0: chunk c */
+    unsigned c, h0, h1;
+} work_item;
+
+static work_item work_item_of(unsigned i, unsigned nbuf, unsigned H)
+{
+    if (i < nbuf) return (work_item){i, 1, 0, i * H / nbuf, (i + 1) * H / nbuf};
+    return (work_item){i, 0, i - nbuf, 0, H};
+}
+
+/* One work item.  Compiled once per x86-64 level with every helper above
+ * inlined into it, so the loops vectorize for the CPU at hand. */
 GEAR_CLONES
-static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunks, unsigned per,
-                        const item_results *res, float *s, float *tmp, blockf *fp)
+static void attend_item(const gear_attention_args *a, work_item it, unsigned per, const item_results *res, float *s,
+                        float *tmp, blockf *fp)
 {
     const gear_block_layout *lk = a->lk, *lv = a->lv;
-    unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
+    unsigned n = lk->n, d = lk->d, rows = a->n_group * a->n_qtok, H = a->n_head, c = it.c;
     size_t T = (size_t)a->n_blocks * n + a->n_buf;
     blockf f = *fp;
-    if (c == chunks) { /* the full-precision buffer */
-        for (unsigned h = 0; h < H; h++) {
+    if (it.buffer) {
+        for (unsigned h = it.h0; h < it.h1; h++) {
             const float *q = a->q + (size_t)h * rows * d;
             const float *kb = a->kbuf + h * a->buf_stride, *vb = a->vbuf + h * a->buf_stride;
-            float *o = item_out(res, c, h);
+            float *o = item_out(res, it.slot, h);
             /* the row kernels: one dot a token and row, and an axpy through
              * memory, had made a buffer of 63 tokens cost as much as 1024
              * compressed ones (kivi2, 8 heads, head dim 128, G = 4) */
             if (!rows_scores_simd(kb, 0, a->n_buf, d, q, rows, s)) raw_scores(kb, a->n_buf, d, q, rows, s);
             scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
-            online_softmax(rows, a->n_buf, d, s, item_parts(res, c, h), o);
+            online_softmax(rows, a->n_buf, d, s, item_parts(res, it.slot, h), o);
             if (rows_values_simd(vb, 0, a->n_buf, d, s, rows, o)) continue;
             for (unsigned t = 0; t < a->n_buf; t++)
                 for (unsigned i = 0; i < rows; i++)
@@ -79,7 +96,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
     for (unsigned b = c * per; b < b1; b++)
         for (unsigned h = 0; h < H; h++) {
             const float *q = a->q + (size_t)h * rows * d;
-            float *o = item_out(res, c, h);
+            float *o = item_out(res, it.slot, h);
             /* the next pair in this order: head h + 1, else block b + 1 */
             if (h + 1 < H || b + 1 < b1) {
                 size_t nx = h + 1 < H ? (size_t)(h + 1) * a->n_blocks + b : b + 1;
@@ -88,7 +105,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
             }
             key_scores(lk, a->kblocks[(size_t)h * a->n_blocks + b], q, rows, s, tmp, &f);
             scale_mask(a, rows, n, (size_t)b * n, T, s);
-            online_softmax(rows, n, d, s, item_parts(res, c, h), o);
+            online_softmax(rows, n, d, s, item_parts(res, it.slot, h), o);
             value_accumulate(lv, a->vblocks[(size_t)h * a->n_blocks + b], s, rows, o, tmp, &f);
         }
 }
@@ -102,7 +119,7 @@ static void attend_item(const gear_attention_args *a, unsigned c, unsigned chunk
 /* A chunk of compressed blocks for every KV head through the AVX-512
  * kernel (gear_cpu_attn2_fits layouts).  onat: H*rows*d floats of
  * scratch, NULL when the blocks have neither outliers nor low rank. */
-static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per, const item_results *res,
+static void attend_item2(const gear_attention_args *a, unsigned slot, unsigned c, unsigned per, const item_results *res,
                          float *onat, void *big)
 {
     unsigned n = a->lk->n, d = a->lk->d, rows = a->n_group * a->n_qtok, H = a->n_head;
@@ -130,13 +147,13 @@ static void attend_item2(const gear_attention_args *a, unsigned c, unsigned per,
                 x[k] = (gear_attn2_block){a->lk, a->lv, a->kblocks[i], a->vblocks[i],
                                           nx != i ? a->kblocks[nx] : NULL, nx != i ? a->vblocks[nx] : NULL,
                                           a->q + (size_t)h * rows * d, rows,
-                                          a->scale, (size_t)b * n, lim, item_parts(res, c, h), item_out(res, c, h),
+                                          a->scale, (size_t)b * n, lim, item_parts(res, slot, h), item_out(res, slot, h),
                                           onat ? onat + (size_t)h * rows * d : NULL, big};
             }
             attend(x, m);
         }
     for (unsigned h = 0; h < H; h++)
-        gear_cpu_values_unpermute(item_out(res, c, h), onat ? onat + (size_t)h * rows * d : NULL,
+        gear_cpu_values_unpermute(item_out(res, slot, h), onat ? onat + (size_t)h * rows * d : NULL,
                                   rows, d, a->lv->bits);
 }
 #endif
@@ -201,7 +218,9 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
      * writes, which cost more than the balance gained (2 threads, kivi2,
      * head dim 64, G = 4: 16k tokens 362 ns a pair a thread with 16 items,
      * 314 with 8; 4k 430 with 16, 357 with 2; the same or better in the
-     * other shapes timed).  The buffer is one more. */
+     * other shapes timed).  The buffer comes first (work_item_of): one
+     * item a thread (at most one a head) when every thread has a chunk,
+     * else one item, which runs beside a chunk or alone. */
     int threads = st->n_threads;
     unsigned per = 0, chunks = 0;
     if (a->n_blocks) {
@@ -211,7 +230,8 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
         if (per < 4) per = 4;
         chunks = (a->n_blocks + per - 1) / per;
     }
-    unsigned items = chunks + (a->n_buf ? 1u : 0u);
+    unsigned nbuf = !a->n_buf ? 0u : chunks < (unsigned)threads ? 1u : (unsigned)threads < H ? (unsigned)threads : H;
+    unsigned items = chunks + nbuf;
     /* no more threads than items: a thread without one still costs its
      * wake-up and the join (a one-block cache, two threads: 10.5 against
      * 8.8 us a call on one) */
@@ -247,16 +267,17 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
-        for (unsigned c = 0; c < items; c++) {
+        for (unsigned i = 0; i < items; i++) {
             if (!ready) continue;
-            item_reset(&res, c);
+            work_item it = work_item_of(i, nbuf, H);
+            item_reset(&res, i);
 #ifdef GEAR_CPU_AVX512
-            if (fast2 && c < chunks) {
-                attend_item2(a, c, per, &res, onat, bigp);
+            if (fast2 && !it.buffer) {
+                attend_item2(a, i, it.c, per, &res, onat, bigp);
                 continue;
             }
 #endif
-            attend_item(a, c, chunks, per, &res, w.s, w.tmp, &w.f);
+            attend_item(a, it, per, &res, w.s, w.tmp, &w.f);
         }
     }
     if (failed) {

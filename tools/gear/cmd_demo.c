@@ -325,6 +325,12 @@ static int run_table(table_opts *o, const kvset *s)
         if ((rc = cli_preset(cmd, o->presets.v[i], &ck, &cv)) || (rc = cli_validate(cmd, &ck, bd)) ||
             (rc = cli_validate(cmd, &cv, bd)))
             goto early;
+        if ((ck.cq_dim || cv.cq_dim) && !o->cal) {
+            cli_error(cmd, "preset '%s' needs a calibration with codebooks: pass --calib FILE (made by "
+                      "'gear calibrate --cq %s')", o->presets.v[i], o->presets.v[i]);
+            rc = CLI_FAIL;
+            goto early;
+        }
     }
     if ((rc = cli_context(cmd, o->backend, &ctx))) return rc;
     const char *backend = gear_context_backend_name(ctx);
