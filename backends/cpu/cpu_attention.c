@@ -82,10 +82,10 @@ static void attend_item(const gear_attention_args *a, work_item it, unsigned per
             /* the row kernels: one dot a token and row, and an axpy through
              * memory, had made a buffer of 63 tokens cost as much as 1024
              * compressed ones (kivi2, 8 heads, head dim 128, G = 4) */
-            if (!rows_scores_simd(kb, 0, a->n_buf, d, q, rows, s)) raw_scores(kb, a->n_buf, d, q, rows, s);
+            if (!rows_simd(0, kb, 0, a->n_buf, d, q, rows, s)) raw_scores(kb, a->n_buf, d, q, rows, s);
             scale_mask(a, rows, a->n_buf, (size_t)a->n_blocks * n, T, s);
             online_softmax(rows, a->n_buf, d, s, item_parts(res, it.slot, h), o);
-            if (rows_values_simd(vb, 0, a->n_buf, d, s, rows, o)) continue;
+            if (rows_simd(1, vb, 0, a->n_buf, d, s, rows, o)) continue;
             for (unsigned t = 0; t < a->n_buf; t++)
                 for (unsigned i = 0; i < rows; i++)
                     axpy(o + (size_t)i * d, s[(size_t)i * a->n_buf + t], vb + (size_t)t * d, d);

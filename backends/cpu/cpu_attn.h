@@ -309,32 +309,23 @@ CPU_INLINE int raw_fast(const gear_block_layout *L)
     return L->raw_dtype == GEAR_F16 && L->d % 16 == 0 && L->off_raw % 2 == 0;
 }
 
-/* The row kernels over uncompressed rows (half: fp16, else fp32; d a
- * multiple of 16), AVX-512 or AVX2: 1 if one ran, 0 if the caller's
- * portable loop must. */
-CPU_INLINE int rows_scores_simd(const void *k, int half, unsigned n, unsigned d, const float *q, unsigned rows,
-                                float *s)
+/* The row kernels over uncompressed rows x (half: fp16, else fp32; d a
+ * multiple of 16), AVX-512 or AVX2: scores (s = w . x) or, with values
+ * set, values (y += w x).  1 if one ran, 0 if the caller's portable loop
+ * must. */
+CPU_INLINE int rows_simd(int values, const void *x, int half, unsigned n, unsigned d, const float *w, unsigned rows,
+                         float *y)
 {
 #ifdef GEAR_CPU_AVX512
     if ((CPU_AVX512 || CPU_AVX2) && d % 16 == 0) {
-        (CPU_AVX512 ? gear_cpu_rows_scores_avx512 : gear_cpu_rows_scores_avx2)(k, half, n, d, q, rows, s);
+        if (values)
+            (CPU_AVX512 ? gear_cpu_rows_values_avx512 : gear_cpu_rows_values_avx2)(x, half, n, d, w, rows, y);
+        else
+            (CPU_AVX512 ? gear_cpu_rows_scores_avx512 : gear_cpu_rows_scores_avx2)(x, half, n, d, w, rows, y);
         return 1;
     }
 #endif
-    (void)k, (void)half, (void)n, (void)d, (void)q, (void)rows, (void)s;
-    return 0;
-}
-
-CPU_INLINE int rows_values_simd(const void *v, int half, unsigned n, unsigned d, const float *p, unsigned rows,
-                                float *o)
-{
-#ifdef GEAR_CPU_AVX512
-    if ((CPU_AVX512 || CPU_AVX2) && d % 16 == 0) {
-        (CPU_AVX512 ? gear_cpu_rows_values_avx512 : gear_cpu_rows_values_avx2)(v, half, n, d, p, rows, o);
-        return 1;
-    }
-#endif
-    (void)v, (void)half, (void)n, (void)d, (void)p, (void)rows, (void)o;
+    (void)values, (void)x, (void)half, (void)n, (void)d, (void)w, (void)rows, (void)y;
     return 0;
 }
 
@@ -344,7 +335,7 @@ CPU_INLINE void key_scores(const gear_block_layout *L, const uint8_t *blk, const
 {
     unsigned n = L->n, d = L->d;
     if (L->bits == 0) { /* raw fp16 block */
-        if (raw_fast(L) && rows_scores_simd(blk + L->off_raw, 1, n, d, q, rows, s)) return;
+        if (raw_fast(L) && rows_simd(0, blk + L->off_raw, 1, n, d, q, rows, s)) return;
         memset(s, 0, sizeof(float) * rows * n);
         for (unsigned t = 0; t < n; t++) {
             halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
@@ -398,7 +389,7 @@ CPU_INLINE void value_accumulate(const gear_block_layout *L, const uint8_t *blk,
 {
     unsigned n = L->n, d = L->d, r = L->rank;
     if (L->bits == 0) {
-        if (raw_fast(L) && rows_values_simd(blk + L->off_raw, 1, n, d, p, rows, o)) return;
+        if (raw_fast(L) && rows_simd(1, blk + L->off_raw, 1, n, d, p, rows, o)) return;
         for (unsigned t = 0; t < n; t++) {
             halves(blk + L->off_raw + 2 * (size_t)t * d, d, tmp);
             for (unsigned i = 0; i < rows; i++) axpy(o + (size_t)i * d, p[(size_t)i * n + t], tmp, d);
