@@ -47,11 +47,18 @@ INLINE float dot(const float *a, const float *b, unsigned n)
 
 /* Three omp simd loops: the max and the sum are reductions, which GCC
  * vectorizes only when OpenMP allows the reassociation; the exponentials
- * vectorize once apart from the sum. */
+ * vectorize once apart from the sum.  clang 14 and 15 cannot vectorize
+ * the max in any form tried and warn (an error under --enable-werror), so
+ * they get it scalar. */
+#ifdef __clang__
+#define SIMD_MAX_MX
+#else
+#define SIMD_MAX_MX _Pragma("omp simd reduction(max : mx)")
+#endif
 INLINE float softmax_row(float *s, unsigned n, float *mx_out)
 {
     float mx = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : mx)
+    SIMD_MAX_MX
     for (unsigned j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
 #pragma omp simd
     for (unsigned j = 0; j < n; j++) s[j] = gear_exp_neg(s[j] - mx);

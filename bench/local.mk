@@ -5,9 +5,17 @@
 
 EXTRA_DIST += bench/plot_attention.py bench/summarize.py bench/compare_runs.py bench/ranges.py
 
-# (the bench and its fp16 baseline use OpenMP)
-if HAVE_OPENMP
+# attention of a backend against ref on data that stresses the arithmetic
+# (bench/attn_accuracy.c); run from the source tree for the real-data case
 EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
+bench_gear_attn_accuracy_SOURCES = bench/attn_accuracy.c tools/gear/synth.c tools/gear/synth.h \
+	tools/gear/safetensors.c tools/gear/safetensors.h tools/gear/json.c tools/gear/json.h
+bench_gear_attn_accuracy_LDADD = libgear.la $(LIBM)
+CLEANFILES += bench/gear-attn-accuracy$(EXEEXT) bench/gear-bench$(EXEEXT)
+
+# (the bench and its fp16 baseline use OpenMP; without it gear-bench is a
+# program that says so, so that building it directly fails nowhere)
+if HAVE_OPENMP
 bench_gear_bench_SOURCES = bench/gear_bench.c bench/bench_util.h bench/fp16_attention.c bench/fp16_attention.h \
 	bench/q4_0_baseline.c bench/q4_0_baseline.h bench/isa_floor.c bench/isa_floor.h \
 	bench/lowrank_blas.c bench/lowrank_blas.h bench/read_bw.c bench/read_bw.h \
@@ -20,14 +28,6 @@ bench_gear_bench_CFLAGS += -DGEAR_BENCH_OPENBLAS $(OPENBLAS_CFLAGS)
 bench_gear_bench_LDADD += $(OPENBLAS_LIBS)
 endif
 bench_gear_bench_LDFLAGS = $(OPENMP_CFLAGS)
-CLEANFILES += bench/gear-bench$(EXEEXT)
-
-# attention of a backend against ref on data that stresses the arithmetic
-# (bench/attn_accuracy.c); run from the source tree for the real-data case
-bench_gear_attn_accuracy_SOURCES = bench/attn_accuracy.c tools/gear/synth.c tools/gear/synth.h \
-	tools/gear/safetensors.c tools/gear/safetensors.h tools/gear/json.c tools/gear/json.h
-bench_gear_attn_accuracy_LDADD = libgear.la $(LIBM)
-CLEANFILES += bench/gear-attn-accuracy$(EXEEXT)
 
 GEAR_BENCH_FLAGS =
 bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES) $(GPU_BENCH_PROGS)
@@ -39,6 +39,7 @@ bench: bench/gear-bench$(EXEEXT) $(pkglib_LTLIBRARIES) $(GPU_BENCH_PROGS)
 	@test -z "$(GPU_BENCH_PROGS)" || echo "GPU benches built ($(GPU_BENCH_PROGS)): run them with make bench-gpu, or bench/gpu_run.sh"
 
 else
+bench_gear_bench_SOURCES = bench/no_openmp.c
 bench:
 	@echo "make bench needs OpenMP (configure found none)"; exit 1
 endif
