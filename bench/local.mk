@@ -20,7 +20,7 @@ bench_gear_bench_SOURCES = bench/gear_bench.c bench/bench_util.h bench/fp16_atte
 	bench/q4_0_baseline.c bench/q4_0_baseline.h bench/isa_floor.c bench/isa_floor.h \
 	bench/lowrank_blas.c bench/lowrank_blas.h bench/read_bw.c bench/read_bw.h \
 	tools/gear/synth.c tools/gear/synth.h
-bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS) $(BENCH_CFLAGS) $(NOTRAP_CFLAGS)
+bench_gear_bench_CFLAGS = $(AM_CFLAGS) $(OPENMP_CFLAGS) $(LOOP_ALIGN_CFLAGS) $(NOTRAP_CFLAGS)
 bench_gear_bench_LDADD = libgear.la $(LIBM)
 # the lowrank section's OpenBLAS baseline (only the bench links it)
 if HAVE_OPENBLAS

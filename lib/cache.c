@@ -157,7 +157,7 @@ gear_status gear_cache_buffers(gear_cache *c, gear_layer *ly)
     if (!gear_mul_ok(c->n_head, c->block, &hn) || !gear_mul_ok(hn, c->d, &n) || n > SIZE_MAX / sizeof(float))
         return gear_fail(GEAR_ERR_OVERFLOW, "cache buffers overflow");
     for (int kv = 0; kv < 2; kv++)
-        if (!ly->buf[kv] && !(ly->buf[kv] = malloc(n * sizeof(float))))
+        if (!ly->buf[kv] && !(ly->buf[kv] = gear_alloc64(n * sizeof(float))))
             return gear_fail(GEAR_ERR_NO_MEMORY, "cache buffers of %zu floats", n);
     return GEAR_OK;
 }
@@ -464,7 +464,7 @@ static gear_status attention_stored(gear_cache *c, unsigned layer, const gear_te
                          (long long)nq, layer, ly->tokens);
     unsigned group = (unsigned)(hq / c->n_head);
     size_t qn = (size_t)hq * (size_t)nq * c->d, nb = (size_t)c->n_head * ly->n_blocks;
-    float *qb = malloc(qn * sizeof(float)), *ob = malloc(qn * sizeof(float));
+    float *qb = gear_alloc64(qn * sizeof(float)), *ob = gear_alloc64(qn * sizeof(float));
     const uint8_t **kb = malloc(sizeof *kb * (nb + 1)), **vb = malloc(sizeof *vb * (nb + 1));
     if (!qb || !ob || !kb || !vb) {
         st = gear_fail(GEAR_ERR_NO_MEMORY, "attention staging");
