@@ -232,10 +232,13 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
     }
     unsigned nbuf = !a->n_buf ? 0u : chunks < (unsigned)threads ? 1u : (unsigned)threads < H ? (unsigned)threads : H;
     unsigned items = chunks + nbuf;
-    /* no more threads than items: a thread without one still costs its
-     * wake-up and the join (a one-block cache, two threads: 10.5 against
-     * 8.8 us a call on one) */
-    if ((unsigned)threads > items) threads = (int)items;
+    /* no more threads than chunks of blocks: a thread without one still
+     * costs its wake-up, the join and the merge's reads across cores, more
+     * than a buffer item saves (kivi2, 8 heads, head dim 128, G = 4, one
+     * thread against two: 100 tokens 11.1 against 14.3 us a call, 200
+     * 16.6 against 23.0, 300 24.0 against 26.0; from 9 blocks on, in three
+     * chunks, two threads win: 600 tokens 32.9 against 41.3) */
+    if ((unsigned)threads > chunks) threads = chunks ? (int)chunks : 1;
     int failed = 0, fast2 = 0, extra = 0, big = 0;
 #ifdef GEAR_CPU_AVX512
     fast2 = CPU_AVX512 && gear_cpu_attn2_fits(a->lk, a->lv, a->scale);
