@@ -220,7 +220,7 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
      * 314 with 8; 4k 430 with 16, 357 with 2; the same or better in the
      * other shapes timed).  The buffer comes first (work_item_of): one
      * item a thread (at most one a head) when every thread has a chunk,
-     * else one item, which runs beside a chunk or alone. */
+     * else one item. */
     int threads = st->n_threads;
     unsigned per = 0, chunks = 0;
     if (a->n_blocks) {
@@ -236,8 +236,8 @@ gear_status gear_cpu_attention(void *state, const gear_attention_args *a)
      * costs its wake-up, the join and the merge's reads across cores, more
      * than a buffer item saves (kivi2, 8 heads, head dim 128, G = 4, one
      * thread against two: 100 tokens 11.1 against 14.3 us a call, 200
-     * 16.6 against 23.0, 300 24.0 against 26.0; from 9 blocks on, in three
-     * chunks, two threads win: 600 tokens 32.9 against 41.3) */
+     * 16.6 against 23.0, 300 24.0 against 26.0; from 8 blocks on, two
+     * chunks of 4, two threads win: 520 tokens 28.4 against 36.7) */
     if ((unsigned)threads > chunks) threads = chunks ? (int)chunks : 1;
     int failed = 0, fast2 = 0, extra = 0, big = 0;
 #ifdef GEAR_CPU_AVX512
