@@ -29,9 +29,9 @@ void gear_log(gear_log_level level, const char *fmt, ...) GEAR_PRINTF(2, 3);
 /* ---- memory that kernels stream with vector loads (queries, outputs,
  * the full-precision buffers): 64-byte aligned, freed with free().  With
  * malloc's 16 bytes, where the heap put a query decided whether the cpu
- * module's 64-byte loads split cache lines: kivi2's attention ran 2 % (in
- * cache) to 7 % (from DRAM) slower after a longer build path moved the
- * heap (thirtieth session).  NULL for 0 bytes or no memory. */
+ * module's 64-byte loads split cache lines: kivi2's attention ran 2 %
+ * slower in cache after a longer build path moved the heap (thirtieth
+ * session).  NULL for 0 bytes or no memory. */
 void *gear_alloc64(size_t bytes);
 
 /* ---- checked size arithmetic: return 0 on overflow */
