@@ -11,7 +11,12 @@ EXTRA_PROGRAMS = bench/gear-bench bench/gear-attn-accuracy
 bench_gear_attn_accuracy_SOURCES = bench/attn_accuracy.c tools/gear/synth.c tools/gear/synth.h \
 	tools/gear/safetensors.c tools/gear/safetensors.h tools/gear/json.c tools/gear/json.h
 bench_gear_attn_accuracy_LDADD = libgear.la $(LIBM)
-CLEANFILES += bench/gear-attn-accuracy$(EXEEXT) bench/gear-bench$(EXEEXT)
+# the fastest of many attention calls in cache, for A/B of kernel changes
+# on VMs whose medians drift (bench/attn_min.c)
+EXTRA_PROGRAMS += bench/gear-attn-min
+bench_gear_attn_min_SOURCES = bench/attn_min.c bench/bench_util.h tools/gear/synth.c tools/gear/synth.h
+bench_gear_attn_min_LDADD = libgear.la $(LIBM)
+CLEANFILES += bench/gear-attn-accuracy$(EXEEXT) bench/gear-bench$(EXEEXT) bench/gear-attn-min$(EXEEXT)
 
 # (the bench and its fp16 baseline use OpenMP; without it gear-bench is a
 # program that says so, so that building it directly fails nowhere)

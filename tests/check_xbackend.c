@@ -799,12 +799,18 @@ END_TEST
  * channel of 1e38 once gave the cpu module GEAR_ERR_RANGE where ref
  * returned the one-hot softmax: its fp32 intermediates (the fixed-point
  * grid's bound, the dot products) overflowed where the scores did not.
- * Head dims 64, 128, 80 and 96. */
+ * Queries of 2^88 and 2^94 stay below the core's double-precision
+ * threshold and reach the kernels: the AVX2 kernel's in-place 2-bit codes
+ * (factors up to 4^7) take the first and fall back to plain codes for
+ * the second, whose minima's terms pass 2^100.  Head dims 64, 128, 80
+ * and 96. */
 static void huge_query_case(gear_context *be, gear_context *ref, const char *name, int same)
 {
     (void)same;
     static const char *const presets[] = {"kivi2", "gear2", "kivi4", "gear4", "fp16"};
-    static const char *const what[] = {"one channel 1e38", "one channel 3e37", "all x 1e36", "all x 1e37"};
+    static const char *const what[] = {"one channel 1e38", "one channel 3e37", "all x 1e36", "all x 1e37",
+                                       "all x 2^88", "all x 2^94"};
+    static const float scales[] = {1, 1, 1e36f, 1e37f, 0x1p88f, 0x1p94f};
     static const int dims[] = {64, 128, 80, 96};
     const int hkv = 2, T = 64 * 4 + 9;
     for (int di = 0; di < (int)(sizeof dims / sizeof dims[0]); di++)
@@ -818,9 +824,9 @@ static void huge_query_case(gear_context *be, gear_context *ref, const char *nam
                 gear_config ck = tu_preset(presets[p], GEAR_KEY), cv = tu_preset(presets[p], GEAR_VALUE);
                 gear_cache *ca, *cb;
                 twin_caches(ref, be, &ck, &cv, hkv, d, T, T, k, v, &ca, &cb);
-                for (int w = 0; w < 4; w++) {
+                for (int w = 0; w < 6; w++) {
                     for (size_t i = 0; i < qn; i++)
-                        q[i] = w < 2 ? (i % (size_t)d == 5 ? (w ? 3e37f : 1e38f) : q0[i]) : q0[i] * (w == 2 ? 1e36f : 1e37f);
+                        q[i] = w < 2 ? (i % (size_t)d == 5 ? (w ? 3e37f : 1e38f) : q0[i]) : q0[i] * scales[w];
                     gear_status sa = tu_cache_attention(ca, 0, q, hq, 1, d, 0.125f, oa);
                     gear_status sb = tu_cache_attention(cb, 0, q, hq, 1, d, 0.125f, ob);
                     TU_ASSERT(sa == sb, "%s %s d %d G %d, %s: status %d, ref %d", name, presets[p], d, G, what[w],

@@ -29,11 +29,23 @@ INLINE __m256i bcast32(const uint8_t *p)
 }
 
 /* Codes 16j .. 16j+15 of a packed row as two vectors of floats, in order.
- * 2 bits: vpermps reads the low 3 bits of each shifted word, and its table
- * repeats {0,1,2,3}, so the neighbour's bit above a code does not matter. */
-INLINE void codes16(const uint8_t *row, unsigned bits, unsigned j, __m256 *lo, __m256 *hi)
+ * 2 bits, inplace: lane i holds its code times 4^i (masked in place, not
+ * shifted down, and converted), an and and a conversion per 8 codes.
+ * Decoding the codes themselves (vpermps reads the low 3 bits of each
+ * shifted word, and its table repeats {0,1,2,3}) made kivi2's attention
+ * in cache 1.14-1.44x slower on Zen 3, where vpermps takes 1.2 cycles
+ * and contends with the FMAs.
+ * The kernels start their sums at bias*4^i and scale them by 4^-i at the
+ * end (lane_scale): powers of two, so every rounding is the one the codes
+ * themselves give, as long as no sum nears fp32's range (inplace_fits). */
+INLINE void codes16(const uint8_t *row, unsigned bits, const int inplace, unsigned j, __m256 *lo, __m256 *hi)
 {
-    if (bits == 2) {
+    if (bits == 2 && inplace) {
+        const __m256i m = _mm256_setr_epi32(3, 3 << 2, 3 << 4, 3 << 6, 3 << 8, 3 << 10, 3 << 12, 3 << 14);
+        __m256i x = bcast32(row + 4 * j);
+        *lo = _mm256_cvtepi32_ps(_mm256_and_si256(x, m));
+        *hi = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(x, 16), m));
+    } else if (bits == 2) {
         const __m256 tab = _mm256_setr_ps(0, 1, 2, 3, 0, 1, 2, 3);
         __m256i x = bcast32(row + 4 * j);
         *lo = _mm256_permutevar8x32_ps(tab, _mm256_srlv_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)));
@@ -45,18 +57,50 @@ INLINE void codes16(const uint8_t *row, unsigned bits, unsigned j, __m256 *lo, _
     }
 }
 
+/* The factor of lane i in codes16's output (4^i for in-place 2-bit codes,
+ * else 1), or its inverse. */
+INLINE __m256 lane_scale(unsigned bits, const int inplace, int inverse)
+{
+    if (bits != 2 || !inplace) return _mm256_set1_ps(1.0f);
+    return inverse ? _mm256_setr_ps(1.0f, 0x1p-2f, 0x1p-4f, 0x1p-6f, 0x1p-8f, 0x1p-10f, 0x1p-12f, 0x1p-14f)
+                   : _mm256_setr_ps(1.0f, 0x1p2f, 0x1p4f, 0x1p6f, 0x1p8f, 0x1p10f, 0x1p12f, 0x1p14f);
+}
+
+/* Whether R rows of m weights (ld apart) and their biases (or NULL) are
+ * all within 2^100 in magnitude, so that a sum of up to 1024 weights
+ * times codes up to 3*4^7, plus the bias times 4^7, stays below 2^126:
+ * finite, as the in-place codes need.  No for Inf and NaN (the codes16 path without
+ * factors then gives what the float kernel always gave).  Queries that
+ * large are some 30 orders of magnitude beyond real ones. */
+INLINE int inplace_fits(const float *w, size_t ld, unsigned m, const float *bias, unsigned R)
+{
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), lim = _mm256_set1_ps(0x1p100f);
+    __m256 bad = _mm256_setzero_ps();
+    int ok = 1;
+    for (unsigned r = 0; r < R; r++) {
+        const float *x = w + r * ld;
+        unsigned i = 0;
+        for (; i + 8 <= m; i += 8)
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absm), lim, _CMP_NLE_UQ));
+        for (; i < m; i++) ok &= fabsf(x[i]) <= 0x1p100f;
+        if (bias) ok &= fabsf(bias[r]) <= 0x1p100f;
+    }
+    return ok && !_mm256_movemask_ps(bad);
+}
+
 /* R rows (<= 4) x 16*NJ tokens from token 16*j0: s[r][t] = bias[r] + sum_c w[r][c] code_ct. */
-INLINE void keys_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned d, const float *w,
-                      const float *bias, unsigned R, unsigned NJ, unsigned j0, float *s, unsigned n)
+INLINE void keys_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, const int inplace, unsigned d,
+                      const float *w, const float *bias, unsigned R, unsigned NJ, unsigned j0, float *s, unsigned n)
 {
     __m256 acc[4][8];
+    const __m256 up = lane_scale(bits, inplace, 0), down = lane_scale(bits, inplace, 1);
     for (unsigned r = 0; r < R; r++)
-        for (unsigned k = 0; k < 2 * NJ; k++) acc[r][k] = _mm256_set1_ps(bias[r]);
+        for (unsigned k = 0; k < 2 * NJ; k++) acc[r][k] = _mm256_mul_ps(_mm256_set1_ps(bias[r]), up);
     for (unsigned c = 0; c < d; c++) {
         const uint8_t *row = codes + (size_t)c * row_bytes;
         for (unsigned j = 0; j < NJ; j++) {
             __m256 lo, hi;
-            codes16(row, bits, j0 + j, &lo, &hi);
+            codes16(row, bits, inplace, j0 + j, &lo, &hi);
             for (unsigned r = 0; r < R; r++) {
                 __m256 wr = _mm256_broadcast_ss(w + (size_t)r * d + c);
                 acc[r][2 * j] = _mm256_fmadd_ps(wr, lo, acc[r][2 * j]);
@@ -65,7 +109,8 @@ INLINE void keys_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, u
         }
     }
     for (unsigned r = 0; r < R; r++)
-        for (unsigned k = 0; k < 2 * NJ; k++) _mm256_storeu_ps(s + (size_t)r * n + 16 * j0 + 8 * k, acc[r][k]);
+        for (unsigned k = 0; k < 2 * NJ; k++)
+            _mm256_storeu_ps(s + (size_t)r * n + 16 * j0 + 8 * k, _mm256_mul_ps(acc[r][k], down));
 }
 
 /* The passes of R rows over 64 tokens (R, NJ constants after inlining). */
@@ -73,7 +118,10 @@ INLINE void keys_rows(const uint8_t *codes, unsigned row_bytes, unsigned bits, u
                       const float *bias, unsigned R, float *s, unsigned n)
 {
     const unsigned NJ = R == 1 ? 4 : R == 2 ? 2 : 1;
-    for (unsigned j0 = 0; j0 < 4; j0 += NJ) keys_pass(codes, row_bytes, bits, d, w, bias, R, NJ, j0, s, n);
+    if (bits == 2 && inplace_fits(w, d, d, bias, R))
+        for (unsigned j0 = 0; j0 < 4; j0 += NJ) keys_pass(codes, row_bytes, bits, 1, d, w, bias, R, NJ, j0, s, n);
+    else
+        for (unsigned j0 = 0; j0 < 4; j0 += NJ) keys_pass(codes, row_bytes, bits, 0, d, w, bias, R, NJ, j0, s, n);
 }
 
 #define KEYS(B, R) keys_rows(codes, row_bytes, B, d, w + (size_t)r0 * d, bias + r0, R, s + (size_t)r0 * n, n)
@@ -90,9 +138,9 @@ void gear_cpu_keys64_avx2(const uint8_t *codes, unsigned row_bytes, unsigned bit
 /* R rows x 16*NJ channels from channel c0 (inside group g of the G of a row),
  * over n tokens: o[r][c] += sum_t p[r][t] scale_t code_tc + bias[r].  pw:
  * the products p[r][t] scale_t (rows n apart), or NULL to form them here. */
-INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, unsigned n, unsigned G, unsigned g,
-                        const float *dl, const float *p, const float *pw, const float *bias, unsigned R, unsigned NJ,
-                        unsigned c0, float *o, unsigned d)
+INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits, const int inplace, unsigned n,
+                        unsigned G, unsigned g, const float *dl, const float *p, const float *pw, const float *bias,
+                        unsigned R, unsigned NJ, unsigned c0, float *o, unsigned d)
 {
     __m256 acc[4][8];
     for (unsigned r = 0; r < R; r++)
@@ -102,7 +150,7 @@ INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits,
         float sc = dl[(size_t)t * G + g];
         for (unsigned j = 0; j < NJ; j++) {
             __m256 lo, hi;
-            codes16(row, bits, c0 / 16 + j, &lo, &hi);
+            codes16(row, bits, inplace, c0 / 16 + j, &lo, &hi);
             for (unsigned r = 0; r < R; r++) {
                 __m256 wr = pw ? _mm256_broadcast_ss(pw + (size_t)r * n + t) : _mm256_set1_ps(p[(size_t)r * n + t] * sc);
                 acc[r][2 * j] = _mm256_fmadd_ps(wr, lo, acc[r][2 * j]);
@@ -113,7 +161,7 @@ INLINE void values_pass(const uint8_t *codes, unsigned row_bytes, unsigned bits,
     for (unsigned r = 0; r < R; r++)
         for (unsigned k = 0; k < 2 * NJ; k++) {
             float *dst = o + (size_t)r * d + c0 + 8 * k;
-            __m256 v = _mm256_add_ps(acc[r][k], _mm256_set1_ps(bias[r]));
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(acc[r][k], lane_scale(bits, inplace, 1)), _mm256_set1_ps(bias[r]));
             _mm256_storeu_ps(dst, _mm256_add_ps(_mm256_loadu_ps(dst), v));
         }
 }
@@ -138,8 +186,12 @@ INLINE void values_rows(const uint8_t *codes, unsigned row_bytes, unsigned bits,
     if (pre)
         for (unsigned r = 0; r < R; r++)
             for (unsigned t = 0; t < n; t++) pw[(size_t)r * n + t] = p[(size_t)r * n + t] * dl[(size_t)t * G + g];
-    for (unsigned c0 = 64 * k; c0 < 64 * k + 64; c0 += 16 * NJ)
-        values_pass(codes, row_bytes, bits, n, G, g, dl, p, pre ? pw : NULL, bias, R, NJ, c0, o, d);
+    if (bits == 2 && pre && inplace_fits(pw, n, n, NULL, R))
+        for (unsigned c0 = 64 * k; c0 < 64 * k + 64; c0 += 16 * NJ)
+            values_pass(codes, row_bytes, bits, 1, n, G, g, dl, p, pw, bias, R, NJ, c0, o, d);
+    else
+        for (unsigned c0 = 64 * k; c0 < 64 * k + 64; c0 += 16 * NJ)
+            values_pass(codes, row_bytes, bits, 0, n, G, g, dl, p, pre ? pw : NULL, bias, R, NJ, c0, o, d);
 }
 
 #define VALUES(B, R) \
