@@ -21,7 +21,8 @@
  *     or NaN among the halves is reported with its position; cache
  *     appends of fp16 pieces give the cache of the same values in fp32, and
  *     a bad value leaves the cache unchanged;
- *   - every backend other than ref at 1, 2 and 3 threads.
+ *   - every backend other than ref at 1, 2 and 3 threads (GEAR_XB_THREADS
+ *     sets other counts).
  * Backends that are not available are reported as skipped, by name.  The
  * registry is iterated, so new backends join without edits.  Runs without
  * fork (GPU runtimes do not survive fork).
@@ -51,20 +52,46 @@ static const shape shapes[] = {
 
 typedef void (*backend_fn)(gear_context *be, gear_context *ref, const char *name, int same);
 
-/* Run fn for every available backend against a fresh ref context. */
+/* The thread counts every backend other than ref runs at: 1, 2 and 3 (one
+ * thread, as many as CI's machine has, and an odd count), or the list in
+ * GEAR_XB_THREADS ("2", "1,4"): tests/check_other_cpus.sh runs the suite
+ * under qemu at one count, since emulation makes each pass some twenty
+ * times slower and the thread split is the same code on every CPU. */
+#define MAX_THREAD_COUNTS 8
+static size_t thread_counts(int *threads)
+{
+    const char *env = getenv("GEAR_XB_THREADS");
+    if (!env || !*env) {
+        threads[0] = 1, threads[1] = 2, threads[2] = 3;
+        return 3;
+    }
+    size_t n = 0;
+    const char *s = env;
+    for (;;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        TU_ASSERT(end != s && v >= 1 && v <= 1024 && n < MAX_THREAD_COUNTS && (*end == ',' || !*end),
+                  "GEAR_XB_THREADS=\"%s\": expected up to %d thread counts (1-1024) separated by commas", env,
+                  MAX_THREAD_COUNTS);
+        threads[n++] = (int)v;
+        if (!*end) return n;
+        s = end + 1;
+    }
+}
+
 /* Run fn for every available backend against a fresh ref context, and for
- * every backend other than ref at several thread counts (1, 2, 3: one
- * thread, as many as this CI machine has, and an odd count). */
+ * every backend other than ref at each of thread_counts(). */
 static void for_each_backend(backend_fn fn)
 {
-    static const int threads[] = {1, 2, 3};
+    int threads[MAX_THREAD_COUNTS];
+    size_t n_threads = thread_counts(threads);
     int n = gear_backend_count(), ran = 0;
     for (int i = 0; i < n; i++) {
         const char *name = gear_backend_name(i);
         TU_CHECK((name) != NULL);
         if (!gear_backend_available(i, NULL)) continue;
         int is_ref = !strcmp(name, "ref");
-        for (size_t ti = 0; ti < (is_ref ? 1 : sizeof threads / sizeof threads[0]); ti++) {
+        for (size_t ti = 0; ti < (is_ref ? 1 : n_threads); ti++) {
             gear_context_params p;
             gear_context_params_init(&p);
             p.backend = name;

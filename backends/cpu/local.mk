@@ -20,7 +20,7 @@ libgear_cpu_avx512_la_SOURCES = backends/cpu/cpu_avx512_half.h backends/cpu/cpu_
 	backends/cpu/cpu_avx512_compress.c backends/cpu/cpu_avx512_rows.h backends/cpu/cpu_avx512_bf16.c \
 	backends/cpu/cpu_avx512_attn.c backends/cpu/cpu_avx512_cq.c
 libgear_cpu_avx512_la_CPPFLAGS = $(AM_CPPFLAGS) $(CPU_SIMD_CPPFLAGS)
-libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS) $(LOOP_ALIGN_CFLAGS)
+libgear_cpu_avx512_la_CFLAGS = $(AM_CFLAGS) $(AVX512_CFLAGS) $(LOOP_ALIGN_CFLAGS) $(NOVTA_CFLAGS)
 gear_cpu_la_LIBADD += libgear-cpu-avx512.la
 # Kernels for CPUs with AVX2, FMA and F16C but no AVX-512, the same way.
 noinst_LTLIBRARIES += libgear-cpu-avx2.la
