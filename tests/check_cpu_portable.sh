@@ -19,8 +19,9 @@ if [ ! -x "$top_builddir/tests/check_xbackend" ]; then
     echo "SKIP: tests/check_xbackend was not built"
     exit 77
 fi
-# kernels ENV...: the cpu module's description under those settings, or
-# the settings themselves where the tool cannot say (every level runs)
+# kernels [ENV...]: the cpu module's description under those settings
+# (none: the native run's), or the settings themselves where the tool
+# cannot say (every level runs)
 kernels() {
     k=
     if [ -n "${GEAR_BIN:-}" ] && [ -x "$GEAR_BIN" ]; then
@@ -28,7 +29,7 @@ kernels() {
     fi
     echo "${k:-$*}"
 }
-seen=$(kernels GEAR_CPU_NATIVE=1)
+seen=$(kernels)
 echo "native: $seen"
 # level ENV...: check_xbackend (and check_badinput where the input checks
 # may differ, i.e. below AVX-512) under ENV, unless those kernels ran
